@@ -1,0 +1,43 @@
+# logdist — see README.md. Every target works on a fresh machine with only Go.
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+# -race needs cgo; the race runtime is part of the Go distribution.
+RACE    := -race
+TESTFLAGS ?=
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build test test-race test-short run bench fmt vet lint clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## test: vet, then the whole suite (unit, property, end-to-end) under the race detector.
+test: vet
+	$(GO) test $(RACE) -count=1 -timeout 12m $(TESTFLAGS) $(PKGS)
+
+test-race: test
+
+## test-short: the suite without -race and without the slow end-to-end cases.
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+fmt:
+	gofmt -s -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet $(PKGS)
+
+lint: vet
+	@out=$$(gofmt -s -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt -s would change:"; echo "$$out"; exit 1; fi
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+## bench: Go micro-benchmarks of the hot paths.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./frame/... ./balancer/...
+
+clean:
+	rm -rf $(BIN)
