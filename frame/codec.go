@@ -1,0 +1,159 @@
+package frame
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// zstd encoders and decoders are expensive to build and cheap to reuse, so
+// they are pooled process-wide. Both are used only through EncodeAll and
+// DecodeAll with concurrency 1, which start no goroutines: a pooled value
+// the GC drops leaks nothing.
+var (
+	encoderPools [zstd.SpeedBestCompression + 1]sync.Pool
+	decoderPool  = sync.Pool{New: func() any {
+		d, err := zstd.NewReader(nil,
+			zstd.WithDecoderConcurrency(1),
+			// Decode at most cap(dst)-len(dst) bytes: the caller sizes dst
+			// to the header's raw length, so a zip bomb stops there.
+			zstd.WithDecodeAllCapLimit(true),
+			zstd.WithDecoderMaxMemory(HardMaxFrame),
+			zstd.WithDecoderMaxWindow(HardMaxFrame),
+			zstd.WithDecoderLowmem(true),
+		)
+		if err != nil {
+			panic("BUG: frame: zstd decoder options rejected: " + err.Error())
+		}
+		return d
+	}}
+)
+
+func getEncoder(level zstd.EncoderLevel) *zstd.Encoder {
+	if e, ok := encoderPools[level].Get().(*zstd.Encoder); ok {
+		return e
+	}
+	e, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(level),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(false), // the frame header's CRC-32C covers the payload
+		zstd.WithZeroFrames(true),
+	)
+	if err != nil {
+		panic("BUG: frame: zstd encoder options rejected: " + err.Error())
+	}
+	return e
+}
+
+// Encoder builds DATA frames. It keeps a scratch buffer between calls; it is
+// not safe for concurrent use (use one per goroutine).
+type Encoder struct {
+	// Level is the zstd level used when compressing; the zero value means
+	// zstd.SpeedDefault.
+	Level zstd.EncoderLevel
+	raw   []byte
+}
+
+// AppendData appends a DATA frame carrying p with sequence seq to dst. With
+// compress set the payload is zstd-compressed, unless compression would not
+// make it smaller, in which case it is sent as is. p should have passed
+// Validate against the receiver's limits.
+func (e *Encoder) AppendData(dst []byte, seq uint64, p *Packet, compress bool) []byte {
+	if !compress {
+		start := len(dst)
+		dst = AppendHeader(dst, TypeData, 0, seq, uint32(len(p.Messages)), 0, 0, 0)
+		dst = AppendPacket(dst, p)
+		payload := dst[start+HeaderSize:]
+		n := uint32(len(payload))
+		fillLengths(Header(dst[start:start+HeaderSize]), 0, n, n, Checksum(payload))
+		return dst
+	}
+	e.raw = AppendPacket(e.raw[:0], p)
+	return e.AppendCompressed(dst, seq, uint32(len(p.Messages)), e.raw)
+}
+
+// AppendCompressed appends a DATA frame whose payload is raw (an encoded
+// packet of count messages) compressed with zstd, or raw itself if
+// compression would not make it smaller.
+func (e *Encoder) AppendCompressed(dst []byte, seq uint64, count uint32, raw []byte) []byte {
+	level := e.Level
+	if level == 0 {
+		level = zstd.SpeedDefault
+	}
+	start := len(dst)
+	dst = AppendHeader(dst, TypeData, 0, seq, count, 0, 0, 0)
+	enc := getEncoder(level)
+	dst = enc.EncodeAll(raw, dst)
+	encoderPools[level].Put(enc)
+	payload := dst[start+HeaderSize:]
+	if len(payload) >= len(raw) {
+		dst = append(dst[:start+HeaderSize], raw...)
+		n := uint32(len(raw))
+		fillLengths(Header(dst[start:start+HeaderSize]), 0, n, n, Checksum(raw))
+		return dst
+	}
+	fillLengths(Header(dst[start:start+HeaderSize]), FlagZstd, uint32(len(payload)), uint32(len(raw)), Checksum(payload))
+	return dst
+}
+
+func fillLengths(h Header, f Flags, n, raw, crc uint32) {
+	h[4] = byte(f)
+	binary.BigEndian.PutUint32(h[8:12], n)
+	binary.BigEndian.PutUint32(h[12:16], raw)
+	binary.BigEndian.PutUint32(h[28:32], crc)
+}
+
+// Decoder turns DATA payloads back into packets under a set of limits. It
+// keeps a decompression buffer between calls; it is not safe for concurrent
+// use (use one per goroutine).
+type Decoder struct {
+	Limits Limits
+	raw    []byte
+}
+
+// NewDecoder returns a Decoder enforcing lim.
+func NewDecoder(lim Limits) *Decoder { return &Decoder{Limits: lim} }
+
+// Raw returns the raw (uncompressed) packet bytes of a DATA frame whose
+// header h passed ParseHeader and whose payload passed h.Check. For an
+// uncompressed frame that is payload itself; otherwise the payload is
+// decompressed into the Decoder's buffer, which is valid until the next
+// call. The buffer never grows beyond the header's raw length, itself
+// bounded by Limits.MaxRaw, whatever the zstd frame claims.
+func (d *Decoder) Raw(h Header, payload []byte) ([]byte, error) {
+	if !h.Compressed() {
+		return payload, nil
+	}
+	rawLen := h.RawLen()
+	if rawLen > d.Limits.MaxRaw {
+		return nil, ErrRawTooLarge
+	}
+	if uint32(cap(d.raw)) < rawLen {
+		d.raw = make([]byte, 0, rawLen)
+	}
+	dec := decoderPool.Get().(*zstd.Decoder)
+	out, err := dec.DecodeAll(payload, d.raw[:0:rawLen])
+	decoderPool.Put(dec)
+	if err != nil {
+		if err == zstd.ErrDecoderSizeExceeded || err == zstd.ErrWindowSizeExceeded {
+			return nil, ErrRawTooLarge
+		}
+		return nil, ErrBadCompression
+	}
+	if uint32(len(out)) != rawLen {
+		return nil, ErrRawMismatch
+	}
+	return out, nil
+}
+
+// Decode decompresses (if needed) and decodes the packet of a DATA frame
+// into p. The packet's byte fields alias payload or the Decoder's buffer:
+// they are valid until the next call and until payload is reused.
+func (d *Decoder) Decode(h Header, payload []byte, p *Packet) error {
+	raw, err := d.Raw(h, payload)
+	if err != nil {
+		return err
+	}
+	return DecodePacket(raw, h.Count(), &d.Limits, p)
+}

@@ -1,0 +1,181 @@
+package frame
+
+import (
+	"encoding/binary"
+)
+
+// Hello is the payload of a HELLO frame, the first frame a client sends.
+//
+//	u32 capabilities     Capabilities the client supports
+//	u32 window           most DATA frames the client wants unacknowledged at once
+//	u32 max frame        largest payload the client accepts from the server
+//	u16 n, n bytes       agent id (1-255 bytes)
+//	u16 n, n bytes       auth token (0-1024 bytes; empty: none)
+//	u16 n, n bytes       software name and version, free text (0-255 bytes)
+type Hello struct {
+	Caps     Capabilities
+	Window   uint32
+	MaxFrame uint32
+	AgentID  []byte
+	Token    []byte
+	Software []byte
+}
+
+// Welcome is the payload of a WELCOME frame, the server's answer to an
+// accepted HELLO.
+//
+//	u32 capabilities     the capabilities granted (a subset of the client's)
+//	u32 window           the granted window: the client keeps at most this many DATA unacknowledged
+//	u32 max frame        largest DATA payload the server accepts
+//	u32 idle timeout ms  the server closes a connection silent this long; clients PING well within it (0: none)
+//	u16 n, n bytes       server id, free text (0-255 bytes)
+type Welcome struct {
+	Caps          Capabilities
+	Window        uint32
+	MaxFrame      uint32
+	IdleTimeoutMs uint32
+	ServerID      []byte
+}
+
+// Handshake field limits.
+const (
+	MaxAgentID  = 255
+	MaxToken    = 1024
+	MaxSoftware = 255
+	MaxReason   = 1024
+)
+
+// AppendHello appends a whole HELLO frame to dst.
+func AppendHello(dst []byte, h *Hello) []byte {
+	var p [MaxControlPayload]byte
+	b := p[:0]
+	b = binary.BigEndian.AppendUint32(b, uint32(h.Caps))
+	b = binary.BigEndian.AppendUint32(b, h.Window)
+	b = binary.BigEndian.AppendUint32(b, h.MaxFrame)
+	b = appendStr16(b, clip(h.AgentID, MaxAgentID))
+	b = appendStr16(b, clip(h.Token, MaxToken))
+	b = appendStr16(b, clip(h.Software, MaxSoftware))
+	return AppendFrame(dst, TypeHello, 0, 0, b)
+}
+
+// DecodeHello decodes a HELLO payload. The byte fields alias b.
+func DecodeHello(b []byte, h *Hello) error {
+	r := reader{b: b}
+	h.Caps = Capabilities(r.u32())
+	h.Window = r.u32()
+	h.MaxFrame = r.u32()
+	h.AgentID = r.str16(MaxAgentID)
+	h.Token = r.str16(MaxToken)
+	h.Software = r.str16(MaxSoftware)
+	if r.err != nil || len(r.b) != 0 || len(h.AgentID) == 0 || h.Window == 0 {
+		return ErrBadHandshake
+	}
+	return nil
+}
+
+// AppendWelcome appends a whole WELCOME frame to dst.
+func AppendWelcome(dst []byte, w *Welcome) []byte {
+	var p [MaxControlPayload]byte
+	b := p[:0]
+	b = binary.BigEndian.AppendUint32(b, uint32(w.Caps))
+	b = binary.BigEndian.AppendUint32(b, w.Window)
+	b = binary.BigEndian.AppendUint32(b, w.MaxFrame)
+	b = binary.BigEndian.AppendUint32(b, w.IdleTimeoutMs)
+	b = appendStr16(b, clip(w.ServerID, MaxSoftware))
+	return AppendFrame(dst, TypeWelcome, 0, 0, b)
+}
+
+// DecodeWelcome decodes a WELCOME payload. The byte fields alias b.
+func DecodeWelcome(b []byte, w *Welcome) error {
+	r := reader{b: b}
+	w.Caps = Capabilities(r.u32())
+	w.Window = r.u32()
+	w.MaxFrame = r.u32()
+	w.IdleTimeoutMs = r.u32()
+	w.ServerID = r.str16(MaxSoftware)
+	if r.err != nil || len(r.b) != 0 || w.Window == 0 || w.MaxFrame == 0 {
+		return ErrBadHandshake
+	}
+	return nil
+}
+
+// AppendAck appends an ACK frame: every DATA with sequence ≤ seq is resolved.
+func AppendAck(dst []byte, seq uint64) []byte {
+	return AppendHeader(dst, TypeAck, 0, seq, 0, 0, 0, 0)
+}
+
+// AppendPing appends a PING frame with the given nonce.
+func AppendPing(dst []byte, nonce uint64) []byte {
+	return AppendHeader(dst, TypePing, 0, nonce, 0, 0, 0, 0)
+}
+
+// AppendPong appends a PONG frame answering the PING with nonce.
+func AppendPong(dst []byte, nonce uint64) []byte {
+	return AppendHeader(dst, TypePong, 0, nonce, 0, 0, 0, 0)
+}
+
+// AppendBusy appends a BUSY frame: DATA seq was not accepted; resend it
+// (on any connection) no sooner than retryAfterMs milliseconds from now.
+//
+//	payload: u32 retry-after ms
+func AppendBusy(dst []byte, seq uint64, retryAfterMs uint32) []byte {
+	var p [4]byte
+	binary.BigEndian.PutUint32(p[:], retryAfterMs)
+	return AppendFrame(dst, TypeBusy, seq, 0, p[:])
+}
+
+// DecodeBusy returns the retry-after of a BUSY payload in milliseconds.
+func DecodeBusy(b []byte) (uint32, error) {
+	if len(b) != 4 {
+		return 0, ErrBadLength
+	}
+	return binary.BigEndian.Uint32(b), nil
+}
+
+// AppendError appends an ERROR frame. seq is the rejected DATA sequence
+// for a packet error, 0 for a connection error. The reason is clipped to
+// MaxReason bytes.
+//
+//	payload: u16 code, u16 n, n bytes reason (UTF-8, for people)
+func AppendError(dst []byte, seq uint64, code Code, reason string) []byte {
+	return appendReason(dst, TypeError, seq, code, reason)
+}
+
+// AppendGoAway appends a GOAWAY frame: the server is draining. The client
+// sends no new DATA on this connection, keeps reading ACKs for what it
+// sent, and reconnects (elsewhere if it can) for new DATA.
+//
+//	payload: same layout as ERROR (code, reason)
+func AppendGoAway(dst []byte, code Code, reason string) []byte {
+	return appendReason(dst, TypeGoAway, 0, code, reason)
+}
+
+func appendReason(dst []byte, t Type, seq uint64, code Code, reason string) []byte {
+	if len(reason) > MaxReason {
+		reason = reason[:MaxReason]
+	}
+	var p [4 + MaxReason]byte
+	binary.BigEndian.PutUint16(p[0:2], uint16(code))
+	binary.BigEndian.PutUint16(p[2:4], uint16(len(reason)))
+	n := 4 + copy(p[4:], reason)
+	return AppendFrame(dst, t, seq, 0, p[:n])
+}
+
+// DecodeReason decodes the payload of an ERROR or GOAWAY frame. The reason
+// aliases b.
+func DecodeReason(b []byte) (Code, []byte, error) {
+	r := reader{b: b}
+	code := Code(r.u16())
+	reason := r.str16(MaxReason)
+	if r.err != nil || len(r.b) != 0 {
+		return 0, nil, ErrBadLength
+	}
+	return code, reason, nil
+}
+
+func clip(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
