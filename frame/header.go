@@ -123,11 +123,10 @@ func ParseHeader(b []byte, lim *Limits) (Header, error) {
 		if n > lim.MaxFrame {
 			return nil, ErrFrameTooLarge
 		}
-		if f&FlagZstd != 0 {
-			if raw > lim.MaxRaw {
-				return nil, ErrRawTooLarge
-			}
-		} else if raw != n {
+		if raw > lim.MaxRaw {
+			return nil, ErrRawTooLarge
+		}
+		if f&FlagZstd == 0 && raw != n {
 			return nil, ErrBadLength
 		}
 		if count > lim.MaxMessages {
@@ -135,6 +134,12 @@ func ParseHeader(b []byte, lim *Limits) (Header, error) {
 		}
 		if count == 0 || n == 0 || h.Seq() == 0 {
 			return nil, ErrBadLength
+		}
+		// Every message takes at least messageFixed raw bytes, so a count
+		// the raw length cannot hold is a lie a forwarder can see without
+		// decompressing (it counts and balances by this header).
+		if uint64(raw) < packetFixed+uint64(count)*messageFixed {
+			return nil, ErrCountMismatch
 		}
 	case TypeAck, TypePing, TypePong:
 		if n != 0 || raw != 0 || count != 0 {
