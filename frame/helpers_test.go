@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -210,4 +211,16 @@ func makeBomb(tb testing.TB, n int, fcs bool) []byte {
 // around payload.
 func dataFrame(f Flags, seq uint64, count uint32, payload []byte, raw uint32) []byte {
 	return AppendHeader(nil, TypeData, f, seq, count, uint32(len(payload)), raw, Checksum(payload))
+}
+
+// allocBytes returns the bytes fn allocates on the heap (TotalAlloc delta).
+// Tests that use it do not run in parallel, so the delta is fn's own,
+// give or take the runtime's small background allocations.
+func allocBytes(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }

@@ -196,6 +196,15 @@ func DecodePacket(b []byte, count uint32, lim *Limits, p *Packet) error {
 			return ErrTruncated
 		}
 		start := len(p.attrs)
+		if need := start + na; need > cap(p.attrs) {
+			// Grow once, to what the whole packet needs, rather than by
+			// append's doubling: a packet made of attributes then costs one
+			// Attr per attribute, and a reused Packet stops growing.
+			c := start + countAttrs(r.b, na, len(p.Messages)-i-1)
+			a := make([]Attr, start, max(c, need))
+			copy(a, p.attrs)
+			p.attrs = a
+		}
 		for j := 0; j < na; j++ {
 			k := r.str16(mf)
 			v := r.str32(lim.MaxBody)
@@ -221,6 +230,42 @@ func DecodePacket(b []byte, count uint32, lim *Limits, p *Packet) error {
 		}
 	}
 	return nil
+}
+
+// countAttrs returns na plus the attributes of the next msgs messages, for
+// b positioned at the first of na attributes. It reads only lengths; on
+// bytes that do not parse it returns what it counted so far (the decoder
+// reports the error).
+func countAttrs(b []byte, na, msgs int) int {
+	r := reader{b: b}
+	skip := func(n int) {
+		if len(r.b) < n {
+			r.fail(ErrTruncated)
+			return
+		}
+		r.b = r.b[n:]
+	}
+	skipAttrs := func(n int) {
+		for ; n > 0 && r.err == nil; n-- {
+			skip(int(r.u16()))
+			skip(int(r.u32()))
+		}
+	}
+	total := na
+	skipAttrs(na)
+	for ; msgs > 0 && r.err == nil; msgs-- {
+		skip(8 + 1 + 1)
+		n := int(r.u16())
+		skip(int(r.u16()))
+		skip(int(r.u16()))
+		skip(int(r.u32()))
+		if r.err != nil || n*attrFixed > len(r.b) {
+			break
+		}
+		total += n
+		skipAttrs(n)
+	}
+	return total
 }
 
 // reader is a bounds-checked cursor over a payload. After the first error
