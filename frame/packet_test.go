@@ -84,7 +84,7 @@ func TestDecodePacketRules(t *testing.T) {
 		fn(p)
 		return rawPacket(p)
 	}
-	long := []byte("123456789")           // MaxField+1
+	long := []byte("123456789")             // MaxField+1
 	longBody := []byte("12345678901234567") // MaxBody+1
 	setCount := func(b []byte, n uint32) []byte {
 		off := 8 + 2 + int(binary.BigEndian.Uint16(b[8:])) // after agent id
