@@ -2,6 +2,7 @@ package frame
 
 import (
 	"encoding/binary"
+	"unicode/utf8"
 )
 
 // Hello is the payload of a HELLO frame, the first frame a client sends.
@@ -47,15 +48,26 @@ const (
 
 // AppendHello appends a whole HELLO frame to dst.
 func AppendHello(dst []byte, h *Hello) []byte {
-	var p [MaxControlPayload]byte
-	b := p[:0]
-	b = binary.BigEndian.AppendUint32(b, uint32(h.Caps))
-	b = binary.BigEndian.AppendUint32(b, h.Window)
-	b = binary.BigEndian.AppendUint32(b, h.MaxFrame)
-	b = appendStr16(b, clip(h.AgentID, MaxAgentID))
-	b = appendStr16(b, clip(h.Token, MaxToken))
-	b = appendStr16(b, clip(h.Software, MaxSoftware))
-	return AppendFrame(dst, TypeHello, 0, 0, b)
+	start := len(dst)
+	dst = AppendHeader(dst, TypeHello, 0, 0, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(h.Caps))
+	dst = binary.BigEndian.AppendUint32(dst, h.Window)
+	dst = binary.BigEndian.AppendUint32(dst, h.MaxFrame)
+	dst = appendStr16(dst, clip(h.AgentID, MaxAgentID))
+	dst = appendStr16(dst, clip(h.Token, MaxToken))
+	dst = appendStr16(dst, clip(h.Software, MaxSoftware))
+	return finishControl(dst, start)
+}
+
+// finishControl fills in the lengths and checksum of the control frame
+// whose header starts at dst[start]. The payload is built in dst itself
+// rather than in a stack array: a slice handed to the CRC-32C assembly
+// escapes, and would cost an allocation per frame.
+func finishControl(dst []byte, start int) []byte {
+	payload := dst[start+HeaderSize:]
+	n := uint32(len(payload))
+	fillLengths(Header(dst[start:start+HeaderSize]), 0, n, n, Checksum(payload))
+	return dst
 }
 
 // DecodeHello decodes a HELLO payload. The byte fields alias b.
@@ -75,14 +87,14 @@ func DecodeHello(b []byte, h *Hello) error {
 
 // AppendWelcome appends a whole WELCOME frame to dst.
 func AppendWelcome(dst []byte, w *Welcome) []byte {
-	var p [MaxControlPayload]byte
-	b := p[:0]
-	b = binary.BigEndian.AppendUint32(b, uint32(w.Caps))
-	b = binary.BigEndian.AppendUint32(b, w.Window)
-	b = binary.BigEndian.AppendUint32(b, w.MaxFrame)
-	b = binary.BigEndian.AppendUint32(b, w.IdleTimeoutMs)
-	b = appendStr16(b, clip(w.ServerID, MaxSoftware))
-	return AppendFrame(dst, TypeWelcome, 0, 0, b)
+	start := len(dst)
+	dst = AppendHeader(dst, TypeWelcome, 0, 0, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(w.Caps))
+	dst = binary.BigEndian.AppendUint32(dst, w.Window)
+	dst = binary.BigEndian.AppendUint32(dst, w.MaxFrame)
+	dst = binary.BigEndian.AppendUint32(dst, w.IdleTimeoutMs)
+	dst = appendStr16(dst, clip(w.ServerID, MaxSoftware))
+	return finishControl(dst, start)
 }
 
 // DecodeWelcome decodes a WELCOME payload. The byte fields alias b.
@@ -119,9 +131,10 @@ func AppendPong(dst []byte, nonce uint64) []byte {
 //
 //	payload: u32 retry-after ms
 func AppendBusy(dst []byte, seq uint64, retryAfterMs uint32) []byte {
-	var p [4]byte
-	binary.BigEndian.PutUint32(p[:], retryAfterMs)
-	return AppendFrame(dst, TypeBusy, seq, 0, p[:])
+	start := len(dst)
+	dst = AppendHeader(dst, TypeBusy, 0, seq, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint32(dst, retryAfterMs)
+	return finishControl(dst, start)
 }
 
 // DecodeBusy returns the retry-after of a BUSY payload in milliseconds.
@@ -134,7 +147,7 @@ func DecodeBusy(b []byte) (uint32, error) {
 
 // AppendError appends an ERROR frame. seq is the rejected DATA sequence
 // for a packet error, 0 for a connection error. The reason is clipped to
-// MaxReason bytes.
+// MaxReason bytes, at a rune boundary.
 //
 //	payload: u16 code, u16 n, n bytes reason (UTF-8, for people)
 func AppendError(dst []byte, seq uint64, code Code, reason string) []byte {
@@ -152,13 +165,20 @@ func AppendGoAway(dst []byte, code Code, reason string) []byte {
 
 func appendReason(dst []byte, t Type, seq uint64, code Code, reason string) []byte {
 	if len(reason) > MaxReason {
-		reason = reason[:MaxReason]
+		// Cut before the rune that crosses the limit, so that the reason
+		// stays valid UTF-8 for the people and parsers reading it.
+		n := MaxReason
+		for n > MaxReason-utf8.UTFMax && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
 	}
-	var p [4 + MaxReason]byte
-	binary.BigEndian.PutUint16(p[0:2], uint16(code))
-	binary.BigEndian.PutUint16(p[2:4], uint16(len(reason)))
-	n := 4 + copy(p[4:], reason)
-	return AppendFrame(dst, t, seq, 0, p[:n])
+	start := len(dst)
+	dst = AppendHeader(dst, t, 0, seq, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(code))
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(reason)))
+	dst = append(dst, reason...)
+	return finishControl(dst, start)
 }
 
 // DecodeReason decodes the payload of an ERROR or GOAWAY frame. The reason
