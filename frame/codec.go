@@ -121,12 +121,26 @@ func NewDecoder(lim Limits) *Decoder { return &Decoder{Limits: lim} }
 // decompressed into the Decoder's buffer, which is valid until the next
 // call. The buffer never grows beyond the header's raw length, itself
 // bounded by Limits.MaxRaw, whatever the zstd frame claims.
+//
+// Memory: a zstd frame that declares its content size (this package's
+// encoder always does) costs at most the raw length. One that does not
+// (streaming compressors) is decoded block by block and stopped by the
+// buffer's capacity; the block that overflows it makes the zstd library
+// copy its output once, so a bomb of that kind costs up to about
+// 2.3 × the raw length, transiently.
 func (d *Decoder) Raw(h Header, payload []byte) ([]byte, error) {
 	if !h.Compressed() {
 		return payload, nil
 	}
 	rawLen := h.RawLen()
 	if rawLen > d.Limits.MaxRaw {
+		return nil, ErrRawTooLarge
+	}
+	// A zstd frame that declares more content than the header's raw length
+	// is a bomb or a lie: refuse it before allocating the output buffer.
+	// (Less is not an error yet: the payload may hold more frames.)
+	var zh zstd.Header
+	if zh.Decode(payload) == nil && zh.HasFCS && zh.FrameContentSize > uint64(rawLen) {
 		return nil, ErrRawTooLarge
 	}
 	if uint32(cap(d.raw)) < rawLen {
