@@ -1,0 +1,113 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/logdist/logdist/frame"
+)
+
+// Config configures a Server. Start from DefaultConfig and change what you
+// need; New calls Validate.
+type Config struct {
+	// Addr is the TCP address Start and ListenAndServe listen on, e.g.
+	// "127.0.0.1:7501"; port 0 picks a free port (see Server.Addr).
+	Addr string
+
+	// Limits bounds every frame and packet a client sends. Limits.MaxFrame
+	// is the max frame size granted in WELCOME.
+	Limits frame.Limits
+
+	// Window is the most DATA frames a client may have unresolved at once.
+	// A client asking for less gets what it asked for.
+	Window uint32
+
+	// MaxConns caps the number of open connections; a connection above it
+	// gets ERROR overloaded and is closed. 0 means no cap.
+	MaxConns int
+
+	// HandshakeTimeout is how long a new connection has to deliver its
+	// HELLO before it gets ERROR handshake_timeout and is closed.
+	HandshakeTimeout time.Duration
+
+	// IdleTimeout closes (ERROR idle_timeout) a connection on which no
+	// complete frame arrived for this long. It is a deadline per frame, not
+	// per byte, so a peer trickling a byte at a time is closed too. It is
+	// announced in WELCOME so that clients PING well within it.
+	IdleTimeout time.Duration
+
+	// WriteTimeout bounds every write to a client; a client that does not
+	// read its ACKs for this long is dropped.
+	WriteTimeout time.Duration
+
+	// DrainTimeout is how long Close lets connections finish after GOAWAY
+	// before closing them (and cancelling the context of running handlers).
+	DrainTimeout time.Duration
+
+	// BusyRetryAfter is the retry-after sent in BUSY when a Handler returns
+	// ErrBusy (or an unclassified error) without a retry-after of its own.
+	BusyRetryAfter time.Duration
+
+	// ServerID is sent in WELCOME (free text, at most 255 bytes), e.g.
+	// "analyzerd/a1".
+	ServerID string
+
+	// Auth, if not nil, is called with the HELLO's agent id and token and
+	// the peer address; an error rejects the connection with ERROR auth
+	// (the error text is the reason sent). The byte slices are only valid
+	// during the call. It runs on the connection's goroutine: it may block,
+	// within HandshakeTimeout's spirit.
+	Auth func(agentID, token []byte, remote net.Addr) error
+
+	// Logger receives the server's logs; nil means slog.Default(). Every
+	// record carries component=frame/server and the listen address.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config that works on one host: 127.0.0.1:7501,
+// frame.DefaultLimits, a window of 1024 packets, 10 s handshake, 60 s idle,
+// 10 s write and 10 s drain timeouts, 100 ms busy retry-after.
+func DefaultConfig() Config {
+	return Config{
+		Addr:             "127.0.0.1:7501",
+		Limits:           frame.DefaultLimits(),
+		Window:           1024,
+		HandshakeTimeout: 10 * time.Second,
+		IdleTimeout:      60 * time.Second,
+		WriteTimeout:     10 * time.Second,
+		DrainTimeout:     10 * time.Second,
+		BusyRetryAfter:   100 * time.Millisecond,
+	}
+}
+
+// ErrBadConfig is wrapped by every error Validate returns.
+var ErrBadConfig = errors.New("server: invalid config")
+
+// Validate reports the first setting that cannot work, with the fix.
+func (c *Config) Validate() error {
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	switch {
+	case c.Window == 0:
+		return fmt.Errorf("%w: window must be at least 1", ErrBadConfig)
+	case c.MaxConns < 0:
+		return fmt.Errorf("%w: max conns %d is negative (0 means no cap)", ErrBadConfig, c.MaxConns)
+	case c.HandshakeTimeout <= 0:
+		return fmt.Errorf("%w: handshake timeout must be positive", ErrBadConfig)
+	case c.IdleTimeout < time.Millisecond || c.IdleTimeout > time.Duration(1<<32-1)*time.Millisecond:
+		return fmt.Errorf("%w: idle timeout %s not in [1ms, 49d]", ErrBadConfig, c.IdleTimeout)
+	case c.WriteTimeout <= 0:
+		return fmt.Errorf("%w: write timeout must be positive", ErrBadConfig)
+	case c.DrainTimeout < 0:
+		return fmt.Errorf("%w: drain timeout must not be negative", ErrBadConfig)
+	case c.BusyRetryAfter < 0 || c.BusyRetryAfter > time.Duration(1<<32-1)*time.Millisecond:
+		return fmt.Errorf("%w: busy retry-after %s not in [0, 49d]", ErrBadConfig, c.BusyRetryAfter)
+	case len(c.ServerID) > frame.MaxSoftware:
+		return fmt.Errorf("%w: server id longer than %d bytes", ErrBadConfig, frame.MaxSoftware)
+	}
+	return nil
+}
