@@ -39,7 +39,6 @@ func (r *frameReader) ready() bool {
 	return err != nil || n >= h.FrameLen()
 }
 
-
 // next reads the next frame. The header is checked (frame.ParseHeader)
 // before anything is allocated for the payload, and the checksum after.
 // The returned header and payload are valid until the next call. Errors:

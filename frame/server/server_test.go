@@ -3,8 +3,8 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"net"
 	"errors"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -549,4 +549,3 @@ func mustListen(t *testing.T) net.Listener {
 	}
 	return ln
 }
-
