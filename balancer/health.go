@@ -1,0 +1,339 @@
+package balancer
+
+import (
+	"context"
+	"time"
+)
+
+// Event is what the proxy observed about an analyzer. Connected and
+// HeartbeatOK are successes; the others are failures.
+type Event uint8
+
+const (
+	// Connected: a connection to the analyzer was established.
+	Connected Event = iota
+	// ConnectFailed: a dial failed or timed out.
+	ConnectFailed
+	// HeartbeatOK: a PONG answered a PING in time.
+	HeartbeatOK
+	// HeartbeatMissed: a PING went unanswered.
+	HeartbeatMissed
+	// WriteError: writing to the analyzer's connection failed.
+	WriteError
+	// AckTimeout: a packet forwarded to the analyzer was not acked in time.
+	AckTimeout
+
+	numEvents
+)
+
+var eventNames = [numEvents]string{
+	Connected: "connected", ConnectFailed: "connect-failed",
+	HeartbeatOK: "heartbeat-ok", HeartbeatMissed: "heartbeat-missed",
+	WriteError: "write-error", AckTimeout: "ack-timeout",
+}
+
+func (e Event) String() string {
+	if e < numEvents {
+		return eventNames[e]
+	}
+	return "unknown-event"
+}
+
+// Success reports whether e counts towards Rise (true) or Fall (false).
+func (e Event) Success() bool { return e == Connected || e == HeartbeatOK }
+
+// HealthState is what the events say about an analyzer.
+type HealthState uint8
+
+const (
+	// Down: not selectable. Every analyzer starts down and rises after Rise
+	// consecutive successes, so nothing is picked before it is reachable.
+	Down HealthState = iota
+	// Up: selectable (unless drained, forced down or weight 0).
+	Up
+)
+
+func (h HealthState) String() string {
+	if h == Up {
+		return "up"
+	}
+	return "down"
+}
+
+// BreakerState is the state of an analyzer's circuit breaker, which
+// decides whether the proxy may dial or probe it (AllowProbe).
+type BreakerState uint8
+
+const (
+	// Closed: probes allowed. Fall consecutive failures open it.
+	Closed BreakerState = iota
+	// Open: no probes until the backoff (doubling per trip, capped,
+	// jittered) has passed; then it is half-open. Events reported while
+	// open come from connections made before it tripped and are ignored.
+	Open
+	// HalfOpen: HalfOpenProbes probes are granted; a success closes the
+	// breaker, a failure (or no outcome within ProbeTimeout) opens it again.
+	HalfOpen
+)
+
+func (b BreakerState) String() string {
+	switch b {
+	case Open:
+		return "open"
+	case HalfOpen:
+		return "half-open"
+	}
+	return "closed"
+}
+
+// AdminState is what the operator said about an analyzer.
+type AdminState uint8
+
+const (
+	// Enabled: selectable when up and weight > 0.
+	Enabled AdminState = iota
+	// Drained: never selected; still probed and health-checked, so its
+	// connections stay up to collect the acks of packets in flight.
+	Drained
+	// ForcedDown: never selected and never probed (AllowProbe is false).
+	ForcedDown
+	// ForcedUp: selected whenever weight > 0, whatever its health: for when
+	// health checks are wrong and the operator knows better.
+	ForcedUp
+)
+
+func (a AdminState) String() string {
+	switch a {
+	case Drained:
+		return "drained"
+	case ForcedDown:
+		return "forced-down"
+	case ForcedUp:
+		return "forced-up"
+	}
+	return "enabled"
+}
+
+// health is the per-analyzer health, breaker and slow-start state, guarded
+// by Set.mu.
+type health struct {
+	state      HealthState
+	succ, fail int // consecutive successes, failures
+	since      time.Time
+
+	breaker       BreakerState
+	trips         int       // trips since the analyzer was last up
+	openUntil     time.Time // Open: when it turns half-open
+	probes        int       // HalfOpen: probes granted
+	probeDeadline time.Time // HalfOpen: when granted probes count as failed
+
+	// inService is whether the analyzer was selectable at the last commit;
+	// rampStart and rampStep drive slow start (rampStep == steps: done).
+	inService bool
+	rampStart time.Time
+	rampStep  int
+
+	events [numEvents]uint64
+}
+
+// Report feeds one event about analyzer id into its health state machine.
+// It is safe from any goroutine; it takes the set's mutex briefly and, only
+// when the event changes what is selectable, rebuilds the snapshot before
+// returning, so that every pick that starts after Report returns sees the
+// change. Events for an ID that is not in use (an analyzer removed while
+// its connections were closing) are dropped.
+func (s *Set) Report(id int, ev Event) {
+	if ev >= numEvents {
+		panic("BUG: balancer: Report with unknown event")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.lookupID(id)
+	if a == nil {
+		return
+	}
+	now := s.cfg.Now()
+	a.h.events[ev]++
+	changed := s.advanceBreaker(a, now)
+	if s.apply(a, ev, now) {
+		changed = true
+	}
+	if changed || s.due(now) {
+		s.commit(now, changed)
+	}
+}
+
+// apply runs the rise/fall and breaker rules for one event and reports
+// whether anything changed.
+func (s *Set) apply(a *analyzer, ev Event, now time.Time) bool {
+	h := &a.h
+	switch h.breaker {
+	case Open:
+		return false
+	case HalfOpen:
+		if !ev.Success() {
+			s.trip(a, now, "half-open probe failed: "+ev.String())
+			return true
+		}
+		h.breaker = Closed
+		h.probes = 0
+		s.log.Info("analyzer breaker closed", "component", "balancer",
+			"analyzer", a.name, "addr", a.addr, "id", a.id, "event", ev.String())
+		h.succ, h.fail = 0, 0
+		s.success(a, ev, now)
+		return true
+	}
+	if ev.Success() {
+		return s.success(a, ev, now)
+	}
+	h.succ = 0
+	h.fail++
+	if h.fail < s.cfg.Fall {
+		return false
+	}
+	if h.state == Up {
+		h.state, h.since = Down, now
+		s.log.Warn("analyzer down", "component", "balancer",
+			"analyzer", a.name, "addr", a.addr, "id", a.id, "event", ev.String(), "fall", s.cfg.Fall)
+	}
+	s.trip(a, now, ev.String())
+	return true
+}
+
+func (s *Set) success(a *analyzer, ev Event, now time.Time) bool {
+	h := &a.h
+	h.fail = 0
+	h.succ++
+	if h.state == Up || h.succ < s.cfg.Rise {
+		return false
+	}
+	h.state, h.since = Up, now
+	h.trips = 0
+	s.log.Info("analyzer up", "component", "balancer",
+		"analyzer", a.name, "addr", a.addr, "id", a.id, "event", ev.String(), "rise", s.cfg.Rise)
+	return true
+}
+
+// trip opens a's breaker for the next backoff: BreakerBackoff doubled per
+// trip since the analyzer was last up, capped at BreakerMaxBackoff, and
+// drawn from [d/2, d) so that distributors spread their redials.
+func (s *Set) trip(a *analyzer, now time.Time, reason string) {
+	h := &a.h
+	h.trips++
+	d := s.cfg.BreakerBackoff
+	for i := 1; i < h.trips && d < s.cfg.BreakerMaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.BreakerMaxBackoff)
+	wait := d/2 + time.Duration(s.rng.Uint64()%uint64(d-d/2))
+	h.breaker, h.openUntil = Open, now.Add(wait)
+	h.succ, h.fail, h.probes = 0, 0, 0
+	s.log.Warn("analyzer breaker open", "component", "balancer",
+		"analyzer", a.name, "addr", a.addr, "id", a.id, "reason", reason,
+		"trips", h.trips, "retry_in", wait)
+}
+
+// advanceBreaker applies the timed breaker transitions due at now and
+// reports whether any happened.
+func (s *Set) advanceBreaker(a *analyzer, now time.Time) bool {
+	h := &a.h
+	switch {
+	case h.breaker == Open && !now.Before(h.openUntil):
+		h.breaker, h.probes = HalfOpen, 0
+		s.log.Info("analyzer breaker half-open", "component", "balancer",
+			"analyzer", a.name, "addr", a.addr, "id", a.id)
+		return true
+	case h.breaker == HalfOpen && h.probes > 0 && !now.Before(h.probeDeadline):
+		s.trip(a, now, "half-open probe timed out")
+		return true
+	}
+	return false
+}
+
+// AllowProbe reports whether the proxy may dial or probe analyzer id now:
+// true while its breaker is closed, false while open, and for the first
+// HalfOpenProbes calls once half-open. A granted probe's outcome must be
+// reported (Connected, HeartbeatOK, ConnectFailed...); without one within
+// ProbeTimeout it counts as failed. Always false for a forced-down or
+// unknown analyzer. Not for the per-packet path: it takes the mutex.
+func (s *Set) AllowProbe(id int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.lookupID(id)
+	if a == nil || a.admin == ForcedDown {
+		return false
+	}
+	now := s.cfg.Now()
+	changed := s.advanceBreaker(a, now)
+	allow := false
+	switch a.h.breaker {
+	case Closed:
+		allow = true
+	case HalfOpen:
+		if a.h.probes < s.cfg.HalfOpenProbes {
+			if a.h.probes == 0 {
+				a.h.probeDeadline = now.Add(s.cfg.ProbeTimeout)
+			}
+			a.h.probes++
+			allow = true
+		}
+	}
+	if changed || s.due(now) {
+		s.commit(now, changed)
+	}
+	return allow
+}
+
+// Tick applies what is due by the set's clock: slow-start steps, breakers
+// turning half-open, probes timing out. It returns when it next has
+// something to do (zero: nothing scheduled). Report and AllowProbe also do
+// it, so Tick only makes the timing exact; Run calls it on time.
+func (s *Set) Tick() (next time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.commit(s.cfg.Now(), false)
+	return s.deadline
+}
+
+// Run calls Tick whenever something is due, until ctx is done. It is one
+// way to drive slow start and breakers on time; a proxy with its own timer
+// can call Tick instead. It returns ctx.Err().
+func (s *Set) Run(ctx context.Context) error {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		next := s.Tick()
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(next.Sub(s.cfg.Now()), time.Millisecond)
+		}
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// due reports whether a scheduled slow-start step or breaker transition is
+// due at now.
+func (s *Set) due(now time.Time) bool {
+	return !s.deadline.IsZero() && !now.Before(s.deadline)
+}
+
+// rampFraction is the share of its weight an analyzer gets at slow-start
+// step k of steps: linear from 1/steps at k = 0 to exactly 1 at k = steps.
+func rampFraction(k, steps int) float64 {
+	if k >= steps {
+		return 1
+	}
+	return float64(steps+(steps-1)*k) / float64(steps*steps)
+}
+
+// MarshalText makes the states read as words in JSON (admin API).
+func (e Event) MarshalText() ([]byte, error)        { return []byte(e.String()), nil }
+func (h HealthState) MarshalText() ([]byte, error)  { return []byte(h.String()), nil }
+func (b BreakerState) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
+func (a AdminState) MarshalText() ([]byte, error)   { return []byte(a.String()), nil }

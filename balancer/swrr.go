@@ -1,0 +1,229 @@
+package balancer
+
+import "math"
+
+// The SWRR sequence.
+//
+// Weights are first turned into integers (quantize), then laid out by
+// earliest-deadline-first over Pfair windows (buildSequence): with integer
+// weights w_i summing to W and share s_i = w_i/W, the j-th pick of analyzer i
+// is released at slot floor((j-1)/s_i) and due before slot ceil(j/s_i).
+// Because the shares sum to 1, EDF places every pick inside its window
+// (EDF is optimal for unit jobs on one machine, and a schedule meeting all
+// Pfair windows exists when the shares sum to at most 1 — Baruah et al.,
+// "Proportionate progress", 1996). A pick placed inside its window means,
+// for every prefix of t slots,
+//
+//	floor(t·s_i) <= count_i(t) <= ceil(t·s_i)
+//
+// (at most one pick ahead or behind), and count_i(W) = w_i exactly.
+//
+// nginx's smooth WRR (add every weight, take the largest, subtract the
+// total) gives the same smoothness class but not the same bound: it never
+// lets an analyzer get a whole pick ahead, but it can leave one more than a
+// pick behind (weights 1,1,1,1,19,19 fall 1.12 picks behind; the test
+// TestNginxOrderExceedsOne pins it). Both orders cost the same per pick
+// once precomputed, so the set uses the one with the bound.
+
+// maxSequence caps the length of the SWRR sequence and is the denominator
+// of the shares when weights cannot be represented exactly (see quantize).
+// 2^16 slots of 2 bytes keep a snapshot's sequence at 128 KiB at most.
+const maxSequence = 1 << 16
+
+// quantize writes into q integer weights proportional to w (non-negative,
+// finite, at least one positive) and returns their sum, which is at most
+// maxSequence, and whether the proportion is exact.
+//
+// It is exact when every weight times some 10^k (k <= 9) is an integer and
+// those integers, divided by their GCD, sum to at most maxSequence:
+// operator weights such as 0.7/0.3 or 4/3/2/1 become 7/3 and 4/3/2/1.
+// Otherwise the shares are apportioned to maxSequence slots by largest
+// remainders (Hamilton's method) and reduced by the GCD: each quantised
+// share q_i/sum is within 1/maxSequence (1.53e-5) of w_i/Σw, and a weight
+// whose share is below that may get no slot at all.
+func quantize(w []float64, q []uint32) (total int, exact bool) {
+	if t, ok := quantizeExact(w, q); ok {
+		return t, true
+	}
+	return quantizeHamilton(w, q), false
+}
+
+func quantizeExact(w []float64, q []uint32) (int, bool) {
+	scale := 1.0
+	for k := 0; k <= 9; k, scale = k+1, scale*10 {
+		var g uint64
+		var sum float64
+		ok := true
+		for _, x := range w {
+			y := x * scale
+			r := math.Round(y)
+			if math.Abs(y-r) > 1e-9*(1+y) || r > 1<<40 || x > 0 && r == 0 {
+				ok = false
+				break
+			}
+			sum += r
+			g = gcd(g, uint64(r))
+		}
+		if !ok {
+			continue
+		}
+		if g == 0 || sum/float64(g) > maxSequence {
+			return 0, false
+		}
+		total := 0
+		for i, x := range w {
+			v := uint64(math.Round(x*scale)) / g
+			q[i] = uint32(v)
+			total += int(v)
+		}
+		return total, true
+	}
+	return 0, false
+}
+
+func quantizeHamilton(w []float64, q []uint32) int {
+	var sum float64
+	for _, x := range w {
+		sum += x
+	}
+	total := 0
+	for i, x := range w {
+		v := math.Floor(x / sum * maxSequence)
+		q[i] = uint32(v)
+		total += int(v)
+	}
+	// Hand the remaining slots to the largest remainders, lowest index
+	// first on ties. There are fewer than len(w) of them.
+	for total < maxSequence {
+		best, bestRem := -1, -1.0
+		for i, x := range w {
+			if x == 0 {
+				continue
+			}
+			exact := x / sum * maxSequence
+			rem := exact - float64(q[i])
+			if rem > bestRem && rem > 0 {
+				best, bestRem = i, rem
+			}
+		}
+		if best < 0 {
+			break // float rounding already gave every slot away
+		}
+		q[best]++
+		total++
+	}
+	var g uint64
+	for _, v := range q {
+		g = gcd(g, uint64(v))
+	}
+	if g > 1 {
+		total = 0
+		for i := range q {
+			q[i] /= uint32(g)
+			total += int(q[i])
+		}
+	}
+	return total
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// buildSequence lays out total = Σw slots by EDF over Pfair windows (see the
+// top of this file) and returns the sequence of ids. Ties on the deadline go
+// to the lower index, so the same input always gives the same sequence.
+// Cost O(total·log n).
+func buildSequence(w []uint32, ids []uint16, total int) []uint16 {
+	seq := make([]uint16, total)
+	if total == 0 {
+		return seq
+	}
+	n := len(w)
+	T := int64(total)
+	next := make([]int64, n)     // 1-based index of the next pick to place
+	release := make([]int64, n)  // its release slot
+	deadline := make([]int64, n) // its deadline (exclusive)
+	window := func(i int) {
+		j, wi := next[i], int64(w[i])
+		release[i] = (j - 1) * T / wi
+		deadline[i] = (j*T + wi - 1) / wi
+	}
+	pending := idxHeap{less: func(a, b int32) bool {
+		return release[a] < release[b] || release[a] == release[b] && a < b
+	}}
+	ready := idxHeap{less: func(a, b int32) bool {
+		return deadline[a] < deadline[b] || deadline[a] == deadline[b] && a < b
+	}}
+	for i := range w {
+		if w[i] == 0 {
+			continue
+		}
+		next[i] = 1
+		window(i)
+		pending.push(int32(i))
+	}
+	for t := int64(0); t < T; t++ {
+		for len(pending.h) > 0 && release[pending.h[0]] <= t {
+			ready.push(pending.pop())
+		}
+		if len(ready.h) == 0 {
+			panic("BUG: balancer: EDF found no released pick; weights do not sum to the period")
+		}
+		i := ready.pop()
+		if deadline[i] <= t {
+			panic("BUG: balancer: EDF missed a Pfair deadline")
+		}
+		seq[t] = ids[i]
+		if next[i] < int64(w[i]) {
+			next[i]++
+			window(int(i))
+			pending.push(i)
+		}
+	}
+	return seq
+}
+
+// idxHeap is a binary min-heap of indices under less; container/heap would
+// box every index in an interface.
+type idxHeap struct {
+	h    []int32
+	less func(a, b int32) bool
+}
+
+func (p *idxHeap) push(x int32) {
+	p.h = append(p.h, x)
+	for c := len(p.h) - 1; c > 0; {
+		up := (c - 1) / 2
+		if !p.less(p.h[c], p.h[up]) {
+			break
+		}
+		p.h[c], p.h[up] = p.h[up], p.h[c]
+		c = up
+	}
+}
+
+func (p *idxHeap) pop() int32 {
+	top := p.h[0]
+	last := len(p.h) - 1
+	p.h[0] = p.h[last]
+	p.h = p.h[:last]
+	for c := 0; ; {
+		l, m := 2*c+1, c
+		if l < last && p.less(p.h[l], p.h[m]) {
+			m = l
+		}
+		if r := l + 1; r < last && p.less(p.h[r], p.h[m]) {
+			m = r
+		}
+		if m == c {
+			break
+		}
+		p.h[c], p.h[m] = p.h[m], p.h[c]
+		c = m
+	}
+	return top
+}
