@@ -94,7 +94,11 @@ func AppendFrame(dst []byte, t Type, seq uint64, count uint32, payload []byte) [
 // is checked later, with Header.Check, once the payload is there.
 //
 // It returns ErrShortHeader if b is shorter than a header, or one of the
-// sentinel *Error values.
+// sentinel *Error values. Errors with a fatal code (CodeOf(err).Fatal())
+// mean the stream cannot be trusted. The others (ErrRawTooLarge,
+// ErrTooManyMessages, ErrCountMismatch) come only from a DATA header whose
+// sequence and payload length are valid: the receiver can skip the payload,
+// reject that one packet and go on.
 func ParseHeader(b []byte, lim *Limits) (Header, error) {
 	if len(b) < HeaderSize {
 		return nil, ErrShortHeader
@@ -123,17 +127,18 @@ func ParseHeader(b []byte, lim *Limits) (Header, error) {
 		if n > lim.MaxFrame {
 			return nil, ErrFrameTooLarge
 		}
+		if count == 0 || n == 0 || h.Seq() == 0 || (f&FlagZstd == 0 && raw != n) {
+			return nil, ErrBadLength
+		}
+		// The frame is well formed and its length within bounds: what
+		// follows rejects this packet only (codes >= 0x100). The stream
+		// stays in sync, the receiver skips the payload and answers ERROR
+		// with this frame's sequence (Reader.Next does the skipping).
 		if raw > lim.MaxRaw {
 			return nil, ErrRawTooLarge
 		}
-		if f&FlagZstd == 0 && raw != n {
-			return nil, ErrBadLength
-		}
 		if count > lim.MaxMessages {
 			return nil, ErrTooManyMessages
-		}
-		if count == 0 || n == 0 || h.Seq() == 0 {
-			return nil, ErrBadLength
 		}
 		// Every message takes at least messageFixed raw bytes, so a count
 		// the raw length cannot hold is a lie a forwarder can see without

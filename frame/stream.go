@@ -2,12 +2,15 @@ package frame
 
 import (
 	"bufio"
+	"hash/crc32"
 	"io"
+	"slices"
 )
 
 // Reader reads frames from a byte stream (a net.Conn). It checks each header
-// with ParseHeader before reading the payload, so a lying length costs no
-// memory, and verifies the checksum. Not safe for concurrent use.
+// with ParseHeader before reading the payload, so a length above the limits
+// costs no memory, grows its payload buffer only as payload bytes arrive,
+// and verifies the checksum. Not safe for concurrent use.
 type Reader struct {
 	r      *bufio.Reader
 	lim    *Limits
@@ -25,20 +28,30 @@ func NewReader(r io.Reader, lim *Limits) *Reader {
 // until the next call to Next. Errors are io.EOF at a clean frame boundary,
 // io.ErrUnexpectedEOF inside a frame, a read error, or one of this
 // package's *Error values (whose code belongs in the ERROR sent back).
+//
+// After an *Error with a fatal code the stream is out of sync: send ERROR
+// seq 0 and close. An *Error with a per-packet code (CodeOf(err).Fatal() is
+// false: a DATA header over MaxRaw or MaxMessages, or whose count its raw
+// length cannot hold) comes with the frame's header, its payload already
+// skipped (and its checksum verified): answer ERROR with h.Seq() and call
+// Next again.
 func (r *Reader) Next() (Header, []byte, error) {
 	if _, err := io.ReadFull(r.r, r.header[:]); err != nil {
 		return nil, nil, err
 	}
 	h, err := ParseHeader(r.header[:], r.lim)
 	if err != nil {
-		return nil, nil, err
+		if CodeOf(err).Fatal() {
+			return nil, nil, err
+		}
+		h = Header(r.header[:])
+		if serr := r.skip(h); serr != nil {
+			return nil, nil, serr
+		}
+		return h, nil, err
 	}
-	n := int(h.PayloadLen())
-	if cap(r.buf) < n {
-		r.buf = make([]byte, n)
-	}
-	payload := r.buf[:n]
-	if _, err := io.ReadFull(r.r, payload); err != nil {
+	payload, err := r.readPayload(int(h.PayloadLen()))
+	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
@@ -48,6 +61,56 @@ func (r *Reader) Next() (Header, []byte, error) {
 		return nil, nil, err
 	}
 	return h, payload, nil
+}
+
+// readPayload reads n payload bytes into r.buf. A buffer that is too small
+// grows with the bytes that arrive, not to what the header announces, so a
+// peer that announces MaxFrame and then trickles or stops costs memory in
+// proportion to what it sent.
+func (r *Reader) readPayload(n int) ([]byte, error) {
+	if cap(r.buf) >= n {
+		p := r.buf[:n]
+		_, err := io.ReadFull(r.r, p)
+		return p, err
+	}
+	b := r.buf[:0]
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(n, max(2*cap(b), 64<<10))-len(b))
+		}
+		k, err := io.ReadFull(r.r, b[len(b):min(n, cap(b))])
+		b = b[:len(b)+k]
+		if err != nil {
+			r.buf = b
+			return nil, err
+		}
+	}
+	r.buf = b
+	return b, nil
+}
+
+// skip discards the payload of h, checking its CRC on the way, without
+// buffering more than the bufio.Reader already does.
+func (r *Reader) skip(h Header) error {
+	var crc uint32
+	for n := int(h.PayloadLen()); n > 0; {
+		chunk, err := r.r.Peek(min(n, r.r.Size()))
+		if len(chunk) == 0 && err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		crc = crc32.Update(crc, castagnoli, chunk)
+		n -= len(chunk)
+		if _, err := r.r.Discard(len(chunk)); err != nil {
+			return err
+		}
+	}
+	if crc != h.CRC() {
+		return ErrBadChecksum
+	}
+	return nil
 }
 
 // Buffered returns the number of bytes read from the stream but not yet
