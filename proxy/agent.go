@@ -1,0 +1,291 @@
+package proxy
+
+import (
+	"errors"
+	"log/slog"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/logdist/logdist/frame"
+)
+
+type agentState uint8
+
+const (
+	agentHandshake agentState = iota
+	agentReady
+	agentClosing
+)
+
+// agentConn is logdist's side of one agent connection. Owned by its loop.
+type agentConn struct {
+	lp     *loop
+	c      gnet.Conn
+	remote string
+	state  agentState
+
+	agentID []byte
+	window  uint64
+	lastSeq uint64 // last DATA sequence received
+	acked   uint64 // every DATA ≤ acked is resolved
+	ackSent uint64 // the last ACK written
+	// resolved[seq%window] marks DATA frames resolved out of order, until
+	// acked passes them.
+	resolved []bool
+
+	out     []byte // frames waiting for the next flush (BUSY, ERROR, PONG, GOAWAY)
+	dirty   bool
+	goaway  bool
+	closed  bool
+	opened  int64
+	lastIn  int64
+	errSeen frame.Code
+}
+
+func (lp *loop) openAgent(c gnet.Conn) (out []byte, action gnet.Action) {
+	now := lp.clock()
+	a := &agentConn{lp: lp, c: c, opened: now, lastIn: now}
+	if ra := c.RemoteAddr(); ra != nil {
+		a.remote = ra.String()
+	}
+	c.SetContext(a)
+	lp.agents[a] = struct{}{}
+	lp.m.agentConns.Add(1)
+	if lp.s.draining.Load() {
+		a.closed = true
+		return frame.AppendGoAway(nil, frame.CodeShutdown, "logdist is shutting down; connect to another instance"), gnet.Close
+	}
+	return nil, gnet.None
+}
+
+func (a *agentConn) onClose(err error) {
+	lp := a.lp
+	a.closed = true
+	a.state = agentClosing
+	delete(lp.agents, a)
+	lp.m.agentConns.Add(-1)
+	if err != nil && !errors.Is(err, errClosedByUs) {
+		lp.s.log.Debug("agent connection closed", "remote", a.remote, "agent", string(a.agentID), "err", err)
+	}
+}
+
+var errClosedByUs = errors.New("closed by logdist")
+
+// onTraffic consumes every complete frame gnet has buffered.
+func (a *agentConn) onTraffic(c gnet.Conn) gnet.Action {
+	lp := a.lp
+	lp.clock()
+	a.lastIn = lp.now
+	action := gnet.None
+	lim := &lp.s.cfg.Limits
+	for action == gnet.None {
+		hb, _ := c.Peek(frame.HeaderSize)
+		if len(hb) < frame.HeaderSize {
+			break
+		}
+		h, err := frame.ParseHeader(hb, lim)
+		if err != nil {
+			action = a.fatal(0, err)
+			break
+		}
+		n := h.FrameLen()
+		if c.InboundBuffered() < n {
+			break
+		}
+		fb, err := c.Peek(n)
+		if err != nil {
+			panic("BUG: proxy: gnet buffered a frame it cannot peek: " + err.Error())
+		}
+		h = frame.Header(fb[:frame.HeaderSize])
+		payload := fb[frame.HeaderSize:]
+		if err := h.Check(payload); err != nil {
+			action = a.fatal(0, err)
+			break
+		}
+		action = a.handle(h, fb, payload)
+		_, _ = c.Discard(n)
+	}
+	lp.flush()
+	if action == gnet.Close {
+		a.closed = true
+	}
+	return action
+}
+
+func (a *agentConn) handle(h frame.Header, fb, payload []byte) gnet.Action {
+	lp := a.lp
+	switch a.state {
+	case agentHandshake:
+		if h.Type() != frame.TypeHello {
+			return a.fatal(frame.CodeBadHandshake, errors.New("first frame is "+h.Type().String()+", not HELLO"))
+		}
+		var hello frame.Hello
+		if err := frame.DecodeHello(payload, &hello); err != nil {
+			return a.fatal(0, err)
+		}
+		a.agentID = append([]byte(nil), hello.AgentID...)
+		w := uint64(hello.Window)
+		if w > uint64(lp.s.cfg.Window) {
+			w = uint64(lp.s.cfg.Window)
+		}
+		a.window = w
+		a.resolved = make([]bool, w)
+		a.state = agentReady
+		a.out = frame.AppendWelcome(a.out, &frame.Welcome{
+			Caps:          hello.Caps & frame.CapZstd,
+			Window:        uint32(w),
+			MaxFrame:      lp.s.cfg.Limits.MaxFrame,
+			IdleTimeoutMs: uint32(lp.s.cfg.IdleTimeout.Milliseconds()),
+			ServerID:      []byte(lp.s.cfg.ServerID),
+		})
+		if lp.s.draining.Load() {
+			a.goAway()
+		}
+		lp.markAgent(a)
+		lp.m.handshakes.Inc()
+		return gnet.None
+	case agentClosing:
+		return gnet.Close
+	}
+	switch h.Type() {
+	case frame.TypeData:
+		seq := h.Seq()
+		if seq != a.lastSeq+1 {
+			return a.fatal(frame.CodeBadSequence, errors.New("DATA sequence out of order"))
+		}
+		if seq-a.acked > a.window {
+			return a.fatal(frame.CodeWindowExceeded, errors.New("more DATA unacknowledged than the granted window"))
+		}
+		a.lastSeq = seq
+		lp.m.frames.Inc()
+		lp.m.messages.Add(int(h.Count()))
+		lp.m.bytes.Add(len(fb))
+		if a.goaway {
+			a.resolveBusy(seq, 0)
+			lp.m.busy.Inc()
+			return gnet.None
+		}
+		if lp.s.cfg.Inspect == InspectFull {
+			if err := lp.dec.Decode(h, payload, &lp.pkt); err != nil {
+				a.resolveError(seq, frame.CodeOf(err), err.Error())
+				return gnet.None
+			}
+		}
+		lp.dispatch(lp.newRecord(fb, a, seq, h.Count()))
+	case frame.TypePing:
+		a.out = frame.AppendPong(a.out, h.Seq())
+		lp.markAgent(a)
+	case frame.TypePong:
+	case frame.TypeError:
+		code, reason, _ := frame.DecodeReason(payload)
+		lp.s.log.Info("agent sent ERROR", "remote", a.remote, "agent", string(a.agentID), "code", code.String(), "reason", string(reason))
+		return gnet.Close
+	default:
+		return a.fatal(frame.CodeProtocol, errors.New(h.Type().String()+" is not a frame an agent may send"))
+	}
+	return gnet.None
+}
+
+// fatal writes ERROR seq=0 with the error's code and asks gnet to close.
+// code 0 takes the code from err.
+func (a *agentConn) fatal(code frame.Code, err error) gnet.Action {
+	lp := a.lp
+	if code == 0 {
+		code = frame.CodeOf(err)
+	}
+	lp.m.protocolError(code)
+	lp.s.log.Debug("closing agent connection on protocol error", "remote", a.remote, "agent", string(a.agentID), "code", code.String(), "err", err)
+	a.out = frame.AppendError(a.out, 0, code, err.Error())
+	a.state = agentClosing
+	a.flushNow()
+	return gnet.Close
+}
+
+// resolve marks DATA seq as settled and advances the cumulative ack.
+func (a *agentConn) resolve(seq uint64) {
+	if a.closed || seq <= a.acked || seq > a.lastSeq {
+		return
+	}
+	w := a.window
+	a.resolved[seq%w] = true
+	for a.acked < a.lastSeq && a.resolved[(a.acked+1)%w] {
+		a.resolved[(a.acked+1)%w] = false
+		a.acked++
+	}
+	a.lp.markAgent(a)
+}
+
+func (a *agentConn) resolveBusy(seq uint64, retryMs uint32) {
+	if a.closed {
+		return
+	}
+	a.out = frame.AppendBusy(a.out, seq, retryMs)
+	a.resolve(seq)
+}
+
+func (a *agentConn) resolveError(seq uint64, code frame.Code, reason string) {
+	if a.closed {
+		return
+	}
+	a.lp.m.rejected.Inc()
+	a.out = frame.AppendError(a.out, seq, code, reason)
+	a.resolve(seq)
+}
+
+func (a *agentConn) goAway() {
+	if a.goaway || a.closed || a.state != agentReady {
+		return
+	}
+	a.goaway = true
+	a.out = frame.AppendGoAway(a.out, frame.CodeShutdown, "logdist is draining; send new packets to another instance")
+	a.lp.markAgent(a)
+}
+
+// flush writes the pending frames, ending with a cumulative ACK if the
+// ack point moved (after any BUSY or ERROR it covers, as the protocol
+// requires).
+func (a *agentConn) flush() {
+	if a.closed {
+		a.out = a.out[:0]
+		return
+	}
+	if a.acked > a.ackSent {
+		a.lp.m.agentAcks.Add(int(a.acked - a.ackSent))
+		a.out = frame.AppendAck(a.out, a.acked)
+		a.ackSent = a.acked
+	}
+	a.flushNow()
+}
+
+func (a *agentConn) flushNow() {
+	if len(a.out) == 0 || a.closed {
+		return
+	}
+	out := a.out
+	a.out = a.out[:0]
+	if _, err := a.c.Write(out); err != nil {
+		a.lp.s.log.Debug("cannot write to agent", "remote", a.remote, "err", err)
+	}
+}
+
+// expireAgents closes connections past the handshake or idle timeout.
+func (lp *loop) expireAgents(now int64) {
+	hs, idle := int64(lp.s.cfg.HandshakeTimeout), int64(lp.s.cfg.IdleTimeout)
+	for a := range lp.agents {
+		var code frame.Code
+		switch {
+		case a.state == agentHandshake && now-a.opened > hs:
+			code = frame.CodeHandshakeTimeout
+		case a.state == agentReady && now-a.lastIn > idle:
+			code = frame.CodeIdleTimeout
+		default:
+			continue
+		}
+		lp.m.protocolError(code)
+		lp.s.log.LogAttrs(lp.s.ctx, slog.LevelDebug, "closing agent connection", slog.String("remote", a.remote), slog.String("reason", code.String()))
+		a.out = frame.AppendError(a.out, 0, code, "no frame received in time")
+		a.flushNow()
+		a.closed = true
+		_ = a.c.Close()
+	}
+}

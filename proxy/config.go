@@ -1,0 +1,206 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/logdist/logdist/balancer"
+	"github.com/logdist/logdist/frame"
+)
+
+// Inspect says how much of each DATA frame logdist checks before forwarding.
+type Inspect int
+
+const (
+	// InspectHeader checks the header, the limits and the payload checksum
+	// and forwards the payload as it came, still compressed. Cheapest: no
+	// decompression, no packet decode.
+	InspectHeader Inspect = iota
+	// InspectFull also decompresses and decodes every packet and rejects
+	// the ones that break a limit, before an analyzer sees them.
+	InspectFull
+)
+
+// ParseInspect maps "header" and "full" to an Inspect.
+func ParseInspect(s string) (Inspect, error) {
+	switch s {
+	case "header", "":
+		return InspectHeader, nil
+	case "full":
+		return InspectFull, nil
+	}
+	return 0, fmt.Errorf("proxy: unknown inspect mode %q (want header or full)", s)
+}
+
+// AnalyzerConfig names one analyzer backend.
+type AnalyzerConfig struct {
+	// Name identifies the analyzer in metrics, logs and the admin API.
+	Name string
+	// Addr is the analyzer's host:port.
+	Addr string
+	// Weight is its share of the packets relative to the others (any
+	// non-negative number; 0 drains it).
+	Weight float64
+}
+
+// Config configures a Server. Build it from DefaultConfig.
+type Config struct {
+	// Listen is the TCP address agents connect to, e.g. ":7400".
+	Listen string
+	// Analyzers are the backends packets are distributed over.
+	Analyzers []AnalyzerConfig
+	// Balancer configures the picker strategy and the health state machine
+	// (rise, fall, slow start, breaker backoff).
+	Balancer balancer.Config
+	// Loops is the number of gnet event loops; 0 means GOMAXPROCS.
+	Loops int
+	// Limits bound what agents may send (frame size, decompressed size,
+	// messages per packet, field lengths).
+	Limits frame.Limits
+	// Inspect selects header-only checks (forward as is) or full decoding.
+	Inspect Inspect
+	// Window is the most DATA frames an agent may keep unacknowledged; the
+	// agent's HELLO may ask for fewer.
+	Window uint32
+	// UpstreamWindow is the window logdist asks each analyzer for.
+	UpstreamWindow uint32
+	// HandshakeTimeout closes an agent connection that has not sent HELLO.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes an agent connection that has sent nothing (not
+	// even a PING) for this long.
+	IdleTimeout time.Duration
+	// HeartbeatInterval is how often each upstream connection sends PING.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long a PONG may take before the heartbeat
+	// counts as missed.
+	HeartbeatTimeout time.Duration
+	// DialTimeout bounds one connection attempt to an analyzer.
+	DialTimeout time.Duration
+	// RedialMin and RedialMax bound the exponential backoff (with jitter)
+	// between connection attempts to an analyzer.
+	RedialMin, RedialMax time.Duration
+	// AckTimeout re-dispatches a packet an analyzer has not acknowledged in
+	// this long, and closes that analyzer connection.
+	AckTimeout time.Duration
+	// QueueMaxPackets and QueueMaxBytes bound the packets waiting because no
+	// analyzer can take them. Past either bound agents get BUSY.
+	QueueMaxPackets int
+	QueueMaxBytes   int64
+	// BusyRetryAfter is the retry-after sent with BUSY.
+	BusyRetryAfter time.Duration
+	// DrainTimeout bounds how long Stop waits for in-flight packets to be
+	// acknowledged after sending GOAWAY.
+	DrainTimeout time.Duration
+	// ServerID is sent in WELCOME; defaults to "logdist".
+	ServerID string
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Metrics is where the server registers its metrics; nil means a new
+	// set, reachable with Server.Metrics.
+	Metrics *metrics.Set
+}
+
+// DefaultConfig returns a configuration that works on one host.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            ":7400",
+		Balancer:          balancer.DefaultConfig(),
+		Limits:            frame.DefaultLimits(),
+		Inspect:           InspectHeader,
+		Window:            256,
+		UpstreamWindow:    4096,
+		HandshakeTimeout:  5 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		HeartbeatInterval: 500 * time.Millisecond,
+		HeartbeatTimeout:  time.Second,
+		DialTimeout:       time.Second,
+		RedialMin:         50 * time.Millisecond,
+		RedialMax:         5 * time.Second,
+		AckTimeout:        10 * time.Second,
+		QueueMaxPackets:   100000,
+		QueueMaxBytes:     256 << 20,
+		BusyRetryAfter:    200 * time.Millisecond,
+		DrainTimeout:      10 * time.Second,
+		ServerID:          "logdist",
+	}
+}
+
+// ErrConfig wraps every configuration error.
+var ErrConfig = errors.New("proxy: invalid configuration")
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, a...))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return bad("listen address %q: %v", c.Listen, err)
+	}
+	if len(c.Analyzers) == 0 {
+		return bad("no analyzers: give at least one --analyzer name=...,addr=host:port,weight=...")
+	}
+	seen := map[string]bool{}
+	for _, a := range c.Analyzers {
+		if a.Name == "" {
+			return bad("analyzer with address %q has no name", a.Addr)
+		}
+		if seen[a.Name] {
+			return bad("analyzer name %q used twice", a.Name)
+		}
+		seen[a.Name] = true
+		if _, _, err := net.SplitHostPort(a.Addr); err != nil {
+			return bad("analyzer %q address %q: %v", a.Name, a.Addr, err)
+		}
+		if a.Weight < 0 || a.Weight != a.Weight {
+			return bad("analyzer %q weight %v: must be a non-negative number", a.Name, a.Weight)
+		}
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if c.Loops < 0 || c.Loops > 1024 {
+		return bad("loops %d not in [0, 1024]", c.Loops)
+	}
+	if c.Window == 0 || c.Window > 1<<16 {
+		return bad("window %d not in [1, 65536]", c.Window)
+	}
+	if c.UpstreamWindow == 0 || c.UpstreamWindow > 1<<20 {
+		return bad("upstream window %d not in [1, 1048576]", c.UpstreamWindow)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"handshake timeout", c.HandshakeTimeout}, {"idle timeout", c.IdleTimeout},
+		{"heartbeat interval", c.HeartbeatInterval}, {"heartbeat timeout", c.HeartbeatTimeout},
+		{"dial timeout", c.DialTimeout}, {"redial min", c.RedialMin}, {"redial max", c.RedialMax},
+		{"ack timeout", c.AckTimeout}, {"drain timeout", c.DrainTimeout},
+	} {
+		if d.v <= 0 {
+			return bad("%s must be positive, got %v", d.name, d.v)
+		}
+	}
+	if c.RedialMax < c.RedialMin {
+		return bad("redial max %v below redial min %v", c.RedialMax, c.RedialMin)
+	}
+	if c.BusyRetryAfter < 0 || c.BusyRetryAfter > time.Hour {
+		return bad("busy retry-after %v not in [0, 1h]", c.BusyRetryAfter)
+	}
+	if c.QueueMaxPackets < 0 || c.QueueMaxBytes < 0 {
+		return bad("queue bounds must not be negative")
+	}
+	return nil
+}
+
+func (c *Config) loops() int {
+	if c.Loops > 0 {
+		return c.Loops
+	}
+	return runtime.GOMAXPROCS(0)
+}

@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"github.com/panjf2000/gnet/v2"
+)
+
+// handler routes gnet's callbacks. Agent connections carry an *agentConn
+// as their context, upstream connections an *upstream (set before OnOpen
+// through the Enroll context).
+type handler struct {
+	gnet.BuiltinEventEngine
+	s *Server
+}
+
+func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
+	h.s.eng = eng
+	close(h.s.booted)
+	return gnet.None
+}
+
+func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if u, ok := c.Context().(*upstream); ok {
+		return u.onOpen(c), gnet.None
+	}
+	h.s.accepted.Add(1)
+	lp := h.s.loopFor(c.EventLoop())
+	return lp.openAgent(c)
+}
+
+func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
+	switch x := c.Context().(type) {
+	case *agentConn:
+		return x.onTraffic(c)
+	case *upstream:
+		return x.onTraffic(c)
+	}
+	panic("BUG: proxy: traffic on a connection with no context")
+}
+
+func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
+	switch x := c.Context().(type) {
+	case *agentConn:
+		x.onClose(err)
+	case *upstream:
+		if x.c == c {
+			x.onClose(err)
+		}
+	}
+	return gnet.None
+}

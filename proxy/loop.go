@@ -1,0 +1,357 @@
+package proxy
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/logdist/logdist/balancer"
+	"github.com/logdist/logdist/frame"
+)
+
+// record is one agent packet on its way to an analyzer: a private copy of
+// the whole DATA frame (gnet's buffers are not kept past a callback), who
+// sent it and where it is. Records are owned by one loop and recycled
+// through its free list.
+type record struct {
+	buf    []byte     // the DATA frame; its header sequence is rewritten per upstream
+	agent  *agentConn // nil once the agent connection is gone
+	aseq   uint64     // the agent's sequence for this packet
+	useq   uint64     // the upstream sequence while in flight
+	msgs   uint32
+	sentAt int64 // monotonic ns when written upstream
+	// notBefore delays a re-dispatch after an analyzer said BUSY.
+	notBefore int64
+	tries     int
+}
+
+// maxFreeRecords bounds each loop's free list; past it records go to the GC.
+const maxFreeRecords = 1 << 14
+
+// maxRecordBuf: buffers larger than this are not kept on the free list, so
+// one huge packet does not pin its buffer forever.
+const maxRecordBuf = 64 << 10
+
+// loop is the state one gnet event loop owns. Only that loop's goroutine
+// touches it, except the atomics.
+type loop struct {
+	s   *Server
+	el  gnet.EventLoop
+	idx int
+	cur *balancer.Cursor
+	ups []*upstream // by analyzer ID
+
+	agents map[*agentConn]struct{}
+
+	free    []*record
+	waiting recordQueue // packets no analyzer could take yet
+	delayed recordQueue // packets an analyzer answered BUSY to, with notBefore
+	redo    []*record   // packets to re-dispatch (their upstream failed)
+
+	dirtyUps    []*upstream
+	dirtyAgents []*agentConn
+	flushing    bool
+
+	dec    *frame.Decoder
+	pkt    frame.Packet
+	now    int64 // monotonic ns, refreshed per callback
+	base   time.Time
+	m      *loopMetrics
+	live   atomic.Int64 // records alive on this loop (for drain)
+	tickFn gnet.RunnableFunc
+	// goAwayFn sends GOAWAY to every agent on the loop.
+	goAwayFn gnet.RunnableFunc
+}
+
+func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
+	lp := &loop{
+		s:      s,
+		el:     el,
+		idx:    idx,
+		cur:    s.set.NewCursor(),
+		agents: map[*agentConn]struct{}{},
+		dec:    frame.NewDecoder(s.cfg.Limits),
+		base:   time.Now(),
+	}
+	lp.m = newLoopMetrics(s.mset, idx)
+	lp.tickFn = func(context.Context) error { lp.tick(); return nil }
+	lp.goAwayFn = func(context.Context) error { lp.goAway(); return nil }
+	for _, a := range s.set.View().Analyzers {
+		lp.ensureUpstream(a.ID, a.Name, a.Addr)
+	}
+	return lp
+}
+
+func (lp *loop) ensureUpstream(id int, name, addr string) *upstream {
+	for len(lp.ups) <= id {
+		lp.ups = append(lp.ups, nil)
+	}
+	if lp.ups[id] == nil {
+		lp.ups[id] = newUpstream(lp, id, name, addr)
+	}
+	return lp.ups[id]
+}
+
+// startAll dials every analyzer from this loop. Called once, when the loop
+// is first seen.
+func (lp *loop) startAll() {
+	for _, u := range lp.ups {
+		if u != nil {
+			u.dial()
+		}
+	}
+}
+
+// exec runs fn on the loop's goroutine.
+func (lp *loop) exec(fn gnet.RunnableFunc) {
+	if err := lp.el.Execute(lp.s.ctx, fn); err != nil {
+		lp.s.log.Debug("cannot run on event loop", "loop", lp.idx, "err", err)
+	}
+}
+
+func (lp *loop) clock() int64 {
+	lp.now = int64(time.Since(lp.base))
+	return lp.now
+}
+
+func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uint32) *record {
+	var r *record
+	if n := len(lp.free); n > 0 {
+		r = lp.free[n-1]
+		lp.free = lp.free[:n-1]
+	} else {
+		r = &record{}
+	}
+	r.buf = append(r.buf[:0], frameBytes...)
+	r.agent, r.aseq, r.msgs = a, aseq, msgs
+	r.useq, r.sentAt, r.notBefore, r.tries = 0, 0, 0, 0
+	lp.live.Add(1)
+	return r
+}
+
+func (lp *loop) freeRecord(r *record) {
+	lp.live.Add(-1)
+	r.agent = nil
+	if cap(r.buf) > maxRecordBuf || len(lp.free) >= maxFreeRecords {
+		return
+	}
+	lp.free = append(lp.free, r)
+}
+
+// dispatch sends r to the analyzer the cursor picks; if none can take it,
+// r waits in the queue, and if the queue is full the agent gets BUSY.
+func (lp *loop) dispatch(r *record) {
+	if !lp.tryDispatch(r) {
+		lp.enqueueWaiting(r)
+	}
+}
+
+// tryDispatch hands r to the analyzer the cursor picks and reports whether
+// one took it. An analyzer this loop has no working connection to is
+// skipped (the pick moves on), so a dead connection costs a few picks,
+// never a packet.
+func (lp *loop) tryDispatch(r *record) bool {
+	var key []byte
+	if r.agent != nil {
+		key = r.agent.agentID
+	}
+	for tries := 0; tries <= len(lp.ups); tries++ {
+		id, ok := lp.cur.Pick(key)
+		if !ok {
+			return false
+		}
+		u := lp.ups[id]
+		if u == nil || !u.accepting() {
+			continue
+		}
+		lp.cur.Account(id, int(r.msgs), len(r.buf))
+		u.enqueue(r)
+		return true
+	}
+	return false
+}
+
+// orphan reports whether r's agent connection is gone: nobody waits for
+// its ack, and the agent resends it on its next connection.
+func (r *record) orphan() bool { return r.agent == nil || r.agent.closed }
+
+func (lp *loop) enqueueWaiting(r *record) {
+	s := lp.s
+	if int(s.queuedPackets.Load()) >= s.cfg.QueueMaxPackets || s.queuedBytes.Load()+int64(len(r.buf)) > s.cfg.QueueMaxBytes {
+		lp.m.queueFull.Inc()
+		lp.busy(r)
+		return
+	}
+	s.queuedPackets.Add(1)
+	s.queuedBytes.Add(int64(len(r.buf)))
+	r.sentAt = lp.now // queued since
+	lp.waiting.push(r)
+}
+
+// busy answers r's agent with BUSY and forgets r: the agent resends it.
+func (lp *loop) busy(r *record) {
+	if a := r.agent; a != nil {
+		a.resolveBusy(r.aseq, uint32(lp.s.cfg.BusyRetryAfter/time.Millisecond))
+	}
+	lp.m.busy.Inc()
+	lp.freeRecord(r)
+}
+
+// drainWaiting dispatches queued packets, oldest first, while some
+// analyzer can take them.
+func (lp *loop) drainWaiting() {
+	for lp.waiting.len() > 0 {
+		r := lp.waiting.peek()
+		if !r.orphan() && !lp.tryDispatch(r) {
+			return
+		}
+		lp.waiting.pop()
+		lp.s.queuedPackets.Add(-1)
+		lp.s.queuedBytes.Add(-int64(len(r.buf)))
+		if r.orphan() {
+			lp.freeRecord(r)
+		}
+	}
+}
+
+// runRedo re-dispatches packets whose upstream failed, and those whose
+// BUSY delay has passed.
+func (lp *loop) runRedo() {
+	for i := 0; i < len(lp.redo); i++ {
+		r := lp.redo[i]
+		lp.redo[i] = nil
+		if r.orphan() {
+			lp.freeRecord(r)
+			continue
+		}
+		r.tries++
+		lp.m.redispatched.Inc()
+		lp.dispatch(r)
+	}
+	lp.redo = lp.redo[:0]
+	for lp.delayed.len() > 0 && lp.delayed.peek().notBefore <= lp.now {
+		r := lp.delayed.pop()
+		if r.orphan() {
+			lp.freeRecord(r)
+			continue
+		}
+		lp.dispatch(r)
+	}
+}
+
+func (lp *loop) markUp(u *upstream) {
+	if !u.dirty {
+		u.dirty = true
+		lp.dirtyUps = append(lp.dirtyUps, u)
+	}
+}
+
+func (lp *loop) markAgent(a *agentConn) {
+	if !a.dirty {
+		a.dirty = true
+		lp.dirtyAgents = append(lp.dirtyAgents, a)
+	}
+}
+
+// flush writes everything the callback produced: one writev per upstream
+// and one write per agent touched. Writes can fail and close connections,
+// which can schedule re-dispatches, which dirty other connections: it
+// loops until nothing is left (bounded by the number of connections).
+func (lp *loop) flush() {
+	if lp.flushing {
+		return // re-entered from a close inside a write; the outer call finishes
+	}
+	lp.flushing = true
+	for round := 0; round < 64; round++ {
+		if len(lp.redo) > 0 {
+			lp.runRedo()
+		}
+		if len(lp.dirtyUps) == 0 && len(lp.dirtyAgents) == 0 {
+			break
+		}
+		for i := 0; i < len(lp.dirtyUps); i++ {
+			u := lp.dirtyUps[i]
+			lp.dirtyUps[i] = nil
+			u.dirty = false
+			u.flush()
+		}
+		lp.dirtyUps = lp.dirtyUps[:0]
+		for i := 0; i < len(lp.dirtyAgents); i++ {
+			a := lp.dirtyAgents[i]
+			lp.dirtyAgents[i] = nil
+			a.dirty = false
+			a.flush()
+		}
+		lp.dirtyAgents = lp.dirtyAgents[:0]
+	}
+	lp.flushing = false
+}
+
+// tick runs the loop's timers; the server calls it every tickInterval.
+func (lp *loop) tick() {
+	now := lp.clock()
+	for _, u := range lp.ups {
+		if u != nil {
+			u.tick(now)
+		}
+	}
+	lp.runRedo()
+	lp.drainWaiting()
+	lp.expireAgents(now)
+	lp.m.queued.Set(uint64(lp.waiting.len()))
+	if lp.waiting.len() > 0 {
+		lp.m.oldestQueuedNs.Store(now - lp.waiting.peek().sentAt)
+	} else {
+		lp.m.oldestQueuedNs.Store(0)
+	}
+	lp.flush()
+}
+
+func (lp *loop) goAway() {
+	lp.clock()
+	for a := range lp.agents {
+		a.goAway()
+	}
+	lp.flush()
+}
+
+// recordQueue is a FIFO of records on a ring buffer that grows as needed.
+type recordQueue struct {
+	buf        []*record
+	head, size int
+}
+
+func (q *recordQueue) len() int { return q.size }
+
+func (q *recordQueue) push(r *record) {
+	if q.size == len(q.buf) {
+		n := 2 * len(q.buf)
+		if n == 0 {
+			n = 64
+		}
+		nb := make([]*record, n)
+		for i := 0; i < q.size; i++ {
+			nb[i] = q.buf[(q.head+i)%len(q.buf)]
+		}
+		q.buf, q.head = nb, 0
+	}
+	q.buf[(q.head+q.size)%len(q.buf)] = r
+	q.size++
+}
+
+func (q *recordQueue) peek() *record { return q.buf[q.head] }
+
+// at returns the i-th record from the head.
+func (q *recordQueue) at(i int) *record { return q.buf[(q.head+i)%len(q.buf)] }
+
+func (q *recordQueue) set(i int, r *record) { q.buf[(q.head+i)%len(q.buf)] = r }
+
+func (q *recordQueue) pop() *record {
+	r := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head = (q.head + 1) % len(q.buf)
+	q.size--
+	return r
+}

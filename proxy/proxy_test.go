@@ -1,0 +1,210 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/server"
+	"github.com/logdist/logdist/frame/server/servertest"
+	"github.com/logdist/logdist/proxy"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// gnet registers enrolled connections through a process-wide
+		// worker pool (ants) whose idle workers outlive any one engine.
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"),
+	)
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("LOGDIST_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// analyzer is an in-process analyzer counting unique packets.
+type analyzer struct {
+	name string
+	srv  *server.Server
+	mu   sync.Mutex
+	seen map[string]int // "agent/packet id" → times received
+}
+
+func (a *analyzer) HandlePacket(_ context.Context, _ *server.Meta, p *frame.Packet) error {
+	a.mu.Lock()
+	a.seen[fmt.Sprintf("%s/%d", p.AgentID, p.ID)]++
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *analyzer) unique() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.seen)
+}
+
+func (a *analyzer) has(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.seen[key] > 0
+}
+
+func startAnalyzer(t *testing.T, name, addr string) *analyzer {
+	t.Helper()
+	a := &analyzer{name: name, seen: map[string]int{}}
+	cfg := server.DefaultConfig()
+	cfg.Addr = addr
+	cfg.ServerID = name
+	cfg.DrainTimeout = time.Second
+	cfg.Logger = testLogger(t)
+	srv, err := server.New(cfg, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.srv = srv
+	return a
+}
+
+func startProxy(t *testing.T, as []*analyzer, weights []float64, edit func(*proxy.Config)) *proxy.Server {
+	t.Helper()
+	cfg := proxy.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Loops = 2
+	cfg.Logger = testLogger(t)
+	cfg.Balancer.Logger = cfg.Logger
+	cfg.Balancer.SlowStart = 0
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.HeartbeatTimeout = 300 * time.Millisecond
+	cfg.DrainTimeout = 2 * time.Second
+	for i, a := range as {
+		cfg.Analyzers = append(cfg.Analyzers, proxy.AnalyzerConfig{Name: a.name, Addr: a.srv.Addr().String(), Weight: weights[i]})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	s, err := proxy.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func allHealthy(s *proxy.Server, n int) func() bool {
+	return func() bool {
+		up := 0
+		for _, a := range s.Balancer().View().Analyzers {
+			if a.Selectable {
+				up++
+			}
+		}
+		return up == n
+	}
+}
+
+func pkt(agent string, id uint64) *frame.Packet {
+	return &frame.Packet{ID: id, AgentID: []byte(agent), Messages: []frame.Message{
+		{Timestamp: time.Now().UnixNano(), Severity: frame.SevInfo, Hostname: []byte("h1"), App: []byte("test"), Body: []byte(fmt.Sprintf("message %d of agent %s", id, agent))},
+	}}
+}
+
+// sendAll sends n packets pipelined within window and waits for the
+// cumulative ACK of the last one.
+func sendAll(t *testing.T, c *servertest.Client, agent string, first uint64, n int, window int) {
+	t.Helper()
+	var buf []byte
+	acked := c.LastSeq()
+	start := c.LastSeq()
+	sent := 0
+	for acked < start+uint64(n) {
+		for sent < n && c.LastSeq()-acked < uint64(window) {
+			buf = c.AppendData(buf[:0], pkt(agent, first+uint64(sent)), true)
+			if err := c.Write(buf); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+		}
+		f, err := c.Next()
+		if err != nil {
+			t.Fatalf("after %d sent, %d acked: %v", sent, acked-start, err)
+		}
+		switch f.Type {
+		case frame.TypeAck:
+			acked = f.Seq
+		default:
+			t.Fatalf("unexpected %s", f)
+		}
+	}
+}
+
+func stopAll(t *testing.T, s *proxy.Server, as []*analyzer) {
+	t.Helper()
+	if err := s.Stop(context.Background()); err != nil {
+		t.Error(err)
+	}
+	for _, a := range as {
+		a.srv.Close()
+	}
+}
+
+func TestForwardAndWeights(t *testing.T) {
+	var as []*analyzer
+	for i := 0; i < 4; i++ {
+		as = append(as, startAnalyzer(t, fmt.Sprintf("a%d", i+1), "127.0.0.1:0"))
+	}
+	weights := []float64{0.4, 0.3, 0.2, 0.1}
+	s := startProxy(t, as, weights, nil)
+	defer stopAll(t, s, as)
+	waitFor(t, "every analyzer up", 5*time.Second, allHealthy(s, 4))
+
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 10000
+	sendAll(t, c, "agent-1", 1, n, int(c.Welcome.Window))
+	total := 0
+	for i, a := range as {
+		got := a.unique()
+		total += got
+		want := weights[i] * n
+		// Two loops' cursors: each analyzer within 2 of its exact share.
+		if d := float64(got) - want; d > 2 || d < -2 {
+			t.Errorf("%s got %d packets, want %.0f±2", a.name, got, want)
+		}
+	}
+	if total != n {
+		t.Errorf("analyzers have %d unique packets, want %d", total, n)
+	}
+}

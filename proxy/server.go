@@ -1,0 +1,346 @@
+// Package proxy is the logdist distributor: a gnet event-loop server that
+// takes DATA frames from agents and forwards each one to an analyzer picked
+// by the balancer, over persistent connections that logdist keeps to every
+// analyzer.
+//
+// # Threading model
+//
+// Everything about a packet happens on one event loop. An agent connection
+// lives on the loop gnet accepted it on; each loop keeps its own upstream
+// connection to every analyzer (registered on that same loop with
+// EventLoop.Enroll), its own balancer cursor, its own waiting queue and its
+// own free lists. So the per-packet path — parse the header, copy the frame
+// into a record, pick, write, track, ack — takes no lock, touches no shared
+// cache line except uncontended per-loop counters, and allocates nothing
+// once the free lists are warm. Work from other goroutines (dial results,
+// timer ticks, shutdown) reaches a loop through EventLoop.Execute.
+//
+// # Delivery
+//
+// A packet is acknowledged to its agent only after an analyzer acknowledged
+// it. Packets in flight on an analyzer connection that dies, or that wait
+// longer than the ack timeout, are re-dispatched to another analyzer. When
+// no analyzer can take a packet it waits in the loop's bounded queue; when
+// the queue is full the agent gets BUSY and resends later.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/logdist/logdist/balancer"
+)
+
+// Server is a running distributor. Build it with New, then Start it.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	set  *balancer.Set
+	mset *metrics.Set
+	m    *serverMetrics
+
+	eng      gnet.Engine
+	addr     net.Addr
+	booted   chan struct{}
+	runErr   chan error
+	draining atomic.Bool
+	accepted atomic.Int64 // agent connections opened, ever
+	stopOnce sync.Once
+
+	mu    sync.Mutex
+	loops map[gnet.EventLoop]*loop
+	order []*loop
+
+	// queued counts packets and bytes waiting in every loop's queue, to
+	// enforce the global queue bounds. Touched only when a packet is queued
+	// or leaves the queue, never on the normal path.
+	queuedPackets atomic.Int64
+	queuedBytes   atomic.Int64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup // ticker and dial goroutines
+}
+
+// New checks cfg and builds a Server. It does not listen yet.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	set, err := balancer.New(cfg.Balancer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	for _, a := range cfg.Analyzers {
+		if _, err := set.Add(balancer.AnalyzerConfig{Name: a.Name, Addr: a.Addr, Weight: a.Weight}); err != nil {
+			return nil, fmt.Errorf("%w: analyzer %q: %v", ErrConfig, a.Name, err)
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "proxy")
+	mset := cfg.Metrics
+	if mset == nil {
+		mset = metrics.NewSet()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:    cfg,
+		log:    log,
+		set:    set,
+		mset:   mset,
+		booted: make(chan struct{}),
+		runErr: make(chan error, 1),
+		loops:  map[gnet.EventLoop]*loop{},
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	s.m = newServerMetrics(s)
+	return s, nil
+}
+
+// Balancer returns the analyzer set, for the admin API.
+func (s *Server) Balancer() *balancer.Set { return s.set }
+
+// Metrics returns the metrics set the server registers its metrics in.
+func (s *Server) Metrics() *metrics.Set { return s.mset }
+
+// Addr returns the address agents connect to, once Start has returned.
+func (s *Server) Addr() net.Addr { return s.addr }
+
+// Start listens and runs the event loops in the background. It returns
+// once the listener is bound, or with the reason it could not be.
+func (s *Server) Start() error {
+	h := &handler{s: s}
+	opts := []gnet.Option{
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(s.cfg.loops()),
+		gnet.WithReusePort(false),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithReadBufferCap(64 << 10),
+		gnet.WithLogger(gnetLogger{s.log}),
+		gnet.WithLoadBalancing(gnet.RoundRobin),
+	}
+	go func() {
+		err := gnet.Run(h, "tcp://"+s.cfg.Listen, opts...)
+		s.runErr <- err
+	}()
+	select {
+	case <-s.booted:
+	case err := <-s.runErr:
+		if err == nil {
+			err = errors.New("engine stopped before it booted")
+		}
+		return fmt.Errorf("proxy: cannot listen on %s: %w", s.cfg.Listen, err)
+	}
+	addr, err := listenerAddr(s.eng)
+	if err != nil {
+		_ = s.eng.Stop(context.Background())
+		return fmt.Errorf("proxy: cannot read the bound address of %s: %w", s.cfg.Listen, err)
+	}
+	s.addr = addr
+	s.bg.Add(1)
+	go s.ticker()
+	s.log.Info("listening", "addr", addr.String(), "loops", s.cfg.loops(), "inspect", inspectName(s.cfg.Inspect))
+	s.discoverLoops()
+	return nil
+}
+
+// listenerAddr reads the bound address from a duplicate of the listener's
+// socket (gnet does not expose it; with port 0 it is the only way to learn
+// the port).
+func listenerAddr(eng gnet.Engine) (net.Addr, error) {
+	fd, err := eng.Dup()
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return nil, err
+	}
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}, nil
+	case *syscall.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
+	}
+	return nil, fmt.Errorf("unexpected socket address %T", sa)
+}
+
+// discoverLoops makes sure every event loop has its upstream connections
+// (and so heartbeats and health) before the first agent arrives. gnet hands
+// out loops only through connections, and its round-robin balancer gives
+// consecutive connections consecutive loops, so a few short connections to
+// our own listener reach every loop. A failure here is harmless: a loop
+// also sets itself up when its first agent connects.
+func (s *Server) discoverLoops() {
+	addr := s.addr.(*net.TCPAddr)
+	dial := &net.TCPAddr{IP: addr.IP, Port: addr.Port}
+	if dial.IP == nil || dial.IP.IsUnspecified() {
+		dial.IP = net.IPv4(127, 0, 0, 1)
+	}
+	want := s.cfg.loops()
+	for i := 0; i < 4*want && s.loopCount() < want; i++ {
+		n0 := s.accepted.Load()
+		c, err := net.DialTimeout("tcp", dial.String(), time.Second)
+		if err != nil {
+			s.log.Debug("loop discovery: cannot dial own listener; loops will set up on first agent", "addr", dial.String(), "err", err)
+			return
+		}
+		// Wait until gnet has opened it on a loop, then close it.
+		deadline := time.Now().Add(time.Second)
+		for s.accepted.Load() == n0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		_ = c.Close()
+	}
+}
+
+func (s *Server) loopCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.order)
+}
+
+// loopFor returns the state of event loop el, creating it the first time.
+func (s *Server) loopFor(el gnet.EventLoop) *loop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if lp, ok := s.loops[el]; ok {
+		return lp
+	}
+	lp := newLoop(s, el, len(s.order))
+	s.loops[el] = lp
+	s.order = append(s.order, lp)
+	s.log.Debug("event loop set up", "loop", lp.idx)
+	lp.startAll()
+	return lp
+}
+
+func (s *Server) snapshotLoops() []*loop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*loop(nil), s.order...)
+}
+
+// tickInterval is how often every loop runs its timers (heartbeats, ack
+// timeouts, redials, queue drain, connection timeouts).
+func (s *Server) tickInterval() time.Duration {
+	d := s.cfg.HeartbeatInterval / 5
+	if d > 50*time.Millisecond {
+		d = 50 * time.Millisecond
+	}
+	if d < 5*time.Millisecond {
+		d = 5 * time.Millisecond
+	}
+	return d
+}
+
+func (s *Server) ticker() {
+	defer s.bg.Done()
+	t := time.NewTicker(s.tickInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.set.Tick()
+			for _, lp := range s.snapshotLoops() {
+				lp.exec(lp.tickFn)
+			}
+		}
+	}
+}
+
+// Stop shuts the server down gracefully: new connections are refused,
+// every agent gets GOAWAY, and Stop waits up to DrainTimeout (or until ctx
+// is done) for the packets in flight to be acknowledged, then closes every
+// connection and waits for its goroutines.
+func (s *Server) Stop(ctx context.Context) error {
+	var err error
+	s.stopOnce.Do(func() { err = s.stop(ctx) })
+	return err
+}
+
+func (s *Server) stop(ctx context.Context) error {
+	start := time.Now()
+	s.draining.Store(true)
+	s.log.Info("draining: sending GOAWAY to agents", "addr", s.addr.String())
+	for _, lp := range s.snapshotLoops() {
+		lp.exec(lp.goAwayFn)
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
+	defer cancel()
+	left := s.waitDrained(dctx)
+	if left > 0 {
+		s.log.Warn("drain timeout: closing with packets unacknowledged; agents will resend them", "addr", s.addr.String(), "unacknowledged", left, "waited", time.Since(start).Round(time.Millisecond))
+	} else {
+		s.log.Info("drained: every packet acknowledged", "addr", s.addr.String(), "waited", time.Since(start).Round(time.Millisecond))
+	}
+	s.cancel()
+	err := s.eng.Stop(context.Background())
+	if rerr := <-s.runErr; rerr != nil && err == nil {
+		err = rerr
+	}
+	s.bg.Wait()
+	s.log.Info("stopped", "addr", s.addr.String())
+	if err != nil {
+		return fmt.Errorf("proxy: cannot stop the engine: %w", err)
+	}
+	return nil
+}
+
+// waitDrained polls until no loop holds a live packet or ctx is done, and
+// returns the number still live.
+func (s *Server) waitDrained(ctx context.Context) int64 {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var live int64
+		for _, lp := range s.snapshotLoops() {
+			live += lp.live.Load()
+		}
+		if live == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return live
+		case <-t.C:
+		}
+	}
+}
+
+// gnetLogger routes gnet's own logs into slog at debug level (gnet logs
+// per-connection events we count as metrics instead).
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "from", "gnet") }
+
+func inspectName(i Inspect) string {
+	if i == InspectFull {
+		return "full"
+	}
+	return "header"
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,430 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/logdist/logdist/balancer"
+	"github.com/logdist/logdist/frame"
+)
+
+type upState uint8
+
+const (
+	upIdle      upState = iota // not connected; redial at redialAt
+	upDialing                  // a goroutine is dialling
+	upHandshake                // connected, HELLO sent, waiting for WELCOME
+	upReady                    // forwarding
+)
+
+// upstream is one loop's connection to one analyzer.
+type upstream struct {
+	lp   *loop
+	id   int
+	name string
+	addr string
+
+	c     gnet.Conn
+	state upState
+	// ackedSeq is the analyzer's cumulative ACK; inflight holds sequences
+	// ackedSeq+1 … ackedSeq+inflight.len(), a nil slot being a packet
+	// already settled by BUSY or ERROR.
+	ackedSeq uint64
+	nextSeq  uint64
+	inflight recordQueue
+	backlog  recordQueue // assigned here, waiting for the window
+	window   int
+	goaway   bool
+
+	iov   [][]byte // this flush's writes
+	ctrl  []byte   // control frames for this flush (HELLO, PING, PONG)
+	dirty bool
+
+	openedAt  int64
+	pingOut   bool
+	pingNonce uint64
+	pingAt    int64
+	misses    int
+	redialAt  int64
+	backoff   time.Duration
+	lastError string
+}
+
+func newUpstream(lp *loop, id int, name, addr string) *upstream {
+	return &upstream{lp: lp, id: id, name: name, addr: addr}
+}
+
+// accepting reports whether new packets may be assigned here.
+func (u *upstream) accepting() bool { return u.state == upReady && !u.goaway }
+
+func (u *upstream) enqueue(r *record) {
+	if u.state == upReady && u.inflight.len() < u.window && u.backlog.len() == 0 {
+		u.send(r)
+		return
+	}
+	u.backlog.push(r)
+}
+
+func (u *upstream) send(r *record) {
+	u.nextSeq++
+	r.useq = u.nextSeq
+	frame.Header(r.buf[:frame.HeaderSize]).SetSeq(r.useq)
+	r.sentAt = u.lp.now
+	u.inflight.push(r)
+	u.iov = append(u.iov, r.buf)
+	u.lp.markUp(u)
+}
+
+// fill moves backlog packets into the window.
+func (u *upstream) fill() {
+	for u.state == upReady && !u.goaway && u.backlog.len() > 0 && u.inflight.len() < u.window {
+		u.send(u.backlog.pop())
+	}
+}
+
+func (u *upstream) flush() {
+	if u.c == nil {
+		u.iov, u.ctrl = u.iov[:0], u.ctrl[:0]
+		return
+	}
+	if len(u.ctrl) > 0 {
+		u.iov = append(u.iov, nil)
+		copy(u.iov[1:], u.iov)
+		u.iov[0] = u.ctrl
+	}
+	if len(u.iov) == 0 {
+		return
+	}
+	iov := u.iov
+	// Clear before writing: a failed write closes the connection from
+	// inside Writev, and onClose must find an empty batch.
+	u.iov = u.iov[:0]
+	u.ctrl = u.ctrl[:0]
+	var err error
+	if len(iov) == 1 {
+		_, err = u.c.Write(iov[0])
+	} else {
+		_, err = u.c.Writev(iov)
+	}
+	clear(iov)
+	if err != nil {
+		u.lastError = err.Error()
+	}
+}
+
+// dial connects to the analyzer from a goroutine and enrolls the socket on
+// this loop; the loop learns the outcome in onOpen or dialFailed.
+func (u *upstream) dial() {
+	if u.state != upIdle {
+		return
+	}
+	u.state = upDialing
+	s, lp := u.lp.s, u.lp
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		d := net.Dialer{Timeout: s.cfg.DialTimeout}
+		conn, err := d.DialContext(s.ctx, "tcp", u.addr)
+		if err == nil {
+			var ch <-chan gnet.RegisteredResult
+			ch, err = lp.el.Enroll(gnet.NewContext(s.ctx, u), conn)
+			if err == nil {
+				res := <-ch
+				err = res.Err
+			} else {
+				_ = conn.Close()
+			}
+		}
+		if err != nil {
+			lp.exec(func(context.Context) error { u.dialFailed(err); return nil })
+		}
+	}()
+}
+
+func (u *upstream) dialFailed(err error) {
+	lp := u.lp
+	lp.clock()
+	u.state = upIdle
+	u.lastError = err.Error()
+	lp.m.dialFailures.Inc()
+	lp.s.set.Report(u.id, balancer.ConnectFailed)
+	u.scheduleRedial()
+	lp.s.log.Debug("cannot connect to analyzer", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "err", err, "retry_in", time.Duration(u.redialAt-lp.now).Round(time.Millisecond))
+}
+
+func (u *upstream) scheduleRedial() {
+	cfg := &u.lp.s.cfg
+	if u.backoff == 0 {
+		u.backoff = cfg.RedialMin
+	} else {
+		u.backoff *= 2
+		if u.backoff > cfg.RedialMax {
+			u.backoff = cfg.RedialMax
+		}
+	}
+	// Full jitter over the upper half: loops and instances do not redial
+	// in lock step.
+	d := u.backoff/2 + rand.N(u.backoff/2+1)
+	u.redialAt = u.lp.now + int64(d)
+}
+
+func (u *upstream) onOpen(c gnet.Conn) []byte {
+	lp := u.lp
+	lp.clock()
+	u.c = c
+	u.state = upHandshake
+	u.openedAt = lp.now
+	u.ackedSeq, u.nextSeq, u.goaway, u.misses, u.pingOut = 0, 0, false, 0, false
+	return frame.AppendHello(nil, &frame.Hello{
+		Caps:     frame.CapZstd,
+		Window:   lp.s.cfg.UpstreamWindow,
+		MaxFrame: 1 << 16,
+		AgentID:  []byte(fmt.Sprintf("%s/loop%d", lp.s.cfg.ServerID, lp.idx)),
+		Software: []byte("logdist"),
+	})
+}
+
+var upstreamLimits = func() frame.Limits {
+	l := frame.DefaultLimits()
+	return l
+}()
+
+func (u *upstream) onTraffic(c gnet.Conn) gnet.Action {
+	lp := u.lp
+	lp.clock()
+	action := gnet.None
+	for action == gnet.None {
+		hb, _ := c.Peek(frame.HeaderSize)
+		if len(hb) < frame.HeaderSize {
+			break
+		}
+		h, err := frame.ParseHeader(hb, &upstreamLimits)
+		if err != nil {
+			action = u.fail(fmt.Errorf("analyzer sent a bad frame: %w", err))
+			break
+		}
+		n := h.FrameLen()
+		if c.InboundBuffered() < n {
+			break
+		}
+		fb, _ := c.Peek(n)
+		h = frame.Header(fb[:frame.HeaderSize])
+		payload := fb[frame.HeaderSize:]
+		if err := h.Check(payload); err != nil {
+			action = u.fail(fmt.Errorf("analyzer sent a bad frame: %w", err))
+			break
+		}
+		action = u.handle(h, payload)
+		_, _ = c.Discard(n)
+	}
+	u.fill()
+	lp.flush()
+	return action
+}
+
+func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
+	lp := u.lp
+	switch h.Type() {
+	case frame.TypeWelcome:
+		if u.state != upHandshake {
+			return u.fail(errors.New("analyzer sent WELCOME twice"))
+		}
+		var w frame.Welcome
+		if err := frame.DecodeWelcome(payload, &w); err != nil {
+			return u.fail(fmt.Errorf("analyzer sent a bad WELCOME: %w", err))
+		}
+		if w.Caps&frame.CapZstd == 0 {
+			return u.fail(errors.New("analyzer does not accept zstd payloads; logdist forwards them as they came"))
+		}
+		u.window = int(min(w.Window, lp.s.cfg.UpstreamWindow))
+		u.state = upReady
+		u.backoff = 0
+		u.lastError = ""
+		lp.s.set.Report(u.id, balancer.Connected)
+		lp.s.log.Debug("connected to analyzer", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "window", u.window)
+		u.fill()
+		lp.drainWaiting()
+	case frame.TypeAck:
+		u.ack(h.Seq())
+	case frame.TypePong:
+		if u.pingOut && h.Seq() == u.pingNonce {
+			u.pingOut = false
+			u.misses = 0
+			lp.m.heartbeatRTT.Update(float64(lp.now-u.pingAt) / 1e9)
+			lp.s.set.Report(u.id, balancer.HeartbeatOK)
+		}
+	case frame.TypePing:
+		u.ctrl = frame.AppendPong(u.ctrl, h.Seq())
+		lp.markUp(u)
+	case frame.TypeBusy:
+		ms, _ := frame.DecodeBusy(payload)
+		if r := u.settle(h.Seq()); r != nil {
+			lp.m.upstreamBusy.Inc()
+			r.notBefore = lp.now + int64(ms)*int64(time.Millisecond)
+			lp.delayed.push(r)
+		}
+	case frame.TypeError:
+		code, reason, _ := frame.DecodeReason(payload)
+		if h.Seq() == 0 {
+			return u.fail(fmt.Errorf("analyzer closed the connection: %s: %s", code, reason))
+		}
+		if r := u.settle(h.Seq()); r != nil {
+			lp.m.upstreamRejected.Inc()
+			if a := r.agent; a != nil {
+				a.resolveError(r.aseq, code, "analyzer "+u.name+" rejected the packet: "+string(reason))
+			}
+			lp.freeRecord(r)
+		}
+	case frame.TypeGoAway:
+		u.goaway = true
+		lp.s.log.Info("analyzer is draining (GOAWAY)", "analyzer", u.name, "addr", u.addr, "loop", lp.idx)
+		for u.backlog.len() > 0 {
+			lp.redo = append(lp.redo, u.backlog.pop())
+		}
+		if u.inflight.len() == 0 {
+			return gnet.Close
+		}
+	default:
+		return u.fail(fmt.Errorf("analyzer sent %s, which only agents send", h.Type()))
+	}
+	return gnet.None
+}
+
+// ack settles every in-flight packet up to seq and acks them to agents.
+func (u *upstream) ack(seq uint64) {
+	lp := u.lp
+	if seq > u.nextSeq {
+		seq = u.nextSeq // a lying ACK cannot settle what was never sent
+	}
+	for u.ackedSeq < seq && u.inflight.len() > 0 {
+		r := u.inflight.pop()
+		u.ackedSeq++
+		if r == nil {
+			continue
+		}
+		if a := r.agent; a != nil {
+			a.resolve(r.aseq)
+		}
+		lp.m.forwarded.Inc()
+		lp.m.sampleAck(lp.now - r.sentAt)
+		lp.freeRecord(r)
+	}
+	if u.goaway && u.inflight.len() == 0 && u.c != nil {
+		_ = u.c.Close()
+	}
+}
+
+// settle takes the in-flight packet with sequence seq out of the window
+// (BUSY or packet ERROR) and returns it, or nil if there is none.
+func (u *upstream) settle(seq uint64) *record {
+	if seq <= u.ackedSeq {
+		return nil
+	}
+	i := int(seq - u.ackedSeq - 1)
+	if i >= u.inflight.len() {
+		return nil
+	}
+	r := u.inflight.at(i)
+	u.inflight.set(i, nil)
+	return r
+}
+
+// fail logs why the connection is being closed and closes it.
+func (u *upstream) fail(err error) gnet.Action {
+	u.lastError = err.Error()
+	u.lp.s.log.Warn("closing analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", u.lp.idx, "err", err)
+	return gnet.Close
+}
+
+// onClose hands every packet the connection held to re-dispatch and
+// schedules a redial.
+func (u *upstream) onClose(err error) {
+	lp := u.lp
+	lp.clock()
+	wasReady := u.state == upReady
+	u.c = nil
+	u.state = upIdle
+	u.iov, u.ctrl = u.iov[:0], u.ctrl[:0]
+	for u.inflight.len() > 0 {
+		if r := u.inflight.pop(); r != nil {
+			lp.redo = append(lp.redo, r)
+		}
+	}
+	for u.backlog.len() > 0 {
+		lp.redo = append(lp.redo, u.backlog.pop())
+	}
+	if err != nil {
+		u.lastError = err.Error()
+	}
+	if wasReady {
+		lp.m.upstreamLost.Inc()
+		lp.s.log.Info("lost analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "err", err, "redispatching", len(lp.redo))
+	}
+	if !lp.s.draining.Load() || len(lp.redo) > 0 {
+		lp.s.set.Report(u.id, balancer.WriteError)
+	}
+	u.scheduleRedial()
+	// Re-dispatch now, not at the next tick: packets should not wait.
+	lp.flush()
+}
+
+// tick runs heartbeats, ack timeouts and redials.
+func (u *upstream) tick(now int64) {
+	lp := u.lp
+	cfg := &lp.s.cfg
+	switch u.state {
+	case upIdle:
+		if now >= u.redialAt && lp.s.ctx.Err() == nil && lp.s.set.AllowProbe(u.id) {
+			u.dial()
+		}
+	case upHandshake:
+		if now-u.openedAt > int64(cfg.DialTimeout+cfg.HeartbeatTimeout) {
+			u.closeNow(balancer.ConnectFailed, "no WELCOME from analyzer in time")
+		}
+	case upReady:
+		if u.pingOut && now-u.pingAt > int64(cfg.HeartbeatTimeout) {
+			u.pingOut = false
+			u.misses++
+			lp.m.heartbeatMissed.Inc()
+			lp.s.set.Report(u.id, balancer.HeartbeatMissed)
+			if u.misses >= cfg.Balancer.Fall {
+				u.closeNow(balancer.HeartbeatMissed, fmt.Sprintf("%d heartbeats missed", u.misses))
+				return
+			}
+		}
+		if !u.pingOut && now-u.pingAt >= int64(cfg.HeartbeatInterval) {
+			u.pingNonce++
+			u.pingOut = true
+			u.pingAt = now
+			u.ctrl = frame.AppendPing(u.ctrl, u.pingNonce)
+			lp.markUp(u)
+		}
+		if u.inflight.len() > 0 {
+			// The oldest unsettled packet is the first non-nil slot.
+			for i := 0; i < u.inflight.len(); i++ {
+				if r := u.inflight.at(i); r != nil {
+					if now-r.sentAt > int64(cfg.AckTimeout) {
+						lp.m.ackTimeouts.Inc()
+						u.closeNow(balancer.AckTimeout, "packet not acknowledged within the ack timeout")
+					}
+					break
+				}
+			}
+		}
+	}
+}
+
+func (u *upstream) closeNow(ev balancer.Event, why string) {
+	u.lp.s.set.Report(u.id, ev)
+	u.lastError = why
+	u.lp.s.log.Warn("closing analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", u.lp.idx, "reason", why)
+	if u.c != nil {
+		_ = u.lp.el.Close(u.c)
+	}
+}
