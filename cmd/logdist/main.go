@@ -27,7 +27,6 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-
 func run(args []string) int {
 	cfg, admin, pprofOn, log, err := parseFlags(args)
 	if err != nil {
