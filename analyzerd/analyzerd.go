@@ -1,0 +1,399 @@
+// Package analyzerd is logdist's reference analyzer, built on frame/server:
+// it receives packets, counts them, detects duplicates by (agent id, packet
+// id) in bounded memory, optionally writes every message as a JSON line,
+// and serves its counters over HTTP. It acknowledges a packet only once it
+// is processed (written and flushed when writing is on), so its ACKs mean
+// what at-least-once delivery needs. cmd/analyzerd is its command.
+package analyzerd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/server"
+)
+
+// Config configures an Analyzer. Start from DefaultConfig.
+type Config struct {
+	// Name identifies this analyzer in /stats, logs and the WELCOME's
+	// server id.
+	Name string
+
+	// Server configures the frame server: Server.Addr is the listen
+	// address (port 0 picks one; see Analyzer.Addr), Server.Window and
+	// Server.Limits.MaxFrame what WELCOME grants. Server.Logger and
+	// Server.ServerID are filled in from Logger and Name when empty.
+	Server server.Config
+
+	// Admin is the HTTP listen address for /stats, /metrics and /healthz;
+	// empty turns the admin server off.
+	Admin string
+
+	// Out is where received messages are written as JSON lines: a file
+	// path (appended to), "-" for Stdout, or empty for nowhere.
+	Out string
+
+	// Stdout is what Out "-" writes to; nil means os.Stdout.
+	Stdout io.Writer
+
+	// Delay is added to the processing of every packet, before its ACK, to
+	// simulate a slow analyzer.
+	Delay time.Duration
+
+	// DedupWindow is how many packet ids below its newest are remembered
+	// per agent for duplicate detection (rounded up to a multiple of 4096;
+	// memory: DedupWindow/8 bytes per agent at most).
+	DedupWindow uint64
+
+	// DedupAgents is how many agents duplicate detection tracks; beyond
+	// it the least recently seen agent is forgotten.
+	DedupAgents int
+
+	// Logger receives the logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults of cmd/analyzerd: name "analyzer",
+// listening on 127.0.0.1:7501, no admin server, no output, no delay, a
+// dedup window of 1<<20 ids for up to 1024 agents.
+func DefaultConfig() Config {
+	return Config{
+		Name:        "analyzer",
+		Server:      server.DefaultConfig(),
+		DedupWindow: 1 << 20,
+		DedupAgents: 1024,
+	}
+}
+
+// ErrBadConfig is wrapped by every error Validate returns.
+var ErrBadConfig = errors.New("analyzerd: invalid config")
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.Name == "":
+		return fmt.Errorf("%w: name must not be empty", ErrBadConfig)
+	case c.Delay < 0:
+		return fmt.Errorf("%w: delay %s is negative", ErrBadConfig, c.Delay)
+	case c.DedupWindow == 0 || c.DedupWindow > 1<<32:
+		return fmt.Errorf("%w: dedup window %d not in [1, 2^32]", ErrBadConfig, c.DedupWindow)
+	case c.DedupAgents < 1:
+		return fmt.Errorf("%w: dedup agents must be at least 1", ErrBadConfig)
+	}
+	if err := c.Server.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	return nil
+}
+
+// Stats are the analyzer's counters, as served by GET /stats.
+type Stats struct {
+	Name string `json:"name"`
+	// Packets counts unique (agent id, packet id) pairs processed.
+	Packets uint64 `json:"packets"`
+	// Messages and Bytes (decoded packet size) count unique packets only.
+	Messages uint64 `json:"messages"`
+	Bytes    uint64 `json:"bytes"`
+	// Duplicates counts packets received again after being processed.
+	Duplicates uint64 `json:"duplicates"`
+}
+
+// Analyzer is a running reference analyzer.
+type Analyzer struct {
+	cfg Config
+	log *slog.Logger
+	srv *server.Server
+	set *metrics.Set
+
+	packets, messages, bytes, duplicates *metrics.Counter
+	evicted, tooOld, inflightBusy        *metrics.Counter
+
+	mu       sync.Mutex
+	dedup    *dedup
+	inflight map[packetKey]struct{} // being processed: a copy arriving now is not yet a duplicate
+
+	out     *jsonOut
+	adminLn net.Listener
+	admin   *http.Server
+	adminWG sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type packetKey struct {
+	agent string
+	id    uint64
+}
+
+// New checks cfg and returns an Analyzer; Start runs it.
+func New(cfg Config) (*Analyzer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	if cfg.Server.Logger == nil {
+		cfg.Server.Logger = lg.With("analyzer", cfg.Name)
+	}
+	if cfg.Server.ServerID == "" {
+		cfg.Server.ServerID = clipID("analyzerd/" + cfg.Name)
+	}
+	set := metrics.NewSet()
+	a := &Analyzer{
+		cfg:          cfg,
+		log:          lg.With("component", "analyzerd", "analyzer", cfg.Name),
+		set:          set,
+		packets:      set.NewCounter("logdist_analyzerd_packets_total"),
+		messages:     set.NewCounter("logdist_analyzerd_messages_total"),
+		bytes:        set.NewCounter("logdist_analyzerd_bytes_total"),
+		duplicates:   set.NewCounter("logdist_analyzerd_duplicates_total"),
+		evicted:      set.NewCounter("logdist_analyzerd_dedup_evicted_agents_total"),
+		tooOld:       set.NewCounter("logdist_analyzerd_dedup_too_old_total"),
+		inflightBusy: set.NewCounter("logdist_analyzerd_inflight_copy_busy_total"),
+		dedup:        newDedup(cfg.DedupWindow, cfg.DedupAgents),
+		inflight:     make(map[packetKey]struct{}),
+	}
+	set.NewGauge("logdist_analyzerd_dedup_agents", func() float64 {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return float64(len(a.dedup.agents))
+	})
+	srv, err := server.New(cfg.Server, a)
+	if err != nil {
+		return nil, err
+	}
+	a.srv = srv
+	return a, nil
+}
+
+func clipID(s string) string {
+	if len(s) > frame.MaxSoftware {
+		return s[:frame.MaxSoftware]
+	}
+	return s
+}
+
+// Start opens the output, starts the frame server and the admin server,
+// and logs "analyzerd <name> listening on <addr>" with the bound addresses
+// as attributes addr and admin (useful with port 0).
+func (a *Analyzer) Start() error {
+	switch a.cfg.Out {
+	case "":
+	case "-":
+		w := a.cfg.Stdout
+		if w == nil {
+			w = os.Stdout
+		}
+		a.out = newJSONOut(w, nil)
+	default:
+		f, err := os.OpenFile(a.cfg.Out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return fmt.Errorf("cannot open output file: %w", err)
+		}
+		a.out = newJSONOut(f, f)
+	}
+	if a.cfg.Admin != "" {
+		ln, err := net.Listen("tcp", a.cfg.Admin)
+		if err != nil {
+			a.closeOut()
+			return fmt.Errorf("cannot listen for the admin server on %s: %w", a.cfg.Admin, err)
+		}
+		a.adminLn = ln
+	}
+	if err := a.srv.Start(); err != nil {
+		if a.adminLn != nil {
+			a.adminLn.Close()
+		}
+		a.closeOut()
+		return err
+	}
+	adminAddr := ""
+	if a.adminLn != nil {
+		adminAddr = a.adminLn.Addr().String()
+		a.admin = &http.Server{Handler: a.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		a.adminWG.Add(1)
+		go func() {
+			defer a.adminWG.Done()
+			if err := a.admin.Serve(a.adminLn); err != nil && err != http.ErrServerClosed {
+				a.log.Error("admin server stopped", "admin", adminAddr, "err", err)
+			}
+		}()
+	}
+	addr := a.srv.Addr().String()
+	a.log.Info(fmt.Sprintf("analyzerd %s listening on %s", a.cfg.Name, addr),
+		"addr", addr, "admin", adminAddr, "out", a.cfg.Out, "delay", a.cfg.Delay)
+	return nil
+}
+
+// Run starts the analyzer, waits for ctx to be done, and closes it.
+func (a *Analyzer) Run(ctx context.Context) error {
+	if err := a.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return a.Close()
+}
+
+// Close drains the frame server (GOAWAY; see server.Server.Close), stops
+// the admin server and flushes and closes the output.
+func (a *Analyzer) Close() error {
+	a.closeOnce.Do(func() {
+		a.log.Info("stopping frame server", "addr", addrString(a.srv.Addr()))
+		a.srv.Close()
+		if a.admin != nil {
+			a.log.Info("stopping admin server", "admin", a.adminLn.Addr().String())
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := a.admin.Shutdown(ctx); err != nil {
+				a.admin.Close()
+			}
+			cancel()
+			a.adminWG.Wait()
+		}
+		a.closeErr = a.closeOut()
+		a.log.Info("analyzerd stopped", "packets", a.packets.Get(), "duplicates", a.duplicates.Get())
+	})
+	return a.closeErr
+}
+
+func (a *Analyzer) closeOut() error {
+	if a.out == nil {
+		return nil
+	}
+	if err := a.out.close(); err != nil {
+		return fmt.Errorf("cannot close output %s: %w", a.cfg.Out, err)
+	}
+	return nil
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// Addr returns the frame server's listen address (nil before Start).
+func (a *Analyzer) Addr() net.Addr { return a.srv.Addr() }
+
+// AdminAddr returns the admin server's address, or nil if it is off.
+func (a *Analyzer) AdminAddr() net.Addr {
+	if a.adminLn == nil {
+		return nil
+	}
+	return a.adminLn.Addr()
+}
+
+// Stats returns the analyzer's counters.
+func (a *Analyzer) Stats() Stats {
+	return Stats{
+		Name:       a.cfg.Name,
+		Packets:    a.packets.Get(),
+		Messages:   a.messages.Get(),
+		Bytes:      a.bytes.Get(),
+		Duplicates: a.duplicates.Get(),
+	}
+}
+
+// WriteMetrics writes the analyzer's and its frame server's metrics in
+// Prometheus text format.
+func (a *Analyzer) WriteMetrics(w io.Writer) {
+	a.set.WritePrometheus(w)
+	a.srv.Metrics().WritePrometheus(w)
+}
+
+// HandlePacket implements server.Handler: it counts the packet, or the
+// duplicate, and writes its messages when output is on. The packet's own
+// agent id identifies it (the HELLO's, when the packet has none).
+func (a *Analyzer) HandlePacket(ctx context.Context, md *server.Meta, p *frame.Packet) error {
+	agent := p.AgentID
+	if len(agent) == 0 {
+		agent = []byte(md.AgentID)
+	}
+	key := packetKey{string(agent), p.ID}
+	a.mu.Lock()
+	if _, busy := a.inflight[key]; busy {
+		// Another connection is processing the same packet (a resend
+		// racing its original): it is not safe to ACK yet.
+		a.mu.Unlock()
+		a.inflightBusy.Inc()
+		return server.Busy(max(a.cfg.Delay, 10*time.Millisecond))
+	}
+	if a.dedup.contains(agent, p.ID) {
+		a.mu.Unlock()
+		a.duplicates.Inc()
+		return nil
+	}
+	a.inflight[key] = struct{}{}
+	a.mu.Unlock()
+
+	err := a.process(ctx, agent, p)
+
+	a.mu.Lock()
+	delete(a.inflight, key)
+	if err == nil {
+		ev, old := a.dedup.evicted, a.dedup.tooOld
+		a.dedup.add(agent, p.ID)
+		a.evicted.Add(int(a.dedup.evicted - ev))
+		a.tooOld.Add(int(a.dedup.tooOld - old))
+	}
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	a.packets.Inc()
+	a.messages.Add(len(p.Messages))
+	a.bytes.Add(md.RawBytes)
+	return nil
+}
+
+func (a *Analyzer) process(ctx context.Context, agent []byte, p *frame.Packet) error {
+	if a.cfg.Delay > 0 {
+		t := time.NewTimer(a.cfg.Delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	if a.out != nil {
+		if err := a.out.writePacket(agent, p); err != nil {
+			a.log.Error("cannot write output; packet answered BUSY", "out", a.cfg.Out, "err", err)
+			return fmt.Errorf("cannot write output %s: %w", a.cfg.Out, err)
+		}
+	}
+	return nil
+}
+
+// AdminHandler returns the admin HTTP handler: GET /stats (JSON Stats),
+// GET /metrics (Prometheus text) and GET /healthz.
+func (a *Analyzer) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(a.Stats())
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		a.WriteMetrics(w)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}
