@@ -116,8 +116,8 @@ type flushRec struct {
 type packet struct {
 	id        uint64
 	msgs      int
-	size      int      // sum of msgSize of its messages: released from pending when resolved
-	frame     []byte   // header (seq 0) + payload; never modified after encoding
+	size      int    // sum of msgSize of its messages: released from pending when resolved
+	frame     []byte // header (seq 0) + payload; never modified after encoding
 	rec       *flushRec
 	notBefore int64 // Unix ns; set by BUSY: not to be sent before
 	sends     int
