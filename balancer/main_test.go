@@ -14,6 +14,18 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// tb is what the helpers need of a *testing.T or a *rapid.T.
+type tb interface {
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
+func helper(t tb) {
+	if h, ok := t.(interface{ Helper() }); ok {
+		h.Helper()
+	}
+}
+
 // fakeClock is a Config.Now that moves only when told.
 type fakeClock struct {
 	mu sync.Mutex
@@ -51,8 +63,8 @@ func testConfig(st Strategy, clk *fakeClock) Config {
 
 // newTestSet returns a set with analyzers a0, a1... of the given weights,
 // all up. IDs equal the indices.
-func newTestSet(t testing.TB, cfg Config, weights ...float64) *Set {
-	t.Helper()
+func newTestSet(t tb, cfg Config, weights ...float64) *Set {
+	helper(t)
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -71,8 +83,8 @@ func newTestSet(t testing.TB, cfg Config, weights ...float64) *Set {
 }
 
 // bringUp reports Rise successes.
-func bringUp(t testing.TB, s *Set, id int) {
-	t.Helper()
+func bringUp(t tb, s *Set, id int) {
+	helper(t)
 	for range s.cfg.Rise {
 		s.Report(id, HeartbeatOK)
 	}
@@ -91,8 +103,8 @@ func indexOf(v View, id int) int {
 }
 
 // pickN picks n times from c and returns the counts by ID.
-func pickN(t testing.TB, c *Cursor, n int, key []byte) map[int]int {
-	t.Helper()
+func pickN(t tb, c *Cursor, n int, key []byte) map[int]int {
+	helper(t)
 	got := make(map[int]int)
 	for range n {
 		id, ok := c.Pick(key)

@@ -85,10 +85,15 @@ func (s *Set) sumLocked(id int) total {
 	return t
 }
 
-// View returns a copy of the set's state and counters.
+// View returns a copy of the set's state and counters. Like Tick, it
+// first applies whatever timer is due, so it never shows a stale breaker or
+// slow-start step.
 func (s *Set) View() View {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if now := s.cfg.Now(); s.due(now) {
+		s.commit(now, false)
+	}
 	sn := s.snap.Load()
 	v := View{
 		Version:    s.version.Load(),

@@ -20,7 +20,7 @@ func TestSWRRExactSevenThree(t *testing.T) {
 
 func TestQuantize(t *testing.T) {
 	f := func(w []float64, want []uint32, wantExact bool) {
-		t.Helper()
+		helper(t)
 		q := make([]uint32, len(w))
 		total, exact := quantize(w, q)
 		if exact != wantExact {
@@ -54,8 +54,8 @@ func TestQuantize(t *testing.T) {
 
 // checkQuantError asserts the documented precision: exact shares when exact,
 // otherwise within 1/maxSequence.
-func checkQuantError(t testing.TB, w []float64, q []uint32, total int, exact bool) {
-	t.Helper()
+func checkQuantError(t tb, w []float64, q []uint32, total int, exact bool) {
+	helper(t)
 	var sum float64
 	for _, x := range w {
 		sum += x
@@ -74,8 +74,8 @@ func checkQuantError(t testing.TB, w []float64, q []uint32, total int, exact boo
 
 // checkPrefixes asserts floor(n·s) <= count <= ceil(n·s) for every prefix
 // of seq, in exact integer arithmetic: s_i = w_i/total.
-func checkPrefixes(t testing.TB, seq []uint16, w []uint32, total int) {
-	t.Helper()
+func checkPrefixes(t tb, seq []uint16, w []uint32, total int) {
+	helper(t)
 	count := make([]int64, len(w))
 	for n, id := range seq {
 		count[id]++
