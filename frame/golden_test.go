@@ -77,7 +77,7 @@ func goldenCases() []goldenCase {
 		{name: "data_plain", doc: "DATA seq 1, uncompressed, three messages, attributes, empty fields, a negative timestamp",
 			build: plain, value: samplePacket()},
 		{name: "data_zstd", doc: "DATA seq 2, zstd-compressed, 5 realistic messages",
-			build: func(testing.TB) []byte { return enc.AppendData(nil, 2, realisticPacket(5, 42), true) },
+			build:    func(testing.TB) []byte { return enc.AppendData(nil, 2, realisticPacket(5, 42), true) },
 			unstable: true, value: realisticPacket(5, 42)},
 		{name: "ack", doc: "ACK seq 2: every DATA with sequence <= 2 is resolved", build: ack},
 		{name: "busy", doc: "BUSY seq 3, retry after 250 ms",
