@@ -47,7 +47,7 @@ type conn struct {
 	window   uint64
 	lastSeq  uint64 // last DATA sequence received
 	resolved uint64 // every DATA ≤ resolved was answered and flushed
-	accepted uint64 // highest accepted DATA sequence (what the next ACK says)
+	answered uint64 // highest DATA sequence accepted, BUSY'd or rejected: what the next ACK says
 	acked    uint64 // sequence of the last ACK written
 	dec      *frame.Decoder
 	pkt      frame.Packet
@@ -203,8 +203,7 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 	}
 	c.lastSeq = seq
 	if c.draining.Load() {
-		c.s.m.busy.Inc()
-		c.send(func(b []byte) []byte { return frame.AppendBusy(b, seq, 0) })
+		c.busy(seq, 0)
 		return true
 	}
 	if err := c.dec.Decode(h, payload, &c.pkt); err != nil {
@@ -225,15 +224,14 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 	v := classify(c.s.handler.HandlePacket(c.ctx, &c.md, &c.pkt), c.s.cfg.BusyRetryAfter)
 	switch v.kind {
 	case verdictAck:
-		c.accepted = seq
+		c.answered = seq
 		c.s.m.acked.Inc()
 		c.s.m.messages.Add(len(c.pkt.Messages))
 	case verdictBusy:
-		c.s.m.busy.Inc()
 		if v.reason != "" {
 			c.logThrottled("handler failed; packet answered BUSY", "seq", seq, "err", v.reason)
 		}
-		c.send(func(b []byte) []byte { return frame.AppendBusy(b, seq, v.retryAfter) })
+		c.busy(seq, v.retryAfter)
 	case verdictReject:
 		c.reject(seq, v.code, v.reason)
 	case verdictFatal:
@@ -243,10 +241,20 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 	return true
 }
 
+// busy answers DATA seq with BUSY. The next ACK covers it too: BUSY and
+// ERROR resolve a DATA frame as an ACK does, and are written before it.
+func (c *conn) busy(seq uint64, retryAfterMs uint32) {
+	c.s.m.busy.Inc()
+	c.send(func(b []byte) []byte { return frame.AppendBusy(b, seq, retryAfterMs) })
+	c.answered = seq
+}
+
+// reject answers DATA seq with a packet ERROR.
 func (c *conn) reject(seq uint64, code frame.Code, reason string) {
 	c.s.m.rejected(code)
 	c.logThrottled("packet rejected", "seq", seq, "code", code.String(), "reason", reason)
 	c.send(func(b []byte) []byte { return frame.AppendError(b, seq, code, reason) })
+	c.answered = seq
 }
 
 func (c *conn) logThrottled(msg string, args ...any) {
@@ -294,7 +302,8 @@ func (c *conn) send(appendFrame func([]byte) []byte) {
 }
 
 // flush writes the cumulative ACK (after the BUSY and ERROR frames already
-// buffered, which it covers) and sends everything buffered.
+// buffered, which it covers) and sends everything buffered. Every DATA
+// frame read so far is then resolved on the wire.
 func (c *conn) flush() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -307,8 +316,8 @@ func (c *conn) flush() error {
 }
 
 func (c *conn) ackLocked() {
-	if c.accepted > c.acked {
-		c.acked = c.accepted
+	if c.answered > c.acked {
+		c.acked = c.answered
 		c.s.m.acks.Inc()
 		c.wbuf = frame.AppendAck(c.wbuf[:0], c.acked)
 		c.writeLocked(c.wbuf)
