@@ -50,7 +50,7 @@ func getEncoder(level zstd.EncoderLevel) *zstd.Encoder {
 // not safe for concurrent use (use one per goroutine).
 type Encoder struct {
 	// Level is the zstd level used when compressing; the zero value means
-	// zstd.SpeedDefault.
+	// zstd.SpeedDefault, values beyond zstd.SpeedBestCompression mean that.
 	Level zstd.EncoderLevel
 	raw   []byte
 }
@@ -78,8 +78,15 @@ func (e *Encoder) AppendData(dst []byte, seq uint64, p *Packet, compress bool) [
 // compression would not make it smaller.
 func (e *Encoder) AppendCompressed(dst []byte, seq uint64, count uint32, raw []byte) []byte {
 	level := e.Level
-	if level == 0 {
+	switch {
+	case level == 0:
 		level = zstd.SpeedDefault
+	case level < zstd.SpeedFastest:
+		level = zstd.SpeedFastest
+	case level > zstd.SpeedBestCompression:
+		// Out of range for the pool index: use the best there is, as
+		// zstd.EncoderLevelFromZstd does for high levels.
+		level = zstd.SpeedBestCompression
 	}
 	start := len(dst)
 	dst = AppendHeader(dst, TypeData, 0, seq, count, 0, 0, 0)

@@ -68,7 +68,8 @@ func TestDataRoundTrip(t *testing.T) {
 		t.Fatalf("incompressible: header % x", b[:HeaderSize])
 	}
 
-	for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression, zstd.SpeedBestCompression} {
+	for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression,
+		zstd.SpeedBestCompression, zstd.SpeedBestCompression + 1, 100, -1} {
 		e := Encoder{Level: level}
 		p := realisticPacket(10, uint64(level))
 		b := e.AppendData(nil, 1, p, true)
