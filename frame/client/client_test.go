@@ -593,6 +593,13 @@ func TestPing(t *testing.T) {
 			t.Fatalf("%d connections; a healthy connection was replaced", n)
 		}
 	})
+	t.Run("ServerPing", func(t *testing.T) {
+		srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{})
+		c := newClient(t, testConfig(srv.Addr()))
+		waitFor(t, "the connection", func() bool { return c.Stats().Addr != "" })
+		srv.Ping()
+		waitFor(t, "the PONG", func() bool { return srv.Pongs() == 1 })
+	})
 	t.Run("DeadConnection", func(t *testing.T) {
 		srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{IdleTimeoutMs: 150, NoPong: true})
 		cfg := testConfig(srv.Addr())

@@ -63,6 +63,9 @@ type Options struct {
 	NoZstd bool
 	// NoPong makes the server ignore PINGs.
 	NoPong bool
+	// CountOnly keeps no Data (Received returns nothing), only the
+	// message count (Messages): for benchmarks.
+	CountOnly bool
 	// OnData decides the answer to each DATA; nil ACKs everything. It is
 	// called from the connection's goroutine, one frame at a time.
 	OnData func(Data) Reply
@@ -82,7 +85,9 @@ type Server struct {
 	hellos     int
 	tokens     []string
 	data       []Data
+	messages   int
 	pings      int
+	pongs      int
 	violations []string
 	goawayAt   time.Time
 }
@@ -211,10 +216,16 @@ func (s *Server) serve(c *sconn) {
 	for {
 		h, payload, err := rd.Next()
 		if err != nil {
-			if fe := (*frame.Error)(nil); errors.As(err, &fe) {
-				s.violate("conn %d: %v", c.id, err)
-				c.write(frame.AppendError(nil, 0, fe.Code, fe.Msg))
+			fe := (*frame.Error)(nil)
+			if !errors.As(err, &fe) {
+				return
 			}
+			s.violate("conn %d: %v", c.id, err)
+			if h != nil && !fe.Code.Fatal() {
+				c.write(frame.AppendError(nil, h.Seq(), fe.Code, fe.Msg))
+				continue
+			}
+			c.write(frame.AppendError(nil, 0, fe.Code, fe.Msg))
 			return
 		}
 		switch h.Type() {
@@ -227,6 +238,9 @@ func (s *Server) serve(c *sconn) {
 			}
 			continue
 		case frame.TypePong:
+			s.mu.Lock()
+			s.pongs++
+			s.mu.Unlock()
 			continue
 		case frame.TypeData:
 		default:
@@ -237,6 +251,13 @@ func (s *Server) serve(c *sconn) {
 		if err := dec.Decode(h, payload, &pk); err != nil {
 			s.violate("conn %d: undecodable DATA seq %d: %v", c.id, h.Seq(), err)
 			c.write(frame.AppendError(nil, h.Seq(), frame.CodeOf(err), err.Error()))
+			continue
+		}
+		if s.opts.CountOnly {
+			s.mu.Lock()
+			s.messages += len(pk.Messages)
+			c.write(frame.AppendAck(nil, h.Seq()))
+			s.mu.Unlock()
 			continue
 		}
 		d := Data{
@@ -260,6 +281,7 @@ func (s *Server) serve(c *sconn) {
 		}
 		d.Unresolved = c.unresolved
 		s.data = append(s.data, d)
+		s.messages += len(d.Bodies)
 		s.mu.Unlock()
 
 		r := Reply{Action: Ack}
@@ -331,6 +353,13 @@ func (s *Server) Received() []Data {
 	return append([]Data(nil), s.data...)
 }
 
+// Messages returns how many messages the server received.
+func (s *Server) Messages() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.messages
+}
+
 // Hellos returns how many HELLOs the server received.
 func (s *Server) Hellos() int {
 	s.mu.Lock()
@@ -343,6 +372,22 @@ func (s *Server) Pings() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.pings
+}
+
+// Ping sends a PING on every connection.
+func (s *Server) Ping() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.write(frame.AppendPing(nil, 42))
+	}
+}
+
+// Pongs returns how many PONGs the server received.
+func (s *Server) Pongs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pongs
 }
 
 // Conns returns how many connections the server accepted.
