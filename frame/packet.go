@@ -146,7 +146,10 @@ func appendStr32(dst, s []byte) []byte {
 // decoded byte fields alias b. count is the header's message count; the
 // packet must agree with it. It checks every limit before the memory the
 // limit protects is touched, and allocates only when p's slices must grow,
-// so decoding into a reused Packet does not allocate.
+// so decoding into a reused Packet does not allocate. Growing is bounded by
+// the payload: at most one Message (112 bytes on 64-bit) per 20 payload
+// bytes and one Attr (48 bytes) per 6, so a receiver budgets about 8 bytes
+// of Go structs per raw byte for a fresh Packet (the byte fields alias b).
 func DecodePacket(b []byte, count uint32, lim *Limits, p *Packet) error {
 	r := reader{b: b}
 	p.ID = r.u64()
