@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -684,4 +685,68 @@ func TestConfigValidate(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("DefaultConfig invalid: %v", err)
 	}
+}
+
+// With a single address, GOAWAY makes the client reconnect to it.
+func TestGoAwaySingleAddress(t *testing.T) {
+	srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{})
+	c := newClient(t, testConfig(srv.Addr()))
+	send(t, c, "before")
+	if err := flush(c); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	srv.GoAway()
+	waitFor(t, "a new connection", func() bool { return srv.Conns() == 2 && c.Stats().Addr != "" })
+	send(t, c, "after")
+	if err := flush(c); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	if got := bodies(srv); got["before"] != 1 || got["after"] != 1 {
+		t.Fatalf("received %v", got)
+	}
+	noViolations(t, srv)
+}
+
+// A server that breaks the protocol gets ERROR protocol, and the client
+// reconnects.
+func TestServerProtocolViolation(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer nc.Close()
+		lim := frame.DefaultLimits()
+		rd := frame.NewReader(nc, &lim)
+		if _, _, err := rd.Next(); err != nil { // HELLO
+			got <- err.Error()
+			return
+		}
+		nc.Write(frame.AppendWelcome(nil, &frame.Welcome{Window: 8, MaxFrame: 1 << 20}))
+		nc.Write(frame.AppendAck(nil, 5)) // nothing was sent
+		h, payload, err := rd.Next()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		code, reason, _ := frame.DecodeReason(payload)
+		got <- fmt.Sprintf("%s seq=%d %s: %s", h.Type(), h.Seq(), code, reason)
+	}()
+	cfg := testConfig(ln.Addr().String())
+	c := newClient(t, cfg)
+	want := "ERROR seq=0 protocol: client: " + ln.Addr().String() + " acknowledged sequence 5, only 0 were sent"
+	if g := <-got; g != want {
+		t.Fatalf("server got %q\nwant %q", g, want)
+	}
+	waitFor(t, "the error in Stats", func() bool {
+		err := c.Stats().LastError
+		return err != nil && strings.Contains(err.Error(), "acknowledged sequence 5")
+	})
 }

@@ -99,8 +99,8 @@ type Config struct {
 
 	// OnResult, if set, is called once for every packet when it is
 	// resolved: acknowledged (Result.Err nil) or rejected for good. It runs
-	// on the client's connection goroutine: it must not block or call the
-	// Client.
+	// on a connection goroutine, so it must not block, nor call Flush or a
+	// blocking Send (they wait for that goroutine); Stats is fine.
 	OnResult func(Result)
 
 	// Logger receives connection events (connects, losses, GOAWAY,

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -136,11 +137,12 @@ func (c *Client) run() {
 		case <-c.closing:
 			return
 		case ev := <-c.events:
-			if ev.goaway {
+			if ev.goaway && len(c.cfg.Addrs) > 1 {
 				attempt = 0
-				continue
+				continue // to the next address at once
 			}
-			if ev.healthy {
+			// With a single address, give a draining server the backoff.
+			if ev.healthy || ev.goaway {
 				attempt = 0
 			}
 			d := c.backoff(attempt)
@@ -183,7 +185,12 @@ func (c *Client) dial(addr string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Close interrupts a handshake in progress.
+	stop := context.AfterFunc(c.ctx, func() { nc.SetDeadline(time.Now()) })
 	cn, err := c.handshake(nc, addr)
+	if !stop() && err == nil {
+		err = c.ctx.Err()
+	}
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -227,10 +234,12 @@ func (c *Client) handshake(nc net.Conn, addr string) (*conn, error) {
 		}
 		return nil, fmt.Errorf("client: server %s refused the connection: %w", addr, re)
 	default:
+		nc.Write(frame.AppendError(nil, 0, frame.CodeBadHandshake, "expected WELCOME"))
 		return nil, fmt.Errorf("client: server %s answered HELLO with %s instead of WELCOME", addr, h.Type())
 	}
 	var w frame.Welcome
 	if err := frame.DecodeWelcome(payload, &w); err != nil {
+		nc.Write(frame.AppendError(nil, 0, frame.CodeBadHandshake, "malformed WELCOME"))
 		return nil, fmt.Errorf("client: bad WELCOME from %s: %w", addr, err)
 	}
 	nc.SetDeadline(time.Time{})
@@ -369,6 +378,13 @@ func (cn *conn) readLoop() {
 	c := cn.c
 	defer c.wg.Done()
 	if err := cn.readFrames(); err != nil {
+		var pe *protocolError
+		if errors.As(err, &pe) {
+			// The server broke the protocol: say so before closing, as
+			// the detecting side must.
+			cn.write(frame.AppendError(nil, 0, pe.code, pe.Error()))
+			c.log.Error("server broke the protocol", "addr", cn.addr, "err", err)
+		}
 		cn.close(err)
 	}
 	close(cn.done)
@@ -419,6 +435,9 @@ func (cn *conn) readFrames() error {
 	var results []Result
 	for {
 		h, payload, err := cn.rd.Next()
+		if fe := (*frame.Error)(nil); errors.As(err, &fe) {
+			return violation(fe.Code, "client: bad frame from %s: %v", cn.addr, err)
+		}
 		if err != nil {
 			// If the socket was closed on purpose (drained, Close) or by
 			// the writer, this records nothing: the first reason wins.
@@ -431,7 +450,9 @@ func (cn *conn) readFrames() error {
 			results, err = cn.onAck(h.Seq(), results)
 		case frame.TypeBusy:
 			var ms uint32
-			if ms, err = frame.DecodeBusy(payload); err == nil {
+			if ms, err = frame.DecodeBusy(payload); err != nil {
+				err = violation(frame.CodeProtocol, "client: malformed BUSY from %s: %v", cn.addr, err)
+			} else {
 				err = cn.onBusy(h.Seq(), time.Duration(ms)*time.Millisecond)
 			}
 		case frame.TypeError:
@@ -449,7 +470,7 @@ func (cn *conn) readFrames() error {
 			c.mu.Unlock()
 			cn.wakeUp() // the writer's timer was set for the PONG timeout
 		default:
-			err = fmt.Errorf("client: unexpected %s frame from %s", h.Type(), cn.addr)
+			err = violation(frame.CodeProtocol, "client: unexpected %s frame from %s", h.Type(), cn.addr)
 		}
 		cn.c.report(results)
 		if err != nil {
@@ -475,7 +496,7 @@ func (cn *conn) onAck(seq uint64, results []Result) ([]Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if seq > cn.seq {
-		return results, fmt.Errorf("client: %s acknowledged sequence %d, only %d were sent", cn.addr, seq, cn.seq)
+		return results, violation(frame.CodeProtocol, "client: %s acknowledged sequence %d, only %d were sent", cn.addr, seq, cn.seq)
 	}
 	n := 0
 	for n < len(cn.inflight) && cn.inflight[n].seq <= seq {
@@ -497,7 +518,7 @@ func (cn *conn) onBusy(seq uint64, retry time.Duration) error {
 	defer c.mu.Unlock()
 	e := cn.entryLocked(seq)
 	if e == nil || e.p == nil {
-		return fmt.Errorf("client: %s sent BUSY for sequence %d, which is not in flight", cn.addr, seq)
+		return violation(frame.CodeProtocol, "client: %s sent BUSY for sequence %d, which is not in flight", cn.addr, seq)
 	}
 	p := e.p
 	e.p = nil
@@ -517,7 +538,7 @@ func (cn *conn) onBusy(seq uint64, retry time.Duration) error {
 func (cn *conn) onError(seq uint64, payload []byte, results []Result) ([]Result, error) {
 	code, reason, err := frame.DecodeReason(payload)
 	if err != nil {
-		return results, fmt.Errorf("client: malformed ERROR from %s: %w", cn.addr, err)
+		return results, violation(frame.CodeProtocol, "client: malformed ERROR from %s: %v", cn.addr, err)
 	}
 	re := &frame.RemoteError{Seq: seq, Code: code, Reason: string(reason)}
 	if seq == 0 || code.Fatal() {
@@ -528,7 +549,7 @@ func (cn *conn) onError(seq uint64, payload []byte, results []Result) ([]Result,
 	defer c.mu.Unlock()
 	e := cn.entryLocked(seq)
 	if e == nil || e.p == nil {
-		return results, fmt.Errorf("client: %s sent ERROR for sequence %d, which is not in flight", cn.addr, seq)
+		return results, violation(frame.CodeProtocol, "client: %s sent ERROR for sequence %d, which is not in flight", cn.addr, seq)
 	}
 	p := e.p
 	e.p = nil
@@ -543,7 +564,7 @@ func (cn *conn) onError(seq uint64, payload []byte, results []Result) ([]Result,
 func (cn *conn) onGoAway(payload []byte) error {
 	code, reason, err := frame.DecodeReason(payload)
 	if err != nil {
-		return fmt.Errorf("client: malformed GOAWAY from %s: %w", cn.addr, err)
+		return violation(frame.CodeProtocol, "client: malformed GOAWAY from %s: %v", cn.addr, err)
 	}
 	c := cn.c
 	c.mu.Lock()
@@ -573,4 +594,17 @@ func (cn *conn) afterResolveLocked() {
 	if cn.draining && cn.unresolved == 0 {
 		cn.close(nil)
 	}
+}
+
+// protocolError is a rule of the protocol the server broke: the client
+// answers ERROR seq 0 with code, and closes.
+type protocolError struct {
+	code frame.Code
+	msg  string
+}
+
+func (e *protocolError) Error() string { return e.msg }
+
+func violation(code frame.Code, format string, args ...any) error {
+	return &protocolError{code, fmt.Sprintf(format, args...)}
 }
