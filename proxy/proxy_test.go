@@ -42,13 +42,37 @@ type analyzer struct {
 	srv  *server.Server
 	mu   sync.Mutex
 	seen map[string]int // "agent/packet id" → times received
+	// delay holds each packet this long before acknowledging it; busy is
+	// set while one is held.
+	delay time.Duration
+	busy  bool
 }
 
 func (a *analyzer) HandlePacket(_ context.Context, _ *server.Meta, p *frame.Packet) error {
 	a.mu.Lock()
 	a.seen[fmt.Sprintf("%s/%d", p.AgentID, p.ID)]++
+	d := a.delay
+	a.busy = d > 0
 	a.mu.Unlock()
+	if d > 0 {
+		time.Sleep(d) // simulates a slow analyzer, not a wait for a condition
+		a.mu.Lock()
+		a.busy = false
+		a.mu.Unlock()
+	}
 	return nil
+}
+
+func (a *analyzer) setDelay(d time.Duration) {
+	a.mu.Lock()
+	a.delay = d
+	a.mu.Unlock()
+}
+
+func (a *analyzer) handling() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.busy
 }
 
 func (a *analyzer) unique() int {
@@ -90,8 +114,13 @@ func startProxy(t *testing.T, as []*analyzer, weights []float64, edit func(*prox
 	cfg.Logger = testLogger(t)
 	cfg.Balancer.Logger = cfg.Logger
 	cfg.Balancer.SlowStart = 0
+	// Generous heartbeat timeout: a loaded CI machine must not make healthy
+	// analyzers flap. Short breaker backoff: recoveries are quick.
 	cfg.HeartbeatInterval = 100 * time.Millisecond
-	cfg.HeartbeatTimeout = 300 * time.Millisecond
+	cfg.HeartbeatTimeout = 3 * time.Second
+	cfg.Balancer.BreakerBackoff = 50 * time.Millisecond
+	cfg.Balancer.BreakerMaxBackoff = 200 * time.Millisecond
+	cfg.RedialMax = 200 * time.Millisecond
 	cfg.DrainTimeout = 2 * time.Second
 	for i, a := range as {
 		cfg.Analyzers = append(cfg.Analyzers, proxy.AnalyzerConfig{Name: a.name, Addr: a.srv.Addr().String(), Weight: weights[i]})

@@ -1,0 +1,332 @@
+package proxy_test
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/server/servertest"
+	"github.com/logdist/logdist/proxy"
+)
+
+// An analyzer that goes away mid-stream (GOAWAY, then close) loses no
+// packet: what it did not acknowledge is re-dispatched to the others.
+func TestAnalyzerLeavesMidStream(t *testing.T) {
+	var as []*analyzer
+	for i := 0; i < 3; i++ {
+		as = append(as, startAnalyzer(t, fmt.Sprintf("a%d", i+1), "127.0.0.1:0"))
+	}
+	s := startProxy(t, as, []float64{1, 1, 1}, nil)
+	defer stopAll(t, s, as)
+	waitFor(t, "every analyzer up", 5*time.Second, allHealthy(s, 3))
+
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sendAll(t, c, "agent-1", 1, 500, 64)
+	done := make(chan struct{})
+	go func() { as[1].srv.Close(); close(done) }()
+	sendAll(t, c, "agent-1", 501, 1500, 64)
+	<-done
+	for id := uint64(1); id <= 2000; id++ {
+		key := fmt.Sprintf("agent-1/%d", id)
+		if !as[0].has(key) && !as[1].has(key) && !as[2].has(key) {
+			t.Fatalf("packet %s was acknowledged but no analyzer has it", key)
+		}
+	}
+}
+
+// With every analyzer down, packets wait in the bounded queue; past it the
+// agent gets BUSY; when an analyzer comes back the queue drains to it.
+func TestAllDownQueueBusyRecover(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there yet
+	down := &analyzer{name: "a1"}
+	s := startProxyAddrs(t, []string{"a1"}, []string{addr}, func(c *proxy.Config) {
+		c.QueueMaxPackets = 10
+		c.Balancer.BreakerBackoff = 50 * time.Millisecond
+		c.Balancer.BreakerMaxBackoff = 100 * time.Millisecond
+		c.RedialMax = 100 * time.Millisecond
+	})
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var buf []byte
+	for i := uint64(1); i <= 20; i++ {
+		buf = c.AppendData(buf, pkt("agent-1", i), true)
+	}
+	if err := c.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+	busy := map[uint64]bool{}
+	for len(busy) < 10 {
+		f, err := c.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Type != frame.TypeBusy {
+			t.Fatalf("got %s, want BUSY while every analyzer is down", f)
+		}
+		busy[f.Seq] = true
+	}
+	for seq := uint64(11); seq <= 20; seq++ {
+		if !busy[seq] {
+			t.Fatalf("BUSY for %v, want 11..20 (the queue holds 10)", busy)
+		}
+	}
+	// The analyzer comes up: the 10 queued packets reach it and are acked.
+	a := startAnalyzer(t, "a1", addr)
+	down.srv = a.srv
+	defer a.srv.Close()
+	defer s.Stop(t.Context())
+	if err := c.WaitAck(20); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 10; i++ {
+		if !a.has(fmt.Sprintf("agent-1/%d", i)) {
+			t.Errorf("queued packet %d did not reach the analyzer", i)
+		}
+	}
+}
+
+func startProxyAddrs(t *testing.T, names, addrs []string, edit func(*proxy.Config)) *proxy.Server {
+	t.Helper()
+	return startProxy(t, nil, nil, func(c *proxy.Config) {
+		for i := range names {
+			c.Analyzers = append(c.Analyzers, proxy.AnalyzerConfig{Name: names[i], Addr: addrs[i], Weight: 1})
+		}
+		if edit != nil {
+			edit(c)
+		}
+	})
+}
+
+// Bad input gets the documented ERROR and a close, and logdist keeps
+// serving the other connections.
+func TestBadInput(t *testing.T) {
+	as := []*analyzer{startAnalyzer(t, "a1", "127.0.0.1:0")}
+	s := startProxy(t, as, []float64{1}, func(c *proxy.Config) {
+		c.HandshakeTimeout = 200 * time.Millisecond
+	})
+	defer stopAll(t, s, as)
+	waitFor(t, "analyzer up", 5*time.Second, allHealthy(s, 1))
+	good, err := servertest.Dial(s.Addr().String(), "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+
+	hello := frame.AppendHello(nil, &frame.Hello{Caps: frame.CapZstd, Window: 16, MaxFrame: 1 << 20, AgentID: []byte("bad")})
+	oversize := frame.AppendHeader(nil, frame.TypeData, 0, 1, 1, 1<<30, 1<<30, 0)
+	badCRC := (&frame.Encoder{}).AppendData(nil, 1, pkt("bad", 1), false)
+	badCRC[len(badCRC)-1] ^= 0xFF
+	badSeq := (&frame.Encoder{}).AppendData(nil, 5, pkt("bad", 1), false)
+	cases := []struct {
+		name string
+		send []byte
+		code frame.Code
+	}{
+		{"garbage", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n0123456789"), frame.CodeBadMagic},
+		{"oversized length", append(append([]byte(nil), hello...), oversize...), frame.CodeFrameTooLarge},
+		{"bad checksum", append(append([]byte(nil), hello...), badCRC...), frame.CodeBadChecksum},
+		{"bad sequence", append(append([]byte(nil), hello...), badSeq...), frame.CodeBadSequence},
+		{"data before hello", badSeq, frame.CodeBadHandshake},
+		{"no hello", nil, frame.CodeHandshakeTimeout},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := servertest.DialRaw(s.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if tc.send != nil {
+				if err := c.Write(tc.send); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var f servertest.Frame
+			for {
+				f, err = c.Next()
+				if err != nil {
+					t.Fatalf("want ERROR %s, got %v", tc.code, err)
+				}
+				if f.Type != frame.TypeWelcome {
+					break
+				}
+			}
+			if f.Type != frame.TypeError || f.Seq != 0 || f.Code != tc.code {
+				t.Fatalf("got %s, want ERROR seq=0 code=%s", f, tc.code)
+			}
+			if _, err := c.Next(); err == nil {
+				t.Fatal("connection still open after a fatal ERROR")
+			}
+		})
+		// The well-behaved agent is unaffected.
+		if _, err := good.Send(pkt("good", uint64(len(tc.name))), true); err != nil {
+			t.Fatal(err)
+		}
+		if err := good.WaitAck(good.LastSeq()); err != nil {
+			t.Fatalf("after %s: good agent: %v", tc.name, err)
+		}
+	}
+}
+
+// A peer exceeding its window is cut off: the window is the flow control.
+func TestWindowExceeded(t *testing.T) {
+	// An analyzer that never acks keeps packets in flight.
+	as := []*analyzer{startAnalyzer(t, "a1", "127.0.0.1:0")}
+	s := startProxy(t, as, []float64{1}, nil)
+	defer stopAll(t, s, as)
+	waitFor(t, "analyzer up", 5*time.Second, allHealthy(s, 1))
+	c, err := servertest.DialRaw(s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Handshake(&frame.Hello{Caps: frame.CapZstd, Window: 4, MaxFrame: 1 << 20, AgentID: []byte("w")}); err != nil {
+		t.Fatal(err)
+	}
+	// 64 packets in one write with a window of 4: the analyzer cannot have
+	// acked 60 of them before the proxy reads the fifth.
+	var buf []byte
+	for i := uint64(1); i <= 64; i++ {
+		buf = c.AppendData(buf, pkt("w", i), false)
+	}
+	if err := c.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := c.Next()
+		if err != nil {
+			t.Fatalf("connection closed without ERROR window_exceeded: %v", err)
+		}
+		if f.Type == frame.TypeError {
+			if f.Code != frame.CodeWindowExceeded {
+				t.Fatalf("got %s, want window_exceeded", f)
+			}
+			return
+		}
+	}
+}
+
+// 200 agents at once: no race, no loss, counts add up.
+func TestManyAgents(t *testing.T) {
+	var as []*analyzer
+	for i := 0; i < 4; i++ {
+		as = append(as, startAnalyzer(t, fmt.Sprintf("a%d", i+1), "127.0.0.1:0"))
+	}
+	s := startProxy(t, as, []float64{0.4, 0.3, 0.2, 0.1}, nil)
+	defer stopAll(t, s, as)
+	waitFor(t, "every analyzer up", 5*time.Second, allHealthy(s, 4))
+	const agents, each = 200, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, agents)
+	for i := 0; i < agents; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			name := fmt.Sprintf("agent-%d", i)
+			c, err := servertest.DialRaw(s.Addr().String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.Timeout = 30 * time.Second // 200 agents under -race on 2 shared cores are slow, not stuck
+			if err := c.Handshake(&frame.Hello{Caps: frame.CapZstd, Window: each, MaxFrame: 1 << 20, AgentID: []byte(name)}); err != nil {
+				errs <- fmt.Errorf("%s: handshake: %w", name, err)
+				return
+			}
+			var buf []byte
+			for j := uint64(1); j <= each; j++ {
+				buf = c.AppendData(buf, pkt(name, j), true)
+			}
+			if err := c.Write(buf); err != nil {
+				errs <- err
+				return
+			}
+			if err := c.WaitAck(each); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	nerr := 0
+	for err := range errs {
+		if nerr++; nerr <= 3 {
+			t.Error(err)
+		}
+	}
+	total := 0
+	for _, a := range as {
+		total += a.unique()
+	}
+	if total != agents*each {
+		t.Fatalf("analyzers hold %d unique packets, want %d", total, agents*each)
+	}
+	var picked uint64
+	for _, v := range s.Balancer().View().Analyzers {
+		picked += v.Packets
+	}
+	if picked != agents*each {
+		t.Fatalf("balancer accounted %d packets, want %d", picked, agents*each)
+	}
+}
+
+// Stop sends GOAWAY to agents, DATA after it gets BUSY retry-after 0, and
+// what was in flight is acknowledged before the connections close.
+func TestStopSendsGoAway(t *testing.T) {
+	a := startAnalyzer(t, "a1", "127.0.0.1:0")
+	defer a.srv.Close()
+	s := startProxy(t, []*analyzer{a}, []float64{1}, nil)
+	waitFor(t, "analyzer up", 5*time.Second, allHealthy(s, 1))
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sendAll(t, c, "agent-1", 1, 10, 8)
+	a.setDelay(300 * time.Millisecond) // keep the next packet in flight
+	if _, err := c.Send(pkt("agent-1", 11), true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "packet 11 at the analyzer", 5*time.Second, func() bool { return a.handling() })
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Stop(t.Context()) }()
+	f, err := c.Next()
+	if err != nil || f.Type != frame.TypeGoAway {
+		t.Fatalf("got %v %v, want GOAWAY", f, err)
+	}
+	seq, err := c.Send(pkt("agent-1", 12), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err = c.Next()
+	if err != nil || f.Type != frame.TypeBusy || f.Seq != seq || f.RetryAfter != 0 {
+		t.Fatalf("got %v %v, want BUSY seq=%d retry-after=0", f, err, seq)
+	}
+	// Packet 11 is still acknowledged: the drain waits for it.
+	f, err = c.Next()
+	if err != nil || f.Type != frame.TypeAck || f.Seq != seq {
+		t.Fatalf("got %v %v, want ACK %d", f, err, seq)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if !a.has("agent-1/11") {
+		t.Fatal("in-flight packet 11 not at the analyzer")
+	}
+}
