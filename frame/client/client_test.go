@@ -750,3 +750,45 @@ func TestServerProtocolViolation(t *testing.T) {
 		return err != nil && strings.Contains(err.Error(), "acknowledged sequence 5")
 	})
 }
+
+// Packets built for one server are re-encoded when they are resent to a
+// server that grants no zstd and smaller frames.
+func TestResendAdaptsToNextServer(t *testing.T) {
+	a := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{
+		OnData: func(clienttest.Data) clienttest.Reply { return clienttest.Reply{Action: clienttest.Hold} },
+	})
+	b := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{NoZstd: true, MaxFrame: 4096})
+	cfg := testConfig(a.Addr(), b.Addr())
+	cfg.Linger = time.Hour // one packet, sealed by Flush
+	c := newClient(t, cfg)
+	for i := range 100 {
+		send(t, c, fmt.Sprintf("%03d %s", i, strings.Repeat("compressible text ", 10)))
+	}
+	done := make(chan error, 1)
+	go func() { done <- flush(c) }()
+	waitFor(t, "the packet at the first server", func() bool { return len(a.Received()) == 1 })
+	if d := a.Received()[0]; !d.Compressed || len(d.Bodies) != 100 || d.PayloadLen > 4096 {
+		t.Fatalf("first server got %d messages, compressed %v, %d bytes; want 100, compressed, < 4096",
+			len(d.Bodies), d.Compressed, d.PayloadLen)
+	}
+	a.Kill()
+	if err := <-done; err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	recv := b.Received()
+	if len(recv) < 2 {
+		t.Fatalf("second server got %d packets; the 20 KB packet should have been split", len(recv))
+	}
+	for _, d := range recv {
+		if d.Compressed || d.PayloadLen > 4096 {
+			t.Fatalf("second server got a frame of %d bytes, compressed %v", d.PayloadLen, d.Compressed)
+		}
+	}
+	if got := bodies(b); len(got) != 100 {
+		t.Fatalf("second server got %d distinct messages, want 100", len(got))
+	}
+	if st := c.Stats(); st.MessagesAcked != 100 || st.PendingMessages != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	noViolations(t, a, b)
+}
