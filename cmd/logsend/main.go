@@ -106,7 +106,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 
 	cfg := client.DefaultConfig()
-	cfg.Addrs = o.targets
+	cfg.Addrs = nil
+	for _, t := range o.targets {
+		if t = strings.TrimSpace(t); t != "" {
+			cfg.Addrs = append(cfg.Addrs, t)
+		}
+	}
 	cfg.AgentID = o.agentID
 	cfg.Token = o.token
 	cfg.BatchMessages = o.batch
