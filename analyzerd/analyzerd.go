@@ -274,7 +274,9 @@ func (a *Analyzer) closeOut() error {
 	if a.out == nil {
 		return nil
 	}
-	if err := a.out.close(); err != nil {
+	out := a.out
+	a.out = nil
+	if err := out.close(); err != nil {
 		return fmt.Errorf("cannot close output %s: %w", a.cfg.Out, err)
 	}
 	return nil
