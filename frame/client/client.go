@@ -63,25 +63,27 @@ type Client struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu       sync.Mutex
-	closed   bool
-	fatal    error     // permanent failure (ErrAuth, ErrHandshake)
-	cur      *batch    // the batch Send appends to
-	curStart time.Time // when cur got its first message
-	free     []*batch
-	batchIdx uint64      // index of the last sealed batch
-	recs     []*flushRec // sealed batches not fully resolved, by idx
-	queue    []*packet   // packets to send, from qh
-	qh       int
-	active   *conn // the connection new DATA goes to; nil while (re)connecting
-	conns    map[*conn]struct{}
-	notify   chan struct{} // closed on progress; created on demand by waiters
-	pending  int           // bytes accepted by Send, unresolved
-	pendMsgs int           // messages accepted by Send, unresolved
-	rejCount int           // packets rejected since the last Flush returned
-	rejMsgs  int
-	rejFirst error
-	stats    Stats
+	mu          sync.Mutex
+	closed      bool
+	fatal       error     // permanent failure (ErrAuth, ErrHandshake)
+	cur         *batch    // the batch Send appends to
+	curStart    time.Time // when cur got its first message
+	free        []*batch
+	batchIdx    uint64      // index of the last sealed batch
+	recs        []*flushRec // sealed batches not fully resolved, by idx
+	queue       []*packet   // packets to send, from qh
+	qh          int
+	active      *conn // the connection new DATA goes to; nil while (re)connecting
+	conns       map[*conn]struct{}
+	notify      chan struct{} // closed on progress; created on demand by waiters
+	pending     int           // bytes accepted by Send, unresolved
+	pendMsgs    int           // messages accepted by Send, unresolved
+	rejCount    int           // packets rejected since the last Flush returned
+	rejMsgs     int
+	rejFirst    error
+	rejLogAt    time.Time
+	rejUnlogged int
+	stats       Stats
 }
 
 // Stats are counters since New. Packet counts are DATA frames.
@@ -423,7 +425,14 @@ func (c *Client) resolveLocked(p *packet, err error) Result {
 		}
 		c.rejCount++
 		c.rejMsgs += p.msgs
-		c.log.Warn("packet rejected", "err", err)
+		// A server rejecting everything must not flood the log: at most
+		// one line a second, with the count of the ones not logged.
+		if now := time.Now(); now.Sub(c.rejLogAt) >= time.Second {
+			c.log.Warn("packet rejected", "err", err, "not_logged_since_last", c.rejUnlogged)
+			c.rejLogAt, c.rejUnlogged = now, 0
+		} else {
+			c.rejUnlogged++
+		}
 	}
 	p.rec.open--
 	for len(c.recs) > 0 && c.recs[0].open == 0 {
