@@ -14,6 +14,9 @@ import (
 	"github.com/logdist/logdist/frame"
 )
 
+// maxPingsOut bounds the PINGs awaiting a PONG on one connection.
+const maxPingsOut = 16
+
 type upState uint8
 
 const (
@@ -46,10 +49,16 @@ type upstream struct {
 	ctrl  []byte   // control frames for this flush (HELLO, PING, PONG)
 	dirty bool
 
-	openedAt  int64
-	pingOut   bool
-	pingNonce uint64
-	pingAt    int64
+	openedAt int64
+	// Heartbeats: a PING goes out every HeartbeatInterval whether or not
+	// the last was answered, so a hung analyzer is down after
+	// (Fall-1)×interval + timeout. pingSent is the last nonce sent,
+	// pingDone the last answered or counted as missed; pingTimes holds
+	// the send times of the nonces in between.
+	pingSent  uint64
+	pingDone  uint64
+	pingLast  int64
+	pingTimes [maxPingsOut]int64
 	misses    int
 	redialAt  int64
 	backoff   time.Duration
@@ -180,7 +189,8 @@ func (u *upstream) onOpen(c gnet.Conn) []byte {
 	u.c = c
 	u.state = upHandshake
 	u.openedAt = lp.now
-	u.ackedSeq, u.nextSeq, u.goaway, u.misses, u.pingOut = 0, 0, false, 0, false
+	u.ackedSeq, u.nextSeq, u.goaway, u.misses = 0, 0, false, 0
+	u.pingDone, u.pingLast = u.pingSent, lp.now
 	return frame.AppendHello(nil, &frame.Hello{
 		Caps:     frame.CapZstd,
 		Window:   lp.s.cfg.UpstreamWindow,
@@ -253,10 +263,10 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 	case frame.TypeAck:
 		u.ack(h.Seq())
 	case frame.TypePong:
-		if u.pingOut && h.Seq() == u.pingNonce {
-			u.pingOut = false
+		if n := h.Seq(); n > u.pingDone && n <= u.pingSent {
+			lp.m.heartbeatRTT.Update(float64(lp.now-u.pingTimes[n%maxPingsOut]) / 1e9)
+			u.pingDone = n
 			u.misses = 0
-			lp.m.heartbeatRTT.Update(float64(lp.now-u.pingAt) / 1e9)
 			lp.s.set.Report(u.id, balancer.HeartbeatOK)
 		}
 	case frame.TypePing:
@@ -388,21 +398,21 @@ func (u *upstream) tick(now int64) {
 			u.closeNow(balancer.ConnectFailed, "no WELCOME from analyzer in time")
 		}
 	case upReady:
-		if u.pingOut && now-u.pingAt > int64(cfg.HeartbeatTimeout) {
-			u.pingOut = false
+		for u.pingDone < u.pingSent && now-u.pingTimes[(u.pingDone+1)%maxPingsOut] > int64(cfg.HeartbeatTimeout) {
+			u.pingDone++
 			u.misses++
 			lp.m.heartbeatMissed.Inc()
 			lp.s.set.Report(u.id, balancer.HeartbeatMissed)
 			if u.misses >= cfg.Balancer.Fall {
-				u.closeNow(balancer.HeartbeatMissed, fmt.Sprintf("%d heartbeats missed", u.misses))
+				u.closeNow(balancer.HeartbeatMissed, fmt.Sprintf("%d heartbeats missed in a row", u.misses))
 				return
 			}
 		}
-		if !u.pingOut && now-u.pingAt >= int64(cfg.HeartbeatInterval) {
-			u.pingNonce++
-			u.pingOut = true
-			u.pingAt = now
-			u.ctrl = frame.AppendPing(u.ctrl, u.pingNonce)
+		if now-u.pingLast >= int64(cfg.HeartbeatInterval) && u.pingSent-u.pingDone < maxPingsOut {
+			u.pingSent++
+			u.pingTimes[u.pingSent%maxPingsOut] = now
+			u.pingLast = now
+			u.ctrl = frame.AppendPing(u.ctrl, u.pingSent)
 			lp.markUp(u)
 		}
 		if u.inflight.len() > 0 {

@@ -36,8 +36,7 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
 		return 2
 	}
-	srv, err := proxy.New(cfg)
-	if err != nil {
+	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
 		return 2
 	}
@@ -48,6 +47,14 @@ func run(args []string) int {
 			fmt.Fprintf(os.Stderr, "logdist: cannot listen on admin address %s: %v\n", admin, err)
 			return 2
 		}
+	}
+	srv, err := proxy.New(cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
+		if adminLn != nil {
+			adminLn.Close()
+		}
+		return 2
 	}
 	if err := srv.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
@@ -162,7 +169,7 @@ func parseFlags(args []string) (proxy.Config, string, bool, *slog.Logger, error)
 	}
 	log := slog.New(h)
 	cfg.Logger = log
-	cfg.Balancer.Logger = log.With("component", "balancer")
+	cfg.Balancer.Logger = log
 	st, err := balancer.ParseStrategy(balance)
 	if err != nil {
 		return cfg, "", false, nil, fmt.Errorf("--balance: %v", err)
