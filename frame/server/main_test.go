@@ -79,11 +79,17 @@ func start(t *testing.T, h server.Handler, edit func(*server.Config)) (*server.S
 
 func dial(t *testing.T, addr string) *servertest.Client {
 	t.Helper()
+	c := dialB(t, addr)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func dialB(t testing.TB, addr string) *servertest.Client {
+	t.Helper()
 	c, err := servertest.Dial(addr, "agent-1")
 	if err != nil {
 		t.Fatalf("cannot connect: %v", err)
 	}
-	t.Cleanup(func() { c.Close() })
 	return c
 }
 

@@ -554,3 +554,42 @@ func mustListen(t *testing.T) net.Listener {
 	}
 	return ln
 }
+
+func TestRunAndListenAndServe(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Logger = quietLogger()
+	cfg.DrainTimeout = 100 * time.Millisecond
+
+	s1, err := server.New(cfg, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s1.Run(ctx) }()
+	waitFor(t, "Run to listen", func() bool { return s1.Addr() != nil })
+	c := dial(t, s1.Addr().String())
+	if _, err := c.Send(packet(1, 1), false); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, c, frame.TypeAck, 1, 0)
+	c.Close()
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	s2, err := server.New(cfg, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s2.ListenAndServe() }()
+	waitFor(t, "ListenAndServe to listen", func() bool { return s2.Addr() != nil })
+	dial(t, s2.Addr().String())
+	s2.Close()
+	if err := <-served; !errors.Is(err, server.ErrClosed) {
+		t.Fatalf("ListenAndServe after Close: %v", err)
+	}
+}
