@@ -73,8 +73,8 @@ func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
 func (c *conn) serve() {
 	defer c.s.untrack(c)
 	defer c.cancel()
-	if max := c.s.cfg.MaxConns; max > 0 && int(c.s.m.active.Load()) > max {
-		c.fatal(frame.CodeOverloaded, fmt.Sprintf("more than %d connections; retry later or elsewhere", max))
+	if limit := c.s.cfg.MaxConns; limit > 0 && int(c.s.m.active.Load()) > limit {
+		c.fatal(frame.CodeOverloaded, fmt.Sprintf("more than %d connections; retry later or elsewhere", limit))
 		return
 	}
 	if !c.handshake() {
@@ -84,7 +84,7 @@ func (c *conn) serve() {
 		if !c.rd.ready() {
 			// The next read may block: answer what we have first.
 			if err := c.flush(); err != nil {
-				c.log.Debug("connection closed: cannot write", "agent", c.agentID, "err", err)
+				c.log.Debug("connection closed: cannot write", "err", err)
 				c.nc.Close()
 				return
 			}
@@ -281,14 +281,14 @@ func (c *conn) readFailed(err error, inHandshake bool) {
 			c.fatal(frame.CodeIdleTimeout, fmt.Sprintf("no frame for %s; PING to keep the connection", c.s.cfg.IdleTimeout))
 		}
 	case err == io.EOF:
-		c.log.Debug("connection closed by peer", "agent", c.agentID)
+		c.log.Debug("connection closed by peer")
 		c.flush()
 		c.nc.Close()
 	case errors.Is(err, net.ErrClosed):
 		// Closed by kill (drain timeout): nothing to say.
 		c.nc.Close()
 	default:
-		c.log.Info("connection lost", "agent", c.agentID, "err", err)
+		c.log.Info("connection lost", "err", err)
 		c.nc.Close()
 	}
 }
