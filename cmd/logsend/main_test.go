@@ -98,8 +98,8 @@ func TestUnreachable(t *testing.T) {
 	srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{})
 	addr := srv.Addr()
 	srv.Kill()
-	code, _, stderr := logsend(t, "a\nb\nc\n", "--target", addr, "--timeout", "300ms")
-	want := regexp.MustCompile(`^logsend: 3 of 3 lines not acknowledged within 300ms: dial tcp ` +
+	code, _, stderr := logsend(t, "a\nb\nc\n", "--target", addr, "--timeout", "1s")
+	want := regexp.MustCompile(`^logsend: 3 of 3 lines not acknowledged within 1s: dial tcp ` +
 		regexp.QuoteMeta(addr) + `: connect: connection refused\n$`)
 	if code != 1 || !want.MatchString(stderr) {
 		t.Fatalf("exit %d, stderr %q; want 1 and a line matching %s", code, stderr, want)

@@ -650,7 +650,8 @@ func TestUnreachable(t *testing.T) {
 	cfg.CloseTimeout = 10 * time.Millisecond
 	c := newClient(t, cfg)
 	send(t, c, "m")
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	waitFor(t, "a dial error", func() bool { return c.Stats().LastError != nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	err := c.Flush(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "connection refused") {
