@@ -35,6 +35,11 @@ lint: vet
 	@out=$$(gofmt -s -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt -s would change:"; echo "$$out"; exit 1; fi
 	$(GO) run $(STATICCHECK) $(PKGS)
 
+## run: build, start four analyzerd (0.4/0.3/0.2/0.1) and logdist, send a burst, print the distribution; Ctrl-C stops all.
+run: build
+	$(GO) build -o $(BIN)/ ./tools/localrun
+	./$(BIN)/localrun --bin $(BIN)
+
 ## bench: Go micro-benchmarks of the hot paths.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./frame/... ./balancer/...

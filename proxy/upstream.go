@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"time"
@@ -374,7 +375,11 @@ func (u *upstream) onClose(err error) {
 	}
 	if wasReady {
 		lp.m.upstreamLost.Inc()
-		lp.s.log.Info("lost analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "err", err, "redispatching", len(lp.redo))
+		lvl := slog.LevelWarn
+		if lp.s.ctx.Err() != nil {
+			lvl = slog.LevelDebug // shutting down: expected
+		}
+		lp.s.log.Log(lp.s.ctx, lvl, "lost analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "err", err, "redispatching", len(lp.redo))
 	}
 	if !lp.s.draining.Load() || len(lp.redo) > 0 {
 		lp.s.set.Report(u.id, balancer.WriteError)
