@@ -21,7 +21,8 @@ type record struct {
 	aseq   uint64     // the agent's sequence for this packet
 	useq   uint64     // the upstream sequence while in flight
 	msgs   uint32
-	sentAt int64 // monotonic ns when written upstream
+	sentAt int64 // the loop's coarse clock when written upstream (ack timeout)
+	stamp  int64 // precise send time of a packet sampled for ack latency; 0 if not sampled
 	// notBefore delays a re-dispatch after an analyzer said BUSY.
 	notBefore int64
 	tries     int
@@ -56,7 +57,10 @@ type loop struct {
 
 	dec    *frame.Decoder
 	pkt    frame.Packet
-	now    int64 // monotonic ns, refreshed per callback
+	// now is the loop's coarse monotonic clock in ns since base, refreshed
+	// by every tick (at most 50 ms old) and by rare events; per-packet code
+	// reads it instead of the system clock, which costs 20-250 ns a read.
+	now    int64
 	base   time.Time
 	m      *loopMetrics
 	live   atomic.Int64 // records alive on this loop (for drain)
@@ -111,10 +115,14 @@ func (lp *loop) exec(fn gnet.RunnableFunc) {
 	}
 }
 
+// clock refreshes the coarse clock and returns it.
 func (lp *loop) clock() int64 {
 	lp.now = int64(time.Since(lp.base))
 	return lp.now
 }
+
+// preciseNow reads the system clock without touching the coarse one.
+func (lp *loop) preciseNow() int64 { return int64(time.Since(lp.base)) }
 
 func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uint32) *record {
 	var r *record
@@ -126,7 +134,7 @@ func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uin
 	}
 	r.buf = append(r.buf[:0], frameBytes...)
 	r.agent, r.aseq, r.msgs = a, aseq, msgs
-	r.useq, r.sentAt, r.notBefore, r.tries = 0, 0, 0, 0
+	r.useq, r.sentAt, r.stamp, r.notBefore, r.tries = 0, 0, 0, 0, 0
 	lp.live.Add(1)
 	return r
 }

@@ -34,7 +34,8 @@ type loopMetrics struct {
 	oldestQueuedNs          atomic.Int64
 
 	// ackLatency is sampled (one packet in ackSample): VictoriaMetrics
-	// histograms take a mutex per update, which the hot path avoids.
+	// histograms take a mutex per update and a precise clock read costs
+	// tens to hundreds of ns, both of which the hot path avoids.
 	ackLatency   *metrics.Histogram
 	heartbeatRTT *metrics.Histogram
 	ackSampleN   uint32
@@ -79,12 +80,11 @@ func (m *loopMetrics) protocolError(code frame.Code) {
 	m.set.GetOrCreateCounter(`logdist_protocol_errors_total{` + m.loop + `,code="` + code.String() + `"}`).Inc()
 }
 
-// sampleAck records the ack latency of one packet in ackSample.
-func (m *loopMetrics) sampleAck(ns int64) {
+// sampleNow reports whether the packet being sent is one of the one in
+// ackSample whose ack latency is measured.
+func (m *loopMetrics) sampleNow() bool {
 	m.ackSampleN++
-	if m.ackSampleN%ackSample == 0 {
-		m.ackLatency.Update(float64(ns) / 1e9)
-	}
+	return m.ackSampleN%ackSample == 0
 }
 
 type serverMetrics struct{}

@@ -86,6 +86,10 @@ func (u *upstream) send(r *record) {
 	r.useq = u.nextSeq
 	frame.Header(r.buf[:frame.HeaderSize]).SetSeq(r.useq)
 	r.sentAt = u.lp.now
+	r.stamp = 0
+	if u.lp.m.sampleNow() {
+		r.stamp = u.lp.preciseNow()
+	}
 	u.inflight.push(r)
 	u.iov = append(u.iov, r.buf)
 	u.lp.markUp(u)
@@ -208,7 +212,6 @@ var upstreamLimits = func() frame.Limits {
 
 func (u *upstream) onTraffic(c gnet.Conn) gnet.Action {
 	lp := u.lp
-	lp.clock()
 	action := gnet.None
 	for action == gnet.None {
 		hb, _ := c.Peek(frame.HeaderSize)
@@ -265,7 +268,7 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 		u.ack(h.Seq())
 	case frame.TypePong:
 		if n := h.Seq(); n > u.pingDone && n <= u.pingSent {
-			lp.m.heartbeatRTT.Update(float64(lp.now-u.pingTimes[n%maxPingsOut]) / 1e9)
+			lp.m.heartbeatRTT.Update(float64(lp.clock()-u.pingTimes[n%maxPingsOut]) / 1e9)
 			u.pingDone = n
 			u.misses = 0
 			lp.s.set.Report(u.id, balancer.HeartbeatOK)
@@ -323,7 +326,9 @@ func (u *upstream) ack(seq uint64) {
 			a.resolve(r.aseq)
 		}
 		lp.m.forwarded.Inc()
-		lp.m.sampleAck(lp.now - r.sentAt)
+		if r.stamp != 0 {
+			lp.m.ackLatency.Update(float64(lp.preciseNow()-r.stamp) / 1e9)
+		}
 		lp.freeRecord(r)
 	}
 	if u.goaway && u.inflight.len() == 0 && u.c != nil {
