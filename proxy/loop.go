@@ -55,8 +55,8 @@ type loop struct {
 	dirtyAgents []*agentConn
 	flushing    bool
 
-	dec    *frame.Decoder
-	pkt    frame.Packet
+	dec *frame.Decoder
+	pkt frame.Packet
 	// now is the loop's coarse monotonic clock in ns since base, refreshed
 	// by every tick (at most 50 ms old) and by rare events; per-packet code
 	// reads it instead of the system clock, which costs 20-250 ns a read.
