@@ -42,7 +42,7 @@ run: build
 
 ## bench: Go micro-benchmarks of the hot paths.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./frame/... ./balancer/...
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./frame/... ./balancer/... ./proxy/...
 
 clean:
 	rm -rf $(BIN)
