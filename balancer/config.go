@@ -89,13 +89,17 @@ type Config struct {
 	Fall int
 
 	// SlowStart is how long an analyzer that enters service (health up,
-	// admin enable, weight raised from 0) takes to ramp its effective weight
-	// from Weight/SlowStartSteps to Weight. Zero disables slow start.
-	// Default 10s.
+	// admin enable or force up, weight raised from 0) takes to ramp its
+	// effective weight linearly from Weight/SlowStartSteps to Weight.
+	// The steps fall on a grid of SlowStart/SlowStartSteps shared by all
+	// analyzers, so that analyzers recovering together share snapshot
+	// rebuilds; the first step is cut short by the grid, and a ramp lasts
+	// between SlowStart-SlowStart/SlowStartSteps and SlowStart.
+	// Zero disables slow start. Default 10s.
 	SlowStart time.Duration
 	// SlowStartSteps is how many times the effective weight rises during a
-	// slow start; the snapshot is rebuilt at each step, so every
-	// SlowStart/SlowStartSteps. Default 10, at most 1000.
+	// slow start; the snapshot is rebuilt at each step. Default 10, at most
+	// 1000.
 	SlowStartSteps int
 
 	// BreakerBackoff is how long a circuit breaker stays open the first time

@@ -218,6 +218,32 @@ func TestSlowStartRamp(t *testing.T) {
 	}
 }
 
+// A ramp that starts between two grid points steps at the next one.
+func TestSlowStartGrid(t *testing.T) {
+	clk := newFakeClock() // on the grid
+	cfg := testConfig(SWRR, clk)
+	cfg.SlowStart = 10 * time.Second
+	s := newTestSet(t, cfg, 1)
+	clk.Advance(cfg.SlowStart)
+	s.Tick()
+	clk.Advance(300 * time.Millisecond)
+	id, _ := s.Add(AnalyzerConfig{Name: "late", Addr: "x:9", Weight: 1})
+	bringUp(t, s, id)
+	if next, want := s.Tick(), clk.Now().Add(700*time.Millisecond); !next.Equal(want) {
+		t.Fatalf("first step at %v, want the next grid point %v", next, want)
+	}
+	clk.Advance(700 * time.Millisecond)
+	s.Tick()
+	if av := analyzerView(t, s, id); av.EffectiveWeight != 0.19 {
+		t.Fatalf("at the first grid point: effective %v, want 0.19", av.EffectiveWeight)
+	}
+	clk.Advance(9 * time.Second)
+	s.Tick()
+	if av := analyzerView(t, s, id); av.SlowStart || av.EffectiveWeight != 1 {
+		t.Fatalf("after 9.7s: slow start %v effective %v, want done", av.SlowStart, av.EffectiveWeight)
+	}
+}
+
 // A drained analyzer that is enabled again re-enters service and ramps.
 func TestSlowStartOnEnable(t *testing.T) {
 	clk := newFakeClock()

@@ -331,11 +331,14 @@ func (s *Set) commit(now time.Time, changed bool) {
 			continue
 		}
 		if h.rampStep < steps {
-			if k := int(now.Sub(h.rampStart) / stepDur); k > h.rampStep {
+			// Steps fall on a grid shared by every analyzer, so that
+			// analyzers ramping together share their rebuilds.
+			grid := h.rampStart.Truncate(stepDur)
+			if k := int(now.Sub(grid) / stepDur); k > h.rampStep {
 				h.rampStep, changed = min(k, steps), true
 			}
 			if h.rampStep < steps {
-				schedule(h.rampStart.Add(time.Duration(h.rampStep+1) * stepDur))
+				schedule(grid.Add(time.Duration(h.rampStep+1) * stepDur))
 			}
 		}
 		ids = append(ids, uint16(a.id))

@@ -136,93 +136,110 @@ func gcd(a, b uint64) uint64 {
 // buildSequence lays out total = Σw slots by EDF over Pfair windows (see the
 // top of this file) and returns the sequence of ids. Ties on the deadline go
 // to the lower index, so the same input always gives the same sequence.
-// Cost O(total·log n).
+// Picks wait for their release in a bucket per slot, and released picks in
+// a heap of packed (deadline<<16 | index) keys, which stays small because
+// a pick is released shortly before it is due: O(total + n) plus the heap.
 func buildSequence(w []uint32, ids []uint16, total int) []uint16 {
 	seq := make([]uint16, total)
 	if total == 0 {
 		return seq
 	}
-	n := len(w)
-	T := int64(total)
-	next := make([]int64, n)     // 1-based index of the next pick to place
-	release := make([]int64, n)  // its release slot
-	deadline := make([]int64, n) // its deadline (exclusive)
-	window := func(i int) {
-		j, wi := next[i], int64(w[i])
-		release[i] = (j - 1) * T / wi
-		deadline[i] = (j*T + wi - 1) / wi
+	if len(w) > 1<<16 {
+		panic("BUG: balancer: more than 2^16 analyzers in a sequence")
 	}
-	pending := idxHeap{less: func(a, b int32) bool {
-		return release[a] < release[b] || release[a] == release[b] && a < b
-	}}
-	ready := idxHeap{less: func(a, b int32) bool {
-		return deadline[a] < deadline[b] || deadline[a] == deadline[b] && a < b
-	}}
-	for i := range w {
+	T := uint64(total)
+	// For analyzer i's next pick, the j-th: j·T/w_i = q[i] + r[i]/w_i, kept
+	// up to date by adding T/w_i and T%w_i per pick instead of dividing.
+	// Its deadline is ceil(j·T/w_i); the release of the pick after it is
+	// floor(j·T/w_i).
+	n := len(w)
+	q, r := make([]uint64, n), make([]uint64, n)
+	dq, dr := make([]uint64, n), make([]uint64, n)
+	left := make([]uint32, n) // picks still to place
+	// bucket[t] heads the list (through link) of analyzers whose next pick
+	// is released at slot t; -1 ends a list.
+	bucket := make([]int32, total+1)
+	for t := range bucket {
+		bucket[t] = -1
+	}
+	link := make([]int32, n)
+	for i := n - 1; i >= 0; i-- {
 		if w[i] == 0 {
 			continue
 		}
-		next[i] = 1
-		window(i)
-		pending.push(int32(i))
+		wi := uint64(w[i])
+		dq[i], dr[i] = T/wi, T%wi
+		q[i], r[i] = dq[i], dr[i]
+		left[i] = w[i]
+		link[i], bucket[0] = bucket[0], int32(i) // the first pick is released at 0
 	}
-	for t := int64(0); t < T; t++ {
-		for len(pending.h) > 0 && release[pending.h[0]] <= t {
-			ready.push(pending.pop())
+	var ready keyHeap
+	for t := uint64(0); t < T; t++ {
+		for i := bucket[t]; i >= 0; i = link[i] {
+			deadline := q[i]
+			if r[i] != 0 {
+				deadline++
+			}
+			ready.push(deadline<<16 | uint64(i))
 		}
-		if len(ready.h) == 0 {
+		if len(ready) == 0 {
 			panic("BUG: balancer: EDF found no released pick; weights do not sum to the period")
 		}
-		i := ready.pop()
-		if deadline[i] <= t {
+		k := ready.pop()
+		if k>>16 <= t {
 			panic("BUG: balancer: EDF missed a Pfair deadline")
 		}
+		i := k & 0xffff
 		seq[t] = ids[i]
-		if next[i] < int64(w[i]) {
-			next[i]++
-			window(int(i))
-			pending.push(i)
+		if left[i]--; left[i] > 0 {
+			release := max(q[i], t+1) // not before the next slot
+			q[i] += dq[i]
+			if r[i] += dr[i]; r[i] >= uint64(w[i]) {
+				r[i] -= uint64(w[i])
+				q[i]++
+			}
+			link[i], bucket[release] = bucket[release], int32(i)
 		}
 	}
 	return seq
 }
 
-// idxHeap is a binary min-heap of indices under less; container/heap would
-// box every index in an interface.
-type idxHeap struct {
-	h    []int32
-	less func(a, b int32) bool
-}
+// keyHeap is a binary min-heap of packed keys; container/heap would box
+// every key in an interface.
+type keyHeap []uint64
 
-func (p *idxHeap) push(x int32) {
-	p.h = append(p.h, x)
-	for c := len(p.h) - 1; c > 0; {
+func (h *keyHeap) push(x uint64) {
+	*h = append(*h, x)
+	a := *h
+	for c := len(a) - 1; c > 0; {
 		up := (c - 1) / 2
-		if !p.less(p.h[c], p.h[up]) {
+		if a[up] <= a[c] {
 			break
 		}
-		p.h[c], p.h[up] = p.h[up], p.h[c]
+		a[c], a[up] = a[up], a[c]
 		c = up
 	}
 }
 
-func (p *idxHeap) pop() int32 {
-	top := p.h[0]
-	last := len(p.h) - 1
-	p.h[0] = p.h[last]
-	p.h = p.h[:last]
+func (h *keyHeap) pop() uint64 {
+	a := *h
+	top := a[0]
+	last := len(a) - 1
+	a[0] = a[last]
+	a = a[:last]
+	*h = a
 	for c := 0; ; {
 		l, m := 2*c+1, c
-		if l < last && p.less(p.h[l], p.h[m]) {
+		if l < last && a[l] < a[m] {
 			m = l
 		}
-		if r := l + 1; r < last && p.less(p.h[r], p.h[m]) {
+		if r := l + 1; r < last && a[r] < a[m] {
 			m = r
 		}
 		if m == c {
 			break
 		}
-		p.h[c], p.h[m] = p.h[m], p.h[c]
+		a[c], a[m] = a[m], a[c]
 		c = m
 	}
 	return top

@@ -45,7 +45,7 @@ func TestQuantize(t *testing.T) {
 	f([]float64{0.125, 0.375}, []uint32{1, 3}, true)
 	f([]float64{12.5, 100}, []uint32{1, 8}, true)
 	f([]float64{0.7 * 0.37, 0.3}, []uint32{259, 300}, true) // a slow-start step
-	f([]float64{1e-12, 1}, nil, false)                       // tiny share: apportioned, may get no slot
+	f([]float64{1e-12, 1}, nil, false)                      // tiny share: apportioned, may get no slot
 	f([]float64{1.0 / 3, 2.0 / 3}, nil, false)
 	f([]float64{math.Pi, math.E, math.Sqrt2}, nil, false)
 	f([]float64{1, 70000}, nil, false) // exact integers, but the period would exceed 65536
