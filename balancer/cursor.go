@@ -19,10 +19,13 @@ const cacheLine = 64
 // and, for SWRR, starts at the beginning of the new sequence, which is
 // where the accuracy bound holds: from that point, N picks give every
 // analyzer between floor(N·share) and ceil(N·share) picks, share being its
-// quantised share in that snapshot (Snapshot shares: see View). K cursors
-// together are within K of N·share. All cursors start at offset 0 on
-// purpose: a window starting elsewhere in the sequence is only within 2,
-// so staggered offsets would double the worst-case aggregate bound.
+// share in that snapshot (AnalyzerView.TargetShare: the effective weight's
+// share, exact or within 1/65536, see quantize). K cursors together are
+// within K of N·share. All cursors start at offset 0 on purpose: a window
+// that starts elsewhere in the sequence is only within 2 (the difference
+// of two prefixes), so staggered offsets would double the worst-case
+// aggregate bound; what they would buy, smoothing while every loop has
+// picked only a few packets, the bound already gives.
 type Cursor struct {
 	_ [cacheLine]byte
 	// src is the set's published snapshot. fast is the snapshot seq and pos

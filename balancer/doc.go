@@ -66,9 +66,9 @@
 // backoff, then turns half-open and grants a probe; its success closes the
 // breaker, its failure opens it again. An analyzer entering service ramps
 // its effective weight linearly from Weight/SlowStartSteps to Weight over
-// SlowStart, one snapshot per step. Time comes from Config.Now and moves
-// only when Report, AllowProbe, Tick or Run look at it, so tests drive it
-// with a fake clock and no sleeps.
+// SlowStart, one snapshot per step. Time comes from Config.Now and is read
+// only by Report, AllowProbe, View, Tick and Run, so tests drive it with a
+// fake clock and no sleeps.
 //
 // When nothing is selectable — an empty set, every analyzer down or
 // drained, every weight zero — Pick returns ok == false; nothing divides by

@@ -41,18 +41,28 @@ func buildSnapshot(st Strategy, epoch uint64, ids []uint16, w []float64, seeds [
 	if len(ids) == 0 {
 		return sn
 	}
+	// The tables work on weights relative to the largest, so that weights
+	// near math.MaxFloat64 do not overflow their sums.
+	var top float64
+	for _, x := range w {
+		top = max(top, x)
+	}
 	switch st {
 	case SWRR:
 		sn.qw = make([]uint32, len(w))
 		sn.qtotal, sn.exact = quantize(w, sn.qw)
 		sn.seq = buildSequence(sn.qw, ids, sn.qtotal)
 	case Random:
-		sn.alias = buildAlias(ids, w)
+		rel := make([]float64, len(w))
+		for i, x := range w {
+			rel[i] = x / top
+		}
+		sn.alias = buildAlias(ids, rel)
 	case Hash:
 		sn.seeds = seeds
 		sn.invW = make([]float64, len(w))
 		for i, x := range w {
-			sn.invW[i] = 1 / x
+			sn.invW[i] = top / x // a common factor does not change the winner
 		}
 	default:
 		panic("BUG: balancer: unknown strategy " + st.String())
@@ -82,7 +92,7 @@ func (sn *snapshot) targetShare(i int) float64 {
 	}
 	var sum float64
 	for _, x := range sn.weights {
-		sum += x
+		sum += x / sn.weights[i]
 	}
-	return sn.weights[i] / sum
+	return 1 / sum
 }

@@ -99,7 +99,7 @@ func (s *Set) View() View {
 		Version:    s.version.Load(),
 		Epoch:      sn.epoch,
 		Strategy:   s.cfg.Strategy,
-		Exact:      sn.exact || s.cfg.Strategy != SWRR,
+		Exact:      sn.exact || len(sn.ids) == 0 || s.cfg.Strategy != SWRR,
 		Selectable: len(sn.ids),
 		Analyzers:  make([]AnalyzerView, 0, len(s.byName)),
 	}
@@ -107,10 +107,16 @@ func (s *Set) View() View {
 	for i, id := range sn.ids {
 		pos[id] = i
 	}
-	var selWeight float64
+	// Shares relative to the largest weight: no sum overflows.
+	var top, selWeight float64
 	for _, a := range s.byID {
 		if a != nil && a.h.inService {
-			selWeight += a.weight
+			top = max(top, a.weight)
+		}
+	}
+	for _, a := range s.byID {
+		if a != nil && a.h.inService {
+			selWeight += a.weight / top
 		}
 	}
 	for _, a := range s.byID {
@@ -131,7 +137,7 @@ func (s *Set) View() View {
 			av.Selectable = true
 			av.EffectiveWeight = sn.weights[i]
 			av.SlowStart = a.h.rampStep < s.cfg.SlowStartSteps
-			av.ConfiguredShare = a.weight / selWeight
+			av.ConfiguredShare = a.weight / top / selWeight
 			av.TargetShare = sn.targetShare(i)
 		}
 		v.Analyzers = append(v.Analyzers, av)

@@ -191,3 +191,27 @@ func TestNothingSelectable(t *testing.T) {
 		})
 	}
 }
+
+// Weights near math.MaxFloat64 overflow no sum.
+func TestHugeWeights(t *testing.T) {
+	for _, st := range []Strategy{SWRR, Random, Hash} {
+		s := newTestSet(t, testConfig(st, nil), math.MaxFloat64, math.MaxFloat64/2, 1)
+		c := s.NewCursor()
+		counts := map[int]int{}
+		for i := range 3000 {
+			id, ok := c.Pick([]byte(fmt.Sprint(i)))
+			if !ok {
+				t.Fatalf("%s: nothing picked", st)
+			}
+			counts[id]++
+		}
+		c.Close()
+		if counts[0] < 1700 || counts[1] < 700 || counts[2] > 5 {
+			t.Fatalf("%s: counts %v for weights max, max/2, 1", st, counts)
+		}
+		v := s.View()
+		if math.Abs(v.Analyzers[0].TargetShare-2.0/3) > 1e-4 || math.Abs(v.Analyzers[0].ConfiguredShare-2.0/3) > 1e-12 {
+			t.Fatalf("%s: target share %v, configured share %v", st, v.Analyzers[0].TargetShare, v.Analyzers[0].ConfiguredShare)
+		}
+	}
+}

@@ -1,6 +1,10 @@
 package balancer
 
-import "math"
+import (
+	"cmp"
+	"math"
+	"slices"
+)
 
 // The SWRR sequence.
 //
@@ -34,9 +38,11 @@ const maxSequence = 1 << 16
 // finite, at least one positive) and returns their sum, which is at most
 // maxSequence, and whether the proportion is exact.
 //
-// It is exact when every weight times some 10^k (k <= 9) is an integer and
-// those integers, divided by their GCD, sum to at most maxSequence:
-// operator weights such as 0.7/0.3 or 4/3/2/1 become 7/3 and 4/3/2/1.
+// It is exact when every weight times some 10^k (k <= 9) is an integer (to
+// within float64 rounding, 1e-12 relative: the weights read as the
+// decimals an operator typed) and those integers, divided by their GCD, sum
+// to at most maxSequence: weights such as 0.7/0.3 or 4/3/2/1 become 7/3
+// and 4/3/2/1, and a slow-start step of 0.37·0.7 stays exact.
 // Otherwise the shares are apportioned to maxSequence slots by largest
 // remainders (Hamilton's method) and reduced by the GCD: each quantised
 // share q_i/sum is within 1/maxSequence (1.53e-5) of w_i/Σw, and a weight
@@ -57,7 +63,7 @@ func quantizeExact(w []float64, q []uint32) (int, bool) {
 		for _, x := range w {
 			y := x * scale
 			r := math.Round(y)
-			if math.Abs(y-r) > 1e-9*(1+y) || r > 1<<40 || x > 0 && r == 0 {
+			if math.Abs(y-r) > 1e-12*max(y, 1) || r > 1<<40 || x > 0 && r == 0 {
 				ok = false
 				break
 			}
@@ -82,34 +88,36 @@ func quantizeExact(w []float64, q []uint32) (int, bool) {
 }
 
 func quantizeHamilton(w []float64, q []uint32) int {
-	var sum float64
+	// Scale by the largest weight first: the sum of weights near
+	// math.MaxFloat64 would overflow.
+	var top, sum float64
 	for _, x := range w {
-		sum += x
+		top = max(top, x)
 	}
+	for _, x := range w {
+		sum += x / top
+	}
+	quota := make([]float64, len(w))
 	total := 0
 	for i, x := range w {
-		v := math.Floor(x / sum * maxSequence)
-		q[i] = uint32(v)
-		total += int(v)
+		quota[i] = x / top / sum * maxSequence
+		q[i] = uint32(math.Floor(quota[i]))
+		total += int(q[i])
 	}
-	// Hand the remaining slots to the largest remainders, lowest index
-	// first on ties. There are fewer than len(w) of them.
-	for total < maxSequence {
-		best, bestRem := -1, -1.0
-		for i, x := range w {
-			if x == 0 {
-				continue
-			}
-			exact := x / sum * maxSequence
-			rem := exact - float64(q[i])
-			if rem > bestRem && rem > 0 {
-				best, bestRem = i, rem
-			}
+	// Hand the fewer than len(w) remaining slots to the largest remainders,
+	// lowest index first on ties.
+	order := make([]int, len(w))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		return cmp.Compare(quota[b]-float64(q[b]), quota[a]-float64(q[a]))
+	})
+	for _, i := range order {
+		if total >= maxSequence || quota[i] <= float64(q[i]) {
+			break
 		}
-		if best < 0 {
-			break // float rounding already gave every slot away
-		}
-		q[best]++
+		q[i]++
 		total++
 	}
 	var g uint64
