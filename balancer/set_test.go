@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"strings"
@@ -159,6 +160,21 @@ func TestViewShares(t *testing.T) {
 	a.Close() // idempotent
 	if v2 := s.View(); v2.Packets != 500 {
 		t.Fatalf("closed cursors' counters lost: %d", v2.Packets)
+	}
+}
+
+func TestViewJSON(t *testing.T) {
+	s := newTestSet(t, testConfig(SWRR, nil), 1)
+	s.Report(0, AckTimeout)
+	b, err := json.Marshal(s.View())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"Health":"up"`, `"Breaker":"closed"`, `"Admin":"enabled"`,
+		`"Strategy":"swrr"`, `"heartbeat-ok":2`, `"ack-timeout":1`} {
+		if !strings.Contains(string(b), want) {
+			t.Fatalf("view JSON lacks %s: %s", want, b)
+		}
 	}
 }
 

@@ -53,6 +53,9 @@ type AnalyzerView struct {
 	Successes, Failures int
 	// HealthSince is when Health last changed (or the analyzer was added).
 	HealthSince time.Time
+	// Events counts the events reported for it, by kind (JSON keys are the
+	// event names).
+	Events map[Event]uint64
 	// Packets, Messages and Bytes are what the cursors accounted to it
 	// since it was added.
 	Packets, Messages, Bytes uint64
@@ -129,9 +132,13 @@ func (s *Set) View() View {
 			ID: a.id, Gen: a.gen, Name: a.name, Addr: a.addr,
 			Weight: a.weight, Admin: a.admin, Health: a.h.state, Breaker: a.h.breaker,
 			Successes: a.h.succ, Failures: a.h.fail, HealthSince: a.h.since,
+			Events:   make(map[Event]uint64, numEvents),
 			Packets:  t.packets - b.packets,
 			Messages: t.messages - b.messages,
 			Bytes:    t.bytes - b.bytes,
+		}
+		for ev, n := range a.h.events {
+			av.Events[Event(ev)] = n
 		}
 		if i, ok := pos[uint16(a.id)]; ok {
 			av.Selectable = true
