@@ -97,6 +97,25 @@ type Config struct {
 	// DrainTimeout bounds how long Stop waits for in-flight packets to be
 	// acknowledged after sending GOAWAY.
 	DrainTimeout time.Duration
+	// SyslogUDP is the UDP address syslog senders (RFC 3164 and 5424) send
+	// datagrams to, e.g. ":5514"; empty disables UDP syslog.
+	SyslogUDP string
+	// SyslogBatchMessages closes a syslog batch into a packet at this many
+	// messages.
+	SyslogBatchMessages int
+	// SyslogBatchBytes closes a syslog batch before its raw packet would
+	// exceed this many bytes.
+	SyslogBatchBytes int
+	// SyslogLinger closes a syslog batch this long after its first message.
+	SyslogLinger time.Duration
+	// SyslogMaxSenders bounds the batches open at once per event loop (one
+	// per sender IP); past it the oldest is closed early.
+	SyslogMaxSenders int
+	// SyslogRecvBuffer is the UDP socket's receive buffer (SO_RCVBUF), the
+	// room for bursts; the kernel caps it at net.core.rmem_max.
+	SyslogRecvBuffer int
+	// SyslogCompress zstd-compresses syslog packets (fastest level).
+	SyslogCompress bool
 	// ServerID is sent in WELCOME; defaults to "logdist".
 	ServerID string
 	// Logger receives structured logs; nil means slog.Default().
@@ -128,6 +147,14 @@ func DefaultConfig() Config {
 		BusyRetryAfter:    200 * time.Millisecond,
 		DrainTimeout:      10 * time.Second,
 		ServerID:          "logdist",
+
+		SyslogUDP:           ":5514",
+		SyslogBatchMessages: 1000,
+		SyslogBatchBytes:    512 << 10,
+		SyslogLinger:        5 * time.Millisecond,
+		SyslogMaxSenders:    1024,
+		SyslogRecvBuffer:    8 << 20,
+		SyslogCompress:      true,
 	}
 }
 
@@ -191,6 +218,20 @@ func (c *Config) Validate() error {
 	}
 	if c.BusyRetryAfter < 0 || c.BusyRetryAfter > time.Hour {
 		return bad("busy retry-after %v not in [0, 1h]", c.BusyRetryAfter)
+	}
+	if c.SyslogUDP != "" {
+		if _, _, err := net.SplitHostPort(c.SyslogUDP); err != nil {
+			return bad("syslog udp address %q: %v", c.SyslogUDP, err)
+		}
+		if c.SyslogBatchMessages < 1 || uint32(c.SyslogBatchMessages) > c.Limits.MaxMessages {
+			return bad("syslog batch messages %d not in [1, max messages %d]", c.SyslogBatchMessages, c.Limits.MaxMessages)
+		}
+		if c.SyslogBatchBytes < 1024 || c.SyslogBatchBytes > int(c.Limits.MaxFrame) {
+			return bad("syslog batch bytes %d not in [1024, max frame %d]", c.SyslogBatchBytes, c.Limits.MaxFrame)
+		}
+		if c.SyslogLinger <= 0 || c.SyslogMaxSenders < 1 || c.SyslogRecvBuffer < 0 {
+			return bad("syslog linger, max senders must be positive and the receive buffer not negative")
+		}
 	}
 	if c.QueueMaxPackets < 0 || c.QueueMaxBytes < 0 {
 		return bad("queue bounds must not be negative")

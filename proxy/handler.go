@@ -7,14 +7,23 @@ import (
 // handler routes gnet's callbacks. Agent connections carry an *agentConn
 // as their context, upstream connections an *upstream (set before OnOpen
 // through the Enroll context).
+//
+// The same type serves both engines: udp marks the syslog engine, whose
+// context-less traffic is datagrams.
 type handler struct {
 	gnet.BuiltinEventEngine
-	s *Server
+	s      *Server
+	udp    bool
+	booted chan struct{}
 }
 
 func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
-	h.s.eng = eng
-	close(h.s.booted)
+	if h.udp {
+		h.s.udpEng = eng
+	} else {
+		h.s.eng = eng
+	}
+	close(h.booted)
 	return gnet.None
 }
 
@@ -22,8 +31,11 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if u, ok := c.Context().(*upstream); ok {
 		return u.onOpen(c), gnet.None
 	}
+	if h.udp {
+		return nil, gnet.None
+	}
 	h.s.accepted.Add(1)
-	lp := h.s.loopFor(c.EventLoop())
+	lp := h.s.loopFor(c.EventLoop(), false)
 	return lp.openAgent(c)
 }
 
@@ -33,6 +45,10 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		return x.onTraffic(c)
 	case *upstream:
 		return x.onTraffic(c)
+	}
+	if h.udp {
+		h.s.loopFast(c.EventLoop()).onDatagram(c)
+		return gnet.None
 	}
 	panic("BUG: proxy: traffic on a connection with no context")
 }

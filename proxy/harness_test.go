@@ -67,6 +67,7 @@ type harness struct {
 func newHarness(tb testing.TB, msgs int) *harness {
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
+	cfg.SyslogUDP = ""
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Balancer.Logger = cfg.Logger
 	cfg.Balancer.SlowStart = 0

@@ -26,6 +26,9 @@ type record struct {
 	// notBefore delays a re-dispatch after an analyzer said BUSY.
 	notBefore int64
 	tries     int
+	// syslog marks a packet built from syslog datagrams: no agent waits
+	// for it, and it is dropped (counted) where an agent would get BUSY.
+	syslog bool
 }
 
 // maxFreeRecords bounds each loop's free list; past it records go to the GC.
@@ -62,6 +65,11 @@ type loop struct {
 	// reads it instead of the system clock, which costs 20-250 ns a read.
 	now    int64
 	base   time.Time
+	wall0  int64 // Unix ns at base
+	// warming is true until every first connection attempt has ended.
+	warming bool
+	// syslog is set on the syslog engine's loops.
+	syslog *syslogIngest
 	m      *loopMetrics
 	live   atomic.Int64 // records alive on this loop (for drain)
 	tickFn gnet.RunnableFunc
@@ -79,6 +87,8 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 		dec:    frame.NewDecoder(s.cfg.Limits),
 		base:   time.Now(),
 	}
+	lp.wall0 = lp.base.UnixNano()
+	lp.warming = true
 	lp.m = newLoopMetrics(s.mset, idx)
 	lp.tickFn = func(context.Context) error { lp.tick(); return nil }
 	lp.goAwayFn = func(context.Context) error { lp.goAway(); return nil }
@@ -121,6 +131,9 @@ func (lp *loop) clock() int64 {
 	return lp.now
 }
 
+// wallNow returns the coarse clock as Unix ns.
+func (lp *loop) wallNow() int64 { return lp.wall0 + lp.now }
+
 // preciseNow reads the system clock without touching the coarse one.
 func (lp *loop) preciseNow() int64 { return int64(time.Since(lp.base)) }
 
@@ -134,7 +147,7 @@ func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uin
 	}
 	r.buf = append(r.buf[:0], frameBytes...)
 	r.agent, r.aseq, r.msgs = a, aseq, msgs
-	r.useq, r.sentAt, r.stamp, r.notBefore, r.tries = 0, 0, 0, 0, 0
+	r.useq, r.sentAt, r.stamp, r.notBefore, r.tries, r.syslog = 0, 0, 0, 0, 0, false
 	lp.live.Add(1)
 	return r
 }
@@ -161,6 +174,9 @@ func (lp *loop) dispatch(r *record) {
 // skipped (the pick moves on), so a dead connection costs a few picks,
 // never a packet.
 func (lp *loop) tryDispatch(r *record) bool {
+	if lp.warming && lp.stillWarming() {
+		return false
+	}
 	var key []byte
 	if r.agent != nil {
 		key = r.agent.agentID
@@ -181,9 +197,23 @@ func (lp *loop) tryDispatch(r *record) bool {
 	return false
 }
 
+// stillWarming reports whether one of the loop's first connections to the
+// analyzers is still being set up. Until each has either succeeded or
+// failed, packets wait: picking around a connection that is merely not up
+// yet would skew the shares of a loop's first packets.
+func (lp *loop) stillWarming() bool {
+	for _, u := range lp.ups {
+		if u != nil && !u.everReady && (u.state == upDialing || u.state == upHandshake) {
+			return true
+		}
+	}
+	lp.warming = false
+	return false
+}
+
 // orphan reports whether r's agent connection is gone: nobody waits for
 // its ack, and the agent resends it on its next connection.
-func (r *record) orphan() bool { return r.agent == nil || r.agent.closed }
+func (r *record) orphan() bool { return !r.syslog && (r.agent == nil || r.agent.closed) }
 
 func (lp *loop) enqueueWaiting(r *record) {
 	s := lp.s
@@ -200,6 +230,11 @@ func (lp *loop) enqueueWaiting(r *record) {
 
 // busy answers r's agent with BUSY and forgets r: the agent resends it.
 func (lp *loop) busy(r *record) {
+	if r.syslog {
+		lp.m.syslogDropped.Inc() // UDP senders cannot be slowed down
+		lp.freeRecord(r)
+		return
+	}
 	if a := r.agent; a != nil {
 		a.resolveBusy(r.aseq, uint32(lp.s.cfg.BusyRetryAfter/time.Millisecond))
 	}
@@ -300,6 +335,7 @@ func (lp *loop) flush() {
 // tick runs the loop's timers; the server calls it every tickInterval.
 func (lp *loop) tick() {
 	now := lp.clock()
+	lp.sealOld(now, false)
 	for _, u := range lp.ups {
 		if u != nil {
 			u.tick(now)

@@ -7,6 +7,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/internal/syslog"
 )
 
 // loopMetrics are one event loop's counters. Each loop has its own (the
@@ -39,6 +40,14 @@ type loopMetrics struct {
 	ackLatency   *metrics.Histogram
 	heartbeatRTT *metrics.Histogram
 	ackSampleN   uint32
+
+	// Syslog ingest (loops of the syslog engine only).
+	syslogDatagrams, syslogBytes   *metrics.Counter
+	syslogTruncated, syslogEmpty   *metrics.Counter
+	syslogClipped                  *metrics.Counter
+	syslogFormat                   [3]*metrics.Counter // by syslog.Format
+	syslogBatches, syslogMessages  *metrics.Counter
+	syslogDropped, syslogForwarded *metrics.Counter
 }
 
 const ackSample = 32
@@ -69,6 +78,18 @@ func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
 		ackLatency:       set.GetOrCreateHistogram(`logdist_forward_ack_seconds{` + l + `}`),
 		heartbeatRTT:     set.GetOrCreateHistogram(`logdist_upstream_heartbeat_rtt_seconds{` + l + `}`),
 	}
+	m.syslogDatagrams = c("logdist_syslog_datagrams_total")
+	m.syslogBytes = c("logdist_syslog_bytes_total")
+	m.syslogTruncated = c("logdist_syslog_truncated_total")
+	m.syslogEmpty = c("logdist_syslog_empty_total")
+	m.syslogClipped = c("logdist_syslog_clipped_total")
+	for f := syslog.Unparsed; f <= syslog.RFC5424; f++ {
+		m.syslogFormat[f] = set.GetOrCreateCounter(`logdist_syslog_messages_parsed_total{` + l + `,format="` + f.String() + `"}`)
+	}
+	m.syslogBatches = c("logdist_syslog_batches_total")
+	m.syslogMessages = c("logdist_syslog_batched_messages_total")
+	m.syslogDropped = c("logdist_syslog_dropped_packets_total")
+	m.syslogForwarded = c("logdist_syslog_forwarded_messages_total")
 	set.GetOrCreateGauge(`logdist_agent_connections{`+l+`}`, func() float64 { return float64(m.agentConns.Load()) })
 	set.GetOrCreateGauge(`logdist_queue_oldest_age_seconds{`+l+`}`, func() float64 { return float64(m.oldestQueuedNs.Load()) / 1e9 })
 	return m

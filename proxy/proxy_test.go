@@ -110,6 +110,7 @@ func startProxy(t *testing.T, as []*analyzer, weights []float64, edit func(*prox
 	t.Helper()
 	cfg := proxy.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
+	cfg.SyslogUDP = ""
 	cfg.Loops = 2
 	cfg.Logger = testLogger(t)
 	cfg.Balancer.Logger = cfg.Logger

@@ -50,10 +50,12 @@ type Server struct {
 	mset *metrics.Set
 	m    *serverMetrics
 
-	eng      gnet.Engine
-	addr     net.Addr
-	booted   chan struct{}
-	runErr   chan error
+	eng     gnet.Engine
+	addr    net.Addr
+	runErr  chan error
+	udpEng  gnet.Engine // the syslog engine, when SyslogUDP is set
+	udpAddr *net.UDPAddr
+	udpErr  chan error
 	draining atomic.Bool
 	accepted atomic.Int64 // agent connections opened, ever
 	stopOnce sync.Once
@@ -61,6 +63,9 @@ type Server struct {
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loop
 	order []*loop
+	// loopsRO is a copy of loops for lock-free lookups on the datagram
+	// path, replaced (never modified) when a loop is added.
+	loopsRO atomic.Pointer[map[gnet.EventLoop]*loop]
 
 	// queued counts packets and bytes waiting in every loop's queue, to
 	// enforce the global queue bounds. Touched only when a packet is queued
@@ -102,8 +107,8 @@ func New(cfg Config) (*Server, error) {
 		log:    log,
 		set:    set,
 		mset:   mset,
-		booted: make(chan struct{}),
 		runErr: make(chan error, 1),
+		udpErr: make(chan error, 1),
 		loops:  map[gnet.EventLoop]*loop{},
 		ctx:    ctx,
 		cancel: cancel,
@@ -124,7 +129,7 @@ func (s *Server) Addr() net.Addr { return s.addr }
 // Start listens and runs the event loops in the background. It returns
 // once the listener is bound, or with the reason it could not be.
 func (s *Server) Start() error {
-	h := &handler{s: s}
+	h := &handler{s: s, booted: make(chan struct{})}
 	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.cfg.loops()),
@@ -139,7 +144,7 @@ func (s *Server) Start() error {
 		s.runErr <- err
 	}()
 	select {
-	case <-s.booted:
+	case <-h.booted:
 	case err := <-s.runErr:
 		if err == nil {
 			err = errors.New("engine stopped before it booted")
@@ -152,6 +157,13 @@ func (s *Server) Start() error {
 		return fmt.Errorf("proxy: cannot read the bound address of %s: %w", s.cfg.Listen, err)
 	}
 	s.addr = addr
+	if s.cfg.SyslogUDP != "" {
+		if err := s.startSyslogUDP(); err != nil {
+			_ = s.eng.Stop(context.Background())
+			<-s.runErr
+			return err
+		}
+	}
 	s.bg.Add(1)
 	go s.ticker()
 	s.log.Info("listening", "addr", addr.String(), "loops", s.cfg.loops(), "inspect", inspectName(s.cfg.Inspect))
@@ -216,16 +228,36 @@ func (s *Server) loopCount() int {
 	return len(s.order)
 }
 
-// loopFor returns the state of event loop el, creating it the first time.
-func (s *Server) loopFor(el gnet.EventLoop) *loop {
+// loopFast returns the state of a syslog loop without locking, creating it
+// the first time.
+func (s *Server) loopFast(el gnet.EventLoop) *loop {
+	if m := s.loopsRO.Load(); m != nil {
+		if lp, ok := (*m)[el]; ok {
+			return lp
+		}
+	}
+	return s.loopFor(el, true)
+}
+
+// loopFor returns the state of event loop el, creating it the first time;
+// syslog says it belongs to the syslog engine.
+func (s *Server) loopFor(el gnet.EventLoop, syslog bool) *loop {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if lp, ok := s.loops[el]; ok {
 		return lp
 	}
 	lp := newLoop(s, el, len(s.order))
+	if syslog {
+		lp.syslog = newSyslogIngest(s)
+	}
 	s.loops[el] = lp
 	s.order = append(s.order, lp)
+	ro := make(map[gnet.EventLoop]*loop, len(s.loops))
+	for k, v := range s.loops {
+		ro[k] = v
+	}
+	s.loopsRO.Store(&ro)
 	s.log.Debug("event loop set up", "loop", lp.idx)
 	lp.startAll()
 	return lp
@@ -244,8 +276,11 @@ func (s *Server) tickInterval() time.Duration {
 	if d > 50*time.Millisecond {
 		d = 50 * time.Millisecond
 	}
-	if d < 5*time.Millisecond {
-		d = 5 * time.Millisecond
+	if s.cfg.SyslogUDP != "" && d > s.cfg.SyslogLinger {
+		d = s.cfg.SyslogLinger // batches close on time
+	}
+	if d < time.Millisecond {
+		d = time.Millisecond
 	}
 	return d
 }
@@ -284,6 +319,7 @@ func (s *Server) stop(ctx context.Context) error {
 	for _, lp := range s.snapshotLoops() {
 		lp.exec(lp.goAwayFn)
 	}
+	s.flushSyslog()
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
 	defer cancel()
 	left := s.waitDrained(dctx)
@@ -296,6 +332,14 @@ func (s *Server) stop(ctx context.Context) error {
 	err := s.eng.Stop(context.Background())
 	if rerr := <-s.runErr; rerr != nil && err == nil {
 		err = rerr
+	}
+	if s.udpAddr != nil {
+		if uerr := s.udpEng.Stop(context.Background()); uerr != nil && err == nil {
+			err = uerr
+		}
+		if rerr := <-s.udpErr; rerr != nil && err == nil {
+			err = rerr
+		}
 	}
 	s.bg.Wait()
 	s.log.Info("stopped", "addr", s.addr.String())

@@ -45,6 +45,9 @@ type upstream struct {
 	backlog  recordQueue // assigned here, waiting for the window
 	window   int
 	goaway   bool
+	// everReady is set once the connection has been ready; see
+	// loop.stillWarming.
+	everReady bool
 
 	iov   [][]byte // this flush's writes
 	ctrl  []byte   // control frames for this flush (HELLO, PING, PONG)
@@ -258,6 +261,7 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 		}
 		u.window = int(min(w.Window, lp.s.cfg.UpstreamWindow))
 		u.state = upReady
+		u.everReady = true
 		u.backoff = 0
 		u.lastError = ""
 		lp.s.set.Report(u.id, balancer.Connected)
@@ -326,6 +330,9 @@ func (u *upstream) ack(seq uint64) {
 			a.resolve(r.aseq)
 		}
 		lp.m.forwarded.Inc()
+		if r.syslog {
+			lp.m.syslogForwarded.Add(int(r.msgs))
+		}
 		if r.stamp != 0 {
 			lp.m.ackLatency.Update(float64(lp.preciseNow()-r.stamp) / 1e9)
 		}

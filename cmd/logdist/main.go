@@ -75,7 +75,11 @@ func run(args []string) int {
 	}
 	// Machine-readable line for scripts and tests that start logdist on
 	// port 0.
-	fmt.Fprintf(os.Stderr, "logdist ready listen=%s admin=%s\n", srv.Addr(), addrOf(adminLn))
+	syslogAddr := ""
+	if a := srv.SyslogAddr(); a != nil {
+		syslogAddr = a.String()
+	}
+	fmt.Fprintf(os.Stderr, "logdist ready listen=%s admin=%s syslog=%s\n", srv.Addr(), addrOf(adminLn), syslogAddr)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -143,6 +147,12 @@ func parseFlags(args []string) (proxy.Config, string, bool, *slog.Logger, error)
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "on SIGTERM/SIGINT, how long to wait for in-flight packets to be acknowledged")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "close agent connections that send no HELLO within this time")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close agent connections silent for this long")
+	fs.StringVar(&cfg.SyslogUDP, "syslog-udp", cfg.SyslogUDP, "UDP address for syslog datagrams (RFC 3164/5424); empty disables")
+	fs.IntVar(&cfg.SyslogBatchMessages, "syslog-batch-messages", cfg.SyslogBatchMessages, "syslog messages per packet at most")
+	fs.IntVar(&cfg.SyslogBatchBytes, "syslog-batch-bytes", cfg.SyslogBatchBytes, "raw bytes per syslog packet at most")
+	fs.DurationVar(&cfg.SyslogLinger, "syslog-linger", cfg.SyslogLinger, "longest a syslog message waits for its batch to fill")
+	fs.IntVar(&cfg.SyslogRecvBuffer, "syslog-rcvbuf", cfg.SyslogRecvBuffer, "UDP receive buffer in bytes (capped by net.core.rmem_max)")
+	fs.BoolVar(&cfg.SyslogCompress, "syslog-compress", cfg.SyslogCompress, "zstd-compress syslog packets before forwarding")
 	fs.StringVar(&inspect, "inspect", inspect, "header: check header, limits and checksum and forward as is; full: also decompress and validate every packet")
 	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops (0 = one per CPU)")
 	fs.BoolVar(&pprofOn, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the admin address")

@@ -85,7 +85,7 @@ func newCluster(t *testing.T, weights []float64, logdistArgs ...string) *cluster
 		c.analyzers = append(c.analyzers, &analyzerProc{name: fmt.Sprintf("a%d", i+1), listen: "127.0.0.1:0"})
 		c.startAnalyzer(i)
 	}
-	args := []string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--loops", "2",
+	args := []string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--syslog-udp", "127.0.0.1:0", "--loops", "2",
 		"--heartbeat-interval", "100ms", "--heartbeat-timeout", "400ms",
 		"--breaker-backoff", "100ms", "--breaker-max-backoff", "300ms", "--log-level", "warn"}
 	for i, a := range c.analyzers {

@@ -1,0 +1,115 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/server"
+	"github.com/logdist/logdist/proxy"
+)
+
+// collector is an analyzer that keeps every message body it receives.
+type collector struct {
+	mu     sync.Mutex
+	bodies []string
+	agents map[string]int
+	srv    *server.Server
+}
+
+func (c *collector) HandlePacket(_ context.Context, _ *server.Meta, p *frame.Packet) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.agents[string(p.AgentID)]++
+	for _, m := range p.Messages {
+		c.bodies = append(c.bodies, string(m.Body))
+	}
+	return nil
+}
+
+func (c *collector) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.bodies)
+}
+
+// Bad datagrams — empty, 64 KiB of garbage, invalid UTF-8, NUL bytes,
+// absurd PRI — never crash anything: each is counted and, unless empty,
+// carried as a raw message; good ones arrive parsed.
+func TestSyslogBadDatagrams(t *testing.T) {
+	col := &collector{agents: map[string]int{}}
+	cfg := server.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Logger = testLogger(t)
+	srv, err := server.New(cfg, col)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	col.srv = srv
+	defer srv.Close()
+	s := startProxy(t, nil, nil, func(c *proxy.Config) {
+		c.Analyzers = []proxy.AnalyzerConfig{{Name: "c", Addr: srv.Addr().String(), Weight: 1}}
+		c.SyslogUDP = "127.0.0.1:0"
+		c.SyslogLinger = 2 * time.Millisecond
+	})
+	defer s.Stop(context.Background())
+	waitFor(t, "analyzer up", 5*time.Second, allHealthy(s, 1))
+
+	conn, err := net.Dial("udp", s.SyslogAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	garbage := make([]byte, 65000)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range garbage {
+		garbage[i] = byte(r.Uint32())
+	}
+	datagrams := [][]byte{
+		[]byte("<34>1 2026-11-26T21:00:00.123Z gw.example.com sshd 811 ID47 [exampleSDID@32473 iut=\"3\"] good 5424"),
+		[]byte("<13>Nov 26 21:00:00 web-1 nginx[42]: good 3164"),
+		{},
+		garbage,
+		[]byte("\xff\xfe invalid utf-8 \xc3\x28"),
+		[]byte("nul\x00bytes\x00inside"),
+		[]byte("<999>absurd pri"),
+		[]byte("<-1>negative pri"),
+	}
+	for _, d := range datagrams {
+		if _, err := conn.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := len(datagrams) - 1 // the empty one is dropped (counted)
+	waitFor(t, fmt.Sprintf("%d messages at the analyzer", want), 10*time.Second, func() bool { return col.count() >= want })
+	col.mu.Lock()
+	joined := strings.Join(col.bodies, "\n")
+	col.mu.Unlock()
+	for _, sub := range []string{"good 5424", "good 3164", "absurd pri", "negative pri", "bytes"} {
+		if !strings.Contains(joined, sub) {
+			t.Errorf("no message contains %q", sub)
+		}
+	}
+	var metrics bytes.Buffer
+	s.Metrics().WritePrometheus(&metrics)
+	for _, name := range []string{"logdist_syslog_datagrams_total", "logdist_syslog_empty_total", `format="unparsed"`, "logdist_syslog_kernel_drops_total"} {
+		if !strings.Contains(metrics.String(), name) {
+			t.Errorf("metrics lack %s", name)
+		}
+	}
+	for agent := range col.agents {
+		if agent != "syslog/127.0.0.1" {
+			t.Errorf("packet agent id %q, want syslog/127.0.0.1", agent)
+		}
+	}
+}
