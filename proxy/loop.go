@@ -63,9 +63,9 @@ type loop struct {
 	// now is the loop's coarse monotonic clock in ns since base, refreshed
 	// by every tick (at most 50 ms old) and by rare events; per-packet code
 	// reads it instead of the system clock, which costs 20-250 ns a read.
-	now    int64
-	base   time.Time
-	wall0  int64 // Unix ns at base
+	now   int64
+	base  time.Time
+	wall0 int64 // Unix ns at base
 	// warming is true until every first connection attempt has ended.
 	warming bool
 	// syslog is set on the syslog engine's loops.

@@ -50,12 +50,12 @@ type Server struct {
 	mset *metrics.Set
 	m    *serverMetrics
 
-	eng     gnet.Engine
-	addr    net.Addr
-	runErr  chan error
-	udpEng  gnet.Engine // the syslog engine, when SyslogUDP is set
-	udpAddr *net.UDPAddr
-	udpErr  chan error
+	eng      gnet.Engine
+	addr     net.Addr
+	runErr   chan error
+	udpEng   gnet.Engine // the syslog engine, when SyslogUDP is set
+	udpAddr  *net.UDPAddr
+	udpErr   chan error
 	draining atomic.Bool
 	accepted atomic.Int64 // agent connections opened, ever
 	stopOnce sync.Once

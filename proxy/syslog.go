@@ -321,4 +321,3 @@ func (s *Server) flushSyslog() {
 		}
 	}
 }
-
