@@ -14,11 +14,11 @@ import "math"
 // Why not a Maglev table with O(1) lookups: slow start re-weights an
 // analyzer ten times per recovery, and each re-weight of a Maglev table
 // moves keys between analyzers whose weights did not change; rendezvous
-// moves keys only to or from the ramping one. The price is O(n) per pick,
-// made cheap by a bound: ln(u) <= u-1, so an analyzer whose (u-1)/w cannot
-// beat the best score so far is skipped without computing a logarithm,
-// and only O(log n) logarithms are expected per pick. Measured figures are
-// in docs/PERFORMANCE.md.
+// moves keys only to or from the ramping one. The price is O(n) per pick:
+// a multiply-xorshift hash and a few float operations per analyzer, with a
+// logarithm only when two analyzers' scores are too close to tell apart by
+// cheap bounds (see pickRendezvous). Measured figures are in
+// docs/PERFORMANCE.md.
 //
 // Everything is derived from the key bytes and the analyzer names with
 // fixed functions (FNV-1a 64 then a murmur3 finaliser), never a per-process
@@ -58,24 +58,43 @@ func nameSeed(name string) uint64 {
 	return fmix64(h ^ 0x9e3779b97f4a7c15)
 }
 
-// pickRendezvous returns the index in sn.ids of the analyzer key hashes to.
-// sn.ids must not be empty.
+// pickRendezvous returns the index in sn.ids of the analyzer key hashes to:
+// the highest score ln(u_i)/w_i (the same order as -w_i/ln(u_i)), the
+// lowest index on ties. sn.ids must not be empty.
+//
+// Logarithms are the cost, so each score is first bracketed without one:
+// (u-1)/u <= ln(u) <= u-1. A candidate whose bracket lies clearly below the
+// best's is skipped, one clearly above replaces it, and only overlapping
+// brackets (two close contenders) are settled with math.Log. "Clearly" is a
+// relative margin of 1e-9, far above float rounding, so the winner is
+// always the one exact scores give.
 func pickRendezvous(sn *snapshot, key []byte) int {
+	const margin = 1e-9
 	k := hashKey(key)
-	best, bestScore := 0, math.Inf(-1)
 	invW := sn.invW
+	best, exact := -1, false
+	var bestLo, bestHi, bestU float64 // bracket of the best score (all < 0)
 	for i, seed := range sn.seeds {
 		if i >= len(invW) {
 			break
 		}
 		// u in (0,1), never 0 or 1, so ln(u) is finite and negative.
 		u := (float64(fmix64(k^seed)>>11) + 0.5) * 0x1p-53
-		// Score ln(u)/w: the same order as -w/ln(u), without a division.
-		if (u-1)*invW[i] <= bestScore {
-			continue // ln(u) <= u-1: cannot beat the best
+		hi := (u - 1) * invW[i]
+		if best >= 0 && hi < bestLo*(1+margin) {
+			continue
 		}
-		if s := math.Log(u) * invW[i]; s > bestScore {
-			best, bestScore = i, s
+		lo := hi / u
+		if best < 0 || lo > bestHi*(1-margin) {
+			best, bestLo, bestHi, bestU, exact = i, lo, hi, u, false
+			continue
+		}
+		if !exact {
+			bestLo = math.Log(bestU) * invW[best]
+			bestHi, exact = bestLo, true
+		}
+		if s := math.Log(u) * invW[i]; s > bestLo {
+			best, bestLo, bestHi, bestU = i, s, s, u
 		}
 	}
 	return best

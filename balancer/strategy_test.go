@@ -215,3 +215,37 @@ func TestHugeWeights(t *testing.T) {
 		}
 	}
 }
+
+// naiveRendezvous is pickRendezvous without the shortcuts.
+func naiveRendezvous(sn *snapshot, key []byte) int {
+	k := hashKey(key)
+	best, bestScore := -1, math.Inf(-1)
+	for i, seed := range sn.seeds {
+		u := (float64(fmix64(k^seed)>>11) + 0.5) * 0x1p-53
+		if s := math.Log(u) * sn.invW[i]; s > bestScore {
+			best, bestScore = i, s
+		}
+	}
+	return best
+}
+
+// The bracketing shortcuts never change the winner.
+func TestPropRendezvousMatchesNaive(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		n := rapid.IntRange(1, 40).Draw(t, "n")
+		w := rapid.SliceOfN(rapid.OneOf(rapid.Float64Range(0.01, 10), rapid.Just(1.0), rapid.Just(1e-6)), n, n).Draw(t, "weights")
+		ids := make([]uint16, n)
+		seeds := make([]uint64, n)
+		for i := range ids {
+			ids[i] = uint16(i)
+			seeds[i] = nameSeed(fmt.Sprint("a", i))
+		}
+		sn := buildSnapshot(Hash, 1, ids, w, seeds)
+		for k := range 300 {
+			key := []byte(fmt.Sprint("agent-", k))
+			if got, want := pickRendezvous(sn, key), naiveRendezvous(sn, key); got != want {
+				t.Fatalf("key %s: %d, naive %d (weights %v)", key, got, want, w)
+			}
+		}
+	})
+}
