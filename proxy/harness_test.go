@@ -22,6 +22,16 @@ type fakeConn struct {
 	written int
 	writes  int
 	ctx     any
+	remote  net.Addr
+}
+
+func (f *fakeConn) Next(n int) ([]byte, error) {
+	if n < 0 || n > len(f.in) {
+		n = len(f.in)
+	}
+	b := f.in[:n]
+	f.in = f.in[n:]
+	return b, nil
 }
 
 func (f *fakeConn) Peek(n int) ([]byte, error) {
@@ -48,10 +58,15 @@ func (f *fakeConn) Writev(bs [][]byte) (int, error) {
 	f.writes++
 	return n, nil
 }
-func (f *fakeConn) Close() error         { return nil }
-func (f *fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
-func (f *fakeConn) SetContext(v any)     { f.ctx = v }
-func (f *fakeConn) Context() any         { return f.ctx }
+func (f *fakeConn) Close() error { return nil }
+func (f *fakeConn) RemoteAddr() net.Addr {
+	if f.remote != nil {
+		return f.remote
+	}
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+}
+func (f *fakeConn) SetContext(v any) { f.ctx = v }
+func (f *fakeConn) Context() any     { return f.ctx }
 
 // harness is one loop with an agent and four ready upstreams, driven by
 // hand.

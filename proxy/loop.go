@@ -31,12 +31,15 @@ type record struct {
 	syslog bool
 }
 
-// maxFreeRecords bounds each loop's free list; past it records go to the GC.
-const maxFreeRecords = 1 << 14
-
-// maxRecordBuf: buffers larger than this are not kept on the free list, so
-// one huge packet does not pin its buffer forever.
-const maxRecordBuf = 64 << 10
+// maxFreeRecords and maxFreeBytes bound each loop's free list; past them
+// records go to the GC. Buffers larger than maxRecordBuf are not kept, so
+// one huge packet does not pin its buffer; syslog loops keep buffers up to
+// their batch size, which they fill every time.
+const (
+	maxFreeRecords = 1 << 14
+	maxFreeBytes   = 32 << 20
+	maxRecordBuf   = 64 << 10
+)
 
 // loop is the state one gnet event loop owns. Only that loop's goroutine
 // touches it, except the atomics.
@@ -49,10 +52,12 @@ type loop struct {
 
 	agents map[*agentConn]struct{}
 
-	free    []*record
-	waiting recordQueue // packets no analyzer could take yet
-	delayed recordQueue // packets an analyzer answered BUSY to, with notBefore
-	redo    []*record   // packets to re-dispatch (their upstream failed)
+	free      []*record
+	freeBytes int         // buffer capacity held by free
+	maxBuf    int         // largest buffer kept on the free list
+	waiting   recordQueue // packets no analyzer could take yet
+	delayed   recordQueue // packets an analyzer answered BUSY to, with notBefore
+	redo      []*record   // packets to re-dispatch (their upstream failed)
 
 	dirtyUps    []*upstream
 	dirtyAgents []*agentConn
@@ -89,6 +94,7 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 	}
 	lp.wall0 = lp.base.UnixNano()
 	lp.warming = true
+	lp.maxBuf = maxRecordBuf
 	lp.m = newLoopMetrics(s.mset, idx)
 	lp.tickFn = func(context.Context) error { lp.tick(); return nil }
 	lp.goAwayFn = func(context.Context) error { lp.goAway(); return nil }
@@ -142,6 +148,7 @@ func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uin
 	if n := len(lp.free); n > 0 {
 		r = lp.free[n-1]
 		lp.free = lp.free[:n-1]
+		lp.freeBytes -= cap(r.buf)
 	} else {
 		r = &record{}
 	}
@@ -155,10 +162,11 @@ func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uin
 func (lp *loop) freeRecord(r *record) {
 	lp.live.Add(-1)
 	r.agent = nil
-	if cap(r.buf) > maxRecordBuf || len(lp.free) >= maxFreeRecords {
+	if c := cap(r.buf); c > lp.maxBuf || len(lp.free) >= maxFreeRecords || lp.freeBytes+c > maxFreeBytes {
 		return
 	}
 	lp.free = append(lp.free, r)
+	lp.freeBytes += cap(r.buf)
 }
 
 // dispatch sends r to the analyzer the cursor picks; if none can take it,

@@ -40,6 +40,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/logdist/logdist/balancer"
+	"github.com/logdist/logdist/frame"
 )
 
 // Server is a running distributor. Build it with New, then Start it.
@@ -250,6 +251,7 @@ func (s *Server) loopFor(el gnet.EventLoop, syslog bool) *loop {
 	lp := newLoop(s, el, len(s.order))
 	if syslog {
 		lp.syslog = newSyslogIngest(s)
+		lp.maxBuf = max(lp.maxBuf, s.cfg.SyslogBatchBytes+frame.HeaderSize+64)
 	}
 	s.loops[el] = lp
 	s.order = append(s.order, lp)

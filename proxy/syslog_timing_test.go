@@ -1,0 +1,58 @@
+package proxy
+
+import (
+	"fmt"
+	"github.com/logdist/logdist/frame"
+	"net"
+	"testing"
+)
+
+// BenchmarkSyslogDatagram measures the syslog path per datagram on one
+// loop without the kernel: parse, batch per sender, and every
+// SyslogBatchMessages datagrams close the batch (zstd fastest), dispatch it
+// and take the analyzer's ACK. msgs/s is 1e9 / ns/op.
+func BenchmarkSyslogDatagram(b *testing.B) {
+	datagrams := map[string]string{
+		"rfc3164": "<13>Nov 26 21:00:00 web-1 nginx[4242]: 10.1.2.3 - - \"GET /api/v1/items/%d HTTP/1.1\" 200 512 \"-\" \"curl/8.5\"",
+		"rfc5424": "<165>1 2026-11-26T21:00:00.123456Z gw-3.example.com sshd 811 ID47 [origin ip=\"10.0.0.%d\"][meta seq=\"9\"] Accepted publickey for deploy",
+	}
+	for _, name := range []string{"rfc3164", "rfc5424"} {
+		for _, compress := range []bool{true, false} {
+			b.Run(fmt.Sprintf("%s/compress=%v", name, compress), func(b *testing.B) {
+				h := newHarness(b, 1)
+				lp := h.lp
+				lp.s.cfg.SyslogCompress = compress
+				lp.syslog = newSyslogIngest(lp.s)
+				lp.maxBuf = lp.s.cfg.SyslogBatchBytes + 1024
+				// 16 distinct datagrams, so compression sees varied text.
+				var dgs [][]byte
+				for i := 0; i < 16; i++ {
+					dgs = append(dgs, []byte(fmt.Sprintf(datagrams[name], i)))
+				}
+				fc := &fakeConn{remote: &net.UDPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 514}}
+				ack := func() {
+					for i, u := range lp.ups {
+						if u.inflight.len() > 0 {
+							h.acks[i] = frame.AppendAck(h.acks[i][:0], u.nextSeq)
+							h.ups[i].in = h.acks[i]
+							u.onTraffic(h.ups[i])
+						}
+					}
+				}
+				b.ReportAllocs()
+				b.SetBytes(int64(len(dgs[0])))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					fc.in = dgs[i&15]
+					lp.onDatagram(fc)
+					if i%64 == 0 {
+						ack()
+					}
+				}
+				b.StopTimer()
+				ack()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			})
+		}
+	}
+}
