@@ -64,6 +64,11 @@ type upstream struct {
 	pingLast  int64
 	pingTimes [maxPingsOut]int64
 	misses    int
+	// lastRx is the coarse time of the last frame from the analyzer. A
+	// PING whose PONG is late is not counted as missed if other frames
+	// (ACKs) arrived after it: the analyzer is busy, not dead — an
+	// analyzer answers PINGs in order, behind the DATA it is processing.
+	lastRx int64
 	redialAt  int64
 	backoff   time.Duration
 	lastError string
@@ -215,6 +220,7 @@ var upstreamLimits = func() frame.Limits {
 
 func (u *upstream) onTraffic(c gnet.Conn) gnet.Action {
 	lp := u.lp
+	u.lastRx = lp.now
 	action := gnet.None
 	for action == gnet.None {
 		hb, _ := c.Peek(frame.HeaderSize)
@@ -417,6 +423,9 @@ func (u *upstream) tick(now int64) {
 	case upReady:
 		for u.pingDone < u.pingSent && now-u.pingTimes[(u.pingDone+1)%maxPingsOut] > int64(cfg.HeartbeatTimeout) {
 			u.pingDone++
+			if u.lastRx >= u.pingTimes[u.pingDone%maxPingsOut] {
+				continue // late behind data, but the analyzer is talking
+			}
 			u.misses++
 			lp.m.heartbeatMissed.Inc()
 			lp.s.set.Report(u.id, balancer.HeartbeatMissed)
