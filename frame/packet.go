@@ -62,11 +62,7 @@ const (
 func (p *Packet) RawSize() int {
 	n := packetFixed + len(p.AgentID) + len(p.TraceID)
 	for i := range p.Messages {
-		m := &p.Messages[i]
-		n += messageFixed + len(m.Hostname) + len(m.App) + len(m.Body)
-		for _, a := range m.Attrs {
-			n += attrFixed + len(a.Key) + len(a.Value)
-		}
+		n += MessageSize(&p.Messages[i])
 	}
 	return n
 }
@@ -114,17 +110,7 @@ func AppendPacket(dst []byte, p *Packet) []byte {
 	dst = appendStr16(dst, p.TraceID)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(p.Messages)))
 	for i := range p.Messages {
-		m := &p.Messages[i]
-		dst = binary.BigEndian.AppendUint64(dst, uint64(m.Timestamp))
-		dst = append(dst, byte(m.Severity), m.Facility)
-		dst = binary.BigEndian.AppendUint16(dst, uint16(len(m.Attrs)))
-		dst = appendStr16(dst, m.Hostname)
-		dst = appendStr16(dst, m.App)
-		dst = appendStr32(dst, m.Body)
-		for _, a := range m.Attrs {
-			dst = appendStr16(dst, a.Key)
-			dst = appendStr32(dst, a.Value)
-		}
+		dst = AppendMessage(dst, &p.Messages[i])
 	}
 	return dst
 }
