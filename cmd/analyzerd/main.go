@@ -24,6 +24,7 @@ import (
 
 	"github.com/logdist/logdist/analyzerd"
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/internal/cli"
 )
 
 func main() {
@@ -132,21 +133,10 @@ Flags:
 	// The decompressed bound must hold a full frame.
 	cfg.Server.Limits.MaxRaw = max(cfg.Server.Limits.MaxRaw, cfg.Server.Limits.MaxFrame)
 
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
-		return cfg, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	log, err := cli.NewLogger(stderr, logFormat, logLevel)
+	if err != nil {
+		return cfg, nil, err
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	var h slog.Handler
-	switch strings.ToLower(logFormat) {
-	case "text":
-		h = slog.NewTextHandler(stderr, opts)
-	case "json":
-		h = slog.NewJSONHandler(stderr, opts)
-	default:
-		return cfg, nil, fmt.Errorf("--log-format %q: want text or json", logFormat)
-	}
-	log := slog.New(h)
 	cfg.Logger = log
 	cfg.Stdout = stdout
 	if err := cfg.Validate(); err != nil {

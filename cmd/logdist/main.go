@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/logdist/logdist/balancer"
+	"github.com/logdist/logdist/internal/cli"
 	"github.com/logdist/logdist/proxy"
 )
 
@@ -164,20 +165,10 @@ func parseFlags(args []string) (proxy.Config, string, bool, *slog.Logger, error)
 	if fs.NArg() > 0 {
 		return cfg, "", false, nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
-		return cfg, "", false, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	log, err := cli.NewLogger(os.Stderr, logFormat, logLevel)
+	if err != nil {
+		return cfg, "", false, nil, err
 	}
-	var h slog.Handler
-	switch logFormat {
-	case "text":
-		h = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})
-	case "json":
-		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})
-	default:
-		return cfg, "", false, nil, fmt.Errorf("--log-format %q: want text or json", logFormat)
-	}
-	log := slog.New(h)
 	cfg.Logger = log
 	cfg.Balancer.Logger = log
 	st, err := balancer.ParseStrategy(balance)
