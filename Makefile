@@ -5,9 +5,10 @@ PKGS    := ./...
 # -race needs cgo; the race runtime is part of the Go distribution.
 RACE    := -race
 TESTFLAGS ?=
+BENCHFLAGS ?=
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-race test-short run bench fmt vet lint clean
+.PHONY: all build test test-race test-short run bench bench-go fmt vet lint clean
 
 all: build
 
@@ -40,8 +41,13 @@ run: build
 	$(GO) build -o $(BIN)/ ./tools/localrun
 	./$(BIN)/localrun --bin $(BIN)
 
-## bench: Go micro-benchmarks of the hot paths.
-bench:
+## bench: logdist side by side with a direct connection and HAProxy (tools/benchcmp; installs haproxy as root if missing).
+bench: build
+	$(GO) build -o $(BIN)/ ./tools/benchcmp
+	./$(BIN)/benchcmp --bin $(BIN) $(BENCHFLAGS)
+
+## bench-go: Go micro-benchmarks of the hot paths.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./frame/... ./balancer/... ./proxy/...
 
 clean:

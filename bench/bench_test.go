@@ -247,11 +247,11 @@ func TestHandlerFailureIsResent(t *testing.T) {
 }
 
 func TestIdleConnsHeldAcrossIdleTimeout(t *testing.T) {
-	_, addr := startSink(t, func(c *server.Config) { c.IdleTimeout = 150 * time.Millisecond }, nil)
+	_, addr := startSink(t, func(c *server.Config) { c.IdleTimeout = time.Second }, nil)
 	cfg := testConfig(addr)
 	cfg.Conns = 0
 	cfg.IdleConns = 20
-	cfg.Duration = 600 * time.Millisecond // four idle timeouts
+	cfg.Duration = 2500 * time.Millisecond // two and a half idle timeouts
 	var ready atomic.Int64
 	cfg.OnIdleReady = func(n int) { ready.Store(int64(n)) }
 	began := time.Now()

@@ -22,10 +22,13 @@ type Result struct {
 	PacketBytes      float64 `json:"packet_bytes"`
 	CompressionRatio float64 `json:"compression_ratio"`
 
-	PacketsSent   uint64 `json:"packets_sent"` // DATA frames written, resends included
-	PacketsAcked  uint64 `json:"packets_acked"`
-	MessagesAcked uint64 `json:"messages_acked"`
-	BytesSent     uint64 `json:"bytes_sent"` // DATA frame bytes written, headers included
+	// PacketsScheduled is what a rate or profile asked for (0 at rate 0);
+	// fewer acked means the target fell behind the schedule.
+	PacketsScheduled uint64 `json:"packets_scheduled,omitempty"`
+	PacketsSent      uint64 `json:"packets_sent"` // DATA frames written, resends included
+	PacketsAcked     uint64 `json:"packets_acked"`
+	MessagesAcked    uint64 `json:"messages_acked"`
+	BytesSent        uint64 `json:"bytes_sent"` // DATA frame bytes written, headers included
 	// DurationS is from the start of sending to the last ACK.
 	DurationS      float64 `json:"duration_s"`
 	PacketsPerSec  float64 `json:"packets_per_sec"`  // acked
@@ -78,6 +81,9 @@ func (r *Result) WriteTable(w io.Writer) {
 	fmt.Fprintf(tw, "target\t%s, %d conns, window %d, %s\n", r.Target, r.Conns, r.Window, rate)
 	fmt.Fprintf(tw, "packets\t%d messages of %d bytes, %s, %.0f bytes/frame, compression %.2fx\n", r.MsgsPerPacket, r.MsgSize, r.Compress, r.PacketBytes, r.CompressionRatio)
 	fmt.Fprintf(tw, "duration\t%.2f s\n", r.DurationS)
+	if r.PacketsScheduled > 0 {
+		fmt.Fprintf(tw, "scheduled\t%d packets\n", r.PacketsScheduled)
+	}
 	fmt.Fprintf(tw, "sent\t%d packets, %d bytes\n", r.PacketsSent, r.BytesSent)
 	fmt.Fprintf(tw, "acked\t%d packets, %d messages\n", r.PacketsAcked, r.MessagesAcked)
 	fmt.Fprintf(tw, "throughput\t%.0f packets/s, %.0f messages/s, %.1f MB/s\n", r.PacketsPerSec, r.MessagesPerSec, r.MBytesPerSec)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"sync"
@@ -169,6 +170,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.Conns == 0 {
 		sendFor = cfg.Duration
+	}
+	switch {
+	case cfg.Packets > 0 && r.sched != nil:
+		res.PacketsScheduled = uint64(cfg.Packets)
+	case r.sched != nil:
+		res.PacketsScheduled = uint64(math.Ceil(r.sched.Packets()))
 	}
 	r.start = time.Now()
 

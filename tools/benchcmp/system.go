@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/logdist/logdist/bench"
+)
+
+var weights = []float64{0.4, 0.3, 0.2, 0.1}
+
+// system is the processes under test: one analyzerd for the direct path,
+// four behind logdist and HAProxy.
+type system struct {
+	cfg       config
+	direct    *proc
+	analyzers []*proc
+	logdist   *proc
+	haproxy   *proc
+	hapAddr   string
+	tmp       string
+}
+
+func (s *system) bin(name string) string { return filepath.Join(s.cfg.bin, name) }
+
+func startAnalyzerd(bin, name string) (*proc, error) {
+	return start(name, bin, "analyzerd ready ", "--name", name, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn")
+}
+
+func startLogdist(bin string, analyzers []*proc, extra ...string) (*proc, error) {
+	args := []string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn", "--pprof"}
+	for i, a := range analyzers {
+		args = append(args, "--analyzer", fmt.Sprintf("name=a%d,addr=%s,weight=%g", i+1, a.fields["listen"], weights[i]))
+	}
+	p, err := start("logdist", bin, "logdist ready ", append(args, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	// Wait until every analyzer is up in logdist's view.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var as []struct {
+			Healthy bool `json:"healthy"`
+		}
+		err := getJSON("http://"+p.fields["admin"]+"/api/v1/analyzers", &as)
+		up := 0
+		for _, a := range as {
+			if a.Healthy {
+				up++
+			}
+		}
+		if err == nil && up == len(analyzers) {
+			return p, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("logdist: %d of %d analyzers healthy after 10s (%v)", up, len(analyzers), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func startSystem(cfg config, haproxy string) (*system, error) {
+	s := &system{cfg: cfg}
+	var err error
+	if s.direct, err = startAnalyzerd(s.bin("analyzerd"), "direct"); err != nil {
+		return nil, err
+	}
+	for i := range weights {
+		a, err := startAnalyzerd(s.bin("analyzerd"), fmt.Sprintf("a%d", i+1))
+		if err != nil {
+			return nil, err
+		}
+		s.analyzers = append(s.analyzers, a)
+	}
+	if s.logdist, err = startLogdist(s.bin("logdist"), s.analyzers); err != nil {
+		return nil, err
+	}
+	if haproxy != "" {
+		if err := s.startHAProxy(haproxy); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// startHAProxy runs HAProxy in TCP mode, round robin over the same four
+// analyzers at weights 4/3/2/1, in the foreground (-db), no health checks.
+func (s *system) startHAProxy(bin string) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.hapAddr = "127.0.0.1:" + strconv.Itoa(port)
+	if s.tmp, err = os.MkdirTemp("", "benchcmp-"); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`global
+    maxconn 4096
+    nbthread %d
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10m
+    timeout server 10m
+
+frontend logbench
+    bind %s
+    default_backend analyzers
+
+backend analyzers
+    balance roundrobin
+`, 2, s.hapAddr)
+	for i, a := range s.analyzers {
+		conf += fmt.Sprintf("    server a%d %s weight %d\n", i+1, a.fields["listen"], int(weights[i]*10+0.5))
+	}
+	path := filepath.Join(s.tmp, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	if s.haproxy, err = start("haproxy", bin, "", "-db", "-f", path); err != nil {
+		return err
+	}
+	if err := waitListening(s.hapAddr, 10*time.Second); err != nil {
+		return fmt.Errorf("haproxy: %w\n%s", err, s.haproxy.logs())
+	}
+	return nil
+}
+
+// healthCounters sums logdist's analyzer-connection failure counters:
+// missed heartbeats and lost connections (either can take an analyzer out
+// of the rotation and so move its share).
+func (s *system) healthCounters() (missed, lost float64) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + s.logdist.fields["admin"] + "/metrics")
+	if err != nil {
+		return -1, -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(line, "logdist_upstream_heartbeats_missed_total"):
+			missed += v
+		case strings.HasPrefix(line, "logdist_upstream_connections_lost_total"):
+			lost += v
+		}
+	}
+	return missed, lost
+}
+
+func (s *system) stop() {
+	for _, p := range append([]*proc{s.haproxy, s.logdist, s.direct}, s.analyzers...) {
+		if p != nil {
+			p.stop()
+		}
+	}
+	if s.tmp != "" {
+		os.RemoveAll(s.tmp)
+	}
+}
+
+// measurement is one logbench run on one path.
+type measurement struct {
+	path   string
+	rate   float64
+	res    bench.Result
+	cpu    float64  // CPU seconds of the proxy (logdist or HAProxy) during the run; <0 unknown
+	shares []uint64 // packets per analyzer (a1..a4) from their /stats
+}
+
+func (m measurement) cpuPerPacket() float64 {
+	if m.cpu < 0 || m.res.PacketsAcked == 0 {
+		return -1
+	}
+	return m.cpu / float64(m.res.PacketsAcked)
+}
+
+func (m measurement) cpuPerPacketString() string {
+	if v := m.cpuPerPacket(); v >= 0 {
+		return fmt.Sprintf("%.2f µs", v*1e6)
+	}
+	return "-"
+}
+
+func (s *system) target(path string) (string, *proc) {
+	switch path {
+	case "direct":
+		return s.direct.fields["listen"], nil
+	case "logdist":
+		return s.logdist.fields["listen"], s.logdist
+	default:
+		return s.hapAddr, s.haproxy
+	}
+}
+
+func (s *system) analyzerCounts() ([]uint64, error) {
+	out := make([]uint64, len(s.analyzers))
+	for i, a := range s.analyzers {
+		var st analyzerStats
+		if err := getJSON("http://"+a.fields["admin"]+"/stats", &st); err != nil {
+			return nil, err
+		}
+		out[i] = st.received()
+	}
+	return out, nil
+}
+
+// logbench runs logbench with args plus --json -q and parses its result.
+func (s *system) logbench(ctx context.Context, limit time.Duration, args ...string) (bench.Result, error) {
+	var res bench.Result
+	cctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	out, err := runCmd(cctx, s.bin("logbench"), append(args, "--json", "-q")...)
+	if jerr := json.Unmarshal(out, &res); jerr != nil && err == nil {
+		err = fmt.Errorf("logbench output: %v", jerr)
+	}
+	return res, err
+}
+
+// measure runs logbench on path at rate (0: as fast as the window allows).
+func (s *system) measure(ctx context.Context, path string, rate float64, d time.Duration) (measurement, error) {
+	m := measurement{path: path, rate: rate, cpu: -1}
+	target, proxy := s.target(path)
+	before, err := s.analyzerCounts()
+	if err != nil {
+		return m, err
+	}
+	var cpu0 float64
+	cpuErr := error(nil)
+	if proxy != nil {
+		cpu0, cpuErr = cpuSeconds(proxy.pid())
+	}
+	m.res, err = s.logbench(ctx, d+2*time.Minute, "--target", target, "--conns", strconv.Itoa(s.cfg.conns),
+		"--window", strconv.Itoa(s.cfg.window), "--duration", d.String(), "--rate", strconv.FormatFloat(rate, 'f', -1, 64))
+	if err != nil {
+		return m, fmt.Errorf("%s: %w", path, err)
+	}
+	if proxy != nil && cpuErr == nil {
+		if cpu1, err := cpuSeconds(proxy.pid()); err == nil {
+			m.cpu = cpu1 - cpu0
+		}
+	}
+	after, err := s.analyzerCounts()
+	if err != nil {
+		return m, err
+	}
+	if path != "direct" {
+		m.shares = make([]uint64, len(after))
+		for i := range after {
+			m.shares[i] = after[i] - before[i]
+		}
+	}
+	return m, nil
+}
+
+type profileRun struct {
+	name string
+	res  bench.Result
+}
+
+func (s *system) profile(ctx context.Context, name string, scale float64) (bench.Result, error) {
+	sc, err := bench.Profile(name, scale)
+	if err != nil {
+		return bench.Result{}, err
+	}
+	res, err := s.logbench(ctx, sc.Duration()+2*time.Minute, "--target", s.logdist.fields["listen"], "--conns", strconv.Itoa(s.cfg.conns),
+		"--window", strconv.Itoa(s.cfg.window), "--profile", name, "--scale", strconv.FormatFloat(scale, 'f', -1, 64),
+		"--admin", "http://"+s.logdist.fields["admin"])
+	if err != nil {
+		// A profile beyond capacity leaves packets unresolved (exit 1) but
+		// its result is still the measurement.
+		if res.PacketsSent == 0 {
+			return res, fmt.Errorf("profile %s: %w", name, err)
+		}
+		logf("profile %s: %v", name, err)
+	}
+	return res, nil
+}
+
+type idleResult struct {
+	conns       int
+	held        int
+	rssBefore   float64
+	rssHolding  float64
+	rssErr      error
+	openSeconds float64
+}
+
+// measureIdle starts a fresh logdist (and its analyzers), opens the idle
+// connections with logbench, and reads logdist's RSS while they are held.
+func measureIdle(ctx context.Context, cfg config) (*idleResult, error) {
+	r := &idleResult{conns: cfg.idleConns}
+	var as []*proc
+	for i := range weights {
+		a, err := startAnalyzerd(filepath.Join(cfg.bin, "analyzerd"), fmt.Sprintf("idle-a%d", i+1))
+		if err != nil {
+			return nil, err
+		}
+		as = append(as, a)
+	}
+	ld, err := startLogdist(filepath.Join(cfg.bin, "logdist"), as)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		ld.stop()
+		for _, a := range as {
+			a.stop()
+		}
+	}()
+	r.rssBefore, r.rssErr = rssMiB(ld.pid())
+	began := time.Now()
+	lb, err := start("logbench", filepath.Join(cfg.bin, "logbench"), "logbench idle ready ",
+		"--target", ld.fields["listen"], "--conns", "0", "--idle-conns", strconv.Itoa(cfg.idleConns), "--duration", "10m", "-q")
+	if err != nil {
+		return nil, err
+	}
+	defer lb.stop()
+	r.openSeconds = time.Since(began).Seconds()
+	r.held, _ = strconv.Atoi(lb.fields["conns"])
+	// Let logdist settle (GC, buffers), then take the larger of a few
+	// readings a little apart.
+	for range 5 {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+		if v, err := rssMiB(ld.pid()); err == nil {
+			r.rssHolding = max(r.rssHolding, v)
+		} else {
+			r.rssErr = err
+		}
+	}
+	return r, nil
+}
