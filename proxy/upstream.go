@@ -157,8 +157,14 @@ func (u *upstream) dial() {
 			var ch <-chan gnet.RegisteredResult
 			ch, err = lp.el.Enroll(gnet.NewContext(s.ctx, u), conn)
 			if err == nil {
-				res := <-ch
-				err = res.Err
+				// A loop that is shutting down never answers: do not wait
+				// for it past the server's own shutdown.
+				select {
+				case res := <-ch:
+					err = res.Err
+				case <-s.ctx.Done():
+					err = s.ctx.Err()
+				}
 			} else {
 				_ = conn.Close()
 			}
