@@ -3,6 +3,7 @@ module github.com/logdist/logdist
 go 1.26.8
 
 require (
+	github.com/leodido/go-syslog/v4 v4.6.0
 	github.com/HdrHistogram/hdrhistogram-go v1.1.2
 	github.com/VictoriaMetrics/metrics v1.45.0
 	github.com/klauspost/compress v1.20.4

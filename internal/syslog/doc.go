@@ -67,9 +67,11 @@
 //     late December to the next; Feb 29 in a year without one becomes
 //     Mar 1). A timestamp
 //     followed by ':' (Cisco) is followed by no hostname.
-//   - HOSTNAME: the next space-separated word, with or without a domain,
-//     unless it ends with ':' or contains '[' — then the sender left the
-//     hostname out (as local-socket senders do) and the word is the tag.
+//   - HOSTNAME: the next space-separated word (a name with or without a
+//     domain, an IPv4 or IPv6 address), unless it ends with ':' or contains
+//     '[' — then the sender left the hostname out (as local-socket senders
+//     do) and the word is the tag — or it is the last word, which is the
+//     Body. A lone ":" after the hostname (Cisco ASA) is skipped.
 //   - TAG: "app[pid]:", "app:" or "app[pid]" followed by a space or the end.
 //     App is the word before '[' or ':', ProcID the text between the
 //     brackets (empty brackets give no ProcID). A word that is not shaped

@@ -62,10 +62,14 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 			tagLike = tagLike || b[j] == '['
 			j++
 		}
-		if j > i && !tagLike && b[j-1] != ':' {
+		k := j
+		for k < len(b) && b[k] == ' ' {
+			k++
+		}
+		// A last word alone is the message, not a hostname.
+		if j > i && k < len(b) && !tagLike && b[j-1] != ':' {
 			m.Hostname = b[i:j:j]
-			for i = j; i < len(b) && b[i] == ' '; i++ {
-			}
+			i = k
 		}
 	}
 
