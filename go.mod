@@ -3,10 +3,10 @@ module github.com/logdist/logdist
 go 1.26.8
 
 require (
-	github.com/leodido/go-syslog/v4 v4.6.0
 	github.com/HdrHistogram/hdrhistogram-go v1.1.2
 	github.com/VictoriaMetrics/metrics v1.45.0
 	github.com/klauspost/compress v1.20.4
+	github.com/leodido/go-syslog/v4 v4.6.0
 	github.com/panjf2000/gnet/v2 v2.9.7
 	github.com/spf13/pflag v1.1.0
 	go.uber.org/goleak v1.3.0
