@@ -164,7 +164,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var sendFor time.Duration // when new sending ends by itself (0: by quota)
 	switch {
 	case r.sched != nil && cfg.Packets == 0:
-		sendFor = r.sched.Duration()
+		// Each connection stops by itself at the end of the schedule. A
+		// target that fell behind gets DrainTimeout more to take the
+		// packets already due (they count from their scheduled time);
+		// what is still unsent then is left out of packets_sent.
+		sendFor = r.sched.Duration() + cfg.DrainTimeout
 	case r.end > 0:
 		sendFor = time.Duration(r.end)
 	}
