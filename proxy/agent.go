@@ -83,9 +83,13 @@ func (a *agentConn) onTraffic(c gnet.Conn) gnet.Action {
 			break
 		}
 		h, err := frame.ParseHeader(hb, lim)
+		var reject error // a DATA header fine for framing whose packet breaks a limit
 		if err != nil {
-			action = a.fatal(0, err)
-			break
+			if frame.CodeOf(err).Fatal() {
+				action = a.fatal(0, err)
+				break
+			}
+			reject, h = err, frame.Header(hb[:frame.HeaderSize])
 		}
 		n := h.FrameLen()
 		if c.InboundBuffered() < n {
@@ -101,7 +105,11 @@ func (a *agentConn) onTraffic(c gnet.Conn) gnet.Action {
 			action = a.fatal(0, err)
 			break
 		}
-		action = a.handle(h, fb, payload)
+		if reject != nil {
+			action = a.rejectData(h, reject)
+		} else {
+			action = a.handle(h, fb, payload)
+		}
 		_, _ = c.Discard(n)
 	}
 	lp.flush()
@@ -149,13 +157,9 @@ func (a *agentConn) handle(h frame.Header, fb, payload []byte) gnet.Action {
 	switch h.Type() {
 	case frame.TypeData:
 		seq := h.Seq()
-		if seq != a.lastSeq+1 {
-			return a.fatal(frame.CodeBadSequence, errors.New("DATA sequence out of order"))
+		if action := a.takeSeq(seq); action != gnet.None {
+			return action
 		}
-		if seq-a.acked > a.window {
-			return a.fatal(frame.CodeWindowExceeded, errors.New("more DATA unacknowledged than the granted window"))
-		}
-		a.lastSeq = seq
 		lp.m.frames.Inc()
 		lp.m.messages.Add(int(h.Count()))
 		lp.m.bytes.Add(len(fb))
@@ -182,6 +186,34 @@ func (a *agentConn) handle(h frame.Header, fb, payload []byte) gnet.Action {
 	default:
 		return a.fatal(frame.CodeProtocol, errors.New(h.Type().String()+" is not a frame an agent may send"))
 	}
+	return gnet.None
+}
+
+// takeSeq checks a DATA sequence against the order and the window and
+// makes it the last one received.
+func (a *agentConn) takeSeq(seq uint64) gnet.Action {
+	if seq != a.lastSeq+1 {
+		return a.fatal(frame.CodeBadSequence, errors.New("DATA sequence out of order"))
+	}
+	if seq-a.acked > a.window {
+		return a.fatal(frame.CodeWindowExceeded, errors.New("more DATA unacknowledged than the granted window"))
+	}
+	a.lastSeq = seq
+	return gnet.None
+}
+
+// rejectData answers a DATA frame whose header breaks a per-packet limit
+// (too many messages, raw size too large) with a packet ERROR: the framing
+// is intact, so the connection stays.
+func (a *agentConn) rejectData(h frame.Header, err error) gnet.Action {
+	if a.state != agentReady {
+		return a.fatal(frame.CodeBadHandshake, errors.New("first frame is DATA, not HELLO"))
+	}
+	if action := a.takeSeq(h.Seq()); action != gnet.None {
+		return action
+	}
+	a.lp.m.protocolError(frame.CodeOf(err))
+	a.resolveError(h.Seq(), frame.CodeOf(err), err.Error())
 	return gnet.None
 }
 

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"sync"
@@ -180,6 +181,35 @@ func TestBadInput(t *testing.T) {
 		if err := good.WaitAck(good.LastSeq()); err != nil {
 			t.Fatalf("after %s: good agent: %v", tc.name, err)
 		}
+	}
+}
+
+// A DATA header that frames correctly but breaks a per-packet limit gets a
+// packet ERROR with its sequence, and the connection carries on.
+func TestPerPacketHeaderReject(t *testing.T) {
+	as := []*analyzer{startAnalyzer(t, "a1", "127.0.0.1:0")}
+	s := startProxy(t, as, []float64{1}, nil)
+	defer stopAll(t, s, as)
+	waitFor(t, "analyzer up", 5*time.Second, allHealthy(s, 1))
+	c, err := servertest.Dial(s.Addr().String(), "pp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	bad := c.AppendData(nil, pkt("pp", 1), false)
+	binary.BigEndian.PutUint32(bad[24:28], 20000) // count above MaxMessages; CRC covers the payload only
+	if err := c.Write(bad); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.Next()
+	if err != nil || f.Type != frame.TypeError || f.Seq != 1 || f.Code != frame.CodeTooManyMessages {
+		t.Fatalf("got %v %v, want ERROR seq=1 too_many_messages", f, err)
+	}
+	if _, err := c.Send(pkt("pp", 2), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitAck(2); err != nil {
+		t.Fatalf("connection did not carry on after a packet ERROR: %v", err)
 	}
 }
 
