@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +129,76 @@ func findLine(t *testing.T, c *cluster, body string) jsonLine {
 	}
 	t.Fatalf("no analyzer has %q", body)
 	return jsonLine{}
+}
+
+// A real rsyslogd forwards what it receives to logdist with omfwd over UDP
+// (its traditional forwarding format): every message arrives once, with
+// its facility, severity and app. Skipped where rsyslog is not installed
+// (.ci/run installs it when it runs as root).
+func TestSyslogFromRsyslog(t *testing.T) {
+	rsyslogd, err := exec.LookPath("rsyslogd")
+	if err != nil {
+		t.Skip("rsyslogd is not installed (Debian package rsyslog); skipping the rsyslog omfwd test")
+	}
+	loggerBin, err := exec.LookPath("logger")
+	if err != nil {
+		t.Skip("util-linux logger is not installed; skipping")
+	}
+	c := newCluster(t, []float64{1, 1}, "--syslog-batch-messages", "10", "--syslog-linger", "100ms")
+	_, outPort, _ := strings.Cut(c.logdist.fields["syslog"], ":")
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inPort := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "rsyslog.conf")
+	err = os.WriteFile(conf, []byte(fmt.Sprintf(`global(workDirectory=%q)
+module(load="imudp")
+input(type="imudp" address="127.0.0.1" port="%d")
+*.* action(type="omfwd" target="127.0.0.1" port="%s" protocol="udp")
+`, dir, inPort, outPort)), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(rsyslogd, "-n", "-f", conf, "-i", filepath.Join(dir, "rsyslogd.pid"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+
+	const n = 200
+	sent := 0
+	send := func(i int) {
+		out, err := exec.Command(loggerBin, "-n", "127.0.0.1", "-P", strconv.Itoa(inPort), "-d", "--rfc3164",
+			"-t", "viarsyslog", "-p", "local5.err", fmt.Sprintf("through rsyslog %d", i)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("logger: %v %s", err, out)
+		}
+	}
+	// rsyslogd needs a moment to bind: resend the first message until it
+	// comes through, then send the rest.
+	waitFor(t, "the first message through rsyslogd", 20*time.Second, func() bool {
+		send(0)
+		return len(syslogLines(t, c, "through rsyslog 0")) > 0
+	})
+	for sent = 1; sent < n; sent++ {
+		send(sent)
+	}
+	waitFor(t, "every message through rsyslogd", 20*time.Second, func() bool {
+		return len(syslogLines(t, c, "through rsyslog")) >= n
+	})
+	got := syslogLines(t, c, "through rsyslog")
+	for i := 1; i < n; i++ {
+		if k := fmt.Sprintf("through rsyslog %d", i); got[k] != 1 {
+			t.Fatalf("%q arrived %d times (rsyslogd stderr: %s)", k, got[k], stderr.String())
+		}
+	}
+	l := findLine(t, c, "through rsyslog 7")
+	if l.Facility != 21 || l.Severity != "err" || l.App != "viarsyslog" {
+		t.Fatalf("line through rsyslog: %+v", l)
+	}
 }
