@@ -70,13 +70,15 @@
 //   - HOSTNAME: the next space-separated word (a name with or without a
 //     domain, an IPv4 or IPv6 address), unless it ends with ':' or contains
 //     '[' — then the sender left the hostname out (as local-socket senders
-//     do) and the word is the tag — or it is the last word, which is the
-//     Body. A lone ":" after the hostname (Cisco ASA) is skipped.
-//   - TAG: "app[pid]:", "app:" or "app[pid]" followed by a space or the end.
+//     do) and the word is the tag — or it holds a byte outside printable
+//     ASCII, or it is the last word: then it is message text. A lone ":"
+//     after the hostname (Cisco ASA) is skipped.
+//   - TAG: "app[pid]: " or "app: " followed by at least one more byte.
 //     App is the word before '[' or ':', ProcID the text between the
-//     brackets (empty brackets give no ProcID). A word that is not shaped
-//     like that is not a tag: App stays empty and the word starts the Body.
-//     One space after the tag is dropped; the rest is the Body.
+//     brackets (no spaces; empty brackets give no ProcID). A word that is
+//     not shaped like that is not a tag: App stays empty and the word
+//     starts the Body. The one space after the tag is dropped; the rest is
+//     the Body.
 //
 // # Attributes
 //

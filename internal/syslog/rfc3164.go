@@ -57,9 +57,10 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 	// is shaped like a tag (the sender left the hostname out).
 	if !colon && m.Hostname == nil {
 		j := i
-		tagLike := false
+		tagLike, ascii := false, true
 		for j < len(b) && b[j] != ' ' {
 			tagLike = tagLike || b[j] == '['
+			ascii = ascii && b[j] > ' ' && b[j] < 0x7f
 			j++
 		}
 		k := j
@@ -67,7 +68,7 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 			k++
 		}
 		// A last word alone is the message, not a hostname.
-		if j > i && k < len(b) && !tagLike && b[j-1] != ':' {
+		if j > i && k < len(b) && ascii && !tagLike && b[j-1] != ':' {
 			m.Hostname = b[i:j:j]
 			i = k
 		}
@@ -78,7 +79,7 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 		i += 2
 	}
 
-	// TAG: "app[pid]: " or "app: ".
+	// TAG: "app[pid]: " or "app: ", followed by the message.
 	a0 := i
 	j := i
 	for j < len(b) && b[j] != ' ' && b[j] != '[' && b[j] != ':' {
@@ -96,7 +97,8 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 			j++
 		}
 	}
-	if j > a0 && j+1 < len(b) && b[j] == ':' && b[j+1] == ' ' {
+	// A tag needs a message after it: "app: " alone is message text.
+	if j > a0 && j+2 < len(b) && b[j] == ':' && b[j+1] == ' ' {
 		m.App = b[a0:a1:a1]
 		m.ProcID = sub(b, p0, p1)
 		if p1 > p0 {
