@@ -56,7 +56,8 @@
 //     authoritative / not in sync) is skipped.
 //   - TIMESTAMP: "Mmm dd hh:mm:ss" (month name in any case; day space- or
 //     zero-padded, or a bare single digit), optionally "Mmm dd yyyy
-//     hh:mm:ss", optionally with ".fraction" (1-9 digits) and a trailing
+//     hh:mm:ss", optionally with ".fraction" (1-9 digits) and, in Cisco
+//     messages (after a counter, an origin hostname, '*' or '.'), a
 //     time-zone abbreviation followed by ':' (" UTC:"; only UTC and GMT
 //     change the reading, others are ignored). Or an RFC 3339 timestamp as
 //     rsyslog forwards them (without an offset it is read in

@@ -15,7 +15,7 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 	}
 	start := i
 	host0, host1 := 0, 0
-	ts, end, colon, ok := p.timestamp(b, i)
+	ts, end, colon, ok := p.timestamp(b, i, false)
 	// Cisco IOS: "NNN: ", "NNN: NNN: ", "name: " before the timestamp.
 	for k, j := 0, i; !ok && k < maxCiscoPrefixes; k++ {
 		w0 := j
@@ -35,7 +35,7 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 		}
 		for j++; j < len(b) && b[j] == ' '; j++ {
 		}
-		ts, end, colon, ok = p.timestamp(b, j)
+		ts, end, colon, ok = p.timestamp(b, j, true)
 	}
 	if !ok {
 		if !hasPRI {
@@ -113,10 +113,13 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 // timestamp reads an RFC 3164 timestamp at b[i:], as described in the
 // package doc, and returns it in Unix nanoseconds (0 when unusable), the
 // index after it, and whether a Cisco-style ':' followed it. The
-// timestamp must be followed by a space, ':' or the end of b.
-func (p *Parser) timestamp(b []byte, i int) (ns int64, end int, colon, ok bool) {
+// timestamp must be followed by a space, ':' or the end of b. A time-zone
+// abbreviation is read only from Cisco: after a counter or origin
+// hostname (cisco), or a '*' or '.' marker; elsewhere "ABC:" is a tag.
+func (p *Parser) timestamp(b []byte, i int, cisco bool) (ns int64, end int, colon, ok bool) {
 	if i < len(b) && (b[i] == '*' || b[i] == '.') {
 		i++
+		cisco = true
 	}
 	var c civil
 	if i < len(b) && isDigit(b[i]) {
@@ -129,7 +132,7 @@ func (p *Parser) timestamp(b []byte, i int) (ns int64, end int, colon, ok bool) 
 	}
 	loc := p.loc
 	// A time-zone abbreviation and a colon: " UTC:" (Cisco).
-	if end+2 < len(b) && b[end] == ' ' && isUpper(b[end+1]) {
+	if cisco && end+2 < len(b) && b[end] == ' ' && isUpper(b[end+1]) {
 		j := end + 1
 		for j < len(b) && j-end <= 5 && isUpper(b[j]) {
 			j++
