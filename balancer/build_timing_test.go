@@ -27,9 +27,11 @@ func BenchmarkBuildSnapshot(b *testing.B) {
 				}
 				b.Run(fmt.Sprintf("%s/n=%d/%s", st, n, kind), func(b *testing.B) {
 					b.ReportAllocs()
+					cpu := startCPU()
 					for b.Loop() {
 						buildSnapshot(st, 1, ids, w, seeds)
 					}
+					cpu.report(b)
 				})
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 )
 
 var benchSizes = []int{2, 4, 16, 256}
@@ -30,6 +31,26 @@ func benchKeys() [][]byte {
 
 var benchSink int
 
+// cpuMeter reports cpu-ns/op next to ns/op: the CPU time the process spent
+// per operation. On a shared, oversubscribed machine ns/op (wall clock)
+// includes time spent waiting for a core; cpu-ns/op does not. Under
+// RunParallel it is the CPU summed over the goroutines, per operation.
+type cpuMeter struct {
+	start time.Duration
+	ok    bool
+}
+
+func startCPU() cpuMeter {
+	t, ok := processCPU()
+	return cpuMeter{t, ok}
+}
+
+func (m cpuMeter) report(b *testing.B) {
+	if t, ok := processCPU(); ok && m.ok && b.N > 0 {
+		b.ReportMetric(float64(t-m.start)/float64(b.N), "cpu-ns/op")
+	}
+}
+
 // BenchmarkPick: ns per pick for each strategy and set size, from one
 // cursor, and from one cursor per goroutine under RunParallel.
 func BenchmarkPick(b *testing.B) {
@@ -42,15 +63,18 @@ func BenchmarkPick(b *testing.B) {
 				defer c.Close()
 				b.ReportAllocs()
 				sum, i := 0, 0
+				cpu := startCPU()
 				for b.Loop() {
 					id, _ := c.Pick(keys[i&1023])
 					sum += id
 					i++
 				}
+				cpu.report(b)
 				benchSink = sum
 			})
 			b.Run(fmt.Sprintf("%s/n=%d/parallel", st, n), func(b *testing.B) {
 				b.ReportAllocs()
+				cpu := startCPU()
 				b.RunParallel(func(pb *testing.PB) {
 					c := s.NewCursor()
 					defer c.Close()
@@ -62,6 +86,7 @@ func BenchmarkPick(b *testing.B) {
 					}
 					benchSink = sum
 				})
+				cpu.report(b)
 			})
 		}
 	}
@@ -76,13 +101,16 @@ func BenchmarkPickAccount(b *testing.B) {
 			c := s.NewCursor()
 			defer c.Close()
 			b.ReportAllocs()
+			cpu := startCPU()
 			for b.Loop() {
 				id, _ := c.Pick(nil)
 				c.Account(id, 16, 4096)
 			}
+			cpu.report(b)
 		})
 		b.Run(fmt.Sprintf("swrr/n=%d/parallel", n), func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := startCPU()
 			b.RunParallel(func(pb *testing.PB) {
 				c := s.NewCursor()
 				defer c.Close()
@@ -91,6 +119,7 @@ func BenchmarkPickAccount(b *testing.B) {
 					c.Account(id, 16, 4096)
 				}
 			})
+			cpu.report(b)
 		})
 	}
 }
@@ -133,13 +162,16 @@ func BenchmarkMutexSWRR(b *testing.B) {
 		b.Run(fmt.Sprintf("n=%d/single", n), func(b *testing.B) {
 			b.ReportAllocs()
 			sum := 0
+			cpu := startCPU()
 			for b.Loop() {
 				sum += m.pick()
 			}
+			cpu.report(b)
 			benchSink = sum
 		})
 		b.Run(fmt.Sprintf("n=%d/parallel", n), func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := startCPU()
 			b.RunParallel(func(pb *testing.PB) {
 				sum := 0
 				for pb.Next() {
@@ -147,6 +179,7 @@ func BenchmarkMutexSWRR(b *testing.B) {
 				}
 				benchSink = sum
 			})
+			cpu.report(b)
 		})
 	}
 }
@@ -156,6 +189,7 @@ func BenchmarkMutexSWRR(b *testing.B) {
 func BenchmarkReport(b *testing.B) {
 	s := newTestSet(b, testConfig(SWRR, nil), benchWeights(16)...)
 	b.ReportAllocs()
+	cpu := startCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		id := 0
 		for pb.Next() {
@@ -163,4 +197,5 @@ func BenchmarkReport(b *testing.B) {
 			id = (id + 1) & 15
 		}
 	})
+	cpu.report(b)
 }
