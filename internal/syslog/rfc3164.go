@@ -74,40 +74,50 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 		}
 	}
 
+	a0, a1, p0, p1, next, ok := tag(b, i)
 	// Cisco ASA puts a lone ":" between hostname and tag.
-	if m.Hostname != nil && i+1 < len(b) && b[i] == ':' && b[i+1] == ' ' {
-		i += 2
+	if !ok && m.Hostname != nil && i+1 < len(b) && b[i] == ':' && b[i+1] == ' ' {
+		a0, a1, p0, p1, next, ok = tag(b, i+2)
 	}
-
-	// TAG: "app[pid]: " or "app: ", followed by the message.
-	a0 := i
-	j := i
-	for j < len(b) && b[j] != ' ' && b[j] != '[' && b[j] != ':' {
-		j++
-	}
-	a1, p0, p1 := j, 0, 0
-	if j > a0 && j < len(b) && b[j] == '[' {
-		p0 = j + 1
-		for j = p0; j < len(b) && b[j] != ']' && b[j] != ' '; j++ {
-		}
-		if j >= len(b) || b[j] != ']' {
-			j = a0 // not a tag
-		} else {
-			p1 = j
-			j++
-		}
-	}
-	// A tag needs a message after it: "app: " alone is message text.
-	if j > a0 && j+2 < len(b) && b[j] == ':' && b[j+1] == ' ' {
+	if ok {
 		m.App = b[a0:a1:a1]
 		m.ProcID = sub(b, p0, p1)
 		if p1 > p0 {
 			p.addNamed("procid", p0, p1)
 		}
-		i = j + 2
+		i = next
 	}
 	m.Body = b[i:]
 	return true
+}
+
+// tag reads "app[pid]: " or "app: " at b[i:], followed by at least one
+// more byte (a tag needs a message after it: "app: " alone is message
+// text). It returns the bounds of app and pid and the index after ": ".
+func tag(b []byte, i int) (a0, a1, p0, p1, next int, ok bool) {
+	a0 = i
+	j := i
+	for j < len(b) && b[j] != ' ' && b[j] != '[' && b[j] != ':' {
+		j++
+	}
+	a1 = j
+	if j == a0 {
+		return
+	}
+	if j < len(b) && b[j] == '[' {
+		p0 = j + 1
+		for j = p0; j < len(b) && b[j] != ']' && b[j] != ' '; j++ {
+		}
+		if j >= len(b) || b[j] != ']' {
+			return 0, 0, 0, 0, 0, false
+		}
+		p1 = j
+		j++
+	}
+	if j+2 < len(b) && b[j] == ':' && b[j+1] == ' ' {
+		return a0, a1, p0, p1, j + 2, true
+	}
+	return 0, 0, 0, 0, 0, false
 }
 
 // timestamp reads an RFC 3164 timestamp at b[i:], as described in the

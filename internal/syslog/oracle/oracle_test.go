@@ -24,11 +24,15 @@ import (
 //   - RFC 5424: we drop a BOM that starts MSG; go-syslog keeps it.
 //   - RFC 3164: we accept IPv6 literals as HOSTNAME; go-syslog's hostname
 //     cannot contain ':' and reads the address as message text.
+//   - RFC 3164: we skip the lone ": " Cisco ASA puts between hostname and
+//     tag ("asa01 : %ASA-6-302013: ..."); go-syslog reads ": %ASA..." as
+//     the message.
 //   - RFC 3164: a word followed only by spaces is message text for us;
 //     go-syslog takes it as HOSTNAME with a message of spaces.
 //   - RFC 3164: go-syslog's state machine sets Appname or Hostname on a
 //     partial match it then abandons (the word stays in its message); we
-//     report no tag or hostname then.
+//     report no tag or hostname then. For a would-be tag with an unclosed
+//     '[' ("app[12 text") its message stops before the '['; ours keeps it.
 //   - Inputs go-syslog rejects and we accept (not compared): RFC 5424
 //     without an offset or with ±hhmm, fractions beyond 6 digits, UTF-8 in
 //     header fields, unescaped ']' in PARAM-VALUE, malformed or missing
@@ -264,6 +268,18 @@ func compare3164(lib *rfc3164.SyslogMessage, m *syslog.Message) string {
 		}
 		if lib.Hostname != nil && m.Hostname == nil && strings.HasPrefix(*lib.Message, *lib.Hostname) {
 			lib.Hostname = nil
+		}
+	}
+	// Known difference: we skip the lone ": " Cisco ASA puts between
+	// hostname and tag and read the tag; go-syslog reads it all as message.
+	if lib.Appname == nil && m.App != nil && lib.Message != nil && strings.HasPrefix(*lib.Message, ": ") {
+		return ""
+	}
+	// Known difference (a go-syslog quirk): for a would-be tag with an
+	// unclosed '[' ("0[0"), go-syslog's message stops before the '['.
+	if lib.Message != nil && m.App == nil {
+		if msg := *lib.Message; len(msg) < len(m.Body) && string(m.Body[:len(msg)]) == msg && m.Body[len(msg)] == '[' {
+			return ""
 		}
 	}
 	return compareBase(&lib.Base, m)
