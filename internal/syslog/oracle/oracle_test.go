@@ -276,9 +276,13 @@ func compare3164(lib *rfc3164.SyslogMessage, m *syslog.Message) string {
 		return ""
 	}
 	// Known difference (a go-syslog quirk): for a would-be tag with an
-	// unclosed '[' ("0[0"), go-syslog's message stops before the '['.
+	// unclosed '[' ("0[0", "app[1 : x"), go-syslog's message stops before
+	// the '[' or starts after it, and it may report the word as Appname.
 	if lib.Message != nil && m.App == nil {
 		if msg := *lib.Message; len(msg) < len(m.Body) && string(m.Body[:len(msg)]) == msg && m.Body[len(msg)] == '[' {
+			return ""
+		}
+		if lib.Appname != nil && bytes.HasPrefix(m.Body, []byte(*lib.Appname+"[")) {
 			return ""
 		}
 	}
