@@ -64,7 +64,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "logbench: %v\n", err)
 		return 1
 	}
-	if res.Unresolved > 0 || (cfg.Packets > 0 && res.PacketsAcked == 0) {
+	if cfg.Conns > 0 && res.PacketsAcked == 0 {
+		fmt.Fprintf(stderr, "logbench: no packet was acknowledged (last error: %s)\n", res.LastError)
+		return 1
+	}
+	if res.Unresolved > 0 {
 		fmt.Fprintf(stderr, "logbench: %d packets were never resolved\n", res.Unresolved)
 		return 1
 	}
