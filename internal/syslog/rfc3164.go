@@ -97,7 +97,7 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 func tag(b []byte, i int) (a0, a1, p0, p1, next int, ok bool) {
 	a0 = i
 	j := i
-	for j < len(b) && b[j] != ' ' && b[j] != '[' && b[j] != ':' {
+	for j < len(b) && b[j] > ' ' && b[j] < 0x7f && b[j] != '[' && b[j] != ':' {
 		j++
 	}
 	a1 = j
@@ -106,7 +106,7 @@ func tag(b []byte, i int) (a0, a1, p0, p1, next int, ok bool) {
 	}
 	if j < len(b) && b[j] == '[' {
 		p0 = j + 1
-		for j = p0; j < len(b) && b[j] != ']' && b[j] != ' '; j++ {
+		for j = p0; j < len(b) && b[j] != ']' && b[j] != '[' && (b[j] >= ' ' || b[j] == '\t') && b[j] != 0x7f; j++ {
 		}
 		if j >= len(b) || b[j] != ']' {
 			return 0, 0, 0, 0, 0, false
