@@ -45,6 +45,7 @@ type config struct {
 	idleConns   int
 	install     bool
 	out         string
+	cpuProfile  time.Duration
 }
 
 func main() {
@@ -61,6 +62,7 @@ func main() {
 	fs.StringSliceVar(&cfg.profiles, "profiles", []string{"baseline", "spike", "sustained", "variable"}, "load profiles to run through logdist (empty: none)")
 	fs.IntVar(&cfg.idleConns, "idle-conns", 10000, "idle agent connections for the memory measurement (0: skip)")
 	fs.BoolVar(&cfg.install, "install-haproxy", true, "as root, apt-get install haproxy when it is missing")
+	fs.DurationVar(&cfg.cpuProfile, "cpu-profile", 10*time.Second, "take a CPU profile of logdist this long under full load and print its top costs (needs go on PATH; 0: skip)")
 	fs.StringVar(&cfg.out, "out", "", "also write the report to this file (default \"\": stdout only)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
@@ -129,6 +131,13 @@ func run(ctx context.Context, cfg config) error {
 			rep.tput = append(rep.tput, m)
 			logf("throughput round %d/%d %-8s %9.0f packets/s  p99 %.2f ms  cpu/pkt %s", r+1, cfg.rounds, path, m.res.PacketsPerSec, m.res.LatencyMs.P99, m.cpuPerPacketString())
 		}
+	}
+	if cfg.cpuProfile > 0 {
+		top, err := sys.cpuProfileTop(ctx, cfg.cpuProfile)
+		if err != nil {
+			logf("CPU profile skipped: %v", err)
+		}
+		rep.profileTop = top
 	}
 	direct := median(rep.values("direct", func(m measurement) float64 { return m.res.PacketsPerSec }))
 	rep.latRate = float64(int64(direct / 2))

@@ -18,6 +18,8 @@ type report struct {
 	latRate  float64
 	profiles []profileRun
 	idle     *idleResult
+	// profileTop is go tool pprof -top of logdist under full load.
+	profileTop string
 	// logdist's missed heartbeats and lost analyzer connections, before
 	// and after the throughput and latency rounds.
 	missed0, lost0, missed1, lost1 float64
@@ -160,6 +162,9 @@ func (r *report) write(w io.Writer) {
 	}
 	pf("\n")
 
+	if r.profileTop != "" {
+		pf("### logdist CPU profile under full load (%v, while logbench sends as fast as the window allows)\n\n```\n%s```\n\n", c.cpuProfile, r.profileTop)
+	}
 	if len(r.profiles) > 0 {
 		pf("### Load profiles through logdist (--scale %g: rates ×%g, durations ÷%g)\n\n", c.scale, c.scale, c.scale)
 		pf("| profile | length s | scheduled | acked | mean packets/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | busy | max share error |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")

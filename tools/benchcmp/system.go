@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -352,4 +353,34 @@ func measureIdle(ctx context.Context, cfg config) (*idleResult, error) {
 		}
 	}
 	return r, nil
+}
+
+// cpuProfileTop loads logdist as fast as the window allows and returns
+// `go tool pprof -top` of a CPU profile taken in the middle of the run.
+func (s *system) cpuProfileTop(ctx context.Context, d time.Duration) (string, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("no go command on PATH for go tool pprof")
+	}
+	load := make(chan error, 1)
+	go func() {
+		_, err := s.logbench(ctx, d+2*time.Minute, "--target", s.logdist.fields["listen"], "--conns", strconv.Itoa(s.cfg.conns),
+			"--window", strconv.Itoa(s.cfg.window), "--duration", (d + 6*time.Second).String())
+		load <- err
+	}()
+	// logbench builds its packets first (about 2 s on 2 busy cores).
+	select {
+	case <-time.After(4 * time.Second):
+	case err := <-load:
+		return "", fmt.Errorf("load for the profile: %v", err)
+	}
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.logdist.fields["admin"], int(d.Seconds()))
+	out, perr := runCmd(ctx, goBin, "tool", "pprof", "-top", "-nodecount=25", url)
+	if err := <-load; err != nil && perr == nil {
+		return "", fmt.Errorf("load for the profile: %v", err)
+	}
+	if perr != nil {
+		return "", perr
+	}
+	return "go tool pprof -top " + url + "\n" + string(out), nil
 }
