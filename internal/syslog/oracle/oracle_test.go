@@ -276,13 +276,12 @@ func compare3164(lib *rfc3164.SyslogMessage, m *syslog.Message) string {
 		return ""
 	}
 	// Known difference (a go-syslog quirk): for a would-be tag with an
-	// unclosed '[' ("0[0", "app[1 : x"), go-syslog's message stops before
-	// the '[' or starts after it, and it may report the word as Appname.
-	if lib.Message != nil && m.App == nil {
-		if msg := *lib.Message; len(msg) < len(m.Body) && string(m.Body[:len(msg)]) == msg && m.Body[len(msg)] == '[' {
-			return ""
-		}
-		if lib.Appname != nil && bytes.HasPrefix(m.Body, []byte(*lib.Appname+"[")) {
+	// unclosed '[' ("0[0", "0[00", "app[1 : x"), go-syslog's message stops
+	// before the '[' or starts after it, and it may report the word as
+	// Appname. We read no tag and keep the whole text.
+	if m.App == nil {
+		word, _, _ := bytes.Cut(m.Body, []byte(" "))
+		if bytes.IndexByte(word, '[') >= 0 {
 			return ""
 		}
 	}
