@@ -35,9 +35,11 @@
 // # RFC 5424
 //
 // "-" (NILVALUE) in any header field leaves the field empty. TIMESTAMP is
-// RFC 3339 with 'T' (or 't'), 1-9 fraction digits (RFC 5424 allows 6; more
-// are accepted and kept to the nanosecond), and 'Z' or ±hh:mm (±hhmm is
-// accepted too). Field lengths (255/48/128/32) are not enforced and bytes
+// RFC 3339 with 'T' (or 't'), any number of fraction digits (RFC 5424
+// allows 6; the first 9 are kept, to the nanosecond), and 'Z' or ±hh:mm
+// (±hhmm is accepted too; without an offset the time is read in
+// Config.Location). A date that does not exist (Feb 30, month 13) makes
+// the header malformed. Field lengths (255/48/128/32) are not enforced and bytes
 // above 126 are accepted in header fields, so UTF-8 hostnames survive.
 // STRUCTURED-DATA is "-" or one or more [SD-ID PARAM="VALUE" ...] elements;
 // in values the escapes \" \\ \] are unescaped and any other backslash is
@@ -48,7 +50,8 @@
 //
 // # RFC 3164
 //
-// After the PRI the parser accepts, in order:
+// After the PRI (and any spaces) the parser accepts, in order, with any
+// run of spaces between the parts:
 //   - Cisco IOS prefixes: up to two "NNN: " counters (message counter and
 //     service sequence number, also the empty ": " of a disabled counter),
 //     and an origin hostname "name: " — only when a timestamp follows.
@@ -56,7 +59,7 @@
 //     authoritative / not in sync) is skipped.
 //   - TIMESTAMP: "Mmm dd hh:mm:ss" (month name in any case; day space- or
 //     zero-padded, or a bare single digit), optionally "Mmm dd yyyy
-//     hh:mm:ss", optionally with ".fraction" (1-9 digits) and, in Cisco
+//     hh:mm:ss", optionally with ".fraction" (kept to the ns) and, in Cisco
 //     messages (after a counter, an origin hostname, '*' or '.'), a
 //     time-zone abbreviation followed by ':' (" UTC:"; only UTC and GMT
 //     change the reading, others are ignored). Or an RFC 3339 timestamp as
@@ -66,14 +69,14 @@
 //     Config.Now and at most 334 days before it (a December message read
 //     in January belongs to the previous year, a January message read in
 //     late December to the next; Feb 29 in a year without one becomes
-//     Mar 1). A timestamp
-//     followed by ':' (Cisco) is followed by no hostname.
+//     Mar 1). A timestamp followed by ':' (Cisco) is followed by no
+//     hostname. A timestamp int64 nanoseconds cannot hold gives 0.
 //   - HOSTNAME: the next space-separated word (a name with or without a
 //     domain, an IPv4 or IPv6 address), unless it ends with ':' or contains
 //     '[' — then the sender left the hostname out (as local-socket senders
 //     do) and the word is the tag — or it holds a byte outside printable
-//     ASCII, or it is the last word: then it is message text. A lone ":"
-//     after the hostname (Cisco ASA) is skipped.
+//     ASCII, or it is the last word: then it is message text. A lone ": "
+//     after the hostname (Cisco ASA) is skipped when a tag follows it.
 //   - TAG: "app[pid]: " or "app: " followed by at least one more byte.
 //     App is the word before '[' or ':' (printable ASCII, as in RFC 3164),
 //     ProcID the text between the brackets (no brackets or control
