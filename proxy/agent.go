@@ -112,7 +112,7 @@ func (a *agentConn) onTraffic(c gnet.Conn) gnet.Action {
 		}
 		_, _ = c.Discard(n)
 	}
-	lp.flush()
+	lp.requestFlush()
 	if action == gnet.Close {
 		a.closed = true
 	}

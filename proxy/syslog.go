@@ -126,7 +126,7 @@ func (lp *loop) onDatagram(c gnet.Conn) {
 	if int(b.b.Count()) >= s.cfg.SyslogBatchMessages {
 		lp.sealBatch(b)
 	}
-	lp.flush()
+	lp.requestFlush()
 }
 
 func (lp *loop) openBatch(addr netip.Addr) *syslogBatch {

@@ -253,7 +253,7 @@ func (u *upstream) onTraffic(c gnet.Conn) gnet.Action {
 		_, _ = c.Discard(n)
 	}
 	u.fill()
-	lp.flush()
+	lp.requestFlush()
 	return action
 }
 
