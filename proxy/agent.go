@@ -33,13 +33,12 @@ type agentConn struct {
 	// acked passes them.
 	resolved []bool
 
-	out     []byte // frames waiting for the next flush (BUSY, ERROR, PONG, GOAWAY)
-	dirty   bool
-	goaway  bool
-	closed  bool
-	opened  int64
-	lastIn  int64
-	errSeen frame.Code
+	out    []byte // frames waiting for the next flush (BUSY, ERROR, PONG, GOAWAY)
+	dirty  bool
+	goaway bool
+	closed bool
+	opened int64
+	lastIn int64
 }
 
 func (lp *loop) openAgent(c gnet.Conn) (out []byte, action gnet.Action) {

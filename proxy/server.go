@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -388,5 +387,3 @@ func inspectName(i Inspect) string {
 	}
 	return "header"
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

@@ -68,7 +68,7 @@ type upstream struct {
 	// PING whose PONG is late is not counted as missed if other frames
 	// (ACKs) arrived after it: the analyzer is busy, not dead — an
 	// analyzer answers PINGs in order, behind the DATA it is processing.
-	lastRx int64
+	lastRx    int64
 	redialAt  int64
 	backoff   time.Duration
 	lastError string

@@ -63,7 +63,7 @@ func run(target, admin string, count, rate int) error {
 				return fmt.Errorf("after %d datagrams: %w", sent, err)
 			}
 		}
-		if sleep := start.Add(time.Duration(float64(sent)/float64(rate)*1e9)).Sub(time.Now()); sleep > 0 {
+		if sleep := time.Until(start.Add(time.Duration(float64(sent) / float64(rate) * 1e9))); sleep > 0 {
 			time.Sleep(sleep)
 		}
 	}
