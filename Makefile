@@ -22,7 +22,7 @@ test: vet
 
 test-race: test
 
-## test-short: the suite without -race and without the slow end-to-end cases.
+## test-short: the same suite without the race detector (faster).
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
