@@ -79,7 +79,7 @@
 //     after the hostname (Cisco ASA) is skipped when a tag follows it.
 //   - TAG: "app[pid]: " or "app: " followed by at least one more byte.
 //     App is the word before '[' or ':' (printable ASCII, as in RFC 3164),
-//     ProcID the text between the brackets (no brackets or control
+//     ProcID the text between the brackets (no brackets, spaces or control
 //     characters; empty brackets give no ProcID). A word that is
 //     not shaped like that is not a tag: App stays empty and the word
 //     starts the Body. The one space after the tag is dropped; the rest is

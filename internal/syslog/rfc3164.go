@@ -106,7 +106,7 @@ func tag(b []byte, i int) (a0, a1, p0, p1, next int, ok bool) {
 	}
 	if j < len(b) && b[j] == '[' {
 		p0 = j + 1
-		for j = p0; j < len(b) && b[j] != ']' && b[j] != '[' && (b[j] >= ' ' || b[j] == '\t') && b[j] != 0x7f; j++ {
+		for j = p0; j < len(b) && b[j] != ']' && b[j] != '[' && b[j] > ' ' && b[j] != 0x7f; j++ {
 		}
 		if j >= len(b) || b[j] != ']' {
 			return 0, 0, 0, 0, 0, false

@@ -33,6 +33,8 @@ import (
 //     partial match it then abandons (the word stays in its message); we
 //     report no tag or hostname then. For a would-be tag with an unclosed
 //     '[' ("app[12 text") its message stops before the '['; ours keeps it.
+//   - RFC 3164: go-syslog accepts spaces in the pid ("app[1 2]: x"); we
+//     read no tag then, and keep the text as message.
 //   - Inputs go-syslog rejects and we accept (not compared): RFC 5424
 //     without an offset or with ±hhmm, fractions beyond 6 digits, UTF-8 in
 //     header fields, unescaped ']' in PARAM-VALUE, malformed or missing
@@ -278,7 +280,9 @@ func compare3164(lib *rfc3164.SyslogMessage, m *syslog.Message) string {
 	// Known difference (a go-syslog quirk): for a would-be tag with an
 	// unclosed '[' ("0[0", "0[00", "app[1 : x"), go-syslog's message stops
 	// before the '[' or starts after it, and it may report the word as
-	// Appname. We read no tag and keep the whole text.
+	// Appname. We read no tag and keep the whole text. This also covers
+	// pids with spaces ("app[1 2]: x", "0[ ]: 0"), which go-syslog accepts
+	// (as ProcID, or as a hostname "0[" and a tag "]") and we do not.
 	if m.App == nil {
 		word, _, _ := bytes.Cut(m.Body, []byte(" "))
 		if bytes.IndexByte(word, '[') >= 0 {
