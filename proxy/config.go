@@ -100,6 +100,10 @@ type Config struct {
 	// SyslogUDP is the UDP address syslog senders (RFC 3164 and 5424) send
 	// datagrams to, e.g. ":5514"; empty disables UDP syslog.
 	SyslogUDP string
+	// SyslogTCP is the TCP address for syslog streams framed as RFC 6587
+	// (octet counting or newline), e.g. ":5514"; empty disables it. Its port
+	// must differ from Listen's.
+	SyslogTCP string
 	// SyslogBatchMessages closes a syslog batch into a packet at this many
 	// messages.
 	SyslogBatchMessages int
@@ -219,8 +223,17 @@ func (c *Config) Validate() error {
 	if c.BusyRetryAfter < 0 || c.BusyRetryAfter > time.Hour {
 		return bad("busy retry-after %v not in [0, 1h]", c.BusyRetryAfter)
 	}
-	if c.SyslogUDP != "" {
-		if _, _, err := net.SplitHostPort(c.SyslogUDP); err != nil {
+	if c.SyslogTCP != "" {
+		_, p, err := net.SplitHostPort(c.SyslogTCP)
+		if err != nil {
+			return bad("syslog tcp address %q: %v", c.SyslogTCP, err)
+		}
+		if _, lp, _ := net.SplitHostPort(c.Listen); lp == p && p != "0" {
+			return bad("syslog tcp address %q uses the agent port of %q", c.SyslogTCP, c.Listen)
+		}
+	}
+	if c.SyslogUDP != "" || c.SyslogTCP != "" {
+		if _, _, err := net.SplitHostPort(c.SyslogUDP); c.SyslogUDP != "" && err != nil {
 			return bad("syslog udp address %q: %v", c.SyslogUDP, err)
 		}
 		if c.SyslogBatchMessages < 1 || uint32(c.SyslogBatchMessages) > c.Limits.MaxMessages {

@@ -34,8 +34,12 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if h.udp {
 		return nil, gnet.None
 	}
-	h.s.accepted.Add(1)
 	lp := h.s.loopFor(c.EventLoop(), false)
+	if h.s.isSyslogTCP(c) {
+		lp.openSyslogConn(c)
+		return nil, gnet.None
+	}
+	h.s.accepted.Add(1)
 	return lp.openAgent(c)
 }
 
@@ -44,6 +48,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	case *agentConn:
 		return x.onTraffic(c)
 	case *upstream:
+		return x.onTraffic(c)
+	case *syslogConn:
 		return x.onTraffic(c)
 	}
 	if h.udp {
@@ -61,6 +67,8 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		if x.c == c {
 			x.onClose(err)
 		}
+	case *syslogConn:
+		x.lp.m.syslogTCPConns.Add(-1)
 	}
 	return gnet.None
 }

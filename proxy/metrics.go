@@ -48,6 +48,9 @@ type loopMetrics struct {
 	syslogFormat                   [3]*metrics.Counter // by syslog.Format
 	syslogBatches, syslogMessages  *metrics.Counter
 	syslogDropped, syslogForwarded *metrics.Counter
+	syslogTCPMessages              *metrics.Counter
+	syslogTCPFraming               *metrics.Counter
+	syslogTCPConns                 atomic.Int64
 }
 
 const ackSample = 32
@@ -90,6 +93,9 @@ func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
 	m.syslogMessages = c("logdist_syslog_batched_messages_total")
 	m.syslogDropped = c("logdist_syslog_dropped_packets_total")
 	m.syslogForwarded = c("logdist_syslog_forwarded_messages_total")
+	m.syslogTCPMessages = c("logdist_syslog_tcp_messages_total")
+	m.syslogTCPFraming = c("logdist_syslog_tcp_framing_errors_total")
+	set.GetOrCreateGauge(`logdist_syslog_tcp_connections{`+l+`}`, func() float64 { return float64(m.syslogTCPConns.Load()) })
 	set.GetOrCreateGauge(`logdist_agent_connections{`+l+`}`, func() float64 { return float64(m.agentConns.Load()) })
 	set.GetOrCreateGauge(`logdist_queue_oldest_age_seconds{`+l+`}`, func() float64 { return float64(m.oldestQueuedNs.Load()) / 1e9 })
 	return m

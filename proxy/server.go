@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,15 +51,17 @@ type Server struct {
 	mset *metrics.Set
 	m    *serverMetrics
 
-	eng      gnet.Engine
-	addr     net.Addr
-	runErr   chan error
-	udpEng   gnet.Engine // the syslog engine, when SyslogUDP is set
-	udpAddr  *net.UDPAddr
-	udpErr   chan error
-	draining atomic.Bool
-	accepted atomic.Int64 // agent connections opened, ever
-	stopOnce sync.Once
+	eng     gnet.Engine
+	addr    net.Addr
+	runErr  chan error
+	udpEng  gnet.Engine // the syslog engine, when SyslogUDP is set
+	udpAddr *net.UDPAddr
+	// syslogTCPAddr is the bound TCP syslog listener, when SyslogTCP is set.
+	syslogTCPAddr *net.TCPAddr
+	udpErr        chan error
+	draining      atomic.Bool
+	accepted      atomic.Int64 // agent connections opened, ever
+	stopOnce      sync.Once
 
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loop
@@ -129,6 +132,16 @@ func (s *Server) Addr() net.Addr { return s.addr }
 // Start listens and runs the event loops in the background. It returns
 // once the listener is bound, or with the reason it could not be.
 func (s *Server) Start() error {
+	if s.cfg.SyslogTCP != "" {
+		// The port is fixed before the engine starts, so that the loops,
+		// which tell syslog connections from agents by it, never see it
+		// change.
+		ta, err := reservePort("tcp", s.cfg.SyslogTCP)
+		if err != nil {
+			return fmt.Errorf("proxy: cannot listen for syslog on tcp %s: %w", s.cfg.SyslogTCP, err)
+		}
+		s.syslogTCPAddr = ta.(*net.TCPAddr)
+	}
 	h := &handler{s: s, booted: make(chan struct{})}
 	opts := []gnet.Option{
 		gnet.WithMulticore(true),
@@ -140,7 +153,11 @@ func (s *Server) Start() error {
 		gnet.WithLoadBalancing(gnet.RoundRobin),
 	}
 	go func() {
-		err := gnet.Run(h, "tcp://"+s.cfg.Listen, opts...)
+		addrs := []string{"tcp://" + s.cfg.Listen}
+		if s.syslogTCPAddr != nil {
+			addrs = append(addrs, "tcp://"+s.syslogTCPAddr.String())
+		}
+		err := gnet.Rotate(h, addrs, opts...)
 		s.runErr <- err
 	}()
 	select {
@@ -151,12 +168,15 @@ func (s *Server) Start() error {
 		}
 		return fmt.Errorf("proxy: cannot listen on %s: %w", s.cfg.Listen, err)
 	}
-	addr, err := listenerAddr(s.eng)
+	addr, err := listenerAddr(s.eng, s.cfg.Listen)
 	if err != nil {
 		_ = s.eng.Stop(context.Background())
 		return fmt.Errorf("proxy: cannot read the bound address of %s: %w", s.cfg.Listen, err)
 	}
 	s.addr = addr
+	if s.syslogTCPAddr != nil {
+		s.log.Info("listening for syslog", "addr", "tcp://"+s.syslogTCPAddr.String())
+	}
 	if s.cfg.SyslogUDP != "" {
 		if err := s.startSyslogUDP(); err != nil {
 			_ = s.eng.Stop(context.Background())
@@ -171,11 +191,41 @@ func (s *Server) Start() error {
 	return nil
 }
 
+// reservePort resolves addr, and when its port is 0 asks the kernel for a
+// free one (bind, read, close) so that a listener gnet opens later gets a
+// known port.
+func reservePort(network, addr string) (net.Addr, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if port != "0" {
+		if network == "udp" {
+			return net.ResolveUDPAddr(network, addr)
+		}
+		return net.ResolveTCPAddr(network, addr)
+	}
+	if network == "udp" {
+		pc, err := net.ListenPacket(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		defer pc.Close()
+		return net.ResolveUDPAddr(network, net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)))
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	return net.ResolveTCPAddr(network, net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)))
+}
+
 // listenerAddr reads the bound address from a duplicate of the listener's
 // socket (gnet does not expose it; with port 0 it is the only way to learn
 // the port).
-func listenerAddr(eng gnet.Engine) (net.Addr, error) {
-	fd, err := eng.Dup()
+func listenerAddr(eng gnet.Engine, addr string) (net.Addr, error) {
+	fd, err := eng.DupListener("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -228,6 +278,36 @@ func (s *Server) loopCount() int {
 	return len(s.order)
 }
 
+// isSyslogTCP reports whether an accepted connection came in on the TCP
+// syslog listener (the ports differ: Validate sees to it). It asks the
+// socket: gnet reports the listener's configured address as the local
+// one, which says port 0 when the port was picked by the kernel. One
+// system call per accepted connection, not per packet.
+func (s *Server) isSyslogTCP(c gnet.Conn) bool {
+	if s.syslogTCPAddr == nil {
+		return false
+	}
+	sa, err := syscall.Getsockname(c.Fd())
+	if err != nil {
+		return false
+	}
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return a.Port == s.syslogTCPAddr.Port
+	case *syscall.SockaddrInet6:
+		return a.Port == s.syslogTCPAddr.Port
+	}
+	return false
+}
+
+// SyslogTCPAddr returns the TCP syslog address, or nil when disabled.
+func (s *Server) SyslogTCPAddr() net.Addr {
+	if s.syslogTCPAddr == nil {
+		return nil
+	}
+	return s.syslogTCPAddr
+}
+
 // loopFast returns the state of a syslog loop without locking, creating it
 // the first time.
 func (s *Server) loopFast(el gnet.EventLoop) *loop {
@@ -277,7 +357,7 @@ func (s *Server) tickInterval() time.Duration {
 	if d > 50*time.Millisecond {
 		d = 50 * time.Millisecond
 	}
-	if s.cfg.SyslogUDP != "" && d > s.cfg.SyslogLinger {
+	if (s.cfg.SyslogUDP != "" || s.cfg.SyslogTCP != "") && d > s.cfg.SyslogLinger {
 		d = s.cfg.SyslogLinger // batches close on time
 	}
 	if d < time.Millisecond {

@@ -66,8 +66,6 @@ func newSyslogIngest(s *Server) *syslogIngest {
 
 // onDatagram handles one datagram on loop lp.
 func (lp *loop) onDatagram(c gnet.Conn) {
-	s := lp.s
-	si := lp.syslog
 	data, _ := c.Next(-1)
 	m := lp.m
 	m.syslogDatagrams.Inc()
@@ -79,6 +77,21 @@ func (lp *loop) onDatagram(c gnet.Conn) {
 		m.syslogEmpty.Inc()
 		return
 	}
+	var addr netip.Addr
+	if ua, ok := c.RemoteAddr().(*net.UDPAddr); ok {
+		addr = ua.AddrPort().Addr().Unmap()
+	}
+	lp.ingestSyslog(data, addr)
+	lp.requestFlush()
+}
+
+// ingestSyslog parses one syslog message (a datagram, or one RFC 6587
+// frame from a TCP stream) and appends it to its sender's batch. data is
+// only read during the call.
+func (lp *loop) ingestSyslog(data []byte, addr netip.Addr) {
+	s := lp.s
+	si := lp.syslog
+	m := lp.m
 	format := si.parser.Parse(data, &si.msg)
 	m.syslogFormat[format].Inc()
 	fm := &si.fm
@@ -109,10 +122,6 @@ func (lp *loop) onDatagram(c gnet.Conn) {
 		}
 	}
 
-	var addr netip.Addr
-	if ua, ok := c.RemoteAddr().(*net.UDPAddr); ok {
-		addr = ua.AddrPort().Addr().Unmap()
-	}
 	b := si.batches[addr]
 	size := frame.MessageSize(fm)
 	if b != nil && b.b.Len()+size > s.cfg.SyslogBatchBytes {
@@ -126,7 +135,6 @@ func (lp *loop) onDatagram(c gnet.Conn) {
 	if int(b.b.Count()) >= s.cfg.SyslogBatchMessages {
 		lp.sealBatch(b)
 	}
-	lp.requestFlush()
 }
 
 func (lp *loop) openBatch(addr netip.Addr) *syslogBatch {
@@ -208,18 +216,13 @@ func clipField(b []byte, n int) []byte {
 
 // startSyslogUDP runs the UDP engine and waits until it is bound.
 func (s *Server) startSyslogUDP() error {
-	addr := s.cfg.SyslogUDP
-	host, port, _ := net.SplitHostPort(addr)
-	if port == "0" {
-		// With SO_REUSEPORT each loop binds its own socket: port 0 would
-		// give each a different port. Pick one free port for all.
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return fmt.Errorf("proxy: cannot listen for syslog on udp %s: %w", addr, err)
-		}
-		addr = net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
-		pc.Close()
+	// With SO_REUSEPORT each loop binds its own socket: port 0 would give
+	// each a different port. Pick one free port for all.
+	ra, err := reservePort("udp", s.cfg.SyslogUDP)
+	if err != nil {
+		return fmt.Errorf("proxy: cannot listen for syslog on udp %s: %w", s.cfg.SyslogUDP, err)
 	}
+	addr := ra.String()
 	h := &handler{s: s, udp: true, booted: make(chan struct{})}
 	go func() {
 		err := gnet.Run(h, "udp://"+addr,
@@ -240,10 +243,7 @@ func (s *Server) startSyslogUDP() error {
 		}
 		return fmt.Errorf("proxy: cannot listen for syslog on udp %s: %w", addr, err)
 	}
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return err
-	}
+	ua := ra.(*net.UDPAddr)
 	s.udpAddr = ua
 	s.mset.GetOrCreateGauge("logdist_syslog_kernel_drops_total", s.kernelDrops)
 	s.log.Info("listening for syslog", "addr", "udp://"+ua.String())
@@ -298,14 +298,13 @@ func (s *Server) flushSyslog() {
 	done := make(chan struct{}, len(loops))
 	n := 0
 	for _, lp := range loops {
-		if lp.syslog == nil {
-			continue
-		}
 		n++
 		err := lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			lp.clock()
-			lp.sealOld(lp.now, true)
-			lp.flush()
+			if lp.syslog != nil { // read on the loop: TCP syslog sets it there
+				lp.clock()
+				lp.sealOld(lp.now, true)
+				lp.flush()
+			}
 			done <- struct{}{}
 			return nil
 		}))

@@ -113,3 +113,60 @@ func TestSyslogBadDatagrams(t *testing.T) {
 		}
 	}
 }
+
+// TCP syslog (RFC 6587): octet-counted and newline-framed messages arrive;
+// a malformed octet count closes that connection only.
+func TestSyslogTCP(t *testing.T) {
+	col := &collector{agents: map[string]int{}}
+	cfg := server.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Logger = testLogger(t)
+	srv, err := server.New(cfg, col)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	s := startProxy(t, nil, nil, func(c *proxy.Config) {
+		c.Analyzers = []proxy.AnalyzerConfig{{Name: "c", Addr: srv.Addr().String(), Weight: 1}}
+		c.SyslogTCP = "127.0.0.1:0"
+		c.SyslogLinger = 2 * time.Millisecond
+	})
+	defer s.Stop(context.Background())
+	waitFor(t, "analyzer up", 5*time.Second, allHealthy(s, 1))
+	conn, err := net.Dial("tcp", s.SyslogTCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	m1 := "<13>Nov 26 21:00:00 web-1 app[1]: octet counted"
+	m2 := "<13>Nov 26 21:00:00 web-1 app[1]: newline framed"
+	if _, err := fmt.Fprintf(conn, "%d %s%s\n", len(m1), m1, m2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "2 messages", 10*time.Second, func() bool { return col.count() >= 2 })
+	col.mu.Lock()
+	got := strings.Join(col.bodies, "|")
+	col.mu.Unlock()
+	if got != "octet counted|newline framed" && got != "newline framed|octet counted" {
+		t.Fatalf("bodies %q", got)
+	}
+	bad, err := net.Dial("tcp", s.SyslogTCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if _, err := bad.Write([]byte("99999999 overlong count")); err != nil {
+		t.Fatal(err)
+	}
+	bad.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := bad.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection with a malformed octet count still open")
+	}
+	if _, err := fmt.Fprintf(conn, "%s\n", m2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the good connection still works", 10*time.Second, func() bool { return col.count() >= 3 })
+}

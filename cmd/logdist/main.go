@@ -80,7 +80,11 @@ func run(args []string) int {
 	if a := srv.SyslogAddr(); a != nil {
 		syslogAddr = a.String()
 	}
-	fmt.Fprintf(os.Stderr, "logdist ready listen=%s admin=%s syslog=%s\n", srv.Addr(), addrOf(adminLn), syslogAddr)
+	syslogTCP := ""
+	if a := srv.SyslogTCPAddr(); a != nil {
+		syslogTCP = a.String()
+	}
+	fmt.Fprintf(os.Stderr, "logdist ready listen=%s admin=%s syslog=%s syslog_tcp=%s\n", srv.Addr(), addrOf(adminLn), syslogAddr, syslogTCP)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -149,6 +153,7 @@ func parseFlags(args []string) (proxy.Config, string, bool, *slog.Logger, error)
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "close agent connections that send no HELLO within this time")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close agent connections silent for this long")
 	fs.StringVar(&cfg.SyslogUDP, "syslog-udp", cfg.SyslogUDP, "UDP address for syslog datagrams (RFC 3164/5424); empty disables")
+	fs.StringVar(&cfg.SyslogTCP, "syslog-tcp", cfg.SyslogTCP, "TCP address for syslog streams (RFC 6587 octet counting or newline framing); empty disables")
 	fs.IntVar(&cfg.SyslogBatchMessages, "syslog-batch-messages", cfg.SyslogBatchMessages, "syslog messages per packet at most")
 	fs.IntVar(&cfg.SyslogBatchBytes, "syslog-batch-bytes", cfg.SyslogBatchBytes, "raw bytes per syslog packet at most")
 	fs.DurationVar(&cfg.SyslogLinger, "syslog-linger", cfg.SyslogLinger, "longest a syslog message waits for its batch to fill")

@@ -202,3 +202,35 @@ input(type="imudp" address="127.0.0.1" port="%d")
 		t.Fatalf("line through rsyslog: %+v", l)
 	}
 }
+
+// util-linux logger over TCP with RFC 6587 octet counting, to --syslog-tcp.
+func TestSyslogTCPFromLogger(t *testing.T) {
+	loggerBin, err := exec.LookPath("logger")
+	if err != nil {
+		t.Skip("util-linux logger is not installed (Debian package bsdutils); skipping")
+	}
+	c := newCluster(t, []float64{1, 1}, "--syslog-tcp", "127.0.0.1:0", "--syslog-batch-messages", "10", "--syslog-linger", "50ms")
+	host, port, _ := strings.Cut(c.logdist.fields["syslog_tcp"], ":")
+	const n = 300
+	var lines strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&lines, "tcp octet-counted %d\n", i)
+	}
+	cmd := exec.Command(loggerBin, "-n", host, "-P", port, "-T", "--octet-count", "--rfc5424", "-t", "tcpapp", "-p", "daemon.info")
+	cmd.Stdin = strings.NewReader(lines.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("logger: %v: %s", err, out)
+	}
+	waitFor(t, "every TCP syslog message", 20*time.Second, func() bool {
+		return len(syslogLines(t, c, "tcp octet-counted")) >= n
+	})
+	got := syslogLines(t, c, "tcp octet-counted")
+	for i := 0; i < n; i++ {
+		if k := fmt.Sprintf("tcp octet-counted %d", i); got[k] != 1 {
+			t.Fatalf("%q arrived %d times", k, got[k])
+		}
+	}
+	if l := findLine(t, c, "tcp octet-counted 3"); l.Facility != 3 || l.Severity != "info" || l.App != "tcpapp" {
+		t.Fatalf("line: %+v", l)
+	}
+}
