@@ -34,16 +34,9 @@ func (c *collector) HandlePacket(_ context.Context, _ *server.Meta, p *frame.Pac
 	return nil
 }
 
-func (c *collector) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.bodies)
-}
-
-// Bad datagrams — empty, 64 KiB of garbage, invalid UTF-8, NUL bytes,
-// absurd PRI — never crash anything: each is counted and, unless empty,
-// carried as a raw message; good ones arrive parsed.
-func TestSyslogBadDatagrams(t *testing.T) {
+// startCollector starts an in-process analyzer that keeps every body.
+func startCollector(t *testing.T) (*collector, *server.Server) {
+	t.Helper()
 	col := &collector{agents: map[string]int{}}
 	cfg := server.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
@@ -56,6 +49,20 @@ func TestSyslogBadDatagrams(t *testing.T) {
 		t.Fatal(err)
 	}
 	col.srv = srv
+	return col, srv
+}
+
+func (c *collector) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.bodies)
+}
+
+// Bad datagrams — empty, 64 KiB of garbage, invalid UTF-8, NUL bytes,
+// absurd PRI — never crash anything: each is counted and, unless empty,
+// carried as a raw message; good ones arrive parsed.
+func TestSyslogBadDatagrams(t *testing.T) {
+	col, srv := startCollector(t)
 	defer srv.Close()
 	s := startProxy(t, nil, nil, func(c *proxy.Config) {
 		c.Analyzers = []proxy.AnalyzerConfig{{Name: "c", Addr: srv.Addr().String(), Weight: 1}}
@@ -117,17 +124,7 @@ func TestSyslogBadDatagrams(t *testing.T) {
 // TCP syslog (RFC 6587): octet-counted and newline-framed messages arrive;
 // a malformed octet count closes that connection only.
 func TestSyslogTCP(t *testing.T) {
-	col := &collector{agents: map[string]int{}}
-	cfg := server.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Logger = testLogger(t)
-	srv, err := server.New(cfg, col)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+	col, srv := startCollector(t)
 	defer srv.Close()
 	s := startProxy(t, nil, nil, func(c *proxy.Config) {
 		c.Analyzers = []proxy.AnalyzerConfig{{Name: "c", Addr: srv.Addr().String(), Weight: 1}}
