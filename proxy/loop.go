@@ -35,6 +35,10 @@ type record struct {
 // records go to the GC. Buffers larger than maxRecordBuf are not kept, so
 // one huge packet does not pin its buffer; syslog loops keep buffers up to
 // their batch size, which they fill every time.
+// expireEvery is how often a loop scans its agents for handshake and idle
+// timeouts.
+const expireEvery = 100 * time.Millisecond
+
 const (
 	maxFreeRecords = 1 << 14
 	maxFreeBytes   = 32 << 20
@@ -70,9 +74,10 @@ type loop struct {
 	// now is the loop's coarse monotonic clock in ns since base, refreshed
 	// by every tick (at most 50 ms old) and by rare events; per-packet code
 	// reads it instead of the system clock, which costs 20-250 ns a read.
-	now   int64
-	base  time.Time
-	wall0 int64 // Unix ns at base
+	now        int64
+	base       time.Time
+	wall0      int64 // Unix ns at base
+	lastExpire int64 // when expireAgents last ran
 	// warming is true until every first connection attempt has ended.
 	warming bool
 	// syslog is set on the syslog engine's loops.
@@ -381,7 +386,12 @@ func (lp *loop) tick() {
 	}
 	lp.runRedo()
 	lp.drainWaiting()
-	lp.expireAgents(now)
+	// Timeouts are seconds long: scanning every connection on every tick
+	// (every few ms with syslog batching) would cost more than it buys.
+	if now-lp.lastExpire >= int64(expireEvery) {
+		lp.lastExpire = now
+		lp.expireAgents(now)
+	}
 	lp.m.queued.Set(uint64(lp.waiting.len()))
 	if lp.waiting.len() > 0 {
 		lp.m.oldestQueuedNs.Store(now - lp.waiting.peek().sentAt)
