@@ -25,20 +25,19 @@ type record struct {
 	stamp  int64 // precise send time of a packet sampled for ack latency; 0 if not sampled
 	// notBefore delays a re-dispatch after an analyzer said BUSY.
 	notBefore int64
-	tries     int
 	// syslog marks a packet built from syslog datagrams: no agent waits
 	// for it, and it is dropped (counted) where an agent would get BUSY.
 	syslog bool
 }
 
-// maxFreeRecords and maxFreeBytes bound each loop's free list; past them
-// records go to the GC. Buffers larger than maxRecordBuf are not kept, so
-// one huge packet does not pin its buffer; syslog loops keep buffers up to
-// their batch size, which they fill every time.
 // expireEvery is how often a loop scans its agents for handshake and idle
 // timeouts.
 const expireEvery = 100 * time.Millisecond
 
+// maxFreeRecords and maxFreeBytes bound each loop's free list; past them
+// records go to the GC. Buffers larger than maxRecordBuf are not kept, so
+// one huge packet does not pin its buffer; syslog loops keep buffers up to
+// their batch size, which they fill every time.
 const (
 	maxFreeRecords = 1 << 14
 	maxFreeBytes   = 32 << 20
@@ -166,7 +165,7 @@ func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uin
 	}
 	r.buf = append(r.buf[:0], frameBytes...)
 	r.agent, r.aseq, r.msgs = a, aseq, msgs
-	r.useq, r.sentAt, r.stamp, r.notBefore, r.tries, r.syslog = 0, 0, 0, 0, 0, false
+	r.useq, r.sentAt, r.stamp, r.notBefore, r.syslog = 0, 0, 0, 0, false
 	lp.live.Add(1)
 	return r
 }
@@ -289,7 +288,6 @@ func (lp *loop) runRedo() {
 			lp.freeRecord(r)
 			continue
 		}
-		r.tries++
 		lp.m.redispatched.Inc()
 		lp.dispatch(r)
 	}
