@@ -1,14 +1,18 @@
 package proxy_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/server"
 	"github.com/logdist/logdist/frame/server/servertest"
 	"github.com/logdist/logdist/proxy"
 )
@@ -358,5 +362,78 @@ func TestStopSendsGoAway(t *testing.T) {
 	}
 	if !a.has("agent-1/11") {
 		t.Fatal("in-flight packet 11 not at the analyzer")
+	}
+}
+
+// More than IOV_MAX (1024) frames queued for one analyzer go out in one
+// flush when it comes back: they must be written in chunks, not fail the
+// connection with EINVAL.
+func TestDrainMoreThanIOVMax(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s := startProxyAddrs(t, []string{"a1"}, []string{addr}, func(c *proxy.Config) {
+		c.Loops = 1
+		c.Balancer.BreakerBackoff = 50 * time.Millisecond
+		c.Balancer.BreakerMaxBackoff = 100 * time.Millisecond
+		c.RedialMax = 100 * time.Millisecond
+	})
+	defer s.Stop(t.Context())
+	const agents, each = 8, 250 // 2,000 packets wait in the queue
+	var clients []*servertest.Client
+	for i := 0; i < agents; i++ {
+		c, err := servertest.Dial(s.Addr().String(), fmt.Sprintf("q%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Timeout = 30 * time.Second
+		var buf []byte
+		for j := uint64(1); j <= each; j++ {
+			buf = c.AppendData(buf, pkt(fmt.Sprintf("q%d", i), j), false)
+		}
+		if err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	// The analyzer grants a window large enough to take the whole queue
+	// in one flush.
+	a := &analyzer{name: "a1", seen: map[string]int{}}
+	cfg := server.DefaultConfig()
+	cfg.Addr = addr
+	cfg.Window = 4096
+	cfg.Logger = testLogger(t)
+	srv, err := server.New(cfg, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for i, c := range clients {
+		if err := c.WaitAck(each); err != nil {
+			t.Fatalf("agent %d: %v", i, err)
+		}
+	}
+	if got := a.unique(); got != agents*each {
+		t.Fatalf("analyzer has %d unique packets, want %d", got, agents*each)
+	}
+	var lost float64
+	var m bytes.Buffer
+	s.Metrics().WritePrometheus(&m)
+	for _, line := range strings.Split(m.String(), "\n") {
+		if strings.HasPrefix(line, "logdist_upstream_connections_lost_total") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			lost += v
+		}
+	}
+	if lost != 0 {
+		t.Fatalf("%v analyzer connections lost while draining", lost)
 	}
 }

@@ -18,6 +18,9 @@ import (
 // maxPingsOut bounds the PINGs awaiting a PONG on one connection.
 const maxPingsOut = 16
 
+// iovMax is Linux's IOV_MAX: the most buffers one writev(2) takes.
+const iovMax = 1024
+
 type upState uint8
 
 const (
@@ -128,16 +131,24 @@ func (u *upstream) flush() {
 	// inside Writev, and onClose must find an empty batch.
 	u.iov = u.iov[:0]
 	u.ctrl = u.ctrl[:0]
-	var err error
-	if len(iov) == 1 {
-		_, err = u.c.Write(iov[0])
-	} else {
-		_, err = u.c.Writev(iov)
+	// writev(2) takes at most IOV_MAX (1024) buffers and gnet passes them
+	// through: write in chunks. A chunk the socket does not take whole
+	// goes to gnet's outbound buffer, and the later chunks queue behind it.
+	for rest := iov; len(rest) > 0 && u.c != nil; {
+		n := min(len(rest), iovMax)
+		var err error
+		if n == 1 {
+			_, err = u.c.Write(rest[0])
+		} else {
+			_, err = u.c.Writev(rest[:n])
+		}
+		if err != nil {
+			u.lastError = err.Error() // gnet has closed the connection
+			break
+		}
+		rest = rest[n:]
 	}
 	clear(iov)
-	if err != nil {
-		u.lastError = err.Error()
-	}
 }
 
 // dial connects to the analyzer from a goroutine and enrolls the socket on
