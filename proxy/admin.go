@@ -17,13 +17,15 @@ type analyzerRow struct {
 	Weight          float64 `json:"weight"`
 	EffectiveWeight float64 `json:"effective_weight"`
 	// State is the administrative state: enabled, drained, forced_down...
-	State    string `json:"state"`
-	Health   string `json:"health"`
-	Breaker  string `json:"breaker"`
-	Healthy  bool   `json:"healthy"`
-	Packets  uint64 `json:"packets"`
-	Messages uint64 `json:"messages"`
-	Bytes    uint64 `json:"bytes"`
+	State   string `json:"state"`
+	Health  string `json:"health"`
+	Breaker string `json:"breaker"`
+	Healthy bool   `json:"healthy"`
+	// Connections is how many event loops have a ready connection to it.
+	Connections int    `json:"connections"`
+	Packets     uint64 `json:"packets"`
+	Messages    uint64 `json:"messages"`
+	Bytes       uint64 `json:"bytes"`
 	// Share is this analyzer's fraction of all packets picked so far.
 	Share float64 `json:"share"`
 }
@@ -45,6 +47,7 @@ func (s *Server) analyzerRows() []analyzerRow {
 			Health:          a.Health.String(),
 			Breaker:         a.Breaker.String(),
 			Healthy:         a.Health == balancer.Up,
+			Connections:     int(s.readyConns[a.ID].Load()),
 			Packets:         a.Packets,
 			Messages:        a.Messages,
 			Bytes:           a.Bytes,

@@ -75,8 +75,9 @@ type loop struct {
 	// reads it instead of the system clock, which costs 20-250 ns a read.
 	now        int64
 	base       time.Time
-	wall0      int64 // Unix ns at base
-	lastExpire int64 // when expireAgents last ran
+	wall0      int64  // Unix ns at base
+	lastExpire int64  // when expireAgents last ran
+	setVersion uint64 // the balancer version the loop last saw
 	// warming is true until every first connection attempt has ended.
 	warming bool
 	// syslog is set on the syslog engine's loops.
@@ -377,6 +378,18 @@ func (lp *loop) flush() {
 func (lp *loop) tick() {
 	now := lp.clock()
 	lp.sealOld(now, false)
+	if v := lp.s.set.Version(); v != lp.setVersion {
+		// Something changed in the set — typically an analyzer came back
+		// up through another loop's probe. This loop's idle connections
+		// stop waiting out their backoff and try again now (still gated by
+		// the breaker), so that no loop keeps skipping a healthy analyzer.
+		lp.setVersion = v
+		for _, u := range lp.ups {
+			if u != nil && u.state == upIdle {
+				u.redialAt = now
+			}
+		}
+	}
 	for _, u := range lp.ups {
 		if u != nil {
 			u.tick(now)

@@ -73,6 +73,11 @@ type Server struct {
 	// queued counts packets and bytes waiting in every loop's queue, to
 	// enforce the global queue bounds. Touched only when a packet is queued
 	// or leaves the queue, never on the normal path.
+	// readyConns counts, per analyzer ID, the loops whose connection to it
+	// is ready (for the admin API: an analyzer only some loops reach is
+	// skipped by the others).
+	readyConns []atomic.Int32
+
 	queuedPackets atomic.Int64
 	queuedBytes   atomic.Int64
 
@@ -116,6 +121,7 @@ func New(cfg Config) (*Server, error) {
 		ctx:    ctx,
 		cancel: cancel,
 	}
+	s.readyConns = make([]atomic.Int32, set.IDLimit())
 	s.m = newServerMetrics(s)
 	return s, nil
 }

@@ -285,6 +285,7 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 		u.window = int(min(w.Window, lp.s.cfg.UpstreamWindow))
 		u.state = upReady
 		u.everReady = true
+		lp.s.readyConns[u.id].Add(1)
 		u.backoff = 0
 		u.lastError = ""
 		lp.s.set.Report(u.id, balancer.Connected)
@@ -409,6 +410,7 @@ func (u *upstream) onClose(err error) {
 		u.lastError = err.Error()
 	}
 	if wasReady {
+		lp.s.readyConns[u.id].Add(-1)
 		lp.m.upstreamLost.Inc()
 		lvl := slog.LevelWarn
 		if lp.s.ctx.Err() != nil {

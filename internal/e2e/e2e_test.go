@@ -64,6 +64,7 @@ type analyzerRow struct {
 	Weight          float64 `json:"weight"`
 	EffectiveWeight float64 `json:"effective_weight"`
 	Healthy         bool    `json:"healthy"`
+	Connections     int     `json:"connections"`
 	Packets         uint64  `json:"packets"`
 	Share           float64 `json:"share"`
 }
@@ -325,6 +326,7 @@ func TestKillAndRecover(t *testing.T) {
 		minEff = min(minEff, r.EffectiveWeight)
 		return r.EffectiveWeight == r.Weight
 	})
+	waitFor(t, "every loop connected to a3 again", 10*time.Second, func() bool { return c.row("a3").Connections >= 2 })
 	if minEff >= weights[2] {
 		t.Errorf("a3 came back at full weight %v: no slow start seen", minEff)
 	}
