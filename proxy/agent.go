@@ -29,9 +29,13 @@ type agentConn struct {
 	lastSeq uint64 // last DATA sequence received
 	acked   uint64 // every DATA ≤ acked is resolved
 	ackSent uint64 // the last ACK written
-	// resolved[seq%window] marks DATA frames resolved out of order, until
-	// acked passes them.
-	resolved []bool
+	// unresolved counts DATA received and not yet resolved: the window
+	// limits it, not lastSeq-acked, because BUSY and packet ERRORs resolve
+	// single packets out of order.
+	unresolved uint64
+	// resolved marks, for the sequences after acked, which are resolved
+	// (out of order), until acked passes them.
+	resolved seqRing
 
 	out    []byte // frames waiting for the next flush (BUSY, ERROR, PONG, GOAWAY)
 	dirty  bool
@@ -135,7 +139,6 @@ func (a *agentConn) handle(h frame.Header, fb, payload []byte) gnet.Action {
 			w = uint64(lp.s.cfg.Window)
 		}
 		a.window = w
-		a.resolved = make([]bool, w)
 		a.state = agentReady
 		a.out = frame.AppendWelcome(a.out, &frame.Welcome{
 			Caps:          hello.Caps & frame.CapZstd,
@@ -194,10 +197,14 @@ func (a *agentConn) takeSeq(seq uint64) gnet.Action {
 	if seq != a.lastSeq+1 {
 		return a.fatal(frame.CodeBadSequence, errors.New("DATA sequence out of order"))
 	}
-	if seq-a.acked > a.window {
+	if a.unresolved >= a.window {
 		return a.fatal(frame.CodeWindowExceeded, errors.New("more DATA unacknowledged than the granted window"))
 	}
+	if seq-a.acked > maxSeqGap*a.window {
+		return a.fatal(frame.CodeWindowExceeded, errors.New("newest DATA too far ahead of the oldest unresolved one"))
+	}
 	a.lastSeq = seq
+	a.unresolved++
 	return gnet.None
 }
 
@@ -236,13 +243,56 @@ func (a *agentConn) resolve(seq uint64) {
 	if a.closed || seq <= a.acked || seq > a.lastSeq {
 		return
 	}
-	w := a.window
-	a.resolved[seq%w] = true
-	for a.acked < a.lastSeq && a.resolved[(a.acked+1)%w] {
-		a.resolved[(a.acked+1)%w] = false
+	i := int(seq - a.acked - 1)
+	if a.resolved.get(i) {
+		return // already resolved
+	}
+	a.resolved.set(i)
+	a.unresolved--
+	for a.acked < a.lastSeq && a.resolved.get(0) {
+		a.resolved.pop()
 		a.acked++
 	}
 	a.lp.markAgent(a)
+}
+
+// maxSeqGap bounds how far the newest DATA may run ahead of the oldest
+// unresolved one, in windows: the resolved-marks ring grows with the gap.
+const maxSeqGap = 16
+
+// seqRing is a growable ring of flags for the sequences after an agent's
+// ack point: get(i) is the flag of sequence acked+1+i.
+type seqRing struct {
+	buf  []bool
+	head int
+}
+
+func (r *seqRing) get(i int) bool {
+	if i >= len(r.buf) {
+		return false
+	}
+	return r.buf[(r.head+i)&(len(r.buf)-1)]
+}
+
+func (r *seqRing) set(i int) {
+	if i >= len(r.buf) {
+		n := max(16, len(r.buf))
+		for n <= i {
+			n *= 2
+		}
+		nb := make([]bool, n)
+		for j := range r.buf {
+			nb[j] = r.buf[(r.head+j)&(len(r.buf)-1)]
+		}
+		r.buf, r.head = nb, 0
+	}
+	r.buf[(r.head+i)&(len(r.buf)-1)] = true
+}
+
+// pop clears the flag of the oldest sequence and moves past it.
+func (r *seqRing) pop() {
+	r.buf[r.head] = false
+	r.head = (r.head + 1) & (len(r.buf) - 1)
 }
 
 func (a *agentConn) resolveBusy(seq uint64, retryMs uint32) {

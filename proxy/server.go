@@ -60,6 +60,7 @@ type Server struct {
 	syslogTCPAddr *net.TCPAddr
 	udpErr        chan error
 	draining      atomic.Bool
+	started       atomic.Bool  // Start succeeded: Stop has engines to stop
 	accepted      atomic.Int64 // agent connections opened, ever
 	stopOnce      sync.Once
 
@@ -190,6 +191,7 @@ func (s *Server) Start() error {
 			return err
 		}
 	}
+	s.started.Store(true)
 	s.bg.Add(1)
 	go s.ticker()
 	s.log.Info("listening", "addr", addr.String(), "loops", s.cfg.loops(), "inspect", inspectName(s.cfg.Inspect))
@@ -394,6 +396,9 @@ func (s *Server) ticker() {
 // is done) for the packets in flight to be acknowledged, then closes every
 // connection and waits for its goroutines.
 func (s *Server) Stop(ctx context.Context) error {
+	if !s.started.Load() {
+		return nil // Start failed (and cleaned up) or never ran
+	}
 	var err error
 	s.stopOnce.Do(func() { err = s.stop(ctx) })
 	return err

@@ -81,8 +81,13 @@ func newUpstream(lp *loop, id int, name, addr string) *upstream {
 	return &upstream{lp: lp, id: id, name: name, addr: addr}
 }
 
-// accepting reports whether new packets may be assigned here.
-func (u *upstream) accepting() bool { return u.state == upReady && !u.goaway }
+// accepting reports whether new packets may be assigned here: the
+// connection is ready and its window plus an equal backlog is not full. A
+// slow analyzer's overflow goes to the other analyzers, then to the loop's
+// bounded queue, then to BUSY — never to an unbounded backlog.
+func (u *upstream) accepting() bool {
+	return u.state == upReady && !u.goaway && u.inflight.len()+u.backlog.len() < 2*u.window
+}
 
 func (u *upstream) enqueue(r *record) {
 	if u.state == upReady && u.inflight.len() < u.window && u.backlog.len() == 0 {
@@ -282,6 +287,12 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 		if w.Caps&frame.CapZstd == 0 {
 			return u.fail(errors.New("analyzer does not accept zstd payloads; logdist forwards them as they came"))
 		}
+		if w.MaxFrame < lp.s.cfg.Limits.MaxFrame {
+			// Forwarding a frame it cannot take would make it close the
+			// connection, and the packet would take down every analyzer
+			// in turn: refuse the analyzer, loudly, instead.
+			return u.fail(fmt.Errorf("analyzer accepts frames up to %d bytes, below logdist's --max-frame %d; raise its max frame or lower logdist's", w.MaxFrame, lp.s.cfg.Limits.MaxFrame))
+		}
 		u.window = int(min(w.Window, lp.s.cfg.UpstreamWindow))
 		u.state = upReady
 		u.everReady = true
@@ -293,6 +304,9 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 		u.fill()
 		lp.drainWaiting()
 	case frame.TypeAck:
+		if h.Seq() > u.nextSeq {
+			return u.fail(fmt.Errorf("analyzer acknowledged sequence %d, beyond the %d sent", h.Seq(), u.nextSeq))
+		}
 		u.ack(h.Seq())
 	case frame.TypePong:
 		if n := h.Seq(); n > u.pingDone && n <= u.pingSent {
@@ -308,8 +322,13 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 		ms, _ := frame.DecodeBusy(payload)
 		if r := u.settle(h.Seq()); r != nil {
 			lp.m.upstreamBusy.Inc()
-			r.notBefore = lp.now + int64(ms)*int64(time.Millisecond)
+			// The delayed queue is FIFO: one long retry-after must not hold
+			// the others back for more than the ack timeout.
+			r.notBefore = lp.now + min(int64(ms)*int64(time.Millisecond), int64(lp.s.cfg.AckTimeout))
 			lp.delayed.push(r)
+		}
+		if u.skipSettled() {
+			return gnet.Close
 		}
 	case frame.TypeError:
 		code, reason, _ := frame.DecodeReason(payload)
@@ -323,13 +342,16 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 			}
 			lp.freeRecord(r)
 		}
+		if u.skipSettled() {
+			return gnet.Close
+		}
 	case frame.TypeGoAway:
 		u.goaway = true
 		lp.s.log.Info("analyzer is draining (GOAWAY)", "analyzer", u.name, "addr", u.addr, "loop", lp.idx)
 		for u.backlog.len() > 0 {
 			lp.redo = append(lp.redo, u.backlog.pop())
 		}
-		if u.inflight.len() == 0 {
+		if u.skipSettled() {
 			return gnet.Close
 		}
 	default:
@@ -341,9 +363,6 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 // ack settles every in-flight packet up to seq and acks them to agents.
 func (u *upstream) ack(seq uint64) {
 	lp := u.lp
-	if seq > u.nextSeq {
-		seq = u.nextSeq // a lying ACK cannot settle what was never sent
-	}
 	for u.ackedSeq < seq && u.inflight.len() > 0 {
 		r := u.inflight.pop()
 		u.ackedSeq++
@@ -365,6 +384,17 @@ func (u *upstream) ack(seq uint64) {
 	if u.goaway && u.inflight.len() == 0 && u.c != nil {
 		_ = u.c.Close()
 	}
+}
+
+// skipSettled moves the window past settled (nil) slots at its head — an
+// analyzer need not ACK a sequence it answered with BUSY or ERROR — and
+// reports whether a draining connection has nothing left in flight.
+func (u *upstream) skipSettled() bool {
+	for u.inflight.len() > 0 && u.inflight.peek() == nil {
+		u.inflight.pop()
+		u.ackedSeq++
+	}
+	return u.goaway && u.inflight.len() == 0
 }
 
 // settle takes the in-flight packet with sequence seq out of the window
@@ -418,7 +448,7 @@ func (u *upstream) onClose(err error) {
 		}
 		lp.s.log.Log(lp.s.ctx, lvl, "lost analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "err", err, "redispatching", len(lp.redo))
 	}
-	if !lp.s.draining.Load() || len(lp.redo) > 0 {
+	if (!lp.s.draining.Load() && !u.goaway) || len(lp.redo) > 0 {
 		lp.s.set.Report(u.id, balancer.WriteError)
 	}
 	u.scheduleRedial()

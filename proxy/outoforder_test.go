@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"testing"
+
+	"github.com/logdist/logdist/frame"
+)
+
+// send makes the harness agent send one more DATA frame.
+func (h *harness) send() {
+	a := h.agent
+	frame.Header(h.data).SetSeq(a.lastSeq + 1)
+	h.ac.in = append([]byte(nil), h.data...)
+	a.onTraffic(h.ac)
+}
+
+// newest returns the upstream holding the agent's newest packet.
+func (h *harness) newest() (int, *upstream) {
+	for i, u := range h.lp.ups {
+		if n := u.inflight.len(); n > 0 {
+			if r := u.inflight.at(n - 1); r != nil && r.aseq == h.agent.lastSeq {
+				return i, u
+			}
+		}
+	}
+	return -1, nil
+}
+
+// The window limits unresolved DATA, not the distance to the cumulative
+// ACK point: packets resolved out of order (packet ERROR, BUSY) free their
+// slots while an older one is still in flight.
+func TestWindowCountsUnresolved(t *testing.T) {
+	h := newHarness(t, 1)
+	h.send() // seq 1 stays in flight
+	for s := 2; s <= 256; s++ {
+		h.send()
+		i, u := h.newest()
+		h.ups[i].in = frame.AppendError(nil, u.nextSeq, frame.CodeRejected, "bad")
+		u.onTraffic(h.ups[i])
+	}
+	h.send() // 2 unresolved of a window of 256
+	if h.agent.closed || h.agent.unresolved != 2 || h.agent.acked != 0 {
+		t.Fatalf("closed=%v unresolved=%d acked=%d, want an open connection with 2 unresolved", h.agent.closed, h.agent.unresolved, h.agent.acked)
+	}
+	// The analyzer acks seq 1's upstream sequence: the ack point jumps over
+	// everything resolved out of order.
+	for i, u := range h.lp.ups {
+		if u.inflight.len() > 0 {
+			h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
+			u.onTraffic(h.ups[i])
+		}
+	}
+	if h.agent.acked != h.agent.lastSeq || h.agent.unresolved != 0 {
+		t.Fatalf("acked %d of %d, %d unresolved", h.agent.acked, h.agent.lastSeq, h.agent.unresolved)
+	}
+}
+
+// A slow analyzer's overflow does not pile up in an unbounded backlog: each
+// upstream holds at most twice its window, the rest goes to the bounded
+// queue and beyond it is dropped (syslog) or answered BUSY (agents).
+func TestBacklogBounded(t *testing.T) {
+	h := newHarness(t, 1)
+	h.lp.s.cfg.QueueMaxPackets = 100
+	for i := 0; i < 20000; i++ {
+		r := h.lp.newRecord(h.data, nil, 0, 1)
+		r.syslog = true
+		h.lp.dispatch(r)
+	}
+	held := 0
+	for _, u := range h.lp.ups {
+		if n := u.inflight.len() + u.backlog.len(); n > 2*u.window {
+			t.Fatalf("upstream %s holds %d packets, window %d", u.name, n, u.window)
+		} else {
+			held += n
+		}
+	}
+	if w := h.lp.waiting.len(); w > 100 {
+		t.Fatalf("%d packets waiting, bound 100", w)
+	}
+	if live := h.lp.live.Load(); live != int64(held+h.lp.waiting.len()) {
+		t.Fatalf("%d records live, %d held and %d waiting", live, held, h.lp.waiting.len())
+	}
+}
+
+// An analyzer that answers BUSY and never ACKs the BUSY'd sequences does
+// not stall its connection: settled slots leave the window.
+func TestBusyWithoutAckDoesNotStall(t *testing.T) {
+	h := newHarness(t, 1)
+	for _, u := range h.lp.ups {
+		u.window = 1
+	}
+	for round := 0; round < 20; round++ {
+		h.send()
+		for i, u := range h.lp.ups {
+			if u.inflight.len() > 0 && u.inflight.at(0) != nil {
+				h.ups[i].in = frame.AppendBusy(nil, u.nextSeq, 0)
+				u.onTraffic(h.ups[i])
+			}
+		}
+		h.lp.tick()
+	}
+	for _, u := range h.lp.ups {
+		if u.inflight.len() > 0 && u.inflight.at(0) == nil {
+			t.Fatalf("upstream %s stalled behind a settled slot (backlog %d)", u.name, u.backlog.len())
+		}
+	}
+}
