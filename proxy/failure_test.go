@@ -20,13 +20,7 @@ import (
 // An analyzer that goes away mid-stream (GOAWAY, then close) loses no
 // packet: what it did not acknowledge is re-dispatched to the others.
 func TestAnalyzerLeavesMidStream(t *testing.T) {
-	var as []*analyzer
-	for i := 0; i < 3; i++ {
-		as = append(as, startAnalyzer(t, fmt.Sprintf("a%d", i+1), "127.0.0.1:0"))
-	}
-	s := startProxy(t, as, []float64{1, 1, 1}, nil)
-	defer stopAll(t, s, as)
-	waitFor(t, "every analyzer up", 5*time.Second, allHealthy(s, 3))
+	s, as := startCluster(t, 1, 1, 1)
 
 	c, err := servertest.Dial(s.Addr().String(), "agent-1")
 	if err != nil {
@@ -257,13 +251,7 @@ func TestWindowExceeded(t *testing.T) {
 
 // 200 agents at once: no race, no loss, counts add up.
 func TestManyAgents(t *testing.T) {
-	var as []*analyzer
-	for i := 0; i < 4; i++ {
-		as = append(as, startAnalyzer(t, fmt.Sprintf("a%d", i+1), "127.0.0.1:0"))
-	}
-	s := startProxy(t, as, []float64{0.4, 0.3, 0.2, 0.1}, nil)
-	defer stopAll(t, s, as)
-	waitFor(t, "every analyzer up", 5*time.Second, allHealthy(s, 4))
+	s, as := startCluster(t, 0.4, 0.3, 0.2, 0.1)
 	const agents, each = 200, 25
 	var wg sync.WaitGroup
 	errs := make(chan error, agents)

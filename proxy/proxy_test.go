@@ -197,6 +197,21 @@ func sendAll(t *testing.T, c *servertest.Client, agent string, first uint64, n i
 	}
 }
 
+// startCluster starts one in-process analyzer per weight (a1, a2, …) and
+// a proxy over them, stops them all at cleanup, and waits until every
+// analyzer is selectable.
+func startCluster(t *testing.T, weights ...float64) (*proxy.Server, []*analyzer) {
+	t.Helper()
+	var as []*analyzer
+	for i := range weights {
+		as = append(as, startAnalyzer(t, fmt.Sprintf("a%d", i+1), "127.0.0.1:0"))
+	}
+	s := startProxy(t, as, weights, nil)
+	t.Cleanup(func() { stopAll(t, s, as) })
+	waitFor(t, "every analyzer up", 5*time.Second, allHealthy(s, len(weights)))
+	return s, as
+}
+
 func stopAll(t *testing.T, s *proxy.Server, as []*analyzer) {
 	t.Helper()
 	if err := s.Stop(context.Background()); err != nil {
@@ -208,14 +223,8 @@ func stopAll(t *testing.T, s *proxy.Server, as []*analyzer) {
 }
 
 func TestForwardAndWeights(t *testing.T) {
-	var as []*analyzer
-	for i := 0; i < 4; i++ {
-		as = append(as, startAnalyzer(t, fmt.Sprintf("a%d", i+1), "127.0.0.1:0"))
-	}
 	weights := []float64{0.4, 0.3, 0.2, 0.1}
-	s := startProxy(t, as, weights, nil)
-	defer stopAll(t, s, as)
-	waitFor(t, "every analyzer up", 5*time.Second, allHealthy(s, 4))
+	s, as := startCluster(t, weights...)
 
 	c, err := servertest.Dial(s.Addr().String(), "agent-1")
 	if err != nil {
