@@ -181,12 +181,13 @@ func (lp *loop) sealBatch(b *syslogBatch) {
 	raw := b.b.Raw()
 	r := lp.newRecord(nil, nil, 0, count)
 	if lp.s.cfg.SyslogCompress {
-		r.buf = si.enc.AppendCompressed(r.buf[:0], 1, count, raw)
+		r.own = si.enc.AppendCompressed(r.own[:0], 1, count, raw)
 	} else {
 		n := uint32(len(raw))
-		r.buf = frame.AppendHeader(r.buf[:0], frame.TypeData, 0, 1, count, n, n, frame.Checksum(raw))
-		r.buf = append(r.buf, raw...)
+		r.own = frame.AppendHeader(r.own[:0], frame.TypeData, 0, 1, count, n, n, frame.Checksum(raw))
+		r.own = append(r.own, raw...)
 	}
+	r.buf = r.own
 	r.syslog = true
 	lp.m.syslogBatches.Inc()
 	lp.m.syslogMessages.Add(int(count))
