@@ -162,9 +162,9 @@ func (a *agentConn) handle(h frame.Header, fb, payload []byte) gnet.Action {
 		if action := a.takeSeq(seq); action != gnet.None {
 			return action
 		}
-		lp.m.frames.Inc()
-		lp.m.messages.Add(int(h.Count()))
-		lp.m.bytes.Add(len(fb))
+		lp.pend.frames++
+		lp.pend.messages += int(h.Count())
+		lp.pend.bytes += len(fb)
 		if a.goaway {
 			a.resolveBusy(seq, 0)
 			lp.m.busy.Inc()

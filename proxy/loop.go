@@ -86,8 +86,14 @@ type loop struct {
 	// syslog is set on the syslog engine's loops.
 	syslog *syslogIngest
 	m      *loopMetrics
-	live   atomic.Int64 // records alive on this loop (for drain)
-	tickFn gnet.RunnableFunc
+	// pend counts what the loop did since it last published its counters
+	// (publish, at the end of every flush and tick): plain adds on the
+	// per-packet path instead of atomic ones.
+	pend     pendingCounts
+	acctUps  []*upstream  // upstreams with packets to account to the balancer
+	liveRecs int64        // records alive on this loop
+	live     atomic.Int64 // liveRecs as last published (read by the drain)
+	tickFn   gnet.RunnableFunc
 	// goAwayFn sends GOAWAY to every agent on the loop.
 	goAwayFn gnet.RunnableFunc
 }
@@ -178,12 +184,12 @@ func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uin
 	}
 	r.agent, r.aseq, r.msgs = a, aseq, msgs
 	r.useq, r.sentAt, r.stamp, r.notBefore, r.syslog = 0, 0, 0, 0, false
-	lp.live.Add(1)
+	lp.liveRecs++
 	return r
 }
 
 func (lp *loop) freeRecord(r *record) {
-	lp.live.Add(-1)
+	lp.liveRecs--
 	r.agent = nil
 	r.buf = nil
 	if r.ch != nil {
@@ -226,7 +232,7 @@ func (lp *loop) tryDispatch(r *record) bool {
 		if u == nil || !u.accepting() {
 			continue
 		}
-		lp.cur.Account(id, int(r.msgs), len(r.buf))
+		u.account(r)
 		u.enqueue(r)
 		return true
 	}
@@ -388,6 +394,38 @@ func (lp *loop) flush() {
 		lp.dirtyAgents = lp.dirtyAgents[:0]
 	}
 	lp.flushing = false
+	lp.publish()
+}
+
+// pendingCounts are per-packet counters not yet added to the metrics.
+type pendingCounts struct {
+	frames, messages, bytes int
+	forwarded               int
+	syslogForwarded         int
+}
+
+// publish adds the pending counts to the metrics and the balancer's
+// per-analyzer counters. Scrapes and the admin API see them at most one
+// wake-up (or one tick) late.
+func (lp *loop) publish() {
+	if p := &lp.pend; *p != (pendingCounts{}) {
+		m := lp.m
+		m.frames.Add(p.frames)
+		m.messages.Add(p.messages)
+		m.bytes.Add(p.bytes)
+		m.forwarded.Add(p.forwarded)
+		m.syslogForwarded.Add(p.syslogForwarded)
+		*p = pendingCounts{}
+	}
+	for i, u := range lp.acctUps {
+		lp.cur.AccountBatch(u.id, u.acct.packets, u.acct.messages, u.acct.bytes)
+		u.acct = upstreamAcct{}
+		lp.acctUps[i] = nil
+	}
+	lp.acctUps = lp.acctUps[:0]
+	if lp.live.Load() != lp.liveRecs {
+		lp.live.Store(lp.liveRecs)
+	}
 }
 
 // tick runs the loop's timers; the server calls it every tickInterval.

@@ -77,7 +77,7 @@ func TestBacklogBounded(t *testing.T) {
 	if w := h.lp.waiting.len(); w > 100 {
 		t.Fatalf("%d packets waiting, bound 100", w)
 	}
-	if live := h.lp.live.Load(); live != int64(held+h.lp.waiting.len()) {
+	if live := h.lp.liveRecs; live != int64(held+h.lp.waiting.len()) {
 		t.Fatalf("%d records live, %d held and %d waiting", live, held, h.lp.waiting.len())
 	}
 }

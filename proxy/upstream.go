@@ -52,6 +52,10 @@ type upstream struct {
 	// loop.stillWarming.
 	everReady bool
 
+	// acct adds up the packets picked for this analyzer until the loop
+	// publishes them to the balancer.
+	acct upstreamAcct
+
 	iov   [][]byte // this flush's writes
 	ctrl  []byte   // control frames for this flush (HELLO, PING, PONG)
 	dirty bool
@@ -87,6 +91,18 @@ func newUpstream(lp *loop, id int, name, addr string) *upstream {
 // bounded queue, then to BUSY — never to an unbounded backlog.
 func (u *upstream) accepting() bool {
 	return u.state == upReady && !u.goaway && u.inflight.len()+u.backlog.len() < 2*u.window
+}
+
+type upstreamAcct struct{ packets, messages, bytes int }
+
+// account counts r as picked for this analyzer (published by loop.publish).
+func (u *upstream) account(r *record) {
+	if u.acct.packets == 0 {
+		u.lp.acctUps = append(u.lp.acctUps, u)
+	}
+	u.acct.packets++
+	u.acct.messages += int(r.msgs)
+	u.acct.bytes += len(r.buf)
 }
 
 func (u *upstream) enqueue(r *record) {
@@ -372,9 +388,9 @@ func (u *upstream) ack(seq uint64) {
 		if a := r.agent; a != nil {
 			a.resolve(r.aseq)
 		}
-		lp.m.forwarded.Inc()
+		lp.pend.forwarded++
 		if r.syslog {
-			lp.m.syslogForwarded.Add(int(r.msgs))
+			lp.pend.syslogForwarded += int(r.msgs)
 		}
 		if r.stamp != 0 {
 			lp.m.ackLatency.Update(float64(lp.preciseNow()-r.stamp) / 1e9)
