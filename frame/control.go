@@ -116,6 +116,72 @@ func AppendAck(dst []byte, seq uint64) []byte {
 	return AppendHeader(dst, TypeAck, 0, seq, 0, 0, 0, 0)
 }
 
+// SeqRange is the DATA sequences First through Last, inclusive.
+type SeqRange struct{ First, Last uint64 }
+
+const sackRangeSize = 16
+
+// MaxSackRanges is the most ranges one SACK frame carries.
+const MaxSackRanges = MaxControlPayload / sackRangeSize
+
+// AppendSack appends a SACK frame: every DATA with sequence ≤ cum is
+// resolved, as with ACK cum, and every DATA in ranges is accepted. ranges
+// must be valid for DecodeSack (1 to MaxSackRanges of them, ascending,
+// separated by at least one sequence, all above cum+1); AppendSack panics
+// otherwise, as that is a bug in the caller.
+//
+//	payload: ranges × (u64 first, u64 last)
+func AppendSack(dst []byte, cum uint64, ranges []SeqRange) []byte {
+	if err := checkSack(cum, ranges); err != nil {
+		panic("BUG: frame: AppendSack: " + err.Error())
+	}
+	start := len(dst)
+	dst = AppendHeader(dst, TypeSack, 0, cum, 0, 0, 0, 0)
+	for _, r := range ranges {
+		dst = binary.BigEndian.AppendUint64(dst, r.First)
+		dst = binary.BigEndian.AppendUint64(dst, r.Last)
+	}
+	return finishControl(dst, start)
+}
+
+// DecodeSack appends the ranges of a SACK payload whose header sequence is
+// cum to dst and returns it. It allocates only if dst lacks room.
+func DecodeSack(b []byte, cum uint64, dst []SeqRange) ([]SeqRange, error) {
+	if len(b) == 0 || len(b)%sackRangeSize != 0 || len(b) > MaxControlPayload {
+		return dst, ErrBadLength
+	}
+	start := len(dst)
+	for ; len(b) > 0; b = b[sackRangeSize:] {
+		dst = append(dst, SeqRange{binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:])})
+	}
+	if err := checkSack(cum, dst[start:]); err != nil {
+		return dst[:start], err
+	}
+	return dst, nil
+}
+
+// checkSack applies the rules of a SACK's ranges (docs/PROTOCOL.md 4.6).
+func checkSack(cum uint64, ranges []SeqRange) error {
+	if len(ranges) == 0 || len(ranges) > MaxSackRanges {
+		return ErrBadLength
+	}
+	next := cum + 2 // a range starting at cum+1 belongs in the cumulative part
+	if next < cum {
+		return ErrBadSack
+	}
+	for i, r := range ranges {
+		if r.First < next || r.Last < r.First {
+			return ErrBadSack
+		}
+		if i+1 < len(ranges) {
+			if next = r.Last + 2; next < r.Last { // no room for another range
+				return ErrBadSack
+			}
+		}
+	}
+	return nil
+}
+
 // AppendPing appends a PING frame with the given nonce.
 func AppendPing(dst []byte, nonce uint64) []byte {
 	return AppendHeader(dst, TypePing, 0, nonce, 0, 0, 0, 0)

@@ -3,6 +3,7 @@ package frame
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -290,4 +291,67 @@ func TestControlAllocs(t *testing.T) {
 			panic(err)
 		}
 	})
+}
+
+func TestSackRules(t *testing.T) {
+	ok := [][]SeqRange{
+		{{4, 4}},
+		{{4, 5}, {7, 9}},
+		{{4, 5}, {7, 7}, {1 << 40, 1<<40 + 3}},
+		{{^uint64(0), ^uint64(0)}},
+	}
+	for _, rs := range ok {
+		b := AppendSack(nil, 2, rs)
+		lim := DefaultLimits()
+		h, err := ParseHeader(b, &lim)
+		if err != nil {
+			t.Fatalf("%v: header: %v", rs, err)
+		}
+		if err := h.Check(b[HeaderSize:]); err != nil {
+			t.Fatalf("%v: %v", rs, err)
+		}
+		got, err := DecodeSack(b[HeaderSize:], h.Seq(), nil)
+		if err != nil || !slices.Equal(got, rs) {
+			t.Fatalf("%v: decoded %v, %v", rs, got, err)
+		}
+	}
+	bad := []struct {
+		cum    uint64
+		ranges []SeqRange
+	}{
+		{2, nil},
+		{2, []SeqRange{{3, 3}}},         // cum+1 belongs in the cumulative ACK
+		{2, []SeqRange{{2, 4}}},         // covers the cumulative part
+		{2, []SeqRange{{5, 4}}},         // backwards
+		{2, []SeqRange{{4, 5}, {6, 7}}}, // adjacent: one range
+		{2, []SeqRange{{4, 6}, {5, 7}}}, // overlapping
+		{2, []SeqRange{{7, 8}, {4, 5}}}, // out of order
+		{^uint64(0) - 1, []SeqRange{{^uint64(0), ^uint64(0)}}},
+		{2, []SeqRange{{^uint64(0), ^uint64(0)}, {4, 4}}},
+		{2, make([]SeqRange, MaxSackRanges+1)},
+	}
+	for _, tt := range bad {
+		var p []byte
+		for _, r := range tt.ranges {
+			p = binary.BigEndian.AppendUint64(p, r.First)
+			p = binary.BigEndian.AppendUint64(p, r.Last)
+		}
+		if got, err := DecodeSack(p, tt.cum, nil); err == nil {
+			t.Errorf("cum %d ranges %v: decoded %v, want an error", tt.cum, tt.ranges, got)
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("cum %d ranges %v: AppendSack did not panic", tt.cum, tt.ranges)
+				}
+			}()
+			AppendSack(nil, tt.cum, tt.ranges)
+		}()
+	}
+	// Decoding into a slice with room does not allocate.
+	b := AppendSack(nil, 10, []SeqRange{{12, 14}, {20, 30}})[HeaderSize:]
+	dst := make([]SeqRange, 0, 4)
+	if n := testing.AllocsPerRun(100, func() { dst, _ = DecodeSack(b, 10, dst[:0]) }); n != 0 {
+		t.Fatalf("DecodeSack allocates %.1f times", n)
+	}
 }

@@ -101,6 +101,7 @@ var (
 	ErrBadLength       = &Error{CodeProtocol, "frame: header lengths inconsistent with the frame type"}
 	ErrBadChecksum     = &Error{CodeBadChecksum, "frame: payload checksum mismatch"}
 	ErrBadHandshake    = &Error{CodeBadHandshake, "frame: malformed HELLO or WELCOME"}
+	ErrBadSack         = &Error{CodeProtocol, "frame: SACK ranges out of order, overlapping, or not above the cumulative sequence"}
 	ErrTruncated       = &Error{CodeMalformed, "frame: payload ends inside a field"}
 	ErrTrailing        = &Error{CodeMalformed, "frame: bytes left over after the payload's last field"}
 	ErrTooManyMessages = &Error{CodeTooManyMessages, "frame: packet has more messages than allowed"}

@@ -26,6 +26,7 @@ var sentinels = []struct {
 	{"ErrBadLength", ErrBadLength, CodeProtocol},
 	{"ErrBadChecksum", ErrBadChecksum, CodeBadChecksum},
 	{"ErrBadHandshake", ErrBadHandshake, CodeBadHandshake},
+	{"ErrBadSack", ErrBadSack, CodeProtocol},
 	{"ErrTruncated", ErrTruncated, CodeMalformed},
 	{"ErrTrailing", ErrTrailing, CodeMalformed},
 	{"ErrTooManyMessages", ErrTooManyMessages, CodeTooManyMessages},

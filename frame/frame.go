@@ -70,6 +70,7 @@ const (
 	TypePong    Type = 0x07 // either way; no payload; seq = the PING's nonce
 	TypeError   Type = 0x08 // either way; payload: ErrorPayload; seq = rejected DATA, or 0 (fatal: close follows)
 	TypeGoAway  Type = 0x09 // server → client; payload: ErrorPayload with the reason; no new DATA on this connection
+	TypeSack    Type = 0x0A // server → client, with CapSack only; payload: SeqRanges accepted; seq = cumulative, as ACK
 )
 
 var typeNames = [...]string{
@@ -82,6 +83,7 @@ var typeNames = [...]string{
 	TypePong:    "PONG",
 	TypeError:   "ERROR",
 	TypeGoAway:  "GOAWAY",
+	TypeSack:    "SACK",
 }
 
 // String returns the frame type's protocol name, e.g. "DATA".
@@ -93,7 +95,7 @@ func (t Type) String() string {
 }
 
 // Valid reports whether t is a frame type of this protocol version.
-func (t Type) Valid() bool { return t >= TypeHello && t <= TypeGoAway }
+func (t Type) Valid() bool { return t >= TypeHello && t <= TypeSack }
 
 // Flags is the header's flags byte.
 type Flags uint8
@@ -113,6 +115,11 @@ const (
 	// CapZstd: the sender of the HELLO/WELCOME accepts zstd-compressed DATA.
 	// logdist forwards payloads as they came, so analyzers must grant it.
 	CapZstd Capabilities = 1 << 0
+	// CapSack: the client accepts SACK frames, which accept DATA out of
+	// order (logdist spreads one connection's packets over analyzers that
+	// answer at different speeds; with cumulative ACKs alone every packet
+	// would wait for the slowest of them).
+	CapSack Capabilities = 1 << 1
 )
 
 // Severity is the syslog severity of a message (0 emergency … 7 debug).

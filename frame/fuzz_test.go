@@ -268,7 +268,7 @@ func FuzzReader(f *testing.F) {
 func FuzzControl(f *testing.F) {
 	for _, b := range goldenSeeds(f) {
 		if len(b) > HeaderSize {
-			for kind := byte(0); kind < 4; kind++ {
+			for kind := byte(0); kind < 5; kind++ {
 				f.Add(kind, b[HeaderSize:])
 			}
 		}
@@ -276,7 +276,7 @@ func FuzzControl(f *testing.F) {
 	f.Fuzz(func(t *testing.T, kind byte, b []byte) {
 		// Every decoder: what decodes re-encodes to the same payload.
 		var again []byte
-		switch kind % 4 {
+		switch kind % 5 {
 		case 0:
 			var v Hello
 			if DecodeHello(b, &v) != nil {
@@ -307,6 +307,23 @@ func FuzzControl(f *testing.F) {
 				return
 			}
 			again = AppendBusy(nil, 1, ms)
+		case 4:
+			// The cumulative sequence comes from the payload's first byte,
+			// so the rules relating it to the ranges are exercised too.
+			var cum uint64
+			if len(b) > 0 {
+				cum = uint64(b[0])
+			}
+			ranges, err := DecodeSack(b, cum, nil)
+			if err != nil {
+				return
+			}
+			for i, r := range ranges {
+				if r.First <= cum+1 || r.Last < r.First || (i > 0 && r.First <= ranges[i-1].Last+1) {
+					t.Fatalf("accepted ranges %v over cumulative %d", ranges, cum)
+				}
+			}
+			again = AppendSack(nil, cum, ranges)
 		}
 		if !bytes.Equal(again[HeaderSize:], b) {
 			t.Fatalf("re-encoded payload\n% x\n!=\n% x", again[HeaderSize:], b)

@@ -2,6 +2,7 @@ package frame
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -46,6 +48,8 @@ var errTruncated = io.ErrUnexpectedEOF
 var goldenHello = &Hello{Caps: CapZstd, Window: 32, MaxFrame: 1 << 20, AgentID: []byte("agent-7"),
 	Token: []byte("s3cret-token"), Software: []byte("logsend/0.1")}
 
+var goldenSack = []SeqRange{{4, 5}, {9, 9}}
+
 var goldenWelcome = &Welcome{Caps: CapZstd, Window: 16, MaxFrame: 1 << 20, IdleTimeoutMs: 60000, ServerID: []byte("logdist-1")}
 
 func goldenCases() []goldenCase {
@@ -80,6 +84,16 @@ func goldenCases() []goldenCase {
 			build:    func(testing.TB) []byte { return enc.AppendData(nil, 2, realisticPacket(5, 42), true) },
 			unstable: true, value: realisticPacket(5, 42)},
 		{name: "ack", doc: "ACK seq 2: every DATA with sequence <= 2 is resolved", build: ack},
+		{name: "sack", doc: "SACK seq 2, ranges 4-5 and 9-9: every DATA <= 2 is resolved, DATA 4, 5 and 9 are accepted",
+			build: func(testing.TB) []byte { return AppendSack(nil, 2, goldenSack) }, value: goldenSack},
+		{name: "sack_overlap", doc: "a SACK seq 2 whose second range (5-9) overlaps its first (4-5)", want: ErrBadSack,
+			build: func(testing.TB) []byte {
+				p := binary.BigEndian.AppendUint64(nil, 4)
+				p = binary.BigEndian.AppendUint64(p, 5)
+				p = binary.BigEndian.AppendUint64(p, 5)
+				p = binary.BigEndian.AppendUint64(p, 9)
+				return AppendFrame(nil, TypeSack, 2, 0, p)
+			}},
 		{name: "busy", doc: "BUSY seq 3, retry after 250 ms",
 			build: func(testing.TB) []byte { return AppendBusy(nil, 3, 250) }, value: uint32(250)},
 		{name: "ping", doc: "PING nonce 0x0102030405060708",
@@ -101,8 +115,8 @@ func goldenCases() []goldenCase {
 			build: mutate(ack, func(b []byte) []byte { b[1] = 'E'; return b })},
 		{name: "bad_version", doc: "an ACK with version 2", want: ErrBadVersion,
 			build: mutate(ack, func(b []byte) []byte { b[2] = 2; return b })},
-		{name: "bad_type", doc: "a frame of type 0x0A", want: ErrBadType,
-			build: mutate(ack, func(b []byte) []byte { b[3] = 0x0A; return b })},
+		{name: "bad_type", doc: "a frame of type 0x0B", want: ErrBadType,
+			build: mutate(ack, func(b []byte) []byte { b[3] = 0x0B; return b })},
 		{name: "reserved_bits", doc: "an ACK with a reserved header byte set", want: ErrReserved,
 			build: mutate(ack, func(b []byte) []byte { b[6] = 0x01; return b })},
 		{name: "bad_flags", doc: "an ACK with the zstd flag", want: ErrBadFlags,
@@ -297,6 +311,16 @@ func describe(b []byte) (string, any, error) {
 			}
 		}
 		value = &p
+	case TypeSack:
+		ranges, err := DecodeSack(payload, h.Seq(), nil)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(&s, "sack.ranges=%d\n", len(ranges))
+		for i, r := range ranges {
+			fmt.Fprintf(&s, "sack.%d.first=%d\nsack.%d.last=%d\n", i, r.First, i, r.Last)
+		}
+		value = ranges
 	case TypeBusy:
 		ms, err := DecodeBusy(payload)
 		if err != nil {
@@ -404,6 +428,10 @@ func checkGoldenValue(t *testing.T, want, got any) {
 	case *Packet:
 		if err := equalPacket(w, got.(*Packet)); err != nil {
 			t.Error(err)
+		}
+	case []SeqRange:
+		if g := got.([]SeqRange); !slices.Equal(g, w) {
+			t.Errorf("SACK ranges %v, want %v", g, w)
 		}
 	default:
 		if got != want {

@@ -150,6 +150,13 @@ func ParseHeader(b []byte, lim *Limits) (Header, error) {
 		if n != 0 || raw != 0 || count != 0 {
 			return nil, ErrBadLength
 		}
+	case TypeSack:
+		if n > MaxControlPayload {
+			return nil, ErrControlTooLarge
+		}
+		if n == 0 || n%sackRangeSize != 0 || raw != n || count != 0 {
+			return nil, ErrBadLength
+		}
 	default:
 		if n > MaxControlPayload {
 			return nil, ErrControlTooLarge

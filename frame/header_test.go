@@ -72,7 +72,8 @@ func TestTypeStrings(t *testing.T) {
 	f(TypePong, "PONG", true)
 	f(TypeError, "ERROR", true)
 	f(TypeGoAway, "GOAWAY", true)
-	f(0x0A, "UNKNOWN", false)
+	f(TypeSack, "SACK", true)
+	f(0x0B, "UNKNOWN", false)
 	f(0xFF, "UNKNOWN", false)
 }
 
@@ -135,7 +136,12 @@ func TestParseHeaderRules(t *testing.T) {
 		{"version 0", set(hdr(TypeAck, 0, 1, 0, 0, 0), 2, 0), ErrBadVersion},
 		{"version 2", set(hdr(TypeAck, 0, 1, 0, 0, 0), 2, 2), ErrBadVersion},
 		{"type 0", hdr(0, 0, 1, 0, 0, 0), ErrBadType},
-		{"type 0x0A", hdr(0x0A, 0, 1, 0, 0, 0), ErrBadType},
+		{"type 0x0B", hdr(0x0B, 0, 1, 0, 0, 0), ErrBadType},
+		{"sack empty", hdr(TypeSack, 0, 1, 0, 0, 0), ErrBadLength},
+		{"sack half range", hdr(TypeSack, 0, 1, 0, 8, 8), ErrBadLength},
+		{"sack raw != len", hdr(TypeSack, 0, 1, 0, 16, 17), ErrBadLength},
+		{"sack count", hdr(TypeSack, 0, 1, 1, 16, 16), ErrBadLength},
+		{"sack too large", hdr(TypeSack, 0, 1, 0, MaxControlPayload+16, MaxControlPayload+16), ErrControlTooLarge},
 		{"type 0xFF", hdr(0xFF, 0, 1, 0, 0, 0), ErrBadType},
 		{"reserved 5", set(hdr(TypeAck, 0, 1, 0, 0, 0), 5, 1), ErrReserved},
 		{"reserved 6", set(hdr(TypeAck, 0, 1, 0, 0, 0), 6, 0x80), ErrReserved},
