@@ -33,9 +33,17 @@ type agentConn struct {
 	// limits it, not lastSeq-acked, because BUSY and packet ERRORs resolve
 	// single packets out of order.
 	unresolved uint64
-	// resolved marks, for the sequences after acked, which are resolved
-	// (out of order), until acked passes them.
+	// resolved holds the states of the sequences after acked, which are
+	// resolved out of order, until acked passes them.
 	resolved seqRing
+	// sack is set if the agent took selective ACKs (CapSack). Then the
+	// unreported accepted sequences after acked (there are unreported, the
+	// lowest no lower than unreportedMin) go out in SACK ranges at the next
+	// flush: a packet an analyzer acknowledged is not held back by an
+	// earlier one still at a slower analyzer.
+	sack          bool
+	unreported    int
+	unreportedMin uint64
 
 	out    []byte // frames waiting for the next flush (BUSY, ERROR, PONG, GOAWAY)
 	dirty  bool
@@ -47,7 +55,7 @@ type agentConn struct {
 
 func (lp *loop) openAgent(c gnet.Conn) (out []byte, action gnet.Action) {
 	now := lp.clock()
-	a := &agentConn{lp: lp, c: c, opened: now, lastIn: now}
+	a := &agentConn{lp: lp, c: c, opened: now, lastIn: now, unreportedMin: ^uint64(0)}
 	if ra := c.RemoteAddr(); ra != nil {
 		a.remote = ra.String()
 	}
@@ -139,9 +147,10 @@ func (a *agentConn) handle(h frame.Header, fb, payload []byte) gnet.Action {
 			w = uint64(lp.s.cfg.Window)
 		}
 		a.window = w
+		a.sack = hello.Caps&frame.CapSack != 0
 		a.state = agentReady
 		a.out = frame.AppendWelcome(a.out, &frame.Welcome{
-			Caps:          hello.Caps & frame.CapZstd,
+			Caps:          hello.Caps & (frame.CapZstd | frame.CapSack),
 			Window:        uint32(w),
 			MaxFrame:      lp.s.cfg.Limits.MaxFrame,
 			IdleTimeoutMs: uint32(lp.s.cfg.IdleTimeout.Milliseconds()),
@@ -238,60 +247,94 @@ func (a *agentConn) fatal(code frame.Code, err error) gnet.Action {
 	return gnet.Close
 }
 
-// resolve marks DATA seq as settled and advances the cumulative ack.
-func (a *agentConn) resolve(seq uint64) {
+// Resolution states of the sequences after an agent's ack point.
+const (
+	seqOpen     uint8 = iota // not resolved yet
+	seqReported              // resolved, and the agent told (BUSY, ERROR or SACK)
+	seqAccepted              // accepted by an analyzer; a SACK agent not told yet
+)
+
+// accept resolves DATA seq as accepted by an analyzer: it is acknowledged
+// at the next flush, by the cumulative ACK or, for an agent that took
+// selective ACKs, by a SACK range.
+func (a *agentConn) accept(seq uint64) {
+	st := seqReported // the cumulative ACK will report it
+	if a.sack {
+		st = seqAccepted
+	}
+	if a.resolve(seq, st) {
+		a.lp.pend.agentAcks++
+	}
+}
+
+// resolve marks DATA seq as settled (state seqReported or seqAccepted) and
+// advances the cumulative ack over every settled sequence at its head. It
+// reports whether seq was open.
+func (a *agentConn) resolve(seq uint64, state uint8) bool {
 	if a.closed || seq <= a.acked || seq > a.lastSeq {
-		return
+		return false
 	}
 	i := int(seq - a.acked - 1)
-	if a.resolved.get(i) {
-		return // already resolved
+	if a.resolved.get(i) != seqOpen {
+		return false // already resolved
 	}
-	a.resolved.set(i)
+	a.resolved.set(i, state)
 	a.unresolved--
-	for a.acked < a.lastSeq && a.resolved.get(0) {
+	if state == seqAccepted {
+		a.unreported++
+		a.unreportedMin = min(a.unreportedMin, seq)
+	}
+	for a.acked < a.lastSeq {
+		st := a.resolved.get(0)
+		if st == seqOpen {
+			break
+		}
+		if st == seqAccepted {
+			a.unreported-- // the cumulative ACK reports it
+		}
 		a.resolved.pop()
 		a.acked++
 	}
 	a.lp.markAgent(a)
+	return true
 }
 
 // maxSeqGap bounds how far the newest DATA may run ahead of the oldest
 // unresolved one, in windows: the resolved-marks ring grows with the gap.
 const maxSeqGap = 16
 
-// seqRing is a growable ring of flags for the sequences after an agent's
-// ack point: get(i) is the flag of sequence acked+1+i.
+// seqRing is a growable ring of resolution states for the sequences after
+// an agent's ack point: get(i) is the state of sequence acked+1+i.
 type seqRing struct {
-	buf  []bool
+	buf  []uint8
 	head int
 }
 
-func (r *seqRing) get(i int) bool {
+func (r *seqRing) get(i int) uint8 {
 	if i >= len(r.buf) {
-		return false
+		return seqOpen
 	}
 	return r.buf[(r.head+i)&(len(r.buf)-1)]
 }
 
-func (r *seqRing) set(i int) {
+func (r *seqRing) set(i int, st uint8) {
 	if i >= len(r.buf) {
 		n := max(16, len(r.buf))
 		for n <= i {
 			n *= 2
 		}
-		nb := make([]bool, n)
+		nb := make([]uint8, n)
 		for j := range r.buf {
 			nb[j] = r.buf[(r.head+j)&(len(r.buf)-1)]
 		}
 		r.buf, r.head = nb, 0
 	}
-	r.buf[(r.head+i)&(len(r.buf)-1)] = true
+	r.buf[(r.head+i)&(len(r.buf)-1)] = st
 }
 
-// pop clears the flag of the oldest sequence and moves past it.
+// pop clears the state of the oldest sequence and moves past it.
 func (r *seqRing) pop() {
-	r.buf[r.head] = false
+	r.buf[r.head] = seqOpen
 	r.head = (r.head + 1) & (len(r.buf) - 1)
 }
 
@@ -300,7 +343,7 @@ func (a *agentConn) resolveBusy(seq uint64, retryMs uint32) {
 		return
 	}
 	a.out = frame.AppendBusy(a.out, seq, retryMs)
-	a.resolve(seq)
+	a.resolve(seq, seqReported)
 }
 
 func (a *agentConn) resolveError(seq uint64, code frame.Code, reason string) {
@@ -309,7 +352,7 @@ func (a *agentConn) resolveError(seq uint64, code frame.Code, reason string) {
 	}
 	a.lp.m.rejected.Inc()
 	a.out = frame.AppendError(a.out, seq, code, reason)
-	a.resolve(seq)
+	a.resolve(seq, seqReported)
 }
 
 func (a *agentConn) goAway() {
@@ -322,19 +365,56 @@ func (a *agentConn) goAway() {
 }
 
 // flush writes the pending frames, ending with a cumulative ACK if the
-// ack point moved (after any BUSY or ERROR it covers, as the protocol
-// requires).
+// ack point moved, or SACKs if accepted packets beyond it are unreported
+// (after any BUSY or ERROR it covers, as the protocol requires).
 func (a *agentConn) flush() {
 	if a.closed {
 		a.out = a.out[:0]
 		return
 	}
-	if a.acked > a.ackSent {
-		a.lp.m.agentAcks.Add(int(a.acked - a.ackSent))
+	switch {
+	case a.unreported > 0:
+		a.appendSacks()
+		a.ackSent = a.acked
+	case a.acked > a.ackSent:
 		a.out = frame.AppendAck(a.out, a.acked)
 		a.ackSent = a.acked
 	}
 	a.flushNow()
+}
+
+// appendSacks reports every accepted sequence after the ack point in SACK
+// frames, each also carrying the cumulative ACK.
+func (a *agentConn) appendSacks() {
+	ranges := a.lp.sackRanges[:0]
+	n := int(a.lastSeq - a.acked)
+	i := 0
+	if a.unreportedMin > a.acked {
+		i = int(a.unreportedMin - a.acked - 1)
+	}
+	for ; i < n && a.unreported > 0; i++ {
+		if a.resolved.get(i) != seqAccepted {
+			continue
+		}
+		a.resolved.set(i, seqReported)
+		a.unreported--
+		seq := a.acked + 1 + uint64(i)
+		if k := len(ranges); k > 0 && ranges[k-1].Last+1 == seq {
+			ranges[k-1].Last = seq
+			continue
+		}
+		if len(ranges) == frame.MaxSackRanges {
+			a.out = frame.AppendSack(a.out, a.acked, ranges)
+			ranges = ranges[:0]
+		}
+		ranges = append(ranges, frame.SeqRange{First: seq, Last: seq})
+	}
+	if a.unreported != 0 {
+		panic("BUG: proxy: unreported accepted packets not found after the ack point")
+	}
+	a.unreportedMin = ^uint64(0)
+	a.out = frame.AppendSack(a.out, a.acked, ranges)
+	a.lp.sackRanges = ranges[:0]
 }
 
 func (a *agentConn) flushNow() {

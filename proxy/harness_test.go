@@ -19,6 +19,8 @@ import (
 type fakeConn struct {
 	gnet.Conn
 	in      []byte
+	keep    bool   // keep what is written in out
+	out     []byte // with keep: everything written
 	written int
 	writes  int
 	ctx     any
@@ -44,6 +46,9 @@ func (f *fakeConn) Peek(n int) ([]byte, error) {
 func (f *fakeConn) Discard(n int) (int, error) { f.in = f.in[n:]; return n, nil }
 func (f *fakeConn) InboundBuffered() int       { return len(f.in) }
 func (f *fakeConn) Write(b []byte) (int, error) {
+	if f.keep {
+		f.out = append(f.out, b...)
+	}
 	f.written += len(b)
 	f.writes++
 	return len(b), nil
@@ -71,15 +76,21 @@ func (f *fakeConn) Context() any     { return f.ctx }
 // harness is one loop with an agent and four ready upstreams, driven by
 // hand.
 type harness struct {
-	lp    *loop
-	agent *agentConn
-	ac    *fakeConn
-	ups   []*fakeConn
-	data  []byte // one DATA frame; its sequence is rewritten per send
-	acks  [][]byte
+	lp      *loop
+	agent   *agentConn
+	ac      *fakeConn
+	ups     []*fakeConn
+	data    []byte // one DATA frame; its sequence is rewritten per send
+	welcome []byte // what the agent got for its HELLO
+	acks    [][]byte
 }
 
 func newHarness(tb testing.TB, msgs int) *harness {
+	return newHarnessCaps(tb, msgs, frame.CapZstd)
+}
+
+// newHarnessCaps is newHarness with an agent offering caps in its HELLO.
+func newHarnessCaps(tb testing.TB, msgs int, caps frame.Capabilities) *harness {
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.SyslogUDP = ""
@@ -111,8 +122,10 @@ func newHarness(tb testing.TB, msgs int) *harness {
 		tb.Fatal("agent refused")
 	}
 	h.agent = h.ac.ctx.(*agentConn)
-	h.ac.in = frame.AppendHello(nil, &frame.Hello{Caps: frame.CapZstd, Window: 256, MaxFrame: 1 << 20, AgentID: []byte("bench-agent")})
+	h.ac.in = frame.AppendHello(nil, &frame.Hello{Caps: caps, Window: 256, MaxFrame: 1 << 20, AgentID: []byte("bench-agent")})
+	h.ac.keep = true
 	h.agent.onTraffic(h.ac)
+	h.welcome, h.ac.out, h.ac.keep = h.ac.out, nil, false
 	if h.agent.state != agentReady {
 		tb.Fatal("agent handshake failed")
 	}

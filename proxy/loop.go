@@ -89,11 +89,13 @@ type loop struct {
 	// pend counts what the loop did since it last published its counters
 	// (publish, at the end of every flush and tick): plain adds on the
 	// per-packet path instead of atomic ones.
-	pend     pendingCounts
-	acctUps  []*upstream  // upstreams with packets to account to the balancer
-	liveRecs int64        // records alive on this loop
-	live     atomic.Int64 // liveRecs as last published (read by the drain)
-	tickFn   gnet.RunnableFunc
+	pend    pendingCounts
+	acctUps []*upstream // upstreams with packets to account to the balancer
+	// sackRanges is the scratch space of agentConn.appendSacks.
+	sackRanges []frame.SeqRange
+	liveRecs   int64        // records alive on this loop
+	live       atomic.Int64 // liveRecs as last published (read by the drain)
+	tickFn     gnet.RunnableFunc
 	// goAwayFn sends GOAWAY to every agent on the loop.
 	goAwayFn gnet.RunnableFunc
 }
@@ -401,6 +403,7 @@ func (lp *loop) flush() {
 type pendingCounts struct {
 	frames, messages, bytes int
 	forwarded               int
+	agentAcks               int
 	syslogForwarded         int
 }
 
@@ -414,6 +417,7 @@ func (lp *loop) publish() {
 		m.messages.Add(p.messages)
 		m.bytes.Add(p.bytes)
 		m.forwarded.Add(p.forwarded)
+		m.agentAcks.Add(p.agentAcks)
 		m.syslogForwarded.Add(p.syslogForwarded)
 		*p = pendingCounts{}
 	}

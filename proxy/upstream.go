@@ -386,7 +386,7 @@ func (u *upstream) ack(seq uint64) {
 			continue
 		}
 		if a := r.agent; a != nil {
-			a.resolve(r.aseq)
+			a.accept(r.aseq)
 		}
 		lp.pend.forwarded++
 		if r.syslog {

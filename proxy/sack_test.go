@@ -1,0 +1,188 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/logdist/logdist/frame"
+)
+
+// agentModel is what an agent knows from the frames logdist wrote to it:
+// how each DATA sequence was resolved. It fails the test on any frame that
+// resolves a sequence twice or one never sent.
+type agentModel struct {
+	t        *testing.T
+	resolved map[uint64]string // seq → "ack", "sack", "error", "busy"
+	ackPoint uint64
+	sacks    int
+	welcome  frame.Welcome
+}
+
+func (m *agentModel) read(b []byte, sent uint64) {
+	m.t.Helper()
+	lim := frame.DefaultLimits()
+	rd := frame.NewReader(bytes.NewReader(b), &lim)
+	var ranges []frame.SeqRange
+	for {
+		h, payload, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			m.t.Fatalf("agent reads a bad frame: %v", err)
+		}
+		mark := func(seq uint64, how string) {
+			m.t.Helper()
+			if seq == 0 || seq > sent {
+				m.t.Fatalf("%s for sequence %d; %d sent", how, seq, sent)
+			}
+			if prev, ok := m.resolved[seq]; ok {
+				m.t.Fatalf("sequence %d resolved twice: %s, then %s", seq, prev, how)
+			}
+			m.resolved[seq] = how
+		}
+		cumulative := func(seq uint64) {
+			m.t.Helper()
+			if seq > sent {
+				m.t.Fatalf("ACK %d; %d sent", seq, sent)
+			}
+			for ; m.ackPoint < seq; m.ackPoint++ {
+				if _, ok := m.resolved[m.ackPoint+1]; !ok {
+					m.resolved[m.ackPoint+1] = "ack"
+				}
+			}
+		}
+		switch h.Type() {
+		case frame.TypeWelcome:
+			if err := frame.DecodeWelcome(payload, &m.welcome); err != nil {
+				m.t.Fatal(err)
+			}
+		case frame.TypeAck:
+			cumulative(h.Seq())
+		case frame.TypeSack:
+			m.sacks++
+			cumulative(h.Seq())
+			if ranges, err = frame.DecodeSack(payload, h.Seq(), ranges[:0]); err != nil {
+				m.t.Fatalf("bad SACK: %v", err)
+			}
+			for _, r := range ranges {
+				for s := r.First; s <= r.Last; s++ {
+					mark(s, "sack")
+				}
+			}
+		case frame.TypeError:
+			mark(h.Seq(), "error")
+		case frame.TypeBusy:
+			mark(h.Seq(), "busy")
+		default:
+			m.t.Fatalf("agent got %s", h.Type())
+		}
+	}
+}
+
+// An agent that offers selective ACKs gets each packet acknowledged as
+// soon as its analyzer acknowledges it, not when the slowest analyzer
+// holding an older packet does.
+func TestSackReportsPacketsOutOfOrder(t *testing.T) {
+	h := newHarnessCaps(t, 1, frame.CapZstd|frame.CapSack)
+	h.ac.keep = true
+	m := &agentModel{t: t, resolved: map[uint64]string{}}
+	m.read(h.welcome, 0)
+	if m.welcome.Caps&frame.CapSack == 0 {
+		t.Fatalf("WELCOME caps %#x: SACK not granted", m.welcome.Caps)
+	}
+	const n = 40
+	for i := 0; i < n; i++ {
+		h.send()
+	}
+	slow := -1
+	for i, u := range h.lp.ups {
+		if u.inflight.len() > 0 && u.inflight.peek().aseq == 1 {
+			slow = i
+		}
+	}
+	held := map[uint64]bool{}
+	for i := 0; i < h.lp.ups[slow].inflight.len(); i++ {
+		held[h.lp.ups[slow].inflight.at(i).aseq] = true
+	}
+	for i, u := range h.lp.ups {
+		if i != slow && u.inflight.len() > 0 {
+			h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
+			u.onTraffic(h.ups[i])
+		}
+	}
+	m.read(h.ac.out, n)
+	h.ac.out = h.ac.out[:0]
+	if m.sacks == 0 {
+		t.Fatal("no SACK written")
+	}
+	for s := uint64(1); s <= n; s++ {
+		if _, ok := m.resolved[s]; ok == held[s] {
+			t.Fatalf("sequence %d: resolved=%v, held by the slow analyzer=%v", s, ok, held[s])
+		}
+	}
+	if h.agent.unresolved != uint64(len(held)) {
+		t.Fatalf("%d unresolved, want %d", h.agent.unresolved, len(held))
+	}
+	u := h.lp.ups[slow]
+	h.ups[slow].in = frame.AppendAck(nil, u.nextSeq)
+	u.onTraffic(h.ups[slow])
+	m.read(h.ac.out, n)
+	if len(m.resolved) != n || m.ackPoint != n {
+		t.Fatalf("%d of %d resolved, ack point %d", len(m.resolved), n, m.ackPoint)
+	}
+}
+
+// Whatever order analyzers acknowledge and reject packets in, an agent
+// with or without selective ACKs sees every packet resolved exactly once.
+func TestResolutionExactlyOnce(t *testing.T) {
+	for _, caps := range []frame.Capabilities{frame.CapZstd, frame.CapZstd | frame.CapSack} {
+		for seed := uint64(1); seed <= 20; seed++ {
+			h := newHarnessCaps(t, 1, caps)
+			h.ac.keep = true
+			m := &agentModel{t: t, resolved: map[uint64]string{}}
+			rng := rand.New(rand.NewPCG(seed, uint64(caps)))
+			sent := uint64(0)
+			for step := 0; step < 3000; step++ {
+				i := rng.IntN(len(h.lp.ups))
+				u := h.lp.ups[i]
+				switch k := rng.IntN(10); {
+				case k < 5 && h.agent.unresolved < h.agent.window:
+					h.send()
+					sent++
+				case k < 9 && u.inflight.len() > 0:
+					// The analyzer acknowledges part of what it holds.
+					to := u.ackedSeq + 1 + uint64(rng.IntN(u.inflight.len()))
+					h.ups[i].in = frame.AppendAck(nil, to)
+					u.onTraffic(h.ups[i])
+				case u.inflight.len() > 0:
+					// It rejects one packet.
+					seq := u.ackedSeq + 1 + uint64(rng.IntN(u.inflight.len()))
+					h.ups[i].in = frame.AppendError(nil, seq, frame.CodeRejected, "no")
+					u.onTraffic(h.ups[i])
+				}
+				m.read(h.ac.out, sent)
+				h.ac.out = h.ac.out[:0]
+			}
+			for i, u := range h.lp.ups {
+				if u.inflight.len() > 0 {
+					h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
+					u.onTraffic(h.ups[i])
+				}
+			}
+			m.read(h.ac.out, sent)
+			if uint64(len(m.resolved)) != sent || m.ackPoint != sent {
+				t.Fatalf("caps %#x seed %d: %d of %d resolved, ack point %d", caps, seed, len(m.resolved), sent, m.ackPoint)
+			}
+			if caps&frame.CapSack == 0 && m.sacks != 0 {
+				t.Fatalf("an agent that did not offer SACK got %d", m.sacks)
+			}
+			if caps&frame.CapSack != 0 && m.sacks == 0 {
+				t.Fatalf("seed %d: no SACK at all", seed)
+			}
+		}
+	}
+}
