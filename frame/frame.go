@@ -108,6 +108,13 @@ const (
 	flagsKnown = FlagZstd
 )
 
+// SeqGapWindows bounds, in windows, how far a client's newest DATA runs
+// ahead of its oldest unresolved one: a client sends DATA seq only if
+// seq − oldest < SeqGapWindows × window, and a server accepts at least
+// that (logdist accepts twice as much). The window alone does not bound it
+// once SACK, BUSY or ERROR resolve packets out of order.
+const SeqGapWindows = 8
+
 // Capability bits, exchanged in HELLO and WELCOME.
 type Capabilities uint32
 

@@ -793,3 +793,58 @@ func TestResendAdaptsToNextServer(t *testing.T) {
 	}
 	noViolations(t, a, b)
 }
+
+// A server granting selective ACKs resolves packets out of order: every
+// packet it accepts is reported acknowledged at once, while an older one
+// is still held, and the window slot it held is free again.
+func TestSelectiveAcks(t *testing.T) {
+	srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{
+		Sack:   true,
+		Window: 4,
+		OnData: func(d clienttest.Data) clienttest.Reply {
+			if d.Bodies[0] == "slow" {
+				return clienttest.Reply{Action: clienttest.Hold}
+			}
+			return clienttest.Reply{Action: clienttest.Sack}
+		},
+	})
+	var mu sync.Mutex
+	acked := map[uint64]bool{}
+	cfg := testConfig(srv.Addr())
+	cfg.BatchMessages = 1
+	cfg.OnResult = func(r client.Result) {
+		if r.Err == nil {
+			mu.Lock()
+			acked[r.PacketID] = true
+			mu.Unlock()
+		}
+	}
+	c := newClient(t, cfg)
+	send(t, c, "slow")
+	// Twenty packets through a window of 4 while "slow" holds a slot: only
+	// possible if each SACK frees its packet's slot.
+	for i := range 20 {
+		send(t, c, fmt.Sprintf("m%d", i))
+	}
+	waitFor(t, "twenty packets acknowledged around the held one", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) == 20
+	})
+	for _, d := range srv.Received() {
+		mu.Lock()
+		got := acked[d.PacketID]
+		mu.Unlock()
+		if got == (d.Bodies[0] == "slow") {
+			t.Fatalf("packet %q acknowledged=%v", d.Bodies[0], got)
+		}
+	}
+	srv.AckAll()
+	if err := flush(c); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	if st := c.Stats(); st.PacketsAcked != 21 || st.PacketsResent != 0 {
+		t.Fatalf("stats %+v: want 21 acked, none resent", st)
+	}
+	noViolations(t, srv)
+}

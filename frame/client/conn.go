@@ -204,6 +204,7 @@ func (c *Client) handshake(nc net.Conn, addr string) (*conn, error) {
 	if c.cfg.Compress {
 		caps |= frame.CapZstd
 	}
+	caps |= frame.CapSack
 	hello := frame.AppendHello(nil, &frame.Hello{
 		Caps:     caps,
 		Window:   uint32(min(c.cfg.Window, 1<<31)),
@@ -322,11 +323,19 @@ func (cn *conn) writeLoop() {
 	}
 }
 
+// gapFullLocked reports whether the next DATA would run SeqGapWindows
+// windows ahead of the oldest unresolved one (packets resolved out of
+// order by SACK, BUSY or ERROR free window slots, but a server need not
+// track an unbounded gap).
+func (cn *conn) gapFullLocked() bool {
+	return len(cn.inflight) > 0 && cn.seq+1-cn.inflight[0].seq >= uint64(frame.SeqGapWindows*cn.window)
+}
+
 // fillLocked moves queued packets into buf as DATA frames while the window
 // allows, and lowers *wait to the next time one becomes sendable.
 func (cn *conn) fillLocked(now time.Time, buf *[]byte, wait *time.Duration, results []Result) []Result {
 	c := cn.c
-	for cn.unresolved < cn.window && c.qlen() > 0 && len(*buf) < 1<<20 {
+	for cn.unresolved < cn.window && c.qlen() > 0 && len(*buf) < 1<<20 && !cn.gapFullLocked() {
 		p := c.queue[c.qh]
 		if nb := p.notBefore - now.UnixNano(); nb > 0 {
 			*wait = min(*wait, time.Duration(nb))
@@ -433,6 +442,7 @@ func (cn *conn) readLoop() {
 func (cn *conn) readFrames() error {
 	var pong [frame.HeaderSize]byte
 	var results []Result
+	var ranges []frame.SeqRange
 	for {
 		h, payload, err := cn.rd.Next()
 		if fe := (*frame.Error)(nil); errors.As(err, &fe) {
@@ -448,6 +458,14 @@ func (cn *conn) readFrames() error {
 		switch h.Type() {
 		case frame.TypeAck:
 			results, err = cn.onAck(h.Seq(), results)
+		case frame.TypeSack:
+			if ranges, err = frame.DecodeSack(payload, h.Seq(), ranges[:0]); err != nil {
+				err = violation(frame.CodeProtocol, "client: malformed SACK from %s: %v", cn.addr, err)
+				break
+			}
+			if results, err = cn.onAck(h.Seq(), results); err == nil {
+				results, err = cn.onSack(ranges, results)
+			}
 		case frame.TypeBusy:
 			var ms uint32
 			if ms, err = frame.DecodeBusy(payload); err != nil {
@@ -507,6 +525,32 @@ func (cn *conn) onAck(seq uint64, results []Result) ([]Result, error) {
 		n++
 	}
 	cn.inflight = cn.inflight[n:]
+	cn.gotAck = true
+	cn.afterResolveLocked()
+	return results, nil
+}
+
+// onSack accepts the DATA in ranges (after onAck took the SACK's
+// cumulative part).
+func (cn *conn) onSack(ranges []frame.SeqRange, results []Result) ([]Result, error) {
+	c := cn.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range ranges {
+		if r.Last > cn.seq {
+			return results, violation(frame.CodeProtocol, "client: %s acknowledged sequence %d, only %d were sent", cn.addr, r.Last, cn.seq)
+		}
+		for seq := r.First; seq <= r.Last; seq++ {
+			// Sequences below the oldest in flight were acknowledged
+			// already; one resolved by BUSY or ERROR is not covered (a
+			// server bug, ignored: the packet is already settled).
+			if e := cn.entryLocked(seq); e != nil && e.p != nil {
+				results = append(results, c.resolveLocked(e.p, nil))
+				e.p = nil
+				cn.unresolved--
+			}
+		}
+	}
 	cn.gotAck = true
 	cn.afterResolveLocked()
 	return results, nil

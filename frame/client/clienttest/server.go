@@ -26,6 +26,7 @@ const (
 	Busy                 // BUSY with Reply.RetryAfter
 	Reject               // ERROR seq=<it> with Reply.Code (a per-packet code)
 	Drop                 // close the connection without answering
+	Sack                 // accept it alone with a SACK (needs Options.Sack and a client offering it; else like Ack)
 )
 
 // Reply is the answer to a DATA frame.
@@ -61,6 +62,8 @@ type Options struct {
 	IdleTimeoutMs uint32
 	// NoZstd refuses the zstd capability.
 	NoZstd bool
+	// Sack grants selective ACKs to a client that offers them.
+	Sack bool
 	// NoPong makes the server ignore PINGs.
 	NoPong bool
 	// CountOnly keeps no Data (Received returns nothing), only the
@@ -99,6 +102,8 @@ type sconn struct {
 
 	// Guarded by Server.mu.
 	lastSeq    uint64
+	acked      uint64 // the last cumulative ACK written
+	sack       bool   // SACK granted
 	unresolved int
 	goaway     bool
 }
@@ -206,6 +211,10 @@ func (s *Server) serve(c *sconn) {
 	if s.opts.NoZstd {
 		caps = 0
 	}
+	if s.opts.Sack {
+		caps |= hello.Caps & frame.CapSack
+	}
+	c.sack = caps&frame.CapSack != 0
 	c.write(frame.AppendWelcome(nil, &frame.Welcome{
 		Caps: caps, Window: window, MaxFrame: s.opts.MaxFrame,
 		IdleTimeoutMs: s.opts.IdleTimeoutMs, ServerID: []byte("clienttest"),
@@ -291,10 +300,17 @@ func (s *Server) serve(c *sconn) {
 		// Answer under the lock so AckAll cannot slip an ACK covering
 		// this sequence in before a BUSY or ERROR for it.
 		s.mu.Lock()
+		if r.Action == Sack && (!c.sack || h.Seq() == c.acked+1) {
+			r.Action = Ack // nothing held before it: the cumulative ACK says the same
+		}
 		switch r.Action {
 		case Ack:
 			c.unresolved = 0
+			c.acked = h.Seq()
 			c.write(frame.AppendAck(nil, h.Seq()))
+		case Sack:
+			c.unresolved--
+			c.write(frame.AppendSack(nil, c.acked, []frame.SeqRange{{First: h.Seq(), Last: h.Seq()}}))
 		case Busy:
 			c.unresolved--
 			c.write(frame.AppendBusy(nil, h.Seq(), uint32(r.RetryAfter/time.Millisecond)))
@@ -316,6 +332,7 @@ func (s *Server) AckAll() {
 	for c := range s.conns {
 		if c.unresolved > 0 {
 			c.unresolved = 0
+			c.acked = c.lastSeq
 			c.write(frame.AppendAck(nil, c.lastSeq))
 		}
 	}
