@@ -58,6 +58,11 @@ type Config struct {
 	// Compress sends zstd-compressed payloads (the server must grant zstd).
 	Compress bool
 
+	// Sack offers selective ACKs (frame.CapSack): packets are acknowledged
+	// as their analyzer acknowledges them, each one's latency its own. A
+	// server may not grant it; then cumulative ACKs resolve in order.
+	Sack bool
+
 	// Window is the window asked for in HELLO; the server may grant less,
 	// and the granted window is what each connection keeps in flight.
 	Window int
@@ -121,6 +126,7 @@ func DefaultConfig() Config {
 		MsgsPerPacket:    10,
 		MsgSize:          200,
 		Compress:         true,
+		Sack:             true,
 		Window:           256,
 		DrainTimeout:     10 * time.Second,
 		DialTimeout:      5 * time.Second,

@@ -182,13 +182,18 @@ type slot struct {
 	resolved atomic.Bool
 }
 
+// ringWindows is how many windows of sequences a session tracks: DATA
+// resolved out of order (SACK, BUSY, ERROR) let the newest run ahead of
+// the oldest unresolved one; the writer waits when it is this far ahead.
+const ringWindows = frame.SeqGapWindows
+
 // session is one connection's life: a writer (this goroutine) and a reader.
 type session struct {
 	c      *agentConn
 	nc     net.Conn
 	window int64
 	idle   time.Duration // PING when nothing was written for this long
-	ring   []slot        // by seq % len(ring); 2 × window
+	ring   []slot        // by seq % len(ring); ringWindows × window
 
 	sent     atomic.Int64 // highest sequence written
 	ackHigh  atomic.Int64 // highest cumulative ACK
@@ -208,7 +213,7 @@ func (c *agentConn) session(nc net.Conn, w *frame.Welcome) bool {
 	win := int64(w.Window)
 	s := &session{
 		c: c, nc: nc, window: win,
-		ring:    make([]slot, 2*win),
+		ring:    make([]slot, ringWindows*win),
 		wake:    make(chan struct{}, 1),
 		failed:  make(chan struct{}),
 		pongs:   make(chan uint64, 16),
@@ -371,6 +376,7 @@ func (s *session) readLoop() {
 	fr := frame.NewReader(s.nc, &r.cfg.Limits)
 	ringLen := int64(len(s.ring))
 	lats := make([]int64, 0, 256)
+	var ranges []frame.SeqRange
 	fail := func(err error) {
 		if !s.closing.Load() {
 			c.st.fail(err)
@@ -385,24 +391,41 @@ func (s *session) readLoop() {
 		}
 		seq := int64(h.Seq())
 		switch h.Type() {
-		case frame.TypeAck:
-			hi := s.ackHigh.Load()
+		case frame.TypeAck, frame.TypeSack:
 			if seq > s.sent.Load() {
 				fail(fmt.Errorf("%s acknowledged sequence %d, not sent yet", r.cfg.Target, seq))
 				return
 			}
-			if seq <= hi {
-				continue
+			if h.Type() == frame.TypeSack {
+				if ranges, err = frame.DecodeSack(payload, uint64(seq), ranges[:0]); err != nil {
+					fail(fmt.Errorf("%s sent a bad SACK: %w", r.cfg.Target, err))
+					return
+				}
+			} else {
+				ranges = ranges[:0]
 			}
+			hi := s.ackHigh.Load()
 			now := r.now()
 			lats = lats[:0]
-			var n int64
 			for q := hi + 1; q <= seq; q++ {
-				sl := &s.ring[q%ringLen]
-				n++
-				if !sl.resolved.Load() {
+				if sl := &s.ring[q%ringLen]; !sl.resolved.Load() {
 					lats = append(lats, now-sl.due.Load())
 				}
+			}
+			for _, rg := range ranges {
+				if int64(rg.Last) > s.sent.Load() {
+					fail(fmt.Errorf("%s acknowledged sequence %d, not sent yet", r.cfg.Target, rg.Last))
+					return
+				}
+				for q := int64(rg.First); q <= int64(rg.Last); q++ {
+					if sl := &s.ring[q%ringLen]; q > max(hi, seq) && !sl.resolved.Load() {
+						lats = append(lats, now-sl.due.Load())
+						sl.resolved.Store(true)
+					}
+				}
+			}
+			if len(lats) == 0 && seq <= hi {
+				continue
 			}
 			c.st.mu.Lock()
 			for _, l := range lats {
@@ -413,7 +436,9 @@ func (s *session) readLoop() {
 			c.st.mu.Unlock()
 			c.st.acked.Add(uint64(len(lats)))
 			c.st.lastAck.Store(now)
-			s.ackHigh.Store(seq)
+			if seq > hi {
+				s.ackHigh.Store(seq)
+			}
 			s.resolved.Add(int64(len(lats)))
 			s.signal()
 		case frame.TypeBusy, frame.TypeError:

@@ -115,6 +115,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Compress {
 		caps = frame.CapZstd
 	}
+	if cfg.Sack {
+		caps |= frame.CapSack
+	}
 	r.hello = frame.AppendHello(nil, &frame.Hello{
 		Caps: caps, Window: uint32(cfg.Window), MaxFrame: cfg.Limits.MaxFrame,
 		AgentID: []byte(cfg.AgentID), Software: []byte("logbench"),

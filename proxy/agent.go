@@ -301,7 +301,7 @@ func (a *agentConn) resolve(seq uint64, state uint8) bool {
 
 // maxSeqGap bounds how far the newest DATA may run ahead of the oldest
 // unresolved one, in windows: the resolved-marks ring grows with the gap.
-const maxSeqGap = 16
+const maxSeqGap = 2 * frame.SeqGapWindows
 
 // seqRing is a growable ring of resolution states for the sequences after
 // an agent's ack point: get(i) is the state of sequence acked+1+i.
