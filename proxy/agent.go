@@ -88,6 +88,8 @@ func (a *agentConn) onTraffic(c gnet.Conn) gnet.Action {
 	a.lastIn = lp.now // the loop's coarse clock: idle timeouts need no better
 	action := gnet.None
 	lim := &lp.s.cfg.Limits
+	// About one record per KiB buffered: agents' packets are rarely smaller.
+	lp.warmFree(min(c.InboundBuffered()>>10+1, 256))
 	for action == gnet.None {
 		hb, _ := c.Peek(frame.HeaderSize)
 		if len(hb) < frame.HeaderSize {

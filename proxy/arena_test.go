@@ -112,3 +112,35 @@ func TestRecordsUseTheArena(t *testing.T) {
 	}
 	lp.freeRecord(r)
 }
+
+// The fields settling a record reads share its first cache line, and the
+// record's size keeps it 64-byte aligned in the allocator's 128-byte class.
+func TestRecordLayout(t *testing.T) {
+	var r record
+	if n := unsafe.Sizeof(r); n != 128 {
+		t.Fatalf("record is %d bytes, want 128 (one size class, 64-byte aligned)", n)
+	}
+	for name, end := range map[string]uintptr{
+		"agent": unsafe.Offsetof(r.agent) + unsafe.Sizeof(r.agent),
+		"aseq":  unsafe.Offsetof(r.aseq) + unsafe.Sizeof(r.aseq),
+		"ch":    unsafe.Offsetof(r.ch) + unsafe.Sizeof(r.ch),
+		"stamp": unsafe.Offsetof(r.stamp) + unsafe.Sizeof(r.stamp),
+		"msgs":  unsafe.Offsetof(r.msgs) + unsafe.Sizeof(r.msgs),
+		"own":   unsafe.Offsetof(r.own) + unsafe.Sizeof(r.own),
+	} {
+		if end > 64 {
+			t.Errorf("record.%s ends at byte %d, past the first cache line", name, end)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		recordSink = append(recordSink, &record{}) // on the heap, as newRecord's
+	}
+	for _, r := range recordSink {
+		if p := uintptr(unsafe.Pointer(r)); p%64 != 0 {
+			t.Fatalf("a record at %#x is not 64-byte aligned", p)
+		}
+	}
+	recordSink = nil
+}
+
+var recordSink []*record
