@@ -44,6 +44,8 @@ type agentConn struct {
 	sack          bool
 	unreported    int
 	unreportedMin uint64
+	sackQueued    bool  // on the loop's sackLater list
+	stuckSince    int64 // since when unreported packets wait behind an unmoving ack point; 0: they do not
 
 	out    []byte // frames waiting for the next flush (BUSY, ERROR, PONG, GOAWAY)
 	dirty  bool
@@ -367,22 +369,47 @@ func (a *agentConn) goAway() {
 }
 
 // flush writes the pending frames, ending with a cumulative ACK if the
-// ack point moved, or SACKs if accepted packets beyond it are unreported
-// (after any BUSY or ERROR it covers, as the protocol requires).
+// ack point moved, or else SACKs if accepted packets beyond it are
+// unreported (after any BUSY or ERROR it covers, as the protocol requires).
 func (a *agentConn) flush() {
 	if a.closed {
 		a.out = a.out[:0]
 		return
 	}
 	switch {
-	case a.unreported > 0:
-		a.appendSacks()
-		a.ackSent = a.acked
 	case a.acked > a.ackSent:
+		// The ack point moves: packets are flowing, and the accepted ones
+		// beyond it will most likely be covered by the next ACK. A SACK
+		// for them now would cost the agent a wake-up and a smaller batch
+		// for each of this loop's; they wait (Config.SackDelay).
 		a.out = frame.AppendAck(a.out, a.acked)
 		a.ackSent = a.acked
+		a.stuckSince = 0
+		if a.unreported > 0 {
+			a.sackLater()
+		}
+	case a.unreported > 0:
+		now := a.lp.preciseNow()
+		if a.stuckSince == 0 {
+			a.stuckSince = now
+		}
+		if now-a.stuckSince < int64(a.lp.s.cfg.SackDelay) {
+			a.sackLater()
+			break
+		}
+		a.appendSacks()
+		a.ackSent = a.acked
+		a.stuckSince = 0
 	}
 	a.flushNow()
+}
+
+// sackLater has the next flush reconsider the agent's unreported packets.
+func (a *agentConn) sackLater() {
+	if !a.sackQueued {
+		a.sackQueued = true
+		a.lp.sackLater = append(a.lp.sackLater, a)
+	}
 }
 
 // appendSacks reports every accepted sequence after the ack point in SACK

@@ -70,6 +70,12 @@ type Config struct {
 	Window uint32
 	// UpstreamWindow is the window logdist asks each analyzer for.
 	UpstreamWindow uint32
+	// SackDelay is how long packets an analyzer accepted wait, beyond an
+	// agent's stuck cumulative ACK point, before logdist reports them in a
+	// SACK (to agents that offered SACK). While the ack point moves the
+	// next ACK covers them; reporting each at once would cost the agent a
+	// wake-up per flush and shrink every batch. 0 reports them at once.
+	SackDelay time.Duration
 	// HandshakeTimeout closes an agent connection that has not sent HELLO.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes an agent connection that has sent nothing (not
@@ -140,6 +146,7 @@ func DefaultConfig() Config {
 		UpstreamWindow:    4096,
 		HandshakeTimeout:  5 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		SackDelay:         time.Millisecond,
 		HeartbeatInterval: 500 * time.Millisecond,
 		HeartbeatTimeout:  time.Second,
 		DialTimeout:       time.Second,
@@ -216,6 +223,9 @@ func (c *Config) Validate() error {
 		if d.v <= 0 {
 			return bad("%s must be positive, got %v", d.name, d.v)
 		}
+	}
+	if c.SackDelay < 0 {
+		return bad("sack delay must not be negative, got %v", c.SackDelay)
 	}
 	if c.RedialMax < c.RedialMin {
 		return bad("redial max %v below redial min %v", c.RedialMax, c.RedialMin)

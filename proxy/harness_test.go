@@ -97,6 +97,7 @@ func newHarnessCaps(tb testing.TB, msgs int, caps frame.Capabilities) *harness {
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Balancer.Logger = cfg.Logger
 	cfg.Balancer.SlowStart = 0
+	cfg.SackDelay = 0 // tests of the delay set it
 	for i, w := range []float64{0.4, 0.3, 0.2, 0.1} {
 		cfg.Analyzers = append(cfg.Analyzers, AnalyzerConfig{Name: string(rune('a' + i)), Addr: "127.0.0.1:1", Weight: w})
 	}

@@ -99,6 +99,8 @@ type loop struct {
 	acctUps []*upstream // upstreams with packets to account to the balancer
 	// touch keeps upstream.ack's first pass from being optimized away.
 	touch uint64
+	// sackLater lists agents to reconsider for a SACK at the next flush.
+	sackLater []*agentConn
 	// sackRanges is the scratch space of agentConn.appendSacks.
 	sackRanges []frame.SeqRange
 	liveRecs   int64        // records alive on this loop
@@ -395,6 +397,16 @@ func (lp *loop) flush() {
 		return // re-entered from a close inside a write; the outer call finishes
 	}
 	lp.flushing = true
+	// Agents with accepted packets beyond their ack point left unreported
+	// by the last flush (agentConn.flush): reconsider them.
+	for i, a := range lp.sackLater {
+		a.sackQueued = false
+		if !a.closed && a.unreported > 0 {
+			lp.markAgent(a)
+		}
+		lp.sackLater[i] = nil
+	}
+	lp.sackLater = lp.sackLater[:0]
 	for round := 0; round < 64; round++ {
 		if len(lp.redo) > 0 {
 			lp.runRedo()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/logdist/logdist/frame"
 )
@@ -184,5 +185,44 @@ func TestResolutionExactlyOnce(t *testing.T) {
 				t.Fatalf("seed %d: no SACK at all", seed)
 			}
 		}
+	}
+}
+
+// With a SACK delay, accepted packets behind a stuck ack point are not
+// reported until the delay has passed; then the next flush reports them.
+func TestSackDelay(t *testing.T) {
+	h := newHarnessCaps(t, 1, frame.CapZstd|frame.CapSack)
+	h.lp.s.cfg.SackDelay = time.Hour
+	h.ac.keep = true
+	m := &agentModel{t: t, resolved: map[uint64]string{}}
+	const n = 20
+	for i := 0; i < n; i++ {
+		h.send()
+	}
+	slow := -1
+	for i, u := range h.lp.ups {
+		if u.inflight.len() > 0 && u.inflight.peek().aseq == 1 {
+			slow = i
+		}
+	}
+	for i, u := range h.lp.ups {
+		if i != slow && u.inflight.len() > 0 {
+			h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
+			u.onTraffic(h.ups[i])
+		}
+	}
+	m.read(h.ac.out, n)
+	h.ac.out = h.ac.out[:0]
+	if m.sacks != 0 || len(m.resolved) != 0 {
+		t.Fatalf("%d SACKs, %d resolved within the delay", m.sacks, len(m.resolved))
+	}
+	if h.agent.unreported == 0 || len(h.lp.sackLater) != 1 {
+		t.Fatalf("%d unreported, %d agents to reconsider", h.agent.unreported, len(h.lp.sackLater))
+	}
+	h.lp.s.cfg.SackDelay = 0 // the delay has passed
+	h.lp.flush()
+	m.read(h.ac.out, n)
+	if m.sacks == 0 || len(m.resolved) != n-int(h.agent.unresolved) {
+		t.Fatalf("after the delay: %d SACKs, %d resolved, %d unresolved", m.sacks, len(m.resolved), h.agent.unresolved)
 	}
 }
