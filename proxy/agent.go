@@ -293,7 +293,7 @@ func (a *agentConn) resolve(seq uint64, state uint8) bool {
 		if st == seqOpen {
 			break
 		}
-		if st == seqAccepted {
+		if st == seqAccepted && a.unreported > 0 {
 			a.unreported-- // the cumulative ACK reports it
 		}
 		a.resolved.pop()
@@ -439,7 +439,10 @@ func (a *agentConn) appendSacks() {
 		ranges = append(ranges, frame.SeqRange{First: seq, Last: seq})
 	}
 	if a.unreported != 0 {
-		panic("BUG: proxy: unreported accepted packets not found after the ack point")
+		// A bookkeeping bug; the cumulative ACK still covers the packets
+		// later, so say so loudly and carry on rather than stop the loop.
+		a.lp.s.log.Error("BUG: proxy: unreported accepted packets not found after the ack point", "agent", string(a.agentID), "missing", a.unreported)
+		a.unreported = 0
 	}
 	a.unreportedMin = ^uint64(0)
 	a.out = frame.AppendSack(a.out, a.acked, ranges)
