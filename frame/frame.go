@@ -71,6 +71,10 @@ const (
 	TypeError   Type = 0x08 // either way; payload: ErrorPayload; seq = rejected DATA, or 0 (fatal: close follows)
 	TypeGoAway  Type = 0x09 // server → client; payload: ErrorPayload with the reason; no new DATA on this connection
 	TypeSack    Type = 0x0A // server → client, with CapSack only; payload: SeqRanges accepted; seq = cumulative, as ACK
+
+	// MaxType is the highest frame type of this protocol version: tables
+	// indexed by type have MaxType+1 entries.
+	MaxType = TypeSack
 )
 
 var typeNames = [...]string{
@@ -95,7 +99,7 @@ func (t Type) String() string {
 }
 
 // Valid reports whether t is a frame type of this protocol version.
-func (t Type) Valid() bool { return t >= TypeHello && t <= TypeSack }
+func (t Type) Valid() bool { return t >= TypeHello && t <= MaxType }
 
 // Flags is the header's flags byte.
 type Flags uint8

@@ -19,7 +19,7 @@ type serverMetrics struct {
 
 	active      atomic.Int64
 	connections *metrics.Counter // logdist_server_connections_total
-	frames      [frame.TypeGoAway + 1]*metrics.Counter
+	frames      [frame.MaxType + 1]*metrics.Counter
 	bytes       *metrics.Counter // logdist_server_received_bytes_total: header + payload of every frame read
 	messages    *metrics.Counter // logdist_server_messages_total: messages in accepted packets
 	acked       *metrics.Counter // logdist_server_packets_acked_total
@@ -39,7 +39,7 @@ func newServerMetrics() *serverMetrics {
 		acks:        s.NewCounter("logdist_server_acks_sent_total"),
 	}
 	s.NewGauge("logdist_server_connections_active", func() float64 { return float64(m.active.Load()) })
-	for t := frame.TypeHello; t <= frame.TypeGoAway; t++ {
+	for t := frame.TypeHello; t <= frame.MaxType; t++ {
 		m.frames[t] = s.NewCounter(fmt.Sprintf(`logdist_server_frames_total{type=%q}`, t.String()))
 	}
 	return m

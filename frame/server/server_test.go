@@ -64,6 +64,7 @@ func TestHandshakeRejected(t *testing.T) {
 	f("window 0", hello("secret", 0), frame.CodeBadHandshake)
 	f("PING first", frame.AppendPing(nil, 1), frame.CodeBadHandshake)
 	f("DATA first", (&frame.Encoder{}).AppendData(nil, 1, packet(1, 1), false), frame.CodeBadHandshake)
+	f("SACK first", frame.AppendSack(nil, 0, []frame.SeqRange{{First: 5, Last: 5}}), frame.CodeBadHandshake)
 	f("garbage first", []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"), frame.CodeBadMagic)
 
 	c := dialRaw(t, addr)
@@ -204,6 +205,9 @@ func TestFatalDecodeErrors(t *testing.T) {
 	f("garbage", func([]byte) []byte { return bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 64) }, frame.CodeBadMagic)
 	f("WELCOME from a client", func([]byte) []byte {
 		return frame.AppendWelcome(nil, &frame.Welcome{Window: 1, MaxFrame: 4096})
+	}, frame.CodeProtocol)
+	f("SACK from a client", func([]byte) []byte {
+		return frame.AppendSack(nil, 0, []frame.SeqRange{{First: 5, Last: 5}})
 	}, frame.CodeProtocol)
 	f("second HELLO", func([]byte) []byte {
 		return frame.AppendHello(nil, &frame.Hello{Window: 1, AgentID: []byte("a")})
