@@ -392,8 +392,8 @@ func (s *session) readLoop() {
 		seq := int64(h.Seq())
 		switch h.Type() {
 		case frame.TypeAck, frame.TypeSack:
-			if seq > s.sent.Load() {
-				fail(fmt.Errorf("%s acknowledged sequence %d, not sent yet", r.cfg.Target, seq))
+			if h.Seq() > uint64(s.sent.Load()) { // unsigned: a hostile 2^63 is not negative
+				fail(fmt.Errorf("%s acknowledged sequence %d, not sent yet", r.cfg.Target, h.Seq()))
 				return
 			}
 			if h.Type() == frame.TypeSack {
@@ -413,7 +413,7 @@ func (s *session) readLoop() {
 				}
 			}
 			for _, rg := range ranges {
-				if int64(rg.Last) > s.sent.Load() {
+				if rg.Last > uint64(s.sent.Load()) {
 					fail(fmt.Errorf("%s acknowledged sequence %d, not sent yet", r.cfg.Target, rg.Last))
 					return
 				}

@@ -377,31 +377,44 @@ func (a *agentConn) flush() {
 		return
 	}
 	switch {
+	case a.unreported > 0 && a.sackDue():
+		a.appendSacks()
+		a.ackSent = a.acked
+		a.stuckSince = 0
 	case a.acked > a.ackSent:
 		// The ack point moves: packets are flowing, and the accepted ones
 		// beyond it will most likely be covered by the next ACK. A SACK
 		// for them now would cost the agent a wake-up and a smaller batch
-		// for each of this loop's; they wait (Config.SackDelay).
+		// at every flush; they wait (Config.SackDelay) from now.
 		a.out = frame.AppendAck(a.out, a.acked)
 		a.ackSent = a.acked
 		a.stuckSince = 0
 		if a.unreported > 0 {
+			a.stuckSince = a.lp.preciseNow()
 			a.sackLater()
 		}
 	case a.unreported > 0:
-		now := a.lp.preciseNow()
-		if a.stuckSince == 0 {
-			a.stuckSince = now
-		}
-		if now-a.stuckSince < int64(a.lp.s.cfg.SackDelay) {
-			a.sackLater()
-			break
-		}
-		a.appendSacks()
-		a.ackSent = a.acked
-		a.stuckSince = 0
+		a.sackLater()
 	}
 	a.flushNow()
+}
+
+// sackDue reports whether the agent's unreported accepted packets have
+// waited the SACK delay behind an ack point that did not move (and starts
+// the wait if they had not started it).
+func (a *agentConn) sackDue() bool {
+	d := int64(a.lp.s.cfg.SackDelay)
+	if d == 0 {
+		return true
+	}
+	now := a.lp.preciseNow()
+	if a.stuckSince == 0 {
+		a.stuckSince = now
+	}
+	if a.acked > a.ackSent {
+		return false // it moved: the ACK goes out, the wait starts over
+	}
+	return now-a.stuckSince >= d
 }
 
 // sackLater has the next flush reconsider the agent's unreported packets.

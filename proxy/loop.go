@@ -99,8 +99,13 @@ type loop struct {
 	acctUps []*upstream // upstreams with packets to account to the balancer
 	// touch keeps upstream.ack's first pass from being optimized away.
 	touch uint64
-	// sackLater lists agents to reconsider for a SACK at the next flush.
+	// sackLater lists agents to reconsider for a SACK at the next flush,
+	// which sackTimer makes happen within Config.SackDelay even if nothing
+	// else wakes the loop.
 	sackLater []*agentConn
+	sackTimer *time.Timer
+	sackArmed bool
+	sackFn    gnet.RunnableFunc
 	// sackRanges is the scratch space of agentConn.appendSacks.
 	sackRanges []frame.SeqRange
 	liveRecs   int64        // records alive on this loop
@@ -127,6 +132,11 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 	lp.m = newLoopMetrics(s.mset, idx)
 	lp.tickFn = func(context.Context) error { lp.tick(); return nil }
 	lp.goAwayFn = func(context.Context) error { lp.goAway(); return nil }
+	lp.sackFn = func(context.Context) error {
+		lp.sackArmed = false
+		lp.flush()
+		return nil
+	}
 	lp.flushFn = func(context.Context) error {
 		lp.flushQueued = false
 		lp.flush()
@@ -430,7 +440,30 @@ func (lp *loop) flush() {
 		lp.dirtyAgents = lp.dirtyAgents[:0]
 	}
 	lp.flushing = false
+	if len(lp.sackLater) > 0 {
+		lp.armSack()
+	}
 	lp.publish()
+}
+
+// armSack has the loop flush again once the SACK delay has passed, so a
+// deferred SACK does not wait for the next tick when nothing else happens
+// (a stuck analyzer, and agents whose windows are full).
+func (lp *loop) armSack() {
+	if lp.sackArmed || lp.el == nil {
+		return
+	}
+	lp.sackArmed = true
+	d := lp.s.cfg.SackDelay
+	if lp.sackTimer == nil {
+		lp.sackTimer = time.AfterFunc(d, func() {
+			if lp.s.ctx.Err() == nil {
+				lp.exec(lp.sackFn)
+			}
+		})
+		return
+	}
+	lp.sackTimer.Reset(d)
 }
 
 // pendingCounts are per-packet counters not yet added to the metrics.

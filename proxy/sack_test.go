@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/panjf2000/gnet/v2"
 
 	"github.com/logdist/logdist/frame"
 )
@@ -225,4 +228,78 @@ func TestSackDelay(t *testing.T) {
 	if m.sacks == 0 || len(m.resolved) != n-int(h.agent.unresolved) {
 		t.Fatalf("after the delay: %d SACKs, %d resolved, %d unresolved", m.sacks, len(m.resolved), h.agent.unresolved)
 	}
+}
+
+// fakeEventLoop queues what Execute is given, for the test goroutine to
+// run as the loop would.
+type fakeEventLoop struct {
+	gnet.EventLoop
+	tasks chan gnet.Runnable
+}
+
+func (f *fakeEventLoop) Execute(_ context.Context, r gnet.Runnable) error {
+	f.tasks <- r
+	return nil
+}
+
+// A SACK deferred behind a stuck ack point goes out when the delay has
+// passed even if nothing else wakes the loop: a timer has it flush again
+// (without it, the SACK waited for the next tick, up to 50 ms).
+func TestSackDelayTimer(t *testing.T) {
+	h := newHarnessCaps(t, 1, frame.CapZstd|frame.CapSack)
+	el := &fakeEventLoop{tasks: make(chan gnet.Runnable, 64)}
+	h.lp.el = el
+	h.lp.s.cfg.SackDelay = 5 * time.Millisecond
+	h.ac.keep = true
+	m := &agentModel{t: t, resolved: map[uint64]string{}}
+	run := func() { // run what the loop was asked to run so far
+		for {
+			select {
+			case r := <-el.tasks:
+				if err := r.Run(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				return
+			}
+		}
+	}
+	const n = 20
+	for i := 0; i < n; i++ {
+		h.send()
+		run()
+	}
+	slow := -1
+	for i, u := range h.lp.ups {
+		if u.inflight.len() > 0 && u.inflight.peek().aseq == 1 {
+			slow = i
+		}
+	}
+	for i, u := range h.lp.ups {
+		if i != slow && u.inflight.len() > 0 {
+			h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
+			u.onTraffic(h.ups[i])
+			run()
+		}
+	}
+	m.read(h.ac.out, n)
+	h.ac.out = h.ac.out[:0]
+	if m.sacks != 0 {
+		t.Fatal("SACK before the delay")
+	}
+	// Nothing else happens; the timer's flush must come.
+	select {
+	case r := <-el.tasks:
+		if err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no flush was scheduled for the deferred SACK")
+	}
+	run()
+	m.read(h.ac.out, n)
+	if m.sacks == 0 || len(m.resolved) != n-int(h.agent.unresolved) {
+		t.Fatalf("after the timer: %d SACKs, %d resolved, %d unresolved", m.sacks, len(m.resolved), h.agent.unresolved)
+	}
+	h.lp.sackTimer.Stop()
 }

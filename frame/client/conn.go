@@ -540,7 +540,11 @@ func (cn *conn) onSack(ranges []frame.SeqRange, results []Result) ([]Result, err
 		if r.Last > cn.seq {
 			return results, violation(frame.CodeProtocol, "client: %s acknowledged sequence %d, only %d were sent", cn.addr, r.Last, cn.seq)
 		}
-		for seq := r.First; seq <= r.Last; seq++ {
+		first := r.First
+		if len(cn.inflight) > 0 { // below it everything is acknowledged already
+			first = max(first, cn.inflight[0].seq)
+		}
+		for seq := first; seq <= r.Last; seq++ {
 			// Sequences below the oldest in flight were acknowledged
 			// already; one resolved by BUSY or ERROR is not covered (a
 			// server bug, ignored: the packet is already settled).
