@@ -77,7 +77,7 @@ func (r *report) write(w io.Writer) {
 
 	pps := func(m measurement) float64 { return m.res.PacketsPerSec }
 	pf("### Throughput (as fast as the window allows, %v per round)\n\n", c.duration)
-	pf("| path | packets/s | messages/s | MB/s | p99 ms | proxy CPU µs/packet | rounds (packets/s) |\n|---|---:|---:|---:|---:|---:|---|\n")
+	pf("| path | packets/s | messages/s | MB/s | p99 ms | proxy CPU µs/packet | analyzers CPU µs/packet | rounds (packets/s) |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
 	med := map[string]float64{}
 	for _, p := range r.paths {
 		v := r.values(p, pps)
@@ -87,11 +87,15 @@ func (r *report) write(w io.Writer) {
 		if len(cpu) > 0 {
 			cpus = fmt.Sprintf("%.2f", median(cpu)*1e6)
 		}
-		pf("| %s | %.0f | %.0f | %.1f | %.2f | %s | %s |\n", p, med[p],
+		ans := "-"
+		if an := r.values(p, func(m measurement) float64 { return m.analyzerCPUPerPacket() }); len(an) > 0 {
+			ans = fmt.Sprintf("%.2f", median(an)*1e6)
+		}
+		pf("| %s | %.0f | %.0f | %.1f | %.2f | %s | %s | %s |\n", p, med[p],
 			median(r.values(p, func(m measurement) float64 { return m.res.MessagesPerSec })),
 			median(r.values(p, func(m measurement) float64 { return m.res.MBytesPerSec })),
 			median(r.values(p, func(m measurement) float64 { return m.res.LatencyMs.P99 })),
-			cpus, join(v, "%.0f"))
+			cpus, ans, join(v, "%.0f"))
 	}
 	pf("\nlogdist/direct = %.2f", med["logdist"]/med["direct"])
 	if h, ok := med["haproxy"]; ok {
@@ -99,7 +103,7 @@ func (r *report) write(w io.Writer) {
 	} else {
 		pf("   (haproxy skipped)")
 	}
-	pf("\nproxy CPU = utime+stime of the logdist (or haproxy) process from /proc/<pid>/stat over the round, divided by the packets acknowledged\n\n")
+	pf("\nproxy CPU = utime+stime of the logdist (or haproxy) process from /proc/<pid>/stat over the round, divided by the packets acknowledged; analyzers CPU = the same for the analyzerd processes the path sends to (on this shared host the analyzers' CPU is what bounds throughput)\n\n")
 
 	pf("### Latency at a fixed rate of half the direct maximum (%.0f packets/s, %v per round)\n\n", r.latRate, c.latDuration)
 	pf("| path | achieved packets/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 per round |\n|---|---:|---:|---:|---:|---:|---:|---|\n")

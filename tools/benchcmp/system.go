@@ -185,7 +185,17 @@ type measurement struct {
 	rate   float64
 	res    bench.Result
 	cpu    float64  // CPU seconds of the proxy (logdist or HAProxy) during the run; <0 unknown
+	anCPU  float64  // CPU seconds of the analyzers that received the run; <0 unknown
 	shares []uint64 // packets per analyzer (a1..a4) from their /stats
+}
+
+// analyzerCPUPerPacket is the analyzers' CPU seconds per acknowledged
+// packet, or -1.
+func (m measurement) analyzerCPUPerPacket() float64 {
+	if m.anCPU < 0 || m.res.PacketsAcked == 0 {
+		return -1
+	}
+	return m.anCPU / float64(m.res.PacketsAcked)
 }
 
 func (m measurement) cpuPerPacket() float64 {
@@ -237,10 +247,28 @@ func (s *system) logbench(ctx context.Context, limit time.Duration, args ...stri
 	return res, err
 }
 
+// analyzerCPU sums the CPU seconds of the analyzers path sends to.
+func (s *system) analyzerCPU(path string) (float64, error) {
+	procs := s.analyzers
+	if path == "direct" {
+		procs = []*proc{s.direct}
+	}
+	sum := 0.0
+	for _, p := range procs {
+		v, err := cpuSeconds(p.pid())
+		if err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
 // measure runs logbench on path at rate (0: as fast as the window allows).
 func (s *system) measure(ctx context.Context, path string, rate float64, d time.Duration) (measurement, error) {
-	m := measurement{path: path, rate: rate, cpu: -1}
+	m := measurement{path: path, rate: rate, cpu: -1, anCPU: -1}
 	target, proxy := s.target(path)
+	an0, anErr := s.analyzerCPU(path)
 	before, err := s.analyzerCounts()
 	if err != nil {
 		return m, err
@@ -259,6 +287,9 @@ func (s *system) measure(ctx context.Context, path string, rate float64, d time.
 		if cpu1, err := cpuSeconds(proxy.pid()); err == nil {
 			m.cpu = cpu1 - cpu0
 		}
+	}
+	if an1, err := s.analyzerCPU(path); err == nil && anErr == nil {
+		m.anCPU = an1 - an0
 	}
 	after, err := s.analyzerCounts()
 	if err != nil {
