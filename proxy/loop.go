@@ -110,7 +110,10 @@ type loop struct {
 	sackRanges []frame.SeqRange
 	liveRecs   int64        // records alive on this loop
 	live       atomic.Int64 // liveRecs as last published (read by the drain)
-	tickFn     gnet.RunnableFunc
+	// batchesOpen tells the ticker that syslog batches are open: the loop
+	// is woken every syslog linger, not only every timer interval.
+	batchesOpen atomic.Bool
+	tickFn      gnet.RunnableFunc
 	// goAwayFn sends GOAWAY to every agent on the loop.
 	goAwayFn gnet.RunnableFunc
 }

@@ -51,11 +51,14 @@ type Server struct {
 	mset *metrics.Set
 	m    *serverMetrics
 
-	eng     gnet.Engine
-	addr    net.Addr
-	runErr  chan error
-	udpEng  gnet.Engine // the syslog engine, when SyslogUDP is set
-	udpAddr *net.UDPAddr
+	eng    gnet.Engine
+	addr   net.Addr
+	runErr chan error
+	// batchWake: a loop opened its first syslog batch; the ticker moves to
+	// the linger interval.
+	batchWake chan struct{}
+	udpEng    gnet.Engine // the syslog engine, when SyslogUDP is set
+	udpAddr   *net.UDPAddr
 	// syslogTCPAddr is the bound TCP syslog listener, when SyslogTCP is set.
 	syslogTCPAddr *net.TCPAddr
 	udpErr        chan error
@@ -112,15 +115,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:    cfg,
-		log:    log,
-		set:    set,
-		mset:   mset,
-		runErr: make(chan error, 1),
-		udpErr: make(chan error, 1),
-		loops:  map[gnet.EventLoop]*loop{},
-		ctx:    ctx,
-		cancel: cancel,
+		cfg:       cfg,
+		log:       log,
+		set:       set,
+		mset:      mset,
+		runErr:    make(chan error, 1),
+		batchWake: make(chan struct{}, 1),
+		udpErr:    make(chan error, 1),
+		loops:     map[gnet.EventLoop]*loop{},
+		ctx:       ctx,
+		cancel:    cancel,
 	}
 	s.readyConns = make([]atomic.Int32, set.IDLimit())
 	s.m = newServerMetrics(s)
@@ -358,35 +362,64 @@ func (s *Server) snapshotLoops() []*loop {
 	return append([]*loop(nil), s.order...)
 }
 
-// tickInterval is how often every loop runs its timers (heartbeats, ack
+// timerInterval is how often every loop runs its timers (heartbeats, ack
 // timeouts, redials, queue drain, connection timeouts).
+func (s *Server) timerInterval() time.Duration {
+	return min(max(s.cfg.HeartbeatInterval/5, time.Millisecond), 50*time.Millisecond)
+}
+
+// tickInterval is how often the ticker wakes: the timer interval, or the
+// syslog linger if shorter, for loops with syslog batches open (they
+// close on time).
 func (s *Server) tickInterval() time.Duration {
-	d := s.cfg.HeartbeatInterval / 5
-	if d > 50*time.Millisecond {
-		d = 50 * time.Millisecond
-	}
+	d := s.timerInterval()
 	if (s.cfg.SyslogUDP != "" || s.cfg.SyslogTCP != "") && d > s.cfg.SyslogLinger {
-		d = s.cfg.SyslogLinger // batches close on time
-	}
-	if d < time.Millisecond {
-		d = time.Millisecond
+		d = max(s.cfg.SyslogLinger, time.Millisecond)
 	}
 	return d
 }
 
 func (s *Server) ticker() {
 	defer s.bg.Done()
-	t := time.NewTicker(s.tickInterval())
+	fast, timers := s.tickInterval(), s.timerInterval()
+	// Every loop runs its timers every timerInterval. While a loop has
+	// syslog batches open the ticker runs at the linger and wakes that
+	// loop too, to close them on time; a loop opening the first batch
+	// signals batchWake. An idle logdist with syslog enabled used to wake
+	// every loop every linger (5 ms): 14% of a core doing nothing.
+	cur := timers
+	t := time.NewTicker(cur)
 	defer t.Stop()
+	lastAll := time.Now()
 	for {
+		var now time.Time
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-t.C:
+		case <-s.batchWake:
+			now = time.Now()
+		case now = <-t.C:
+		}
+		all := now.Sub(lastAll) >= timers-fast/2
+		if all {
+			lastAll = now
 			s.set.Tick()
-			for _, lp := range s.snapshotLoops() {
+		}
+		open := false
+		for _, lp := range s.snapshotLoops() {
+			b := lp.batchesOpen.Load()
+			open = open || b
+			if all || b {
 				lp.exec(lp.tickFn)
 			}
+		}
+		want := timers
+		if open {
+			want = fast
+		}
+		if want != cur {
+			cur = want
+			t.Reset(cur)
 		}
 	}
 }

@@ -164,6 +164,13 @@ func (lp *loop) openBatch(addr netip.Addr) *syslogBatch {
 	si.nextID++
 	b.b.Reset(si.nextID, b.agentID, nil)
 	si.batches[addr] = b
+	if !lp.batchesOpen.Load() {
+		lp.batchesOpen.Store(true)
+		select {
+		case lp.s.batchWake <- struct{}{}:
+		default: // the ticker is being woken already
+		}
+	}
 	return b
 }
 
@@ -171,6 +178,9 @@ func (lp *loop) openBatch(addr netip.Addr) *syslogBatch {
 func (lp *loop) sealBatch(b *syslogBatch) {
 	si := lp.syslog
 	delete(si.batches, b.addr)
+	if len(si.batches) == 0 {
+		lp.batchesOpen.Store(false)
+	}
 	if len(si.free) < 1024 {
 		si.free = append(si.free, b)
 	}
