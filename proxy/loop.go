@@ -213,7 +213,7 @@ func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uin
 	return r
 }
 
-// warmFree loads the first cache line of the next n records newRecord
+// warmFree loads the two cache lines of the next n records newRecord
 // will take. Other processes run on the core between two wake-ups of the
 // loop and evict its caches; a tight loop of independent loads takes the
 // misses all at once, where newRecord would take them one at a time.
@@ -222,7 +222,7 @@ func (lp *loop) warmFree(n int) {
 	n = min(n, len(free))
 	var touch uint64
 	for i := len(free) - n; i < len(free); i++ {
-		touch += uint64(cap(free[i].own))
+		touch += uint64(cap(free[i].own)) + free[i].useq // both cache lines: newRecord fills both
 	}
 	lp.touch += touch
 }
