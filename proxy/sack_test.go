@@ -87,6 +87,31 @@ func (m *agentModel) read(b []byte, sent uint64) {
 	}
 }
 
+// holder returns the index of the upstream whose oldest packet in flight
+// is the agent's sequence seq, or -1.
+func (h *harness) holder(seq uint64) int {
+	for i, u := range h.lp.ups {
+		if u.inflight.len() > 0 && u.inflight.peek().aseq == seq {
+			return i
+		}
+	}
+	return -1
+}
+
+// ackAllBut has every upstream but skip acknowledge all it holds, calling
+// after (if not nil) after each.
+func (h *harness) ackAllBut(skip int, after func()) {
+	for i, u := range h.lp.ups {
+		if i != skip && u.inflight.len() > 0 {
+			h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
+			u.onTraffic(h.ups[i])
+			if after != nil {
+				after()
+			}
+		}
+	}
+}
+
 // An agent that offers selective ACKs gets each packet acknowledged as
 // soon as its analyzer acknowledges it, not when the slowest analyzer
 // holding an older packet does.
@@ -102,22 +127,12 @@ func TestSackReportsPacketsOutOfOrder(t *testing.T) {
 	for i := 0; i < n; i++ {
 		h.send()
 	}
-	slow := -1
-	for i, u := range h.lp.ups {
-		if u.inflight.len() > 0 && u.inflight.peek().aseq == 1 {
-			slow = i
-		}
-	}
+	slow := h.holder(1)
 	held := map[uint64]bool{}
 	for i := 0; i < h.lp.ups[slow].inflight.len(); i++ {
 		held[h.lp.ups[slow].inflight.at(i).aseq] = true
 	}
-	for i, u := range h.lp.ups {
-		if i != slow && u.inflight.len() > 0 {
-			h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
-			u.onTraffic(h.ups[i])
-		}
-	}
+	h.ackAllBut(slow, nil)
 	m.read(h.ac.out, n)
 	h.ac.out = h.ac.out[:0]
 	if m.sacks == 0 {
@@ -202,18 +217,7 @@ func TestSackDelay(t *testing.T) {
 	for i := 0; i < n; i++ {
 		h.send()
 	}
-	slow := -1
-	for i, u := range h.lp.ups {
-		if u.inflight.len() > 0 && u.inflight.peek().aseq == 1 {
-			slow = i
-		}
-	}
-	for i, u := range h.lp.ups {
-		if i != slow && u.inflight.len() > 0 {
-			h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
-			u.onTraffic(h.ups[i])
-		}
-	}
+	h.ackAllBut(h.holder(1), nil)
 	m.read(h.ac.out, n)
 	h.ac.out = h.ac.out[:0]
 	if m.sacks != 0 || len(m.resolved) != 0 {
@@ -269,19 +273,7 @@ func TestSackDelayTimer(t *testing.T) {
 		h.send()
 		run()
 	}
-	slow := -1
-	for i, u := range h.lp.ups {
-		if u.inflight.len() > 0 && u.inflight.peek().aseq == 1 {
-			slow = i
-		}
-	}
-	for i, u := range h.lp.ups {
-		if i != slow && u.inflight.len() > 0 {
-			h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
-			u.onTraffic(h.ups[i])
-			run()
-		}
-	}
+	h.ackAllBut(h.holder(1), run)
 	m.read(h.ac.out, n)
 	h.ac.out = h.ac.out[:0]
 	if m.sacks != 0 {

@@ -48,8 +48,7 @@ start() { # start <logdist command>: analyzers, then logdist; sets ldpid
 	ldpid=$!
 	pids+=("$ldpid")
 	for _ in $(seq 100); do # ready when the admin API answers and every analyzer is connected
-		if curl -sf 127.0.0.1:27480/api/v1/analyzers 2>/dev/null | grep -q '"healthy": *true' &&
-			[ "$(curl -sf 127.0.0.1:27480/api/v1/analyzers | grep -o '"healthy": *true' | wc -l)" = 4 ]; then
+		if [ "$(curl -sf 127.0.0.1:27480/api/v1/analyzers 2>/dev/null | grep -o '"healthy": *true' | wc -l)" = 4 ]; then
 			return
 		fi
 		sleep 0.1
