@@ -63,7 +63,9 @@ func (f *fakeConn) Writev(bs [][]byte) (int, error) {
 	f.writes++
 	return n, nil
 }
-func (f *fakeConn) Close() error { return nil }
+func (f *fakeConn) Close() error          { return nil }
+func (f *fakeConn) Fd() int               { return -1 } // no socket: flush uses Writev
+func (f *fakeConn) OutboundBuffered() int { return 0 }
 func (f *fakeConn) RemoteAddr() net.Addr {
 	if f.remote != nil {
 		return f.remote

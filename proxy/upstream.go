@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/logdist/logdist/balancer"
 	"github.com/logdist/logdist/frame"
@@ -56,9 +57,10 @@ type upstream struct {
 	// publishes them to the balancer.
 	acct upstreamAcct
 
-	iov   [][]byte // this flush's writes
-	ctrl  []byte   // control frames for this flush (HELLO, PING, PONG)
-	dirty bool
+	iov    [][]byte     // this flush's writes
+	iovecs []unix.Iovec // writevDirect's iovec array
+	ctrl   []byte       // control frames for this flush (HELLO, PING, PONG)
+	dirty  bool
 
 	openedAt int64
 	// Heartbeats: a PING goes out every HeartbeatInterval whether or not
@@ -152,22 +154,30 @@ func (u *upstream) flush() {
 	// inside Writev, and onClose must find an empty batch.
 	u.iov = u.iov[:0]
 	u.ctrl = u.ctrl[:0]
-	// writev(2) takes at most IOV_MAX (1024) buffers and gnet passes them
-	// through: write in chunks. A chunk the socket does not take whole
-	// goes to gnet's outbound buffer, and the later chunks queue behind it.
+	// writev(2) takes at most IOV_MAX (1024) buffers: write in chunks.
+	// Each goes straight to the socket while gnet holds nothing for it
+	// (writevDirect); what the socket does not take, and any error, goes
+	// to gnet, which buffers the rest (and the later chunks behind it) or
+	// closes the connection.
 	for rest := iov; len(rest) > 0 && u.c != nil; {
 		n := min(len(rest), iovMax)
+		chunk := rest[:n]
+		rest = rest[n:]
+		if fd := u.c.Fd(); fd >= 0 && u.c.OutboundBuffered() == 0 {
+			if chunk = advance(chunk, writevDirect(fd, chunk, &u.iovecs)); len(chunk) == 0 {
+				continue
+			}
+		}
 		var err error
-		if n == 1 {
-			_, err = u.c.Write(rest[0])
+		if len(chunk) == 1 {
+			_, err = u.c.Write(chunk[0])
 		} else {
-			_, err = u.c.Writev(rest[:n])
+			_, err = u.c.Writev(chunk)
 		}
 		if err != nil {
 			u.lastError = err.Error() // gnet has closed the connection
 			break
 		}
-		rest = rest[n:]
 	}
 	clear(iov)
 }
