@@ -36,8 +36,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	lp := h.s.loopFor(c.EventLoop(), false)
 	if h.s.isSyslogTCP(c) {
-		lp.openSyslogConn(c)
-		return nil, gnet.None
+		return nil, lp.openSyslogConn(c)
 	}
 	h.s.accepted.Add(1)
 	return lp.openAgent(c)

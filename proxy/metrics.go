@@ -50,6 +50,7 @@ type loopMetrics struct {
 	syslogDropped, syslogForwarded *metrics.Counter
 	syslogTCPMessages              *metrics.Counter
 	syslogTCPFraming               *metrics.Counter
+	syslogShutdownDropped          *metrics.Counter
 	syslogTCPConns                 atomic.Int64
 }
 
@@ -95,6 +96,7 @@ func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
 	m.syslogForwarded = c("logdist_syslog_forwarded_messages_total")
 	m.syslogTCPMessages = c("logdist_syslog_tcp_messages_total")
 	m.syslogTCPFraming = c("logdist_syslog_tcp_framing_errors_total")
+	m.syslogShutdownDropped = c("logdist_syslog_shutdown_dropped_total")
 	set.GetOrCreateGauge(`logdist_syslog_tcp_connections{`+l+`}`, func() float64 { return float64(m.syslogTCPConns.Load()) })
 	set.GetOrCreateGauge(`logdist_agent_connections{`+l+`}`, func() float64 { return float64(m.agentConns.Load()) })
 	set.GetOrCreateGauge(`logdist_queue_oldest_age_seconds{`+l+`}`, func() float64 { return float64(m.oldestQueuedNs.Load()) / 1e9 })

@@ -428,6 +428,14 @@ func (s *Server) ticker() {
 // every agent gets GOAWAY, and Stop waits up to DrainTimeout (or until ctx
 // is done) for the packets in flight to be acknowledged, then closes every
 // connection and waits for its goroutines.
+//
+// Syslog input stops when the drain starts: its open batches are sealed
+// and drained like agent packets, and what arrives after that is dropped
+// and counted (logdist_syslog_shutdown_dropped_total), and TCP syslog
+// connections are closed. Syslog senders get no acknowledgements to resend
+// from, so forwarding new messages would not make them safer; it would only
+// keep packets in flight and hold Stop to the full DrainTimeout under a
+// steady stream.
 func (s *Server) Stop(ctx context.Context) error {
 	if !s.started.Load() {
 		return nil // Start failed (and cleaned up) or never ran
@@ -467,6 +475,13 @@ func (s *Server) stop(ctx context.Context) error {
 		}
 	}
 	s.bg.Wait()
+	var dropped uint64
+	for _, lp := range s.snapshotLoops() {
+		dropped += lp.m.syslogShutdownDropped.Get()
+	}
+	if dropped > 0 {
+		s.log.Warn("dropped syslog messages that arrived during the shutdown", "messages", dropped)
+	}
 	s.log.Info("stopped", "addr", s.addr.String())
 	if err != nil {
 		return fmt.Errorf("proxy: cannot stop the engine: %w", err)

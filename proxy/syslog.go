@@ -77,6 +77,10 @@ func (lp *loop) onDatagram(c gnet.Conn) {
 		m.syslogEmpty.Inc()
 		return
 	}
+	if lp.s.draining.Load() {
+		m.syslogShutdownDropped.Inc() // see Server.stop
+		return
+	}
 	var addr netip.Addr
 	if ua, ok := c.RemoteAddr().(*net.UDPAddr); ok {
 		addr = ua.AddrPort().Addr().Unmap()

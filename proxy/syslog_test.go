@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,9 +23,11 @@ type collector struct {
 	bodies []string
 	agents map[string]int
 	srv    *server.Server
+	delay  atomic.Int64 // per packet, to make a slow analyzer
 }
 
 func (c *collector) HandlePacket(_ context.Context, _ *server.Meta, p *frame.Packet) error {
+	time.Sleep(time.Duration(c.delay.Load()))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.agents[string(p.AgentID)]++
@@ -166,4 +169,72 @@ func TestSyslogTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the good connection still works", 10*time.Second, func() bool { return col.count() >= 3 })
+}
+
+// Stop under a steady syslog stream (UDP and TCP) ends once the packets in
+// flight are acknowledged, not at the drain timeout: syslog that arrives
+// during the drain is dropped and counted instead of forwarded.
+func TestStopUnderSteadySyslog(t *testing.T) {
+	col, srv := startCollector(t)
+	defer srv.Close()
+	// An analyzer taking 5 ms per packet, and batches sealed every 5 ms:
+	// there is always a packet in flight.
+	col.delay.Store(int64(5 * time.Millisecond))
+	const drainTimeout = 30 * time.Second
+	s := startProxy(t, nil, nil, func(c *proxy.Config) {
+		c.Analyzers = []proxy.AnalyzerConfig{{Name: "c", Addr: srv.Addr().String(), Weight: 1}}
+		c.SyslogUDP = "127.0.0.1:0"
+		c.SyslogTCP = "127.0.0.1:0"
+		c.SyslogLinger = 5 * time.Millisecond
+		c.DrainTimeout = drainTimeout
+	})
+	stopped := false
+	defer func() {
+		if !stopped {
+			s.Stop(context.Background())
+		}
+	}()
+	waitFor(t, "analyzer up", 5*time.Second, allHealthy(s, 1))
+	udp, err := net.Dial("udp", s.SyslogAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	tcp, err := net.Dial("tcp", s.SyslogTCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the stream: ~2,000 messages/s each way until the end
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			_, _ = fmt.Fprintf(udp, "<13>Nov 27 02:00:00 web-1 app[1]: udp %d", i)
+			_, _ = fmt.Fprintf(tcp, "<13>Nov 27 02:00:00 web-1 app[1]: tcp %d\n", i)
+			time.Sleep(500 * time.Microsecond) // pacing, not waiting
+		}
+	}()
+	defer func() { close(done); wg.Wait() }()
+	waitFor(t, "syslog flowing", 10*time.Second, func() bool { return col.count() >= 200 })
+
+	start := time.Now()
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	if took := time.Since(start); took > drainTimeout/3 {
+		t.Fatalf("Stop took %v under a steady syslog stream (drain timeout %v)", took, drainTimeout)
+	}
+	var out bytes.Buffer
+	s.Metrics().WritePrometheus(&out)
+	if !strings.Contains(out.String(), "logdist_syslog_shutdown_dropped_total") {
+		t.Fatal("no logdist_syslog_shutdown_dropped_total in the metrics")
+	}
 }

@@ -74,7 +74,9 @@ type syslogConn struct {
 	addr netip.Addr
 }
 
-func (lp *loop) openSyslogConn(c gnet.Conn) {
+// openSyslogConn sets up a TCP syslog connection; during shutdown it is
+// closed at once (see Server.stop).
+func (lp *loop) openSyslogConn(c gnet.Conn) gnet.Action {
 	if lp.syslog == nil {
 		lp.syslog = newSyslogIngest(lp.s)
 		lp.maxBuf = max(lp.maxBuf, lp.s.cfg.SyslogBatchBytes+64+64)
@@ -85,6 +87,10 @@ func (lp *loop) openSyslogConn(c gnet.Conn) {
 	}
 	c.SetContext(sc)
 	lp.m.syslogTCPConns.Add(1)
+	if lp.s.draining.Load() {
+		return gnet.Close
+	}
+	return gnet.None
 }
 
 func (sc *syslogConn) onTraffic(c gnet.Conn) gnet.Action {
@@ -108,9 +114,15 @@ func (sc *syslogConn) onTraffic(c gnet.Conn) gnet.Action {
 		}
 		m.syslogTCPMessages.Inc()
 		m.syslogBytes.Add(n)
-		if len(msg) == 0 {
+		switch {
+		case len(msg) == 0:
 			m.syslogEmpty.Inc()
-		} else {
+		case lp.s.draining.Load():
+			// Shutting down (see Server.stop): count what was read and
+			// close, so the sender queues the rest for its next connection.
+			m.syslogShutdownDropped.Inc()
+			action = gnet.Close
+		default:
 			lp.ingestSyslog(msg, sc.addr)
 		}
 		_, _ = c.Discard(n)
