@@ -44,8 +44,10 @@ type agentConn struct {
 	sack          bool
 	unreported    int
 	unreportedMin uint64
-	sackQueued    bool  // on the loop's sackLater list
-	stuckSince    int64 // since when unreported packets wait behind an unmoving ack point; 0: they do not
+	sackQueued    bool // on the loop's sackLater list
+	// unreportedSince is when the oldest of the unreported packets was
+	// accepted; 0 when there are none.
+	unreportedSince int64
 
 	out    []byte // frames waiting for the next flush (BUSY, ERROR, PONG, GOAWAY)
 	dirty  bool
@@ -285,6 +287,9 @@ func (a *agentConn) resolve(seq uint64, state uint8) bool {
 	a.resolved.set(i, state)
 	a.unresolved--
 	if state == seqAccepted {
+		if a.unreported == 0 { // once per batch of unreported packets
+			a.unreportedSince = a.lp.preciseNow()
+		}
 		a.unreported++
 		a.unreportedMin = min(a.unreportedMin, seq)
 	}
@@ -294,7 +299,9 @@ func (a *agentConn) resolve(seq uint64, state uint8) bool {
 			break
 		}
 		if st == seqAccepted && a.unreported > 0 {
-			a.unreported-- // the cumulative ACK reports it
+			if a.unreported--; a.unreported == 0 { // the cumulative ACK reports it
+				a.unreportedSince = 0
+			}
 		}
 		a.resolved.pop()
 		a.acked++
@@ -368,9 +375,10 @@ func (a *agentConn) goAway() {
 	a.lp.markAgent(a)
 }
 
-// flush writes the pending frames, ending with a cumulative ACK if the
-// ack point moved, or else SACKs if accepted packets beyond it are
-// unreported (after any BUSY or ERROR it covers, as the protocol requires).
+// flush writes the pending frames: SACKs if accepted packets beyond the
+// ack point have waited the SACK delay (each SACK carries the cumulative
+// point too), or else a cumulative ACK if the point moved; both after any
+// BUSY or ERROR they cover, as the protocol requires.
 func (a *agentConn) flush() {
 	if a.closed {
 		a.out = a.out[:0]
@@ -380,17 +388,11 @@ func (a *agentConn) flush() {
 	case a.unreported > 0 && a.sackDue():
 		a.appendSacks()
 		a.ackSent = a.acked
-		a.stuckSince = 0
+		a.unreportedSince = 0
 	case a.acked > a.ackSent:
-		// The ack point moves: packets are flowing, and the accepted ones
-		// beyond it will most likely be covered by the next ACK. A SACK
-		// for them now would cost the agent a wake-up and a smaller batch
-		// at every flush; they wait (Config.SackDelay) from now.
 		a.out = frame.AppendAck(a.out, a.acked)
 		a.ackSent = a.acked
-		a.stuckSince = 0
 		if a.unreported > 0 {
-			a.stuckSince = a.lp.preciseNow()
 			a.sackLater()
 		}
 	case a.unreported > 0:
@@ -399,22 +401,16 @@ func (a *agentConn) flush() {
 	a.flushNow()
 }
 
-// sackDue reports whether the agent's unreported accepted packets have
-// waited the SACK delay behind an ack point that did not move (and starts
-// the wait if they had not started it).
+// sackDue reports whether the oldest unreported accepted packet has waited
+// the SACK delay. Most packets do not: the ack point passes them first,
+// and the ACK that says so costs the agent nothing extra. Those it does
+// not pass in time are behind a packet held at a slower analyzer; whether
+// the point is stuck or still creeping forward, they are reported then,
+// at most once per delay per agent, so an agent's acknowledgements are
+// never held back more than the delay by another analyzer's packets.
 func (a *agentConn) sackDue() bool {
 	d := int64(a.lp.s.cfg.SackDelay)
-	if d == 0 {
-		return true
-	}
-	now := a.lp.preciseNow()
-	if a.stuckSince == 0 {
-		a.stuckSince = now
-	}
-	if a.acked > a.ackSent {
-		return false // it moved: the ACK goes out, the wait starts over
-	}
-	return now-a.stuckSince >= d
+	return d == 0 || a.lp.preciseNow()-a.unreportedSince >= d
 }
 
 // sackLater has the next flush reconsider the agent's unreported packets.

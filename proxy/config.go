@@ -70,11 +70,12 @@ type Config struct {
 	Window uint32
 	// UpstreamWindow is the window logdist asks each analyzer for.
 	UpstreamWindow uint32
-	// SackDelay is how long packets an analyzer accepted wait, beyond an
-	// agent's stuck cumulative ACK point, before logdist reports them in a
-	// SACK (to agents that offered SACK). While the ack point moves the
-	// next ACK covers them; reporting each at once would cost the agent a
-	// wake-up per flush and shrink every batch. 0 reports them at once.
+	// SackDelay is how long packets an analyzer accepted may wait beyond
+	// an agent's cumulative ACK point (held by a packet at a slower
+	// analyzer) before logdist reports them in a SACK, to agents that
+	// offered SACK. Most are covered by an ACK within it; reporting each
+	// at once would cost the agent a wake-up per flush and shrink every
+	// batch. 0 reports them at once.
 	SackDelay time.Duration
 	// HandshakeTimeout closes an agent connection that has not sent HELLO.
 	HandshakeTimeout time.Duration

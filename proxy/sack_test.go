@@ -295,3 +295,53 @@ func TestSackDelayTimer(t *testing.T) {
 	}
 	h.lp.sackTimer.Stop()
 }
+
+// A slow analyzer that still acknowledges, a packet at a time, moves the
+// ack point at every flush. The packets the others accepted beyond it are
+// reported all the same once they have waited the SACK delay: the rule is
+// their age, not whether the point moved.
+func TestSackWhileAckPointCreeps(t *testing.T) {
+	h := newHarnessCaps(t, 1, frame.CapZstd|frame.CapSack)
+	const delay = 10 * time.Millisecond
+	h.lp.s.cfg.SackDelay = delay
+	h.ac.keep = true
+	m := &agentModel{t: t, resolved: map[uint64]string{}}
+	const n = 60
+	for i := 0; i < n; i++ {
+		h.send()
+	}
+	slow := h.holder(1)
+	u := h.lp.ups[slow]
+	if u.inflight.len() < 8 {
+		t.Fatalf("setup: the analyzer holding sequence 1 holds only %d packets", u.inflight.len())
+	}
+	t0 := h.lp.preciseNow() // before the first packet is accepted
+	h.ackAllBut(slow, nil)
+	read := func() { m.read(h.ac.out, n); h.ac.out = h.ac.out[:0] }
+	read()
+	if m.sacks != 0 {
+		t.Fatal("a SACK before the delay")
+	}
+	steps := 0
+	for m.sacks == 0 && u.inflight.len() > 1 {
+		h.lp.base = h.lp.base.Add(-delay / 4) // a quarter of the delay passes
+		before := h.agent.acked
+		h.ups[slow].in = frame.AppendAck(nil, u.inflight.peek().useq)
+		u.onTraffic(h.ups[slow])
+		h.lp.flush()
+		read()
+		if h.agent.acked == before {
+			t.Fatal("the ack point did not move")
+		}
+		steps++
+	}
+	if m.sacks == 0 {
+		t.Fatalf("no SACK in %d steps (%v) while the ack point crept forward", steps, time.Duration(steps)*delay/4)
+	}
+	if waited := time.Duration(h.lp.preciseNow() - t0); waited < delay {
+		t.Fatalf("SACK after %v, before the delay had passed", waited)
+	}
+	if got := len(m.resolved); got != n-u.inflight.len() {
+		t.Fatalf("agent knows %d packets resolved, %d are", got, n-u.inflight.len())
+	}
+}
