@@ -3,7 +3,7 @@
 #
 #   tools/pipeline.sh logdist|haproxy [rate] [logdist flags...]
 #
-# Starts four fresh bin/analyzerd at 0.4/0.3/0.2/0.1 and either logdist
+# Starts four fresh bin/analyzerd (or $ANALYZERD) at 0.4/0.3/0.2/0.1 and either logdist
 # (bin/logdist, or $LOGDIST) or HAProxy (mode tcp, roundrobin, weights
 # 4/3/2/1, nbthread 2, as make bench runs it) on 127.0.0.1 (ports
 # 27400-27514), then bin/logbench with 10 connections for 8 s, as fast as
@@ -35,7 +35,7 @@ trap cleanup EXIT
 
 apids=()
 for i in 1 2 3 4; do
-	bin/analyzerd --name "a$i" --listen "127.0.0.1:2750$i" --admin "127.0.0.1:2751$i" --log-level warn 2>/dev/null &
+	${ANALYZERD:-bin/analyzerd} --name "a$i" --listen "127.0.0.1:2750$i" --admin "127.0.0.1:2751$i" --log-level warn 2>/dev/null &
 	pids+=($!)
 	apids+=($!)
 done
