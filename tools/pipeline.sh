@@ -3,9 +3,9 @@
 #
 #   tools/pipeline.sh logdist|haproxy [rate] [logdist flags...]
 #
-# Starts four fresh bin/analyzerd (or $ANALYZERD) at 0.4/0.3/0.2/0.1 and either logdist
-# (bin/logdist, or $LOGDIST) or HAProxy (mode tcp, roundrobin, weights
-# 4/3/2/1, nbthread 2, as make bench runs it) on 127.0.0.1 (ports
+# Starts four fresh bin/analyzerd (or $ANALYZERD) at 0.4/0.3/0.2/0.1 and
+# either logdist (bin/logdist, or $LOGDIST) or HAProxy (configured as make
+# bench runs it: benchcmp --haproxy-config) on 127.0.0.1 (ports
 # 27400-27514), then bin/logbench with 10 connections for 8 s, as fast as
 # the window allows or at a fixed rate (packets/s) when one is given. Over
 # the 4 s in the middle of the run it prints, per process group (the
@@ -46,25 +46,7 @@ logdist)
 		--analyzer name=a3,addr=127.0.0.1:27503,weight=0.2 --analyzer name=a4,addr=127.0.0.1:27504,weight=0.1 "$@" 2>/dev/null &
 	;;
 haproxy)
-	cat >"$tmp/haproxy.cfg" <<EOF
-global
-    maxconn 4096
-    nbthread 2
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 10m
-    timeout server 10m
-frontend logbench
-    bind 127.0.0.1:27400
-    default_backend analyzers
-backend analyzers
-    balance roundrobin
-    server a1 127.0.0.1:27501 weight 4
-    server a2 127.0.0.1:27502 weight 3
-    server a3 127.0.0.1:27503 weight 2
-    server a4 127.0.0.1:27504 weight 1
-EOF
+	go run ./tools/benchcmp --haproxy-config 127.0.0.1:27400,127.0.0.1:27501,127.0.0.1:27502,127.0.0.1:27503,127.0.0.1:27504 >"$tmp/haproxy.cfg"
 	haproxy -db -f "$tmp/haproxy.cfg" 2>/dev/null &
 	;;
 *)

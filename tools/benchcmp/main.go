@@ -64,12 +64,21 @@ func main() {
 	fs.BoolVar(&cfg.install, "install-haproxy", true, "as root, apt-get install haproxy when it is missing")
 	fs.DurationVar(&cfg.cpuProfile, "cpu-profile", 10*time.Second, "take a CPU profile of logdist this long under full load and print its top costs (needs go on PATH; 0: skip)")
 	fs.StringVar(&cfg.out, "out", "", "also write the report to this file (default \"\": stdout only)")
+	hapConfig := fs.StringSlice("haproxy-config", nil, "print the HAProxy configuration of the haproxy path for BIND,ANALYZER1,...,ANALYZER4 (addresses) and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
 			os.Exit(0)
 		}
 		fmt.Fprintf(os.Stderr, "benchcmp: %v\n", err)
 		os.Exit(2)
+	}
+	if len(*hapConfig) > 0 {
+		if len(*hapConfig) != 1+len(weights) {
+			fmt.Fprintf(os.Stderr, "benchcmp: --haproxy-config wants the bind address and %d analyzer addresses, got %d addresses\n", len(weights), len(*hapConfig))
+			os.Exit(2)
+		}
+		fmt.Print(haproxyConfig((*hapConfig)[0], (*hapConfig)[1:]))
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := 0

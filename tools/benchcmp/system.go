@@ -103,26 +103,11 @@ func (s *system) startHAProxy(bin string) error {
 	if s.tmp, err = os.MkdirTemp("", "benchcmp-"); err != nil {
 		return err
 	}
-	conf := fmt.Sprintf(`global
-    maxconn 4096
-    nbthread %d
-
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 10m
-    timeout server 10m
-
-frontend logbench
-    bind %s
-    default_backend analyzers
-
-backend analyzers
-    balance roundrobin
-`, 2, s.hapAddr)
+	addrs := make([]string, len(s.analyzers))
 	for i, a := range s.analyzers {
-		conf += fmt.Sprintf("    server a%d %s weight %d\n", i+1, a.fields["listen"], int(weights[i]*10+0.5))
+		addrs[i] = a.fields["listen"]
 	}
+	conf := haproxyConfig(s.hapAddr, addrs)
 	path := filepath.Join(s.tmp, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
@@ -414,4 +399,32 @@ func (s *system) cpuProfileTop(ctx context.Context, d time.Duration) (string, er
 		return "", perr
 	}
 	return "go tool pprof -top " + url + "\n" + string(out), nil
+}
+
+// haproxyConfig is the HAProxy configuration of the haproxy path: TCP
+// mode, round robin over the analyzers at weights 4/3/2/1 (weights ×
+// 10), two threads, no health checks. tools/pipeline.sh runs the same
+// (benchcmp --haproxy-config).
+func haproxyConfig(bind string, analyzers []string) string {
+	conf := fmt.Sprintf(`global
+    maxconn 4096
+    nbthread 2
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10m
+    timeout server 10m
+
+frontend logbench
+    bind %s
+    default_backend analyzers
+
+backend analyzers
+    balance roundrobin
+`, bind)
+	for i, a := range analyzers {
+		conf += fmt.Sprintf("    server a%d %s weight %d\n", i+1, a, int(weights[i]*10+0.5))
+	}
+	return conf
 }
