@@ -49,6 +49,10 @@ type agentConn struct {
 	// accepted; 0 when there are none.
 	unreportedSince int64
 
+	// queued counts this agent's packets in the loop's wait queue; when
+	// the connection closes they become orphans (loop.orphansQueued).
+	queued int
+
 	out    []byte // frames waiting for the next flush (BUSY, ERROR, PONG, GOAWAY)
 	dirty  bool
 	goaway bool
@@ -78,6 +82,7 @@ func (a *agentConn) onClose(err error) {
 	a.closed = true
 	a.state = agentClosing
 	delete(lp.agents, a)
+	lp.orphansQueued += a.queued
 	lp.m.agentConns.Add(-1)
 	if err != nil && !errors.Is(err, errClosedByUs) {
 		lp.s.log.Debug("agent connection closed", "remote", a.remote, "agent", string(a.agentID), "err", err)

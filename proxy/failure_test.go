@@ -411,17 +411,100 @@ func TestDrainMoreThanIOVMax(t *testing.T) {
 	if got := a.unique(); got != agents*each {
 		t.Fatalf("analyzer has %d unique packets, want %d", got, agents*each)
 	}
-	var lost float64
+	if lost := metricSum(s, "logdist_upstream_connections_lost_total"); lost != 0 {
+		t.Fatalf("%v analyzer connections lost while draining", lost)
+	}
+}
+
+// metricSum adds up a metric over its labels (every loop).
+func metricSum(s *proxy.Server, name string) float64 {
 	var m bytes.Buffer
 	s.Metrics().WritePrometheus(&m)
+	var sum float64
 	for _, line := range strings.Split(m.String(), "\n") {
-		if strings.HasPrefix(line, "logdist_upstream_connections_lost_total") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
 			f := strings.Fields(line)
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			lost += v
+			sum += v
 		}
 	}
-	if lost != 0 {
-		t.Fatalf("%v analyzer connections lost while draining", lost)
+	return sum
+}
+
+// While every analyzer is down, the packets of an agent that disconnects
+// stop holding queue budget, even behind packets of agents still there:
+// the agent resends them on its next connection, and the old copies would
+// otherwise fill the queue and get the new ones BUSY. They are dropped
+// (and counted), never forwarded.
+func TestQueuedOrphansReleaseBudget(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there yet
+	s := startProxyAddrs(t, []string{"a1"}, []string{addr}, func(c *proxy.Config) {
+		c.Loops = 1 // one queue, so that the orphans are behind the live packets
+		c.QueueMaxPackets = 10
+		c.Balancer.BreakerBackoff = 50 * time.Millisecond
+		c.Balancer.BreakerMaxBackoff = 100 * time.Millisecond
+		c.RedialMax = 100 * time.Millisecond
+	})
+	defer s.Stop(t.Context())
+	dial := func(agent string) *servertest.Client {
+		t.Helper()
+		c, err := servertest.Dial(s.Addr().String(), agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	send := func(c *servertest.Client, agent string, from, to uint64) {
+		t.Helper()
+		var buf []byte
+		for i := from; i <= to; i++ {
+			buf = c.AppendData(buf, pkt(agent, i), true)
+		}
+		if err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queued := func() float64 { return metricSum(s, "logdist_queue_packets") }
+
+	live := dial("live")
+	defer live.Close()
+	send(live, "live", 1, 2) // at the head of the queue, and staying
+	waitFor(t, "2 packets queued", 5*time.Second, func() bool { return queued() == 2 })
+	gone := dial("gone")
+	send(gone, "gone", 1, 8)
+	waitFor(t, "10 packets queued", 5*time.Second, func() bool { return queued() == 10 })
+	gone.Close()
+	waitFor(t, "the closed agent's packets dropped from the queue", 5*time.Second, func() bool { return queued() == 2 })
+	if n := metricSum(s, "logdist_orphaned_packets_dropped_total"); n != 8 {
+		t.Fatalf("logdist_orphaned_packets_dropped_total %v, want 8", n)
+	}
+
+	// The agent comes back and resends: the queue takes all eight again.
+	back := dial("gone")
+	defer back.Close()
+	send(back, "gone", 1, 8)
+	waitFor(t, "10 packets queued again", 5*time.Second, func() bool { return queued() == 10 })
+	if busy := metricSum(s, "logdist_agent_busy_total"); busy != 0 {
+		t.Fatalf("%v BUSY answers", busy)
+	}
+	a := startAnalyzer(t, "a1", addr)
+	defer a.srv.Close()
+	if err := live.WaitAck(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := back.WaitAck(8); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := 1; i <= 8; i++ {
+		if n := a.seen[fmt.Sprintf("gone/%d", i)]; n != 1 {
+			t.Errorf("packet gone/%d reached the analyzer %d times, want once (the orphaned copy is not forwarded)", i, n)
+		}
 	}
 }

@@ -68,8 +68,11 @@ type loop struct {
 	freeBytes int         // own-buffer capacity held by free
 	maxBuf    int         // largest buffer kept on the free list
 	waiting   recordQueue // packets no analyzer could take yet
-	delayed   recordQueue // packets an analyzer answered BUSY to, with notBefore
-	redo      []*record   // packets to re-dispatch (their upstream failed)
+	// orphansQueued counts packets in waiting whose agent has closed
+	// (at least; see dropQueuedOrphans).
+	orphansQueued int
+	delayed       recordQueue // packets an analyzer answered BUSY to, with notBefore
+	redo          []*record   // packets to re-dispatch (their upstream failed)
 
 	dirtyUps    []*upstream
 	dirtyAgents []*agentConn
@@ -306,7 +309,55 @@ func (lp *loop) enqueueWaiting(r *record) {
 	s.queuedPackets.Add(1)
 	s.queuedBytes.Add(int64(len(r.buf)))
 	r.sentAt = lp.now // queued since
+	if r.agent != nil {
+		r.agent.queued++
+	}
 	lp.waiting.push(r)
+}
+
+// dequeued releases the queue budget r held.
+func (lp *loop) dequeued(r *record) {
+	lp.s.queuedPackets.Add(-1)
+	lp.s.queuedBytes.Add(-int64(len(r.buf)))
+	if r.agent != nil {
+		r.agent.queued--
+	}
+}
+
+// dropOrphan frees a packet whose agent's connection closed before it
+// was forwarded: nobody waits for its ACK, and the agent resends it on its
+// next connection (it was never acknowledged).
+func (lp *loop) dropOrphan(r *record) {
+	lp.m.orphansDropped.Inc()
+	lp.freeRecord(r)
+}
+
+// dropQueuedOrphans removes from the wait queue every packet whose agent
+// has gone, keeping the others in order, so that they stop holding queue
+// budget (shared by every loop) while no analyzer can take them: when
+// agents reconnect during an outage and resend, the queue would otherwise
+// fill with the old copies and answer BUSY to the new. It runs from the
+// loop's timer, O(queue length), only when an agent with queued packets
+// has closed since the last run.
+func (lp *loop) dropQueuedOrphans() {
+	q := &lp.waiting
+	n := q.len()
+	kept := 0
+	for i := 0; i < n; i++ {
+		r := q.at(i)
+		if r.orphan() {
+			lp.dequeued(r)
+			lp.dropOrphan(r)
+			continue
+		}
+		q.set(kept, r)
+		kept++
+	}
+	for i := kept; i < n; i++ {
+		q.set(i, nil)
+	}
+	q.size = kept
+	lp.orphansQueued = 0
 }
 
 // busy answers r's agent with BUSY and forgets r: the agent resends it.
@@ -332,10 +383,10 @@ func (lp *loop) drainWaiting() {
 			return
 		}
 		lp.waiting.pop()
-		lp.s.queuedPackets.Add(-1)
-		lp.s.queuedBytes.Add(-int64(len(r.buf)))
+		lp.dequeued(r)
 		if r.orphan() {
-			lp.freeRecord(r)
+			lp.orphansQueued = max(lp.orphansQueued-1, 0)
+			lp.dropOrphan(r)
 		}
 	}
 }
@@ -347,7 +398,7 @@ func (lp *loop) runRedo() {
 		r := lp.redo[i]
 		lp.redo[i] = nil
 		if r.orphan() {
-			lp.freeRecord(r)
+			lp.dropOrphan(r)
 			continue
 		}
 		lp.m.redispatched.Inc()
@@ -357,7 +408,7 @@ func (lp *loop) runRedo() {
 	for lp.delayed.len() > 0 && lp.delayed.peek().notBefore <= lp.now {
 		r := lp.delayed.pop()
 		if r.orphan() {
-			lp.freeRecord(r)
+			lp.dropOrphan(r)
 			continue
 		}
 		lp.dispatch(r)
@@ -525,6 +576,9 @@ func (lp *loop) tick() {
 	}
 	lp.runRedo()
 	lp.drainWaiting()
+	if lp.orphansQueued > 0 {
+		lp.dropQueuedOrphans()
+	}
 	// Timeouts are seconds long: scanning every connection on every tick
 	// (every few ms with syslog batching) would cost more than it buys.
 	if now-lp.lastExpire >= int64(expireEvery) {

@@ -23,6 +23,7 @@ type loopMetrics struct {
 	busy, rejected          *metrics.Counter
 	queueFull               *metrics.Counter
 	redispatched            *metrics.Counter
+	orphansDropped          *metrics.Counter
 	forwarded               *metrics.Counter
 	upstreamBusy            *metrics.Counter
 	upstreamRejected        *metrics.Counter
@@ -71,6 +72,7 @@ func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
 		rejected:         c("logdist_agent_rejected_packets_total"),
 		queueFull:        c("logdist_queue_full_total"),
 		redispatched:     c("logdist_redispatched_packets_total"),
+		orphansDropped:   c("logdist_orphaned_packets_dropped_total"),
 		forwarded:        c("logdist_forwarded_packets_total"),
 		upstreamBusy:     c("logdist_upstream_busy_total"),
 		upstreamRejected: c("logdist_upstream_rejected_packets_total"),
