@@ -132,6 +132,16 @@ type health struct {
 	inService bool
 	rampStart time.Time
 	rampStep  int
+	// seenDown is set when the analyzer leaves service (down, drained,
+	// forced down). Slow start is for an analyzer coming back: its first
+	// entry into service (when logdist starts, or after it is added) is at
+	// full weight, however many connection attempts failed before it, as
+	// HAProxy does not apply slowstart at startup. When analyzers and
+	// logdist start together, some answer logdist's first dial and some
+	// do not; ramping only the late ones would hand the first ones most of
+	// the load for the whole ramp, and ramping all together would change
+	// nothing but rebuild the snapshot at every step.
+	seenDown bool
 
 	events [numEvents]uint64
 }

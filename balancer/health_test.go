@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -151,7 +152,7 @@ func TestAllowProbeAdmin(t *testing.T) {
 }
 
 // Slow start with a fake clock: the effective weight of an analyzer that
-// comes up steps from Weight/10 to Weight in SlowStart/10 steps, one
+// comes back up steps from Weight/10 to Weight in SlowStart/10 steps, one
 // snapshot per step, and the picks follow each step exactly.
 func TestSlowStartRamp(t *testing.T) {
 	clk := newFakeClock()
@@ -165,15 +166,14 @@ func TestSlowStartRamp(t *testing.T) {
 	a, _ := s.Add(AnalyzerConfig{Name: "a", Addr: "x:1", Weight: 1})
 	b, _ := s.Add(AnalyzerConfig{Name: "b", Addr: "x:2", Weight: 1})
 	bringUp(t, s, a)
-	// a ramps alone: its share is 1 whatever its weight. Finish its ramp.
-	clk.Advance(cfg.SlowStart)
+	// a came up at full weight: it had not failed (TestNoSlowStartOnFirstUp).
 	if next := s.Tick(); !next.IsZero() {
-		t.Fatalf("Tick after a finished ramp: next %v, want none", next)
+		t.Fatalf("Tick with a up at once: next %v, want none", next)
 	}
 	if av := analyzerView(t, s, a); av.SlowStart || av.EffectiveWeight != 1 {
-		t.Fatalf("a after its ramp: slow start %v, effective %v", av.SlowStart, av.EffectiveWeight)
+		t.Fatalf("a up: slow start %v, effective %v", av.SlowStart, av.EffectiveWeight)
 	}
-	bringUp(t, s, b)
+	downAndBack(t, s, clk, b) // b comes back: it ramps
 	c := s.NewCursor()
 	defer c.Close()
 	start := clk.Now()
@@ -229,6 +229,13 @@ func TestSlowStartGrid(t *testing.T) {
 	clk.Advance(300 * time.Millisecond)
 	id, _ := s.Add(AnalyzerConfig{Name: "late", Addr: "x:9", Weight: 1})
 	bringUp(t, s, id)
+	for range cfg.Fall {
+		s.Report(id, HeartbeatMissed)
+	}
+	clk.Advance(cfg.BreakerMaxBackoff - 300*time.Millisecond) // the breaker has passed; back on the grid
+	s.Tick()
+	clk.Advance(300 * time.Millisecond)
+	bringUp(t, s, id)
 	if next, want := s.Tick(), clk.Now().Add(700*time.Millisecond); !next.Equal(want) {
 		t.Fatalf("first step at %v, want the next grid point %v", next, want)
 	}
@@ -241,6 +248,75 @@ func TestSlowStartGrid(t *testing.T) {
 	s.Tick()
 	if av := analyzerView(t, s, id); av.SlowStart || av.EffectiveWeight != 1 {
 		t.Fatalf("after 9.7s: slow start %v effective %v, want done", av.SlowStart, av.EffectiveWeight)
+	}
+}
+
+// downAndBack takes an analyzer that is up down (Fall missed heartbeats),
+// waits out its breaker and brings it up again.
+func downAndBack(t *testing.T, s *Set, clk *fakeClock, id int) {
+	t.Helper()
+	bringUp(t, s, id)
+	for range s.cfg.Fall {
+		s.Report(id, HeartbeatMissed)
+	}
+	if av := analyzerView(t, s, id); av.Selectable {
+		t.Fatalf("analyzer %d still selectable after %d missed heartbeats", id, s.cfg.Fall)
+	}
+	clk.Advance(s.cfg.BreakerMaxBackoff)
+	s.Tick()
+	bringUp(t, s, id)
+}
+
+// Slow start is for analyzers coming back. A set whose analyzers all come
+// up for the first time serves them at full weight at once, so the first
+// packets are shared exactly (no snapshot per ramp step), also those whose
+// first connection attempts failed (started after logdist); an analyzer
+// that left service ramps when it comes back.
+func TestNoSlowStartOnFirstUp(t *testing.T) {
+	clk := newFakeClock()
+	cfg := testConfig(SWRR, clk)
+	cfg.SlowStart = 10 * time.Second
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int
+	for i, w := range []float64{0.4, 0.3, 0.2, 0.1} {
+		id, _ := s.Add(AnalyzerConfig{Name: fmt.Sprintf("a%d", i+1), Addr: fmt.Sprintf("x:%d", i+1), Weight: w})
+		ids = append(ids, id)
+	}
+	down, _ := s.Add(AnalyzerConfig{Name: "down", Addr: "x:9", Weight: 1})
+	for _, id := range ids {
+		bringUp(t, s, id)
+	}
+	e := s.View().Epoch
+	c := s.NewCursor()
+	defer c.Close()
+	got := pickN(t, c, 10000, nil)
+	for i, id := range ids {
+		if want := []int{4000, 3000, 2000, 1000}[i]; got[id] != want {
+			t.Fatalf("analyzer %d: %d of 10000 picks, want %d", id, got[id], want)
+		}
+		if av := analyzerView(t, s, id); av.SlowStart {
+			t.Fatalf("analyzer %d in slow start on its first entry into service", id)
+		}
+	}
+	clk.Advance(cfg.SlowStart)
+	if s.Tick(); s.View().Epoch != e {
+		t.Fatal("snapshot rebuilt with nothing ramping")
+	}
+	for range cfg.Fall {
+		s.Report(down, ConnectFailed) // not there yet
+	}
+	clk.Advance(cfg.BreakerMaxBackoff)
+	s.Tick()
+	bringUp(t, s, down)
+	if av := analyzerView(t, s, down); av.SlowStart || av.EffectiveWeight != 1 {
+		t.Fatalf("first up after failed dials: slow start %v effective %v, want full weight", av.SlowStart, av.EffectiveWeight)
+	}
+	downAndBack(t, s, clk, down)
+	if av := analyzerView(t, s, down); !av.SlowStart || av.EffectiveWeight != 0.1 {
+		t.Fatalf("back after being down: slow start %v effective %v, want ramping at 0.1", av.SlowStart, av.EffectiveWeight)
 	}
 }
 

@@ -322,9 +322,11 @@ func (s *Set) commit(now time.Time, changed bool) {
 			h.inService, changed = sel, true
 			if sel {
 				h.rampStart, h.rampStep = now, 0
-				if stepDur <= 0 {
-					h.rampStep = steps
+				if stepDur <= 0 || !h.seenDown {
+					h.rampStep = steps // no ramp: see health.seenDown
 				}
+			} else {
+				h.seenDown = true
 			}
 		}
 		if !sel {
