@@ -16,6 +16,9 @@ type Reader struct {
 	lim    *Limits
 	header [HeaderSize]byte
 	buf    []byte
+	// partial is set when the last Next failed after reading part of a
+	// frame.
+	partial bool
 }
 
 // NewReader returns a Reader over r enforcing lim. It buffers reads in
@@ -36,7 +39,9 @@ func NewReader(r io.Reader, lim *Limits) *Reader {
 // skipped (and its checksum verified): answer ERROR with h.Seq() and call
 // Next again.
 func (r *Reader) Next() (Header, []byte, error) {
-	if _, err := io.ReadFull(r.r, r.header[:]); err != nil {
+	r.partial = false
+	if n, err := io.ReadFull(r.r, r.header[:]); err != nil {
+		r.partial = n > 0
 		return nil, nil, err
 	}
 	h, err := ParseHeader(r.header[:], r.lim)
@@ -46,12 +51,14 @@ func (r *Reader) Next() (Header, []byte, error) {
 		}
 		h = Header(r.header[:])
 		if serr := r.skip(h); serr != nil {
+			r.partial = true
 			return nil, nil, serr
 		}
 		return h, nil, err
 	}
 	payload, err := r.readPayload(int(h.PayloadLen()))
 	if err != nil {
+		r.partial = true
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
@@ -112,6 +119,28 @@ func (r *Reader) skip(h Header) error {
 	}
 	return nil
 }
+
+// Ready reports whether Next can return without reading from the stream:
+// a whole frame, or a header Next fails at once, is buffered. A server
+// answers what it has read before a Next that may block, so that the
+// acknowledgements of the frames before an incomplete one do not wait for
+// it.
+func (r *Reader) Ready() bool {
+	n := r.r.Buffered()
+	if n < HeaderSize {
+		return false
+	}
+	b, _ := r.r.Peek(HeaderSize) // cannot fail: n bytes are buffered
+	if _, err := ParseHeader(b, r.lim); err != nil && CodeOf(err).Fatal() {
+		return true
+	}
+	return n >= Header(b).FrameLen()
+}
+
+// Partial reports whether the last Next failed after reading part of a
+// frame: a timeout then means a frame that did not complete in time (a
+// trickling peer), not a silent one.
+func (r *Reader) Partial() bool { return r.partial }
 
 // Buffered returns the number of bytes read from the stream but not yet
 // returned as frames.

@@ -30,7 +30,7 @@ type conn struct {
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
-	rd     *frameReader
+	rd     *frame.Reader
 
 	wmu      sync.Mutex
 	bw       *bufio.Writer
@@ -63,7 +63,7 @@ func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
 		log:    s.log.With("addr", listenAddr, "remote", nc.RemoteAddr().String()),
 		ctx:    ctx,
 		cancel: cancel,
-		rd:     newFrameReader(nc, &s.cfg.Limits),
+		rd:     frame.NewReader(nc, &s.cfg.Limits),
 		bw:     bufio.NewWriterSize(nc, 16<<10),
 		dec:    frame.NewDecoder(s.cfg.Limits),
 	}
@@ -81,7 +81,7 @@ func (c *conn) serve() {
 		return
 	}
 	for {
-		if !c.rd.ready() {
+		if !c.rd.Ready() {
 			// The next read may block: answer what we have first.
 			if err := c.flush(); err != nil {
 				c.log.Debug("connection closed: cannot write", "err", err)
@@ -90,13 +90,23 @@ func (c *conn) serve() {
 			}
 		}
 		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
-		h, payload, err := c.rd.next()
-		if err != nil {
+		h, payload, err := c.rd.Next()
+		if err != nil && h == nil {
 			c.readFailed(err, false)
 			return
 		}
 		c.s.m.frames[h.Type()].Inc()
 		c.s.m.bytes.Add(h.FrameLen())
+		if err != nil {
+			// A DATA header over a per-packet limit (MaxRaw, MaxMessages,
+			// a count its length cannot hold): PROTOCOL.md 3.1 rules 8-10
+			// reject that packet only. Its payload was skipped and its
+			// checksum verified.
+			if !c.onRejectedData(h, err) {
+				return
+			}
+			continue
+		}
 		if !c.onFrame(h, payload) {
 			return
 		}
@@ -106,8 +116,8 @@ func (c *conn) serve() {
 // handshake reads the HELLO and answers WELCOME, or ERROR and closes.
 func (c *conn) handshake() bool {
 	c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
-	h, payload, err := c.rd.next()
-	if err != nil {
+	h, payload, err := c.rd.Next()
+	if err != nil && h == nil {
 		c.readFailed(err, true)
 		return false
 	}
@@ -118,8 +128,8 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	var hello frame.Hello
-	if err := frame.DecodeHello(payload, &hello); err != nil || h.Seq() != 0 {
-		c.fatal(frame.CodeBadHandshake, "malformed HELLO (it needs an agent id, a window ≥ 1 and sequence 0)")
+	if err := frame.DecodeHello(payload, &hello); err != nil { // its sequence is ignored (PROTOCOL.md 4)
+		c.fatal(frame.CodeBadHandshake, "malformed HELLO (it needs an agent id and a window ≥ 1)")
 		return false
 	}
 	if auth := c.s.cfg.Auth; auth != nil {
@@ -178,7 +188,7 @@ func (c *conn) onFrame(h frame.Header, payload []byte) bool {
 			return false
 		}
 		if h.Seq() != 0 && !code.Fatal() {
-			c.log.Warn("peer sent a packet ERROR", "seq", h.Seq(), "code", code.String(), "reason", string(reason))
+			c.logThrottled("peer sent a packet ERROR", "seq", h.Seq(), "code", code.String(), "reason", string(reason))
 			return true
 		}
 		c.log.Info("connection closed by peer ERROR", "code", code.String(), "reason", string(reason))
@@ -191,8 +201,9 @@ func (c *conn) onFrame(h frame.Header, payload []byte) bool {
 	}
 }
 
-func (c *conn) onData(h frame.Header, payload []byte) bool {
-	seq := h.Seq()
+// takeSeq applies the sequence and window rules to a DATA frame; false
+// ends the connection.
+func (c *conn) takeSeq(seq uint64) bool {
 	if seq != c.lastSeq+1 {
 		c.fatal(frame.CodeBadSequence, fmt.Sprintf("DATA sequence %d, expected %d", seq, c.lastSeq+1))
 		return false
@@ -202,6 +213,24 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 		return false
 	}
 	c.lastSeq = seq
+	return true
+}
+
+// onRejectedData answers a DATA frame whose header broke a per-packet
+// limit (err) with a packet ERROR; false ends the connection.
+func (c *conn) onRejectedData(h frame.Header, err error) bool {
+	if !c.takeSeq(h.Seq()) {
+		return false
+	}
+	c.reject(h.Seq(), frame.CodeOf(err), err.Error())
+	return true
+}
+
+func (c *conn) onData(h frame.Header, payload []byte) bool {
+	seq := h.Seq()
+	if !c.takeSeq(seq) {
+		return false
+	}
 	if c.draining.Load() {
 		c.busy(seq, 0)
 		return true
@@ -275,7 +304,7 @@ func (c *conn) readFailed(err error, inHandshake bool) {
 		switch {
 		case inHandshake:
 			c.fatal(frame.CodeHandshakeTimeout, fmt.Sprintf("no HELLO within %s", c.s.cfg.HandshakeTimeout))
-		case c.rd.partial:
+		case c.rd.Partial():
 			c.fatal(frame.CodeIdleTimeout, fmt.Sprintf("frame not complete within %s", c.s.cfg.IdleTimeout))
 		default:
 			c.fatal(frame.CodeIdleTimeout, fmt.Sprintf("no frame for %s; PING to keep the connection", c.s.cfg.IdleTimeout))

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -595,5 +597,111 @@ func TestRunAndListenAndServe(t *testing.T) {
 	s2.Close()
 	if err := <-served; !errors.Is(err, server.ErrClosed) {
 		t.Fatalf("ListenAndServe after Close: %v", err)
+	}
+}
+
+// PROTOCOL.md 3.1 rules 8-10: a DATA header over MaxRaw or MaxMessages,
+// or with a count its raw length cannot hold, rejects that packet only
+// (ERROR with its sequence); its payload is skipped and the connection
+// goes on. They used to close the connection, and a client whose limits
+// are larger resent the same packet on every new one.
+func TestHeaderPacketLimitsRejectOnePacket(t *testing.T) {
+	rec := &recorder{}
+	_, addr := start(t, rec, func(c *server.Config) {
+		c.Limits.MaxMessages = 10
+		c.Limits.MaxFrame = 32 << 10
+		c.Limits.MaxRaw = 64 << 10
+	})
+	c := dial(t, addr)
+	b := c.AppendData(nil, packet(1, 11), false) // 11 messages > MaxMessages
+	big := packet(2, 1)
+	big.Messages[0].Body = bytes.Repeat([]byte("x"), 70<<10) // raw > MaxRaw
+	b = c.AppendData(b, big, true)
+	payload := bytes.Repeat([]byte{1}, 16) // 100 messages cannot fit in 16 bytes
+	b = frame.AppendHeader(b, frame.TypeData, 0, 3, 100, 16, 16, frame.Checksum(payload))
+	b = append(b, payload...)
+	c.SetSeq(3)
+	b = c.AppendData(b, packet(4, 1), false)
+	if err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, c, frame.TypeError, 1, frame.CodeTooManyMessages)
+	expect(t, c, frame.TypeError, 2, frame.CodeRawTooLarge)
+	expect(t, c, frame.TypeError, 3, frame.CodeTooManyMessages)
+	expect(t, c, frame.TypeAck, 4, 0)
+	if got := rec.ids; len(got) != 1 || got[0] != 4 {
+		t.Fatalf("handler saw packets %v, want [4]", got)
+	}
+}
+
+// A peer that has not said HELLO and announces a large frame costs memory
+// in proportion to what it sends, not to what it announces (PROTOCOL.md
+// 3.1): the server used to allocate the announced payload at once.
+func TestAnnouncedLengthNotAllocated(t *testing.T) {
+	_, addr := start(t, &recorder{}, func(c *server.Config) {
+		c.Limits.MaxFrame = 128 << 20
+		c.Limits.MaxRaw = 128 << 20
+		c.HandshakeTimeout = 300 * time.Millisecond
+	})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	c := dialRaw(t, addr)
+	b := frame.AppendHeader(nil, frame.TypeData, 0, 1, 1, 128<<20, 128<<20, 0)
+	b = append(b, make([]byte, 4096)...) // and 4 KiB of it
+	if err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, c, frame.TypeError, 0, frame.CodeHandshakeTimeout)
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 16<<20 {
+		t.Fatalf("allocated %d MiB for 4 KiB of a 128 MiB frame", grew>>20)
+	}
+}
+
+// PROTOCOL.md 4: receivers ignore the sequence of HELLO. A HELLO with a
+// sequence used to be refused with bad_handshake, which clients take as
+// permanent.
+func TestHelloSequenceIgnored(t *testing.T) {
+	_, addr := start(t, &recorder{}, nil)
+	c := dialRaw(t, addr)
+	b := frame.AppendHello(nil, &frame.Hello{Window: 8, AgentID: []byte("a")})
+	frame.Header(b).SetSeq(7)
+	if err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, c, frame.TypeWelcome, 0, 0)
+}
+
+// warnCounter counts log records at Warn and above.
+type warnCounter struct{ n *atomic.Int64 }
+
+func (h warnCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h warnCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h warnCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h warnCounter) WithGroup(string) slog.Handler      { return h }
+
+// Packet ERROR frames from a client are logged at most once per interval,
+// like rejects: 5,000 of them in 185 KB used to be 5,000 Warn records.
+func TestPeerErrorsLogThrottled(t *testing.T) {
+	var n atomic.Int64
+	_, addr := start(t, &recorder{}, func(c *server.Config) { c.Logger = slog.New(warnCounter{&n}) })
+	c := dial(t, addr)
+	var b []byte
+	for i := range 5000 {
+		b = frame.AppendError(b, uint64(i+1), frame.CodeMalformed, "x")
+	}
+	b = frame.AppendPing(b, 9)
+	if err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, c, frame.TypePong, 9, 0)
+	if n.Load() > 10 {
+		t.Fatalf("%d Warn records for 5000 packet ERRORs", n.Load())
 	}
 }
