@@ -848,3 +848,87 @@ func TestSelectiveAcks(t *testing.T) {
 	}
 	noViolations(t, srv)
 }
+
+// PROTOCOL.md 11.1: the sequence gap counts from the oldest unresolved
+// DATA. A SACK server may leave its cumulative point below a packet it
+// answered BUSY (clienttest does); the client measured the gap from that
+// resolved packet and stopped sending after 8 windows, with nothing
+// unresolved.
+func TestGapFromOldestUnresolved(t *testing.T) {
+	var n atomic.Int64
+	srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{
+		Sack:   true,
+		Window: 2,
+		OnData: func(d clienttest.Data) clienttest.Reply {
+			if n.Add(1) == 1 {
+				return clienttest.Reply{Action: clienttest.Busy}
+			}
+			return clienttest.Reply{Action: clienttest.Sack}
+		},
+	})
+	cfg := testConfig(srv.Addr())
+	cfg.BatchMessages = 1
+	cfg.Linger = 0
+	c := newClient(t, cfg)
+	for i := range 40 {
+		send(t, c, fmt.Sprintf("m%d", i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Flush(ctx); err != nil {
+		st := c.Stats()
+		t.Fatalf("Flush: %v (DATA received %d, acked %d, pending %d)", err, len(srv.Received()), st.PacketsAcked, st.PendingMessages)
+	}
+	noViolations(t, srv)
+}
+
+// A server that sends DATA (never legal towards a client) whose header
+// breaks a packet limit gets ERROR seq 0 with the connection code
+// protocol, not the packet's code.
+func TestDataFromServerIsProtocolError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan frame.Code, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		lim := frame.DefaultLimits()
+		rd := frame.NewReader(nc, &lim)
+		if _, _, err := rd.Next(); err != nil {
+			return
+		}
+		nc.Write(frame.AppendWelcome(nil, &frame.Welcome{Window: 8, MaxFrame: 1 << 20}))
+		payload := make([]byte, 16+20*20000) // 20,000 messages > MaxMessages
+		nc.Write(frame.AppendHeader(nil, frame.TypeData, 0, 1, 20000, uint32(len(payload)), uint32(len(payload)), frame.Checksum(payload)))
+		nc.Write(payload)
+		for {
+			h, p, err := rd.Next()
+			if err != nil {
+				return
+			}
+			if h.Type() == frame.TypeError {
+				code, _, _ := frame.DecodeReason(p)
+				got <- code
+				return
+			}
+		}
+	}()
+	newClient(t, testConfig(ln.Addr().String()))
+	select {
+	case code := <-got:
+		if code != frame.CodeProtocol {
+			t.Fatalf("client answered ERROR %s, want protocol", code)
+		}
+	case <-done:
+		t.Fatal("no ERROR from the client")
+	}
+}

@@ -446,7 +446,12 @@ func (cn *conn) readFrames() error {
 	for {
 		h, payload, err := cn.rd.Next()
 		if fe := (*frame.Error)(nil); errors.As(err, &fe) {
-			return violation(fe.Code, "client: bad frame from %s: %v", cn.addr, err)
+			code := fe.Code
+			if !code.Fatal() {
+				// A DATA header over a packet limit: a server sends no DATA.
+				code = frame.CodeProtocol
+			}
+			return violation(code, "client: bad frame from %s: %v", cn.addr, err)
 		}
 		if err != nil {
 			// If the socket was closed on purpose (drained, Close) or by
@@ -524,6 +529,7 @@ func (cn *conn) onAck(seq uint64, results []Result) ([]Result, error) {
 		}
 		n++
 	}
+	clear(cn.inflight[:n]) // the backing array must not keep acknowledged frames
 	cn.inflight = cn.inflight[n:]
 	cn.gotAck = true
 	cn.afterResolveLocked()
@@ -637,6 +643,18 @@ func (cn *conn) onGoAway(payload []byte) error {
 // afterResolveLocked wakes whoever waits for window room, and closes a
 // draining connection once nothing on it is unresolved.
 func (cn *conn) afterResolveLocked() {
+	// Entries resolved out of order (SACK, BUSY, ERROR) at the head go
+	// now, not when an ACK passes them: the sequence gap is measured from
+	// the oldest unresolved DATA (PROTOCOL.md 11.1), and a server need not
+	// move its cumulative point past a BUSY.
+	n := 0
+	for n < len(cn.inflight) && cn.inflight[n].p == nil {
+		n++
+	}
+	if n > 0 {
+		clear(cn.inflight[:n])
+		cn.inflight = cn.inflight[n:]
+	}
 	cn.wakeUp()
 	cn.c.wakeActiveLocked()
 	if cn.draining && cn.unresolved == 0 {

@@ -1,0 +1,41 @@
+package client
+
+import "testing"
+
+// An ACK trims the inflight list without leaving the acknowledged packets
+// (and their frames) reachable from its backing array, where MaxPending
+// does not count them.
+func TestAckedPacketsReleased(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Addrs = []string{"127.0.0.1:1"}
+	cfg.CloseTimeout = 0
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cn := &conn{c: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	rec := &flushRec{idx: 1, open: 64}
+	c.mu.Lock()
+	c.recs = append(c.recs, rec)
+	for i := 1; i <= 64; i++ {
+		p := &packet{id: uint64(i), msgs: 1, size: 1, frame: make([]byte, 1<<10), rec: rec}
+		c.pending++
+		c.pendMsgs++
+		cn.seq++
+		cn.inflight = append(cn.inflight, inflight{cn.seq, p})
+		cn.unresolved++
+	}
+	backing := cn.inflight[:cap(cn.inflight)]
+	c.mu.Unlock()
+	if _, err := cn.onAck(64, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, e := range backing {
+		if e.p != nil {
+			t.Fatalf("entry %d of the inflight array still holds packet %d after ACK 64", i, e.p.id)
+		}
+	}
+}
