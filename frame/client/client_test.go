@@ -601,6 +601,26 @@ func TestPing(t *testing.T) {
 		srv.Ping()
 		waitFor(t, "the PONG", func() bool { return srv.Pongs() == 1 })
 	})
+	t.Run("AliveWithoutPong", func(t *testing.T) {
+		// A server that is slow to answer PONG but keeps sending other
+		// frames is alive (PROTOCOL.md 11.3): the client keeps the
+		// connection. It used to close it at the PONG timeout and resend
+		// everything in flight.
+		srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{IdleTimeoutMs: 150, NoPong: true})
+		cfg := testConfig(srv.Addr())
+		cfg.PongTimeout = 100 * time.Millisecond
+		c := newClient(t, cfg)
+		waitFor(t, "a PING", func() bool { return srv.Pings() >= 1 })
+		tick := time.NewTicker(20 * time.Millisecond) // the server's other frames
+		defer tick.Stop()
+		for end := time.Now().Add(time.Second); time.Now().Before(end); <-tick.C {
+			srv.Ping()
+		}
+		if n := srv.Conns(); n != 1 {
+			t.Fatalf("%d connections: the client closed a server that kept talking (%v)", n, c.Stats().LastError)
+		}
+		waitFor(t, "a reconnect once the server goes quiet", func() bool { return srv.Conns() >= 2 })
+	})
 	t.Run("DeadConnection", func(t *testing.T) {
 		srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{IdleTimeoutMs: 150, NoPong: true})
 		cfg := testConfig(srv.Addr())

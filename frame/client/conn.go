@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/logdist/logdist/frame"
@@ -50,6 +51,11 @@ type conn struct {
 	gotAck     bool
 	pingNonce  uint64
 	pingAt     time.Time // when the outstanding PING was sent; zero if none
+	// lastRx is when the last frame arrived (Unix ns). Any frame shows the
+	// server alive (PROTOCOL.md 11.3): a server answers PONG after the
+	// DATA it read before the PING, which can take longer than the PONG
+	// timeout when the analyzer behind it is slow, while ACKs keep coming.
+	lastRx atomic.Int64
 }
 
 type inflight struct {
@@ -282,10 +288,14 @@ func (cn *conn) writeLoop() {
 		results = results[:0]
 		c.mu.Lock()
 		if !cn.pingAt.IsZero() {
-			late := c.cfg.PongTimeout - now.Sub(cn.pingAt)
+			since := cn.pingAt
+			if rx := time.Unix(0, cn.lastRx.Load()); rx.After(since) {
+				since = rx
+			}
+			late := c.cfg.PongTimeout - now.Sub(since)
 			if late <= 0 {
 				c.mu.Unlock()
-				cn.close(fmt.Errorf("client: no PONG from %s within %v", cn.addr, c.cfg.PongTimeout))
+				cn.close(fmt.Errorf("client: no PONG (nor any other frame) from %s within %v of a PING", cn.addr, c.cfg.PongTimeout))
 				return
 			}
 			wait = late // the next PING waits for this PONG
@@ -459,6 +469,7 @@ func (cn *conn) readFrames() error {
 			cn.close(fmt.Errorf("client: connection to %s lost: %w", cn.addr, err))
 			return nil
 		}
+		cn.lastRx.Store(time.Now().UnixNano())
 		results = results[:0]
 		switch h.Type() {
 		case frame.TypeAck:
