@@ -557,11 +557,15 @@ func (cn *conn) onSack(ranges []frame.SeqRange, results []Result) ([]Result, err
 		if r.Last > cn.seq {
 			return results, violation(frame.CodeProtocol, "client: %s acknowledged sequence %d, only %d were sent", cn.addr, r.Last, cn.seq)
 		}
-		first := r.First
-		if len(cn.inflight) > 0 { // below it everything is acknowledged already
-			first = max(first, cn.inflight[0].seq)
+		if len(cn.inflight) == 0 {
+			continue // everything sent is resolved already
 		}
-		for seq := first; seq <= r.Last; seq++ {
+		// Below the oldest in flight everything is resolved already, and
+		// nothing was sent after the newest: a range is walked only where
+		// packets are (a hostile server's SACK for 1..2^40 costs nothing).
+		first := max(r.First, cn.inflight[0].seq)
+		last := min(r.Last, cn.inflight[len(cn.inflight)-1].seq)
+		for seq := first; seq <= last; seq++ {
 			// Sequences below the oldest in flight were acknowledged
 			// already; one resolved by BUSY or ERROR is not covered (a
 			// server bug, ignored: the packet is already settled).
