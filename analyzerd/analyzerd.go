@@ -254,7 +254,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 func (a *Analyzer) Close() error {
 	a.closeOnce.Do(func() {
 		a.log.Info("stopping frame server", "addr", addrString(a.srv.Addr()))
-		a.srv.Close()
+		srvErr := a.srv.Close()
 		if a.admin != nil {
 			a.log.Info("stopping admin server", "admin", a.adminLn.Addr().String())
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -264,7 +264,13 @@ func (a *Analyzer) Close() error {
 			cancel()
 			a.adminWG.Wait()
 		}
-		a.closeErr = a.closeOut()
+		if srvErr != nil {
+			// A handler is stuck, most likely writing the output (a full
+			// pipe): closing it would wait on the same lock.
+			a.closeErr = srvErr
+		} else {
+			a.closeErr = a.closeOut()
+		}
 		a.log.Info("analyzerd stopped", "packets", a.packets.Get(), "duplicates", a.duplicates.Get())
 	})
 	return a.closeErr

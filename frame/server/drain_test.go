@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -125,4 +126,34 @@ func TestConcurrentClientsAcrossShutdown(t *testing.T) {
 		t.Fatalf("%d packets acknowledged, %d handled", total, len(handled))
 	}
 	t.Logf("%d packets accepted before and during the drain", total)
+}
+
+// A handler that ignores its cancelled context does not hold Close
+// forever: after the drain timeout and as long again, Close returns an
+// error naming the stuck connections.
+func TestCloseGivesUpOnStuckHandler(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	h := server.HandlerFunc(func(context.Context, *server.Meta, *frame.Packet) error {
+		entered <- struct{}{}
+		<-release // deaf to its context
+		return nil
+	})
+	srv, addr := start(t, h, func(c *server.Config) { c.DrainTimeout = 100 * time.Millisecond })
+	defer close(release)
+	c := dial(t, addr)
+	if _, err := c.Send(packet(1, 1), false); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	done := make(chan error, 1)
+	go func() { done <- srv.Close() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "1 connections' handlers still running") {
+			t.Fatalf("Close returned %v, want the stuck handler named", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close still waiting for a handler deaf to its context after 30 s")
+	}
 }

@@ -48,6 +48,7 @@ type Server struct {
 	serveWG   sync.WaitGroup // Serve loops
 	connWG    sync.WaitGroup // connection goroutines
 	closeOnce sync.Once
+	closeErr  error // set by shutdown when handlers did not return
 }
 
 // New returns a server that calls h for every packet. It checks cfg with
@@ -215,13 +216,19 @@ func (s *Server) untrack(c *conn) {
 // GOAWAY on every connection, lets connections resolve what they have
 // (DATA arriving after GOAWAY gets BUSY retry-after 0) until their peers
 // hang up or Config.DrainTimeout passes, then closes the rest, cancels
-// running handlers' contexts and waits for every goroutine it started.
-// Later calls wait for the first one and return nil.
+// running handlers' contexts and waits for every goroutine it started —
+// for at most DrainTimeout more (at least a second): a Handler that
+// ignores its context (blocked writing to a full pipe, say) does not hold
+// Close forever. Close then returns an error saying how many are still
+// running, and leaves them. Later calls wait for the first one and return
+// what it returned.
 func (s *Server) Close() error {
 	s.closeOnce.Do(s.shutdown)
 	s.serveWG.Wait()
-	s.connWG.Wait()
-	return nil
+	if s.closeErr == nil {
+		s.connWG.Wait()
+	}
+	return s.closeErr
 }
 
 func (s *Server) shutdown() {
@@ -273,7 +280,18 @@ func (s *Server) shutdown() {
 		for _, c := range left {
 			c.kill()
 		}
-		<-drained
+		grace := max(s.cfg.DrainTimeout, time.Second)
+		t.Reset(grace)
+		select {
+		case <-drained:
+		case <-t.C:
+			s.mu.Lock()
+			n := len(s.conns)
+			s.mu.Unlock()
+			s.closeErr = fmt.Errorf("server: %d connections' handlers still running %v after their connections were closed and their contexts cancelled; not waiting for them", n, grace)
+			s.log.Error("handlers ignore their cancelled context; stopping without them", "addr", addr, "connections", n, "waited", grace)
+			return
+		}
 	}
 	s.log.Info("server stopped", "addr", addr)
 }
