@@ -45,7 +45,12 @@ type upstream struct {
 	// already settled by BUSY or ERROR.
 	ackedSeq uint64
 	nextSeq  uint64
-	inflight recordQueue
+	// writtenSeq is the last sequence handed to the socket (or to gnet's
+	// buffer for it): an analyzer cannot answer beyond it. Records after
+	// it are still in iov, and settling one would free memory the next
+	// flush writes.
+	writtenSeq uint64
+	inflight   recordQueue
 	backlog  recordQueue // assigned here, waiting for the window
 	window   int
 	goaway   bool
@@ -179,6 +184,9 @@ func (u *upstream) flush() {
 			break
 		}
 	}
+	if u.c != nil {
+		u.writtenSeq = u.nextSeq
+	}
 	clear(iov)
 }
 
@@ -250,7 +258,7 @@ func (u *upstream) onOpen(c gnet.Conn) []byte {
 	u.c = c
 	u.state = upHandshake
 	u.openedAt = lp.now
-	u.ackedSeq, u.nextSeq, u.goaway, u.misses = 0, 0, false, 0
+	u.ackedSeq, u.nextSeq, u.writtenSeq, u.goaway, u.misses = 0, 0, 0, false, 0
 	u.pingDone, u.pingLast = u.pingSent, lp.now
 	return frame.AppendHello(nil, &frame.Hello{
 		Caps:     frame.CapZstd,
@@ -330,10 +338,13 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 		u.fill()
 		lp.drainWaiting()
 	case frame.TypeAck:
-		if h.Seq() > u.nextSeq {
-			return u.fail(fmt.Errorf("analyzer acknowledged sequence %d, beyond the %d sent", h.Seq(), u.nextSeq))
+		if h.Seq() > u.writtenSeq {
+			return u.fail(fmt.Errorf("analyzer acknowledged sequence %d, beyond the %d sent", h.Seq(), u.writtenSeq))
 		}
 		u.ack(h.Seq())
+		if u.skipSettled() {
+			return gnet.Close // drained after GOAWAY (see skipSettled)
+		}
 	case frame.TypePong:
 		if n := h.Seq(); n > u.pingDone && n <= u.pingSent {
 			lp.m.heartbeatRTT.Update(float64(lp.clock()-u.pingTimes[n%maxPingsOut]) / 1e9)
@@ -345,6 +356,9 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 		u.ctrl = frame.AppendPong(u.ctrl, h.Seq())
 		lp.markUp(u)
 	case frame.TypeBusy:
+		if h.Seq() > u.writtenSeq {
+			return u.fail(fmt.Errorf("analyzer answered BUSY to sequence %d, beyond the %d sent", h.Seq(), u.writtenSeq))
+		}
 		ms, _ := frame.DecodeBusy(payload)
 		if r := u.settle(h.Seq()); r != nil {
 			lp.m.upstreamBusy.Inc()
@@ -358,8 +372,13 @@ func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
 		}
 	case frame.TypeError:
 		code, reason, _ := frame.DecodeReason(payload)
-		if h.Seq() == 0 {
+		if h.Seq() == 0 || code.Fatal() {
+			// A connection code is fatal whatever the sequence (PROTOCOL.md
+			// 9): what was in flight is re-dispatched, not rejected.
 			return u.fail(fmt.Errorf("analyzer closed the connection: %s: %s", code, reason))
+		}
+		if h.Seq() > u.writtenSeq {
+			return u.fail(fmt.Errorf("analyzer rejected sequence %d, beyond the %d sent", h.Seq(), u.writtenSeq))
 		}
 		if r := u.settle(h.Seq()); r != nil {
 			lp.m.upstreamRejected.Inc()
@@ -419,9 +438,6 @@ func (u *upstream) ack(seq uint64) {
 			lp.m.ackLatency.Update(float64(lp.preciseNow()-r.stamp) / 1e9)
 		}
 		lp.freeRecord(r)
-	}
-	if u.goaway && u.inflight.len() == 0 && u.c != nil {
-		_ = u.c.Close()
 	}
 }
 
