@@ -471,8 +471,22 @@ func (a *agentConn) flushNow() {
 	a.out = a.out[:0]
 	if _, err := a.c.Write(out); err != nil {
 		a.lp.s.log.Debug("cannot write to agent", "remote", a.remote, "err", err)
+		return
+	}
+	if a.c.OutboundBuffered() > maxAgentOutbound {
+		// It does not read what we answer (gnet's outbound buffer has no
+		// bound of its own): an agent that streams PINGs, or packets that
+		// are rejected one by one, would grow it for ever.
+		a.lp.m.protocolError(frame.CodeOverloaded)
+		a.lp.s.log.Warn("closing agent connection: it does not read its answers", "remote", a.remote, "agent", string(a.agentID), "unread_bytes", a.c.OutboundBuffered())
+		a.closed = true
+		_ = a.c.Close()
 	}
 }
+
+// maxAgentOutbound bounds the answers (ACK, SACK, BUSY, ERROR, PONG) an
+// agent may leave unread. One that reads them holds a few KiB at most.
+const maxAgentOutbound = 1 << 20
 
 // expireAgents closes connections past the handshake or idle timeout.
 func (lp *loop) expireAgents(now int64) {

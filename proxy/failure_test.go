@@ -508,3 +508,38 @@ func TestQueuedOrphansReleaseBudget(t *testing.T) {
 		}
 	}
 }
+
+// An agent that never reads its answers and keeps sending PINGs is
+// disconnected once 1 MiB of answers waits for it: logdist's output to it
+// was unbounded.
+func TestAgentThatDoesNotReadIsClosed(t *testing.T) {
+	s := startProxyAddrs(t, []string{"a1"}, []string{"127.0.0.1:1"}, nil)
+	defer s.Stop(t.Context())
+	nc, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.(*net.TCPConn).SetReadBuffer(4096) // and never read
+	if _, err := nc.Write(frame.AppendHello(nil, &frame.Hello{Caps: frame.CapZstd, Window: 16, AgentID: []byte("mute")})); err != nil {
+		t.Fatal(err)
+	}
+	var pings []byte
+	for k := 0; k < 4096; k++ {
+		pings = frame.AppendPing(pings, uint64(k))
+	}
+	const limit = 256 << 20 // the PONGs for this much would be 256 MiB
+	nc.SetWriteDeadline(time.Now().Add(60 * time.Second))
+	sent := 0
+	for ; sent < limit; sent += len(pings) {
+		if _, err := nc.Write(pings); err != nil {
+			break // closed by logdist
+		}
+	}
+	if sent >= limit {
+		t.Fatalf("logdist took %d MiB of PINGs from an agent that reads nothing and kept the connection", sent>>20)
+	}
+	waitFor(t, "the overload counted", 5*time.Second, func() bool {
+		return metricSum(s, `logdist_protocol_errors_total{loop="0",code="overloaded"}`)+metricSum(s, `logdist_protocol_errors_total{loop="1",code="overloaded"}`) >= 1
+	})
+}
