@@ -51,9 +51,9 @@ type upstream struct {
 	// flush writes.
 	writtenSeq uint64
 	inflight   recordQueue
-	backlog  recordQueue // assigned here, waiting for the window
-	window   int
-	goaway   bool
+	backlog    recordQueue // assigned here, waiting for the window
+	window     int
+	goaway     bool
 	// everReady is set once the connection has been ready; see
 	// loop.stillWarming.
 	everReady bool

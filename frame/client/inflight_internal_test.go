@@ -7,10 +7,10 @@ import (
 	"github.com/logdist/logdist/frame"
 )
 
-// An ACK trims the inflight list without leaving the acknowledged packets
-// (and their frames) reachable from its backing array, where MaxPending
-// does not count them.
-func TestAckedPacketsReleased(t *testing.T) {
+// testConn returns a client (never connected) and a connection of it with
+// no socket, to drive its frame handlers directly.
+func testConn(t *testing.T) (*Client, *conn) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Addrs = []string{"127.0.0.1:1"}
 	cfg.CloseTimeout = 0
@@ -18,8 +18,15 @@ func TestAckedPacketsReleased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	cn := &conn{c: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	t.Cleanup(func() { c.Close() })
+	return c, &conn{c: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// An ACK trims the inflight list without leaving the acknowledged packets
+// (and their frames) reachable from its backing array, where MaxPending
+// does not count them.
+func TestAckedPacketsReleased(t *testing.T) {
+	c, cn := testConn(t)
 	rec := &flushRec{idx: 1, open: 64}
 	c.mu.Lock()
 	c.recs = append(c.recs, rec)
@@ -49,15 +56,7 @@ func TestAckedPacketsReleased(t *testing.T) {
 // nothing in flight, a hostile server's range 1..2^40 used to be walked
 // one sequence at a time under the client's lock.
 func TestSackOverResolvedIsCheap(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Addrs = []string{"127.0.0.1:1"}
-	cfg.CloseTimeout = 0
-	c, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cn := &conn{c: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	_, cn := testConn(t)
 	cn.seq = 1 << 40 // that many sent and acknowledged
 	done := make(chan error, 1)
 	go func() {
