@@ -6,9 +6,10 @@ PKGS    := ./...
 RACE    := -race
 TESTFLAGS ?=
 BENCHFLAGS ?=
+FUZZTIME ?= 1m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-race test-short run bench bench-go fmt vet lint clean
+.PHONY: all build test test-race test-short run bench bench-go fuzz fmt vet lint clean
 
 all: build
 
@@ -49,6 +50,16 @@ bench: build
 ## bench-go: Go micro-benchmarks of the hot paths.
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./frame/... ./balancer/... ./proxy/...
+
+## fuzz: every fuzz target for FUZZTIME each (default 1m). Minimizing a new
+## input may take 3 s, not Go's default minute, during which the other
+## workers wait: with the default a run spent most of its time stalled.
+fuzz:
+	@set -e; for t in frame:FuzzParseHeader frame:FuzzDecodePacket frame:FuzzDecodeData frame:FuzzReader frame:FuzzControl \
+		internal/syslog:FuzzParse internal/syslog/oracle:FuzzOracle proxy:FuzzNextSyslogFrame; do \
+		echo "== $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./$${t%%:*}/; \
+	done
 
 clean:
 	rm -rf $(BIN)

@@ -218,7 +218,12 @@ func FuzzReader(f *testing.F) {
 		r := NewReader(bytes.NewReader(b), &lim)
 		frames := 0
 		for {
+			ready := r.Ready() // must not panic, whatever is buffered
+			buffered := r.Buffered()
 			h, payload, err := r.Next()
+			if ready && buffered == 0 {
+				t.Fatal("Ready with nothing buffered")
+			}
 			if err != nil {
 				var fe *Error
 				switch {
