@@ -75,8 +75,10 @@
 //     domain, an IPv4 or IPv6 address), unless it ends with ':' or contains
 //     '[' — then the sender left the hostname out (as local-socket senders
 //     do) and the word is the tag — or it holds a byte outside printable
-//     ASCII, or it is the last word: then it is message text. A lone ": "
-//     after the hostname (Cisco ASA) is skipped when a tag follows it.
+//     ASCII, or it is the last word: then it is message text. A lone "-"
+//     is read as no hostname (RFC 5424's NILVALUE, which some senders use
+//     here too). A lone ": " after the hostname (Cisco ASA) is skipped when
+//     a tag follows it.
 //   - TAG: "app[pid]: " or "app: " followed by at least one more byte.
 //     App is the word before '[' or ':' (printable ASCII, as in RFC 3164),
 //     ProcID the text between the brackets (no brackets, spaces or control

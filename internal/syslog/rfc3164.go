@@ -67,9 +67,13 @@ func (p *Parser) parse3164(b []byte, i int, hasPRI bool, m *Message) bool {
 		for k < len(b) && b[k] == ' ' {
 			k++
 		}
-		// A last word alone is the message, not a hostname.
+		// A last word alone is the message, not a hostname. A lone "-" is
+		// the sender saying it has none (RFC 5424's NILVALUE, which some
+		// senders also put in BSD messages).
 		if j > i && k < len(b) && ascii && !tagLike && b[j-1] != ':' {
-			m.Hostname = b[i:j:j]
+			if j-i > 1 || b[i] != '-' {
+				m.Hostname = b[i:j:j]
+			}
 			i = k
 		}
 	}
