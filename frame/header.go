@@ -134,17 +134,8 @@ func ParseHeader(b []byte, lim *Limits) (Header, error) {
 		// follows rejects this packet only (codes >= 0x100). The stream
 		// stays in sync, the receiver skips the payload and answers ERROR
 		// with this frame's sequence (Reader.Next does the skipping).
-		if raw > lim.MaxRaw {
-			return nil, ErrRawTooLarge
-		}
-		if count > lim.MaxMessages {
-			return nil, ErrTooManyMessages
-		}
-		// Every message takes at least messageFixed raw bytes, so a count
-		// the raw length cannot hold is a lie a forwarder can see without
-		// decompressing (it counts and balances by this header).
-		if uint64(raw) < packetFixed+uint64(count)*messageFixed {
-			return nil, ErrCountMismatch
+		if err := PacketError(h, lim); err != nil {
+			return nil, err
 		}
 	case TypeAck, TypePing, TypePong:
 		if n != 0 || raw != 0 || count != 0 {
@@ -166,4 +157,28 @@ func ParseHeader(b []byte, lim *Limits) (Header, error) {
 		}
 	}
 	return h, nil
+}
+
+// PacketError applies the per-packet rules of a DATA header (PROTOCOL.md
+// 3.1 rules 8-10) and returns the first one broken, or nil: raw length
+// over MaxRaw (ErrRawTooLarge), count over MaxMessages
+// (ErrTooManyMessages), a count the raw length cannot hold
+// (ErrCountMismatch). Breaking one rejects that packet, not the
+// connection. ParseHeader applies them too; a receiver that admitted the
+// header despite them calls this to reject the packet.
+func PacketError(h Header, lim *Limits) error {
+	raw, count := h.RawLen(), h.Count()
+	if raw > lim.MaxRaw {
+		return ErrRawTooLarge
+	}
+	if count > lim.MaxMessages {
+		return ErrTooManyMessages
+	}
+	// Every message takes at least messageFixed raw bytes, so a count
+	// the raw length cannot hold is a lie a forwarder can see without
+	// decompressing (it counts and balances by this header).
+	if uint64(raw) < packetFixed+uint64(count)*messageFixed {
+		return ErrCountMismatch
+	}
+	return nil
 }

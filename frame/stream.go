@@ -19,7 +19,15 @@ type Reader struct {
 	// partial is set when the last Next failed after reading part of a
 	// frame.
 	partial bool
+	admit   func(Header) error
 }
+
+// SetAdmit has Next call admit with every header that passed ParseHeader,
+// before any of its payload is read; an error from it is returned by Next
+// as is, and the payload is left unread. A protocol session uses it to
+// refuse a frame its state does not allow (a DATA before HELLO, say)
+// without buffering what the header announces.
+func (r *Reader) SetAdmit(admit func(Header) error) { r.admit = admit }
 
 // NewReader returns a Reader over r enforcing lim. It buffers reads in
 // 64 KiB chunks, so many small frames cost one read system call.
@@ -45,10 +53,15 @@ func (r *Reader) Next() (Header, []byte, error) {
 		return nil, nil, err
 	}
 	h, err := ParseHeader(r.header[:], r.lim)
-	if err != nil {
-		if CodeOf(err).Fatal() {
-			return nil, nil, err
+	if err != nil && CodeOf(err).Fatal() {
+		return nil, nil, err
+	}
+	if r.admit != nil {
+		if aerr := r.admit(Header(r.header[:])); aerr != nil {
+			return nil, nil, aerr
 		}
+	}
+	if err != nil {
 		h = Header(r.header[:])
 		if serr := r.skip(h); serr != nil {
 			r.partial = true
