@@ -36,12 +36,14 @@ import (
 	"time"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
 )
 
 // Client sends messages to logdist. It is safe for concurrent use by many
 // goroutines. Create it with New, stop it with Close.
 type Client struct {
 	cfg      Config
+	sessCfg  session.ClientConfig // every connection's HELLO
 	agentID  []byte
 	log      *slog.Logger
 	nextID   atomic.Uint64
@@ -122,6 +124,16 @@ func New(cfg Config) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.log = c.log.With("component", "client", "agent_id", cfg.AgentID)
+	c.sessCfg = session.ClientConfig{
+		AgentID:  cfg.AgentID,
+		Token:    cfg.Token,
+		Software: "logdist-client/" + Version,
+		Offer:    frame.CapSack,
+		Window:   uint32(min(cfg.Window, 1<<31)),
+	}
+	if cfg.Compress {
+		c.sessCfg.Offer |= frame.CapZstd
+	}
 	c.encoders.New = func() any { return &frame.Encoder{Level: cfg.Level} }
 	c.nextID.Store(uint64(time.Now().UnixNano()))
 	c.maxFrame.Store(int64(cfg.Limits.MaxFrame))

@@ -762,7 +762,7 @@ func TestServerProtocolViolation(t *testing.T) {
 	}()
 	cfg := testConfig(ln.Addr().String())
 	c := newClient(t, cfg)
-	want := "ERROR seq=0 protocol: client: " + ln.Addr().String() + " acknowledged sequence 5, only 0 were sent"
+	want := "ERROR seq=0 protocol: the server acknowledged sequence 5; only 0 were sent"
 	if g := <-got; g != want {
 		t.Fatalf("server got %q\nwant %q", g, want)
 	}

@@ -7,10 +7,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
 )
 
 // connEvent tells the connection manager (run) what became of the active
@@ -22,14 +22,16 @@ type connEvent struct {
 
 // conn is one connection to a server. Two goroutines serve it: readLoop
 // (answers, and the teardown when the connection ends) and writeLoop (DATA
-// and PING). While draining after GOAWAY it sends no DATA but keeps reading
-// until every packet it carries is resolved, then closes.
+// and PING). The protocol's rules are the session's (frame/session): it
+// numbers the DATA, keeps each unresolved packet by sequence and checks
+// every answer. While draining after GOAWAY the connection sends no DATA
+// but keeps reading until every packet it carries is resolved, then
+// closes.
 type conn struct {
 	c         *Client
 	addr      string
 	nc        net.Conn
 	rd        *frame.Reader
-	window    int
 	maxFrame  int
 	zstd      bool
 	pingEvery time.Duration
@@ -43,24 +45,35 @@ type conn struct {
 	closeErr   error // why close was called; nil when we closed it on purpose
 
 	// Guarded by c.mu.
-	seq        uint64     // last DATA sequence sent
-	inflight   []inflight // sent DATA by sequence, resolved ones nil, from the oldest unacknowledged
-	unresolved int
-	draining   bool
+	sess       *session.Client[*packet]
 	pauseUntil time.Time // BUSY: no new DATA before
 	gotAck     bool
-	pingNonce  uint64
-	pingAt     time.Time // when the outstanding PING was sent; zero if none
-	// lastRx is when the last frame arrived (Unix ns). Any frame shows the
-	// server alive (PROTOCOL.md 11.3): a server answers PONG after the
-	// DATA it read before the PING, which can take longer than the PONG
-	// timeout when the analyzer behind it is slow, while ACKs keep coming.
-	lastRx atomic.Int64
+	results    []Result // what the session resolved during one Handle
 }
 
-type inflight struct {
-	seq uint64
-	p   *packet // nil once resolved by BUSY or ERROR
+// The session hands resolved packets to the conn, under c.mu.
+
+func (cn *conn) Acked(p *packet) {
+	cn.gotAck = true
+	cn.results = append(cn.results, cn.c.resolveLocked(p, nil))
+}
+
+func (cn *conn) Busy(p *packet, retry time.Duration) {
+	c := cn.c
+	until := time.Now().Add(retry)
+	p.notBefore = until.UnixNano()
+	if until.After(cn.pauseUntil) {
+		cn.pauseUntil = until
+	}
+	c.qpushFront(p)
+	c.stats.Busy++
+	cn.gotAck = true
+}
+
+func (cn *conn) Rejected(p *packet, code frame.Code, reason []byte) {
+	cn.results = append(cn.results, cn.c.resolveLocked(p, &RejectError{
+		PacketID: p.id, Messages: p.msgs, Addr: cn.addr, Code: code, Reason: string(reason),
+	}))
 }
 
 func (cn *conn) wakeUp() {
@@ -134,7 +147,7 @@ func (c *Client) run() {
 		c.maxFrame.Store(int64(cn.maxFrame))
 		c.compress.Store(cn.zstd)
 		c.mu.Unlock()
-		c.log.Info("connected", "addr", addr, "window", cn.window, "max_frame", cn.maxFrame, "zstd", cn.zstd)
+		c.log.Info("connected", "addr", addr, "window", cn.sess.Window(), "max_frame", cn.maxFrame, "zstd", cn.zstd)
 		c.wg.Add(2)
 		go cn.readLoop()
 		go cn.writeLoop()
@@ -206,68 +219,73 @@ func (c *Client) dial(addr string) (*conn, error) {
 
 func (c *Client) handshake(nc net.Conn, addr string) (*conn, error) {
 	nc.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
-	var caps frame.Capabilities
-	if c.cfg.Compress {
-		caps |= frame.CapZstd
-	}
-	caps |= frame.CapSack
-	hello := frame.AppendHello(nil, &frame.Hello{
-		Caps:     caps,
-		Window:   uint32(min(c.cfg.Window, 1<<31)),
-		MaxFrame: frame.MaxControlPayload, // the server sends us control frames only
-		AgentID:  c.agentID,
-		Token:    []byte(c.cfg.Token),
-		Software: []byte("logdist-client/" + Version),
-	})
-	if _, err := nc.Write(hello); err != nil {
-		return nil, fmt.Errorf("client: cannot send HELLO to %s: %w", addr, err)
-	}
-	lim := c.cfg.Limits
-	rd := frame.NewReader(nc, &lim)
-	h, payload, err := rd.Next()
-	if err != nil {
-		return nil, fmt.Errorf("client: no WELCOME from %s: %w", addr, err)
-	}
-	switch h.Type() {
-	case frame.TypeWelcome:
-	case frame.TypeError:
-		code, reason, err := frame.DecodeReason(payload)
-		if err != nil {
-			return nil, fmt.Errorf("client: malformed ERROR from %s in the handshake: %w", addr, err)
-		}
-		re := &frame.RemoteError{Code: code, Reason: string(reason)}
-		if code == frame.CodeAuth || code == frame.CodeBadHandshake {
-			return nil, &HandshakeError{Addr: addr, AgentID: c.cfg.AgentID, Remote: re}
-		}
-		return nil, fmt.Errorf("client: server %s refused the connection: %w", addr, re)
-	default:
-		nc.Write(frame.AppendError(nil, 0, frame.CodeBadHandshake, "expected WELCOME"))
-		return nil, fmt.Errorf("client: server %s answered HELLO with %s instead of WELCOME", addr, h.Type())
-	}
-	var w frame.Welcome
-	if err := frame.DecodeWelcome(payload, &w); err != nil {
-		nc.Write(frame.AppendError(nil, 0, frame.CodeBadHandshake, "malformed WELCOME"))
-		return nil, fmt.Errorf("client: bad WELCOME from %s: %w", addr, err)
-	}
-	nc.SetDeadline(time.Time{})
 	cn := &conn{
 		c:          c,
 		addr:       addr,
 		nc:         nc,
-		rd:         rd,
-		window:     min(c.cfg.Window, int(w.Window)),
-		maxFrame:   int(min(w.MaxFrame, c.cfg.Limits.MaxFrame)),
-		zstd:       c.cfg.Compress && w.Caps&frame.CapZstd != 0,
 		pingEvery:  c.cfg.PingInterval,
 		started:    time.Now(),
 		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
-	if w.IdleTimeoutMs > 0 {
-		cn.pingEvery = max(time.Duration(w.IdleTimeoutMs)*time.Millisecond/3, time.Millisecond)
+	cn.sess = session.NewClient[*packet](&c.sessCfg, cn)
+	if _, err := nc.Write(cn.sess.AppendHello(nil)); err != nil {
+		return nil, fmt.Errorf("client: cannot send HELLO to %s: %w", addr, err)
+	}
+	lim := c.cfg.Limits
+	cn.rd = frame.NewReader(nc, &lim)
+	// A server's frame that its state does not allow (DATA, say) is
+	// refused at its header, before its payload is read. The reader runs
+	// on one goroutine at a time (this one, then readLoop).
+	cn.rd.SetAdmit(func(h frame.Header) error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return cn.sess.CheckHeader(h)
+	})
+	h, payload, err := cn.rd.Next()
+	if err != nil {
+		cn.sayFatal(err)
+		return nil, fmt.Errorf("client: no WELCOME from %s: %w", addr, err)
+	}
+	c.mu.Lock()
+	_, err = cn.sess.Handle(h, payload, time.Now().UnixNano())
+	out := cn.sess.Output()
+	c.mu.Unlock()
+	if err != nil {
+		var r *session.Refused
+		if errors.As(err, &r) {
+			re := &frame.RemoteError{Code: r.Code, Reason: r.Reason}
+			if r.Permanent() {
+				return nil, &HandshakeError{Addr: addr, AgentID: c.cfg.AgentID, Remote: re}
+			}
+			return nil, fmt.Errorf("client: server %s refused the connection: %w", addr, re)
+		}
+		nc.Write(out) // the violation's ERROR
+		return nil, fmt.Errorf("client: bad answer to HELLO from %s: %w", addr, err)
+	}
+	nc.SetDeadline(time.Time{})
+	cn.maxFrame = int(min(cn.sess.MaxFrame(), c.cfg.Limits.MaxFrame))
+	cn.zstd = c.cfg.Compress && cn.sess.Granted()&frame.CapZstd != 0
+	if idle := cn.sess.IdleTimeout(); idle > 0 {
+		cn.pingEvery = max(idle/3, time.Millisecond)
 	}
 	return cn, nil
+}
+
+// sayFatal writes the ERROR a violation found by the reader's admit hook
+// queued in the session.
+func (cn *conn) sayFatal(err error) {
+	var v *session.Violation
+	if !errors.As(err, &v) {
+		return
+	}
+	cn.c.mu.Lock()
+	out := append([]byte(nil), cn.sess.Output()...)
+	cn.c.mu.Unlock()
+	if len(out) > 0 {
+		cn.write(out)
+	}
 }
 
 // writeLoop sends queued packets while the window and BUSY allow, and
@@ -287,32 +305,28 @@ func (cn *conn) writeLoop() {
 		buf = buf[:0]
 		results = results[:0]
 		c.mu.Lock()
-		if !cn.pingAt.IsZero() {
-			since := cn.pingAt
-			if rx := time.Unix(0, cn.lastRx.Load()); rx.After(since) {
-				since = rx
-			}
-			late := c.cfg.PongTimeout - now.Sub(since)
-			if late <= 0 {
+		if cn.sess.PingsOut() > 0 {
+			if cn.sess.Missed(now.UnixNano(), int64(c.cfg.PongTimeout)) > 0 {
 				c.mu.Unlock()
 				cn.close(fmt.Errorf("client: no PONG (nor any other frame) from %s within %v of a PING", cn.addr, c.cfg.PongTimeout))
 				return
 			}
-			wait = late // the next PING waits for this PONG
+			// The next PING waits for this one's PONG, or its judgement:
+			// from the PING, or from the last frame if one came since.
+			since := max(cn.sess.LastPing(), cn.sess.LastRx())
+			wait = max(c.cfg.PongTimeout-time.Duration(now.UnixNano()-since), time.Millisecond)
 		}
-		if !cn.draining && c.active == cn {
+		if c.active == cn {
 			if now.Before(cn.pauseUntil) {
 				wait = min(wait, cn.pauseUntil.Sub(now))
 			} else {
 				results = cn.fillLocked(now, &buf, &wait, results)
 			}
 		}
-		if len(buf) == 0 && cn.pingAt.IsZero() && now.Sub(lastSend) >= cn.pingEvery {
-			cn.pingNonce++
-			cn.pingAt = now
-			buf = frame.AppendPing(buf, cn.pingNonce)
+		if len(buf) == 0 && cn.sess.PingsOut() == 0 && now.Sub(lastSend) >= cn.pingEvery && cn.sess.AppendPing(now.UnixNano()) {
 			wait = c.cfg.PongTimeout
 		}
+		buf = append(buf, cn.sess.Output()...)
 		c.mu.Unlock()
 		c.report(results)
 		if len(buf) > 0 {
@@ -333,19 +347,12 @@ func (cn *conn) writeLoop() {
 	}
 }
 
-// gapFullLocked reports whether the next DATA would run SeqGapWindows
-// windows ahead of the oldest unresolved one (packets resolved out of
-// order by SACK, BUSY or ERROR free window slots, but a server need not
-// track an unbounded gap).
-func (cn *conn) gapFullLocked() bool {
-	return len(cn.inflight) > 0 && cn.seq+1-cn.inflight[0].seq >= uint64(frame.SeqGapWindows*cn.window)
-}
-
-// fillLocked moves queued packets into buf as DATA frames while the window
-// allows, and lowers *wait to the next time one becomes sendable.
+// fillLocked moves queued packets into buf as DATA frames while the
+// session allows (window, sequence gap, no GOAWAY), and lowers *wait to
+// the next time one becomes sendable.
 func (cn *conn) fillLocked(now time.Time, buf *[]byte, wait *time.Duration, results []Result) []Result {
 	c := cn.c
-	for cn.unresolved < cn.window && c.qlen() > 0 && len(*buf) < 1<<20 && !cn.gapFullLocked() {
+	for cn.sess.CanSend() && c.qlen() > 0 && len(*buf) < 1<<20 {
 		p := c.queue[c.qh]
 		if nb := p.notBefore - now.UnixNano(); nb > 0 {
 			*wait = min(*wait, time.Duration(nb))
@@ -368,18 +375,18 @@ func (cn *conn) fillLocked(now time.Time, buf *[]byte, wait *time.Duration, resu
 			c.qpushFront(keep...)
 			continue
 		}
-		cn.seq++
 		start := len(*buf)
 		*buf = append(*buf, p.frame...)
-		frame.Header((*buf)[start:]).SetSeq(cn.seq)
-		cn.inflight = append(cn.inflight, inflight{cn.seq, p})
-		cn.unresolved++
+		cn.sess.Send(p, (*buf)[start:])
 		p.sends++
 		c.stats.PacketsSent++
 		if p.sends > 1 {
 			c.stats.PacketsResent++
 		}
 	}
+	// The frames are written before the lock is taken again: an answer to
+	// them can only follow.
+	cn.sess.MarkWritten()
 	return results
 }
 
@@ -397,11 +404,11 @@ func (cn *conn) readLoop() {
 	c := cn.c
 	defer c.wg.Done()
 	if err := cn.readFrames(); err != nil {
-		var pe *protocolError
-		if errors.As(err, &pe) {
-			// The server broke the protocol: say so before closing, as
-			// the detecting side must.
-			cn.write(frame.AppendError(nil, 0, pe.code, pe.Error()))
+		var v *session.Violation
+		if errors.As(err, &v) {
+			// The server broke the protocol: the session queued the ERROR
+			// the detecting side must send before closing.
+			cn.sayFatal(err)
 			c.log.Error("server broke the protocol", "addr", cn.addr, "err", err)
 		}
 		cn.close(err)
@@ -411,12 +418,8 @@ func (cn *conn) readLoop() {
 
 	c.mu.Lock()
 	var back []*packet
-	for _, e := range cn.inflight {
-		if e.p != nil {
-			back = append(back, e.p)
-		}
-	}
-	cn.inflight, cn.unresolved = nil, 0
+	cn.sess.TakeUnresolved(func(p *packet) { back = append(back, p) })
+	cn.sess.Close()
 	c.qpushFront(back...)
 	wasActive := c.active == cn
 	if wasActive {
@@ -446,13 +449,13 @@ func (cn *conn) readLoop() {
 	}
 }
 
-// readFrames handles frames until the connection fails. It returns a
-// protocol error to close it with, or nil when the socket is already
-// closed (cn.closeErr says why).
+// readFrames handles frames until the connection fails. It returns the
+// error to close it with (a *session.Violation, whose ERROR the session
+// has queued, or the server's fatal ERROR), or nil when the socket is
+// already closed (cn.closeErr says why).
 func (cn *conn) readFrames() error {
-	var pong [frame.HeaderSize]byte
-	var results []Result
-	var ranges []frame.SeqRange
+	c := cn.c
+	var out []byte
 	for {
 		h, payload, err := cn.rd.Next()
 		if fe := (*frame.Error)(nil); errors.As(err, &fe) {
@@ -461,7 +464,14 @@ func (cn *conn) readFrames() error {
 				// A DATA header over a packet limit: a server sends no DATA.
 				code = frame.CodeProtocol
 			}
-			return violation(code, "client: bad frame from %s: %v", cn.addr, err)
+			c.mu.Lock()
+			cn.sess.Fatal(code, fe.Msg)
+			c.mu.Unlock()
+			return &session.Violation{Code: code, Reason: fmt.Sprintf("bad frame from %s: %v", cn.addr, err)}
+		}
+		var v *session.Violation
+		if errors.As(err, &v) {
+			return v
 		}
 		if err != nil {
 			// If the socket was closed on purpose (drained, Close) or by
@@ -469,223 +479,54 @@ func (cn *conn) readFrames() error {
 			cn.close(fmt.Errorf("client: connection to %s lost: %w", cn.addr, err))
 			return nil
 		}
-		cn.lastRx.Store(time.Now().UnixNano())
-		results = results[:0]
-		switch h.Type() {
-		case frame.TypeAck:
-			results, err = cn.onAck(h.Seq(), results)
-		case frame.TypeSack:
-			if ranges, err = frame.DecodeSack(payload, h.Seq(), ranges[:0]); err != nil {
-				err = violation(frame.CodeProtocol, "client: malformed SACK from %s: %v", cn.addr, err)
-				break
+		c.mu.Lock()
+		cn.results = cn.results[:0]
+		ev, err := cn.sess.Handle(h, payload, time.Now().UnixNano())
+		results := cn.results
+		// Copied under the lock: the session's buffer is the writer's too.
+		out = append(out[:0], cn.sess.Output()...)
+		var goaway, wasActive bool
+		if ev == session.EvGoAway {
+			goaway = true
+			wasActive = c.active == cn
+			if wasActive {
+				c.active = nil
+				c.stats.Addr = ""
 			}
-			if results, err = cn.onAck(h.Seq(), results); err == nil {
-				results, err = cn.onSack(ranges, results)
-			}
-		case frame.TypeBusy:
-			var ms uint32
-			if ms, err = frame.DecodeBusy(payload); err != nil {
-				err = violation(frame.CodeProtocol, "client: malformed BUSY from %s: %v", cn.addr, err)
-			} else {
-				err = cn.onBusy(h.Seq(), time.Duration(ms)*time.Millisecond)
-			}
-		case frame.TypeError:
-			results, err = cn.onError(h.Seq(), payload, results)
-		case frame.TypeGoAway:
-			err = cn.onGoAway(payload)
-		case frame.TypePing:
-			err = cn.write(frame.AppendPong(pong[:0], h.Seq()))
-		case frame.TypePong:
-			c := cn.c
-			c.mu.Lock()
-			if h.Seq() == cn.pingNonce {
-				cn.pingAt = time.Time{}
-			}
-			c.mu.Unlock()
-			cn.wakeUp() // the writer's timer was set for the PONG timeout
-		default:
-			err = violation(frame.CodeProtocol, "client: unexpected %s frame from %s", h.Type(), cn.addr)
 		}
-		cn.c.report(results)
+		done := cn.sess.Done()
+		if ev == session.EvResolved || ev == session.EvGoAway || ev == session.EvPong {
+			// The writer waits for window room, or for the PONG to ping again.
+			cn.wakeUp()
+			c.wakeActiveLocked()
+		}
+		c.mu.Unlock()
+		c.report(results)
+		if len(out) > 0 { // a PONG, or the ERROR of a violation
+			if werr := cn.write(out); werr != nil && err == nil {
+				cn.close(fmt.Errorf("client: cannot write to %s: %w", cn.addr, werr))
+				return nil
+			}
+		}
 		if err != nil {
+			var re *frame.RemoteError
+			if errors.As(err, &re) {
+				return fmt.Errorf("client: server %s closed the connection: %w", cn.addr, re)
+			}
 			return err
 		}
-	}
-}
-
-// entryLocked returns the inflight entry of DATA seq, or nil.
-func (cn *conn) entryLocked(seq uint64) *inflight {
-	if len(cn.inflight) == 0 || seq < cn.inflight[0].seq || seq > cn.seq {
-		return nil
-	}
-	e := &cn.inflight[seq-cn.inflight[0].seq]
-	if e.seq != seq {
-		panic("BUG: client: inflight sequences not contiguous")
-	}
-	return e
-}
-
-func (cn *conn) onAck(seq uint64, results []Result) ([]Result, error) {
-	c := cn.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if seq > cn.seq {
-		return results, violation(frame.CodeProtocol, "client: %s acknowledged sequence %d, only %d were sent", cn.addr, seq, cn.seq)
-	}
-	n := 0
-	for n < len(cn.inflight) && cn.inflight[n].seq <= seq {
-		if p := cn.inflight[n].p; p != nil {
-			cn.unresolved--
-			results = append(results, c.resolveLocked(p, nil))
-		}
-		n++
-	}
-	clear(cn.inflight[:n]) // the backing array must not keep acknowledged frames
-	cn.inflight = cn.inflight[n:]
-	cn.gotAck = true
-	cn.afterResolveLocked()
-	return results, nil
-}
-
-// onSack accepts the DATA in ranges (after onAck took the SACK's
-// cumulative part).
-func (cn *conn) onSack(ranges []frame.SeqRange, results []Result) ([]Result, error) {
-	c := cn.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, r := range ranges {
-		if r.Last > cn.seq {
-			return results, violation(frame.CodeProtocol, "client: %s acknowledged sequence %d, only %d were sent", cn.addr, r.Last, cn.seq)
-		}
-		if len(cn.inflight) == 0 {
-			continue // everything sent is resolved already
-		}
-		// Below the oldest in flight everything is resolved already, and
-		// nothing was sent after the newest: a range is walked only where
-		// packets are (a hostile server's SACK for 1..2^40 costs nothing).
-		first := max(r.First, cn.inflight[0].seq)
-		last := min(r.Last, cn.inflight[len(cn.inflight)-1].seq)
-		for seq := first; seq <= last; seq++ {
-			// Sequences below the oldest in flight were acknowledged
-			// already; one resolved by BUSY or ERROR is not covered (a
-			// server bug, ignored: the packet is already settled).
-			if e := cn.entryLocked(seq); e != nil && e.p != nil {
-				results = append(results, c.resolveLocked(e.p, nil))
-				e.p = nil
-				cn.unresolved--
+		if goaway {
+			code, reason := cn.sess.GoAway()
+			c.log.Info("server is draining (GOAWAY): moving to the next address", "addr", cn.addr, "code", code, "reason", string(reason))
+			if wasActive {
+				select {
+				case c.events <- connEvent{goaway: true}:
+				case <-c.closing:
+				}
 			}
 		}
-	}
-	cn.gotAck = true
-	cn.afterResolveLocked()
-	return results, nil
-}
-
-func (cn *conn) onBusy(seq uint64, retry time.Duration) error {
-	c := cn.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e := cn.entryLocked(seq)
-	if e == nil || e.p == nil {
-		return violation(frame.CodeProtocol, "client: %s sent BUSY for sequence %d, which is not in flight", cn.addr, seq)
-	}
-	p := e.p
-	e.p = nil
-	cn.unresolved--
-	until := time.Now().Add(retry)
-	p.notBefore = until.UnixNano()
-	if until.After(cn.pauseUntil) {
-		cn.pauseUntil = until
-	}
-	c.qpushFront(p)
-	c.stats.Busy++
-	cn.gotAck = true
-	cn.afterResolveLocked()
-	return nil
-}
-
-func (cn *conn) onError(seq uint64, payload []byte, results []Result) ([]Result, error) {
-	code, reason, err := frame.DecodeReason(payload)
-	if err != nil {
-		return results, violation(frame.CodeProtocol, "client: malformed ERROR from %s: %v", cn.addr, err)
-	}
-	re := &frame.RemoteError{Seq: seq, Code: code, Reason: string(reason)}
-	if seq == 0 || code.Fatal() {
-		return results, fmt.Errorf("client: server %s closed the connection: %w", cn.addr, re)
-	}
-	c := cn.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e := cn.entryLocked(seq)
-	if e == nil || e.p == nil {
-		return results, violation(frame.CodeProtocol, "client: %s sent ERROR for sequence %d, which is not in flight", cn.addr, seq)
-	}
-	p := e.p
-	e.p = nil
-	cn.unresolved--
-	results = append(results, c.resolveLocked(p, &RejectError{
-		PacketID: p.id, Messages: p.msgs, Addr: cn.addr, Code: code, Reason: string(reason),
-	}))
-	cn.afterResolveLocked()
-	return results, nil
-}
-
-func (cn *conn) onGoAway(payload []byte) error {
-	code, reason, err := frame.DecodeReason(payload)
-	if err != nil {
-		return violation(frame.CodeProtocol, "client: malformed GOAWAY from %s: %v", cn.addr, err)
-	}
-	c := cn.c
-	c.mu.Lock()
-	cn.draining = true
-	wasActive := c.active == cn
-	if wasActive {
-		c.active = nil
-		c.stats.Addr = ""
-	}
-	cn.afterResolveLocked()
-	c.mu.Unlock()
-	c.log.Info("server is draining (GOAWAY): moving to the next address", "addr", cn.addr, "code", code, "reason", string(reason))
-	if wasActive {
-		select {
-		case c.events <- connEvent{goaway: true}:
-		case <-c.closing:
+		if done {
+			cn.close(nil)
 		}
 	}
-	return nil
-}
-
-// afterResolveLocked wakes whoever waits for window room, and closes a
-// draining connection once nothing on it is unresolved.
-func (cn *conn) afterResolveLocked() {
-	// Entries resolved out of order (SACK, BUSY, ERROR) at the head go
-	// now, not when an ACK passes them: the sequence gap is measured from
-	// the oldest unresolved DATA (PROTOCOL.md 11.1), and a server need not
-	// move its cumulative point past a BUSY.
-	n := 0
-	for n < len(cn.inflight) && cn.inflight[n].p == nil {
-		n++
-	}
-	if n > 0 {
-		clear(cn.inflight[:n])
-		cn.inflight = cn.inflight[n:]
-	}
-	cn.wakeUp()
-	cn.c.wakeActiveLocked()
-	if cn.draining && cn.unresolved == 0 {
-		cn.close(nil)
-	}
-}
-
-// protocolError is a rule of the protocol the server broke: the client
-// answers ERROR seq 0 with code, and closes.
-type protocolError struct {
-	code frame.Code
-	msg  string
-}
-
-func (e *protocolError) Error() string { return e.msg }
-
-func violation(code frame.Code, format string, args ...any) error {
-	return &protocolError{code, fmt.Sprintf(format, args...)}
 }

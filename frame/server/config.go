@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
 )
 
 // Config configures a Server. Start from DefaultConfig and change what you
@@ -55,12 +55,12 @@ type Config struct {
 	// "analyzerd/a1".
 	ServerID string
 
-	// Auth, if not nil, is called with the HELLO's agent id and token and
-	// the peer address; an error rejects the connection with ERROR auth
-	// (the error text is the reason sent). The byte slices are only valid
-	// during the call. It runs on the connection's goroutine: it may block,
-	// within HandshakeTimeout's spirit.
-	Auth func(agentID, token []byte, remote net.Addr) error
+	// Auth, if not nil, is asked about every HELLO (see session.Auth: the
+	// same hook logdist uses); an error refuses the connection with ERROR
+	// auth, the error's text being the reason sent. It runs on the
+	// connection's goroutine: it may block, within HandshakeTimeout's
+	// spirit.
+	Auth session.Auth
 
 	// Logger receives the server's logs; nil means slog.Default(). Every
 	// record carries component=frame/server and the listen address.
@@ -110,4 +110,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: server id longer than %d bytes", ErrBadConfig, frame.MaxSoftware)
 	}
 	return nil
+}
+
+// sessionConfig is what every connection's protocol session grants and
+// enforces: zstd (no SACK: a handler resolves packets in order, so the
+// cumulative ACK says everything).
+func (c *Config) sessionConfig() session.ServerConfig {
+	return session.ServerConfig{
+		Limits:      c.Limits,
+		Window:      c.Window,
+		Grant:       frame.CapZstd,
+		IdleTimeout: c.IdleTimeout,
+		ServerID:    c.ServerID,
+		Auth:        c.Auth,
+	}
 }

@@ -9,10 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
 )
 
 // lingerTimeout bounds how long a connection closed after an ERROR keeps
@@ -21,8 +21,9 @@ import (
 const lingerTimeout = 500 * time.Millisecond
 
 // conn is one client connection. Its goroutine (serve) does all reading,
-// decoding and handler calls; writes go through wmu because Close's GOAWAY
-// comes from another goroutine.
+// decoding and handler calls; the protocol's rules are the session's
+// (frame/session). mu guards the session and the writer, because Close's
+// GOAWAY comes from another goroutine.
 type conn struct {
 	s      *Server
 	nc     net.Conn
@@ -31,32 +32,23 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	rd     *frame.Reader
+	start  time.Time
 
-	wmu      sync.Mutex
-	bw       *bufio.Writer
-	wbuf     []byte // scratch for encoding frames, under wmu
-	welcomed bool   // WELCOME sent, under wmu
-	werr     error  // first write error, under wmu
-
-	// draining is set (under wmu) once GOAWAY is decided: DATA read after
-	// it gets BUSY retry-after 0.
-	draining atomic.Bool
+	mu   sync.Mutex
+	sess *session.Server
+	bw   *bufio.Writer
+	werr error // first write error, under mu
+	acks uint64
 
 	// Read-loop state, owned by serve's goroutine.
-	agentID  string
-	window   uint64
-	lastSeq  uint64 // last DATA sequence received
-	resolved uint64 // every DATA ≤ resolved was answered and flushed
-	answered uint64 // highest DATA sequence accepted, BUSY'd or rejected: what the next ACK says
-	acked    uint64 // sequence of the last ACK written
-	dec      *frame.Decoder
-	pkt      frame.Packet
-	md       Meta
+	dec *frame.Decoder
+	pkt frame.Packet
+	md  Meta
 }
 
 func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &conn{
+	c := &conn{
 		s:      s,
 		nc:     nc,
 		remote: nc.RemoteAddr(),
@@ -64,9 +56,21 @@ func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
 		ctx:    ctx,
 		cancel: cancel,
 		rd:     frame.NewReader(nc, &s.cfg.Limits),
+		start:  time.Now(),
+		sess:   session.NewServer(&s.sess, nc.RemoteAddr()),
 		bw:     bufio.NewWriterSize(nc, 16<<10),
 		dec:    frame.NewDecoder(s.cfg.Limits),
 	}
+	// Before the handshake only a HELLO's header is admitted: a peer cannot
+	// make the server buffer what a DATA header announces.
+	c.rd.SetAdmit(c.admit)
+	return c
+}
+
+func (c *conn) admit(h frame.Header) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess.CheckHeader(h)
 }
 
 // serve runs the connection until it ends.
@@ -75,9 +79,6 @@ func (c *conn) serve() {
 	defer c.cancel()
 	if limit := c.s.cfg.MaxConns; limit > 0 && int(c.s.m.active.Load()) > limit {
 		c.fatal(frame.CodeOverloaded, fmt.Sprintf("more than %d connections; retry later or elsewhere", limit))
-		return
-	}
-	if !c.handshake() {
 		return
 	}
 	for {
@@ -89,157 +90,64 @@ func (c *conn) serve() {
 				return
 			}
 		}
-		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+		c.mu.Lock()
+		ready := c.sess.Ready()
+		c.mu.Unlock()
+		if ready {
+			c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+		} else {
+			c.nc.SetReadDeadline(c.start.Add(c.s.cfg.HandshakeTimeout))
+		}
 		h, payload, err := c.rd.Next()
 		if err != nil && h == nil {
-			c.readFailed(err, false)
+			c.readFailed(err, !ready)
 			return
 		}
+		// err != nil with a header: a DATA header over a per-packet limit
+		// (PROTOCOL.md 3.1 rules 8-10), its payload skipped and its
+		// checksum verified; the session rejects that packet only.
 		c.s.m.frames[h.Type()].Inc()
 		c.s.m.bytes.Add(h.FrameLen())
+		c.mu.Lock()
+		ev, err := c.sess.Handle(h, payload)
+		c.mu.Unlock()
 		if err != nil {
-			// A DATA header over a per-packet limit (MaxRaw, MaxMessages,
-			// a count its length cannot hold): PROTOCOL.md 3.1 rules 8-10
-			// reject that packet only. Its payload was skipped and its
-			// checksum verified.
-			if !c.onRejectedData(h, err) {
-				return
-			}
-			continue
-		}
-		if !c.onFrame(h, payload) {
+			c.ended(err)
 			return
 		}
-	}
-}
-
-// handshake reads the HELLO and answers WELCOME, or ERROR and closes.
-func (c *conn) handshake() bool {
-	c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
-	h, payload, err := c.rd.Next()
-	if err != nil && h == nil {
-		c.readFailed(err, true)
-		return false
-	}
-	c.s.m.frames[h.Type()].Inc()
-	c.s.m.bytes.Add(h.FrameLen())
-	if h.Type() != frame.TypeHello {
-		c.fatal(frame.CodeBadHandshake, fmt.Sprintf("the first frame must be HELLO, got %s", h.Type()))
-		return false
-	}
-	var hello frame.Hello
-	if err := frame.DecodeHello(payload, &hello); err != nil { // its sequence is ignored (PROTOCOL.md 4)
-		c.fatal(frame.CodeBadHandshake, "malformed HELLO (it needs an agent id and a window ≥ 1)")
-		return false
-	}
-	if auth := c.s.cfg.Auth; auth != nil {
-		if err := auth(hello.AgentID, hello.Token, c.remote); err != nil {
-			c.fatal(frame.CodeAuth, err.Error())
-			return false
-		}
-	}
-	c.agentID = string(hello.AgentID)
-	c.log = c.log.With("agent", c.agentID)
-	c.window = uint64(min(hello.Window, c.s.cfg.Window))
-	c.md.Remote = c.remote
-	c.md.AgentID = c.agentID
-
-	c.wmu.Lock()
-	if c.draining.Load() {
-		c.wmu.Unlock()
-		c.fatal(frame.CodeShutdown, "server shutting down; connect elsewhere")
-		return false
-	}
-	c.wbuf = frame.AppendWelcome(c.wbuf[:0], &frame.Welcome{
-		Caps:          hello.Caps & frame.CapZstd,
-		Window:        uint32(c.window),
-		MaxFrame:      c.s.cfg.Limits.MaxFrame,
-		IdleTimeoutMs: millis(c.s.cfg.IdleTimeout),
-		ServerID:      []byte(c.s.cfg.ServerID),
-	})
-	c.writeLocked(c.wbuf)
-	c.flushLocked()
-	c.welcomed = true
-	err = c.werr
-	c.wmu.Unlock()
-	if err != nil {
-		c.log.Debug("connection closed: cannot write WELCOME", "err", err)
-		c.nc.Close()
-		return false
-	}
-	c.log.Debug("client connected", "window", c.window, "caps", uint32(hello.Caps), "software", string(hello.Software))
-	return true
-}
-
-// onFrame handles one frame after the handshake; false ends the connection.
-func (c *conn) onFrame(h frame.Header, payload []byte) bool {
-	switch h.Type() {
-	case frame.TypeData:
-		return c.onData(h, payload)
-	case frame.TypePing:
-		c.send(func(b []byte) []byte { return frame.AppendPong(b, h.Seq()) })
-		return true
-	case frame.TypePong:
-		return true // we never PING, but a PONG is harmless
-	case frame.TypeError:
-		code, reason, err := frame.DecodeReason(payload)
-		if err != nil {
-			c.fatal(frame.CodeProtocol, "malformed ERROR payload")
-			return false
-		}
-		if h.Seq() != 0 && !code.Fatal() {
+		switch ev {
+		case session.EvHello:
+			c.md.Remote = c.remote
+			c.md.AgentID = string(c.sess.AgentID())
+			c.log = c.log.With("agent", c.md.AgentID)
+			c.log.Debug("client connected", "window", c.sess.Window(), "caps", uint32(c.sess.Granted()))
+		case session.EvData:
+			if !c.onData(h, payload) {
+				return
+			}
+		case session.EvRejected:
+			code := c.sess.RejectCode()
+			c.s.m.rejected(code)
+			c.logThrottled("packet rejected by its header", "seq", h.Seq(), "code", code.String())
+		case session.EvBusy:
+			c.s.m.busy.Inc()
+		case session.EvPeerError:
+			code, reason := c.sess.PeerError()
 			c.logThrottled("peer sent a packet ERROR", "seq", h.Seq(), "code", code.String(), "reason", string(reason))
-			return true
 		}
-		c.log.Info("connection closed by peer ERROR", "code", code.String(), "reason", string(reason))
-		c.flush()
-		c.nc.Close()
-		return false
-	default:
-		c.fatal(frame.CodeProtocol, fmt.Sprintf("a client does not send %s after the handshake", h.Type()))
-		return false
 	}
 }
 
-// takeSeq applies the sequence and window rules to a DATA frame; false
-// ends the connection.
-func (c *conn) takeSeq(seq uint64) bool {
-	if seq != c.lastSeq+1 {
-		c.fatal(frame.CodeBadSequence, fmt.Sprintf("DATA sequence %d, expected %d", seq, c.lastSeq+1))
-		return false
-	}
-	if seq-c.resolved > c.window {
-		c.fatal(frame.CodeWindowExceeded, fmt.Sprintf("more than %d DATA frames unresolved (granted window)", c.window))
-		return false
-	}
-	c.lastSeq = seq
-	return true
-}
-
-// onRejectedData answers a DATA frame whose header broke a per-packet
-// limit (err) with a packet ERROR; false ends the connection.
-func (c *conn) onRejectedData(h frame.Header, err error) bool {
-	if !c.takeSeq(h.Seq()) {
-		return false
-	}
-	c.reject(h.Seq(), frame.CodeOf(err), err.Error())
-	return true
-}
-
+// onData decodes a DATA frame the session admitted into the window, hands
+// it to the Handler and resolves it as the Handler said; false ends the
+// connection.
 func (c *conn) onData(h frame.Header, payload []byte) bool {
 	seq := h.Seq()
-	if !c.takeSeq(seq) {
-		return false
-	}
-	if c.draining.Load() {
-		c.busy(seq, 0)
-		return true
-	}
 	if err := c.dec.Decode(h, payload, &c.pkt); err != nil {
 		code := frame.CodeOf(err)
 		if code.Fatal() {
-			// Not expected from the packet decoder, but a connection
-			// code means what it says.
+			// Not expected from the packet decoder, but a connection code
+			// means what it says.
 			c.fatal(code, err.Error())
 			return false
 		}
@@ -253,14 +161,19 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 	v := classify(c.s.handler.HandlePacket(c.ctx, &c.md, &c.pkt), c.s.cfg.BusyRetryAfter)
 	switch v.kind {
 	case verdictAck:
-		c.answered = seq
+		c.mu.Lock()
+		c.sess.Accept(seq)
+		c.mu.Unlock()
 		c.s.m.acked.Inc()
 		c.s.m.messages.Add(len(c.pkt.Messages))
 	case verdictBusy:
 		if v.reason != "" {
 			c.logThrottled("handler failed; packet answered BUSY", "seq", seq, "err", v.reason)
 		}
-		c.busy(seq, v.retryAfter)
+		c.s.m.busy.Inc()
+		c.mu.Lock()
+		c.sess.Busy(seq, v.retryAfter)
+		c.mu.Unlock()
 	case verdictReject:
 		c.reject(seq, v.code, v.reason)
 	case verdictFatal:
@@ -270,20 +183,13 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 	return true
 }
 
-// busy answers DATA seq with BUSY. The next ACK covers it too: BUSY and
-// ERROR resolve a DATA frame as an ACK does, and are written before it.
-func (c *conn) busy(seq uint64, retryAfterMs uint32) {
-	c.s.m.busy.Inc()
-	c.send(func(b []byte) []byte { return frame.AppendBusy(b, seq, retryAfterMs) })
-	c.answered = seq
-}
-
 // reject answers DATA seq with a packet ERROR.
 func (c *conn) reject(seq uint64, code frame.Code, reason string) {
 	c.s.m.rejected(code)
 	c.logThrottled("packet rejected", "seq", seq, "code", code.String(), "reason", reason)
-	c.send(func(b []byte) []byte { return frame.AppendError(b, seq, code, reason) })
-	c.answered = seq
+	c.mu.Lock()
+	c.sess.Reject(seq, code, reason)
+	c.mu.Unlock()
 }
 
 func (c *conn) logThrottled(msg string, args ...any) {
@@ -292,12 +198,39 @@ func (c *conn) logThrottled(msg string, args ...any) {
 	}
 }
 
+// ended closes the connection after the session refused a frame: a
+// violation or a refused handshake (its ERROR is in the output), or the
+// peer's fatal ERROR.
+func (c *conn) ended(err error) {
+	var v *session.Violation
+	var r *session.Refused
+	var re *frame.RemoteError
+	switch {
+	case errors.As(err, &v):
+		c.s.m.connError(v.Code)
+		c.log.Info("closing connection with ERROR", "code", v.Code.String(), "reason", v.Reason)
+	case errors.As(err, &r):
+		c.s.m.connError(r.Code)
+		c.log.Info("refused the handshake", "code", r.Code.String(), "reason", r.Reason)
+	case errors.As(err, &re):
+		c.log.Info("connection closed by peer ERROR", "code", re.Code.String(), "reason", re.Reason)
+		c.flush()
+		c.nc.Close()
+		return
+	}
+	c.flush()
+	c.lingerClose()
+}
+
 // readFailed ends the connection after a failed read: with ERROR for a
 // protocol violation or a timeout, quietly for a peer that went away.
 func (c *conn) readFailed(err error, inHandshake bool) {
+	var v *session.Violation
 	var fe *frame.Error
 	var ne net.Error
 	switch {
+	case errors.As(err, &v): // the admit hook refused a header
+		c.ended(err)
 	case errors.As(err, &fe):
 		c.fatal(fe.Code, fe.Msg)
 	case errors.As(err, &ne) && ne.Timeout():
@@ -322,51 +255,30 @@ func (c *conn) readFailed(err error, inHandshake bool) {
 	}
 }
 
-// send appends one answer frame to the write buffer; flush sends it.
-func (c *conn) send(appendFrame func([]byte) []byte) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wbuf = appendFrame(c.wbuf[:0])
-	c.writeLocked(c.wbuf)
+// flush writes what the session has to say — the BUSY and ERROR frames
+// queued, then the cumulative ACK that covers them — and sends it. Every
+// DATA read so far that was resolved is then resolved on the wire.
+func (c *conn) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.flushLocked()
 }
 
-// flush writes the cumulative ACK (after the BUSY and ERROR frames already
-// buffered, which it covers) and sends everything buffered. Every DATA
-// frame read so far is then resolved on the wire.
-func (c *conn) flush() error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.ackLocked()
-	c.flushLocked()
-	if c.werr == nil {
-		c.resolved = c.lastSeq
+func (c *conn) flushLocked() error {
+	out := c.sess.Flush(int64(time.Since(c.start)))
+	if n := c.sess.Acks(); n > c.acks {
+		c.s.m.acks.Add(int(n - c.acks))
+		c.acks = n
+	}
+	if c.werr == nil && len(out) > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+		_, c.werr = c.bw.Write(out)
+	}
+	if c.werr == nil && c.bw.Buffered() > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+		c.werr = c.bw.Flush()
 	}
 	return c.werr
-}
-
-func (c *conn) ackLocked() {
-	if c.answered > c.acked {
-		c.acked = c.answered
-		c.s.m.acks.Inc()
-		c.wbuf = frame.AppendAck(c.wbuf[:0], c.acked)
-		c.writeLocked(c.wbuf)
-	}
-}
-
-func (c *conn) writeLocked(b []byte) {
-	if c.werr != nil {
-		return
-	}
-	c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-	_, c.werr = c.bw.Write(b)
-}
-
-func (c *conn) flushLocked() {
-	if c.werr != nil || c.bw.Buffered() == 0 {
-		return
-	}
-	c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-	c.werr = c.bw.Flush()
 }
 
 // fatal acknowledges what was accepted, sends ERROR seq=0 with code and
@@ -374,12 +286,10 @@ func (c *conn) flushLocked() {
 func (c *conn) fatal(code frame.Code, reason string) {
 	c.s.m.connError(code)
 	c.log.Info("closing connection with ERROR", "code", code.String(), "reason", reason)
-	c.wmu.Lock()
-	c.ackLocked()
-	c.wbuf = frame.AppendError(c.wbuf[:0], 0, code, reason)
-	c.writeLocked(c.wbuf)
+	c.mu.Lock()
+	c.sess.Fatal(code, reason)
 	c.flushLocked()
-	c.wmu.Unlock()
+	c.mu.Unlock()
 	c.lingerClose()
 }
 
@@ -395,17 +305,17 @@ func (c *conn) lingerClose() {
 	c.nc.Close()
 }
 
-// goAway starts draining the connection: it sends GOAWAY (or, before the
-// handshake completed, marks the connection so that its HELLO is refused).
+// goAway starts draining the connection: GOAWAY goes out now (before the
+// handshake, the session marks itself so that the HELLO is refused with
+// ERROR shutdown), and DATA read after it is answered BUSY retry-after 0.
 // Called from Close's goroutine.
 func (c *conn) goAway() {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.draining.Swap(true) || !c.welcomed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess.Draining() || c.sess.Closed() {
 		return
 	}
-	c.wbuf = frame.AppendGoAway(c.wbuf[:0], frame.CodeShutdown, "server shutting down; reconnect elsewhere")
-	c.writeLocked(c.wbuf)
+	c.sess.GoAway(frame.CodeShutdown, "server shutting down; reconnect elsewhere")
 	c.flushLocked()
 }
 

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/logdist/logdist/frame/session"
 )
 
 // ErrClosed is returned by Serve, ListenAndServe and Start once Close has
@@ -34,6 +36,7 @@ var ErrClosed = errors.New("server: closed")
 // concurrent use.
 type Server struct {
 	cfg     Config
+	sess    session.ServerConfig // shared by every connection's session
 	handler Handler
 	log     *slog.Logger
 	m       *serverMetrics
@@ -66,6 +69,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	}
 	return &Server{
 		cfg:       cfg,
+		sess:      cfg.sessionConfig(),
 		handler:   h,
 		log:       lg.With("component", "frame/server"),
 		m:         newServerMetrics(),

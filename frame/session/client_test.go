@@ -244,3 +244,49 @@ func TestClientFatalErrorFromServer(t *testing.T) {
 		t.Fatalf("unresolved %v, want [1]", left)
 	}
 }
+
+// Resolved items are not kept reachable from the ring's buffer, where the
+// owner's memory bounds do not count them.
+func TestClientReleasesResolvedItems(t *testing.T) {
+	c := NewClient[*[1024]byte](&ClientConfig{AgentID: "a", Window: 64}, nopPtrResolver{})
+	if _, err := c.Handle(frame.Header(frame.AppendWelcome(nil, &frame.Welcome{Window: 64, MaxFrame: 1 << 20})),
+		frame.AppendWelcome(nil, &frame.Welcome{Window: 64, MaxFrame: 1 << 20})[frame.HeaderSize:], 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 64; i++ {
+		c.Send(new([1024]byte), nil)
+	}
+	c.MarkWritten()
+	if _, err := c.Handle(frame.Header(frame.AppendAck(nil, 64)), nil, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i, sl := range c.inflight.buf {
+		if sl.item != nil || sl.live {
+			t.Fatalf("slot %d still holds an item after ACK 64", i)
+		}
+	}
+}
+
+type nopPtrResolver struct{}
+
+func (nopPtrResolver) Acked(*[1024]byte)                        {}
+func (nopPtrResolver) Busy(*[1024]byte, time.Duration)          {}
+func (nopPtrResolver) Rejected(*[1024]byte, frame.Code, []byte) {}
+
+// A SACK whose ranges cover sequences long resolved costs nothing: with
+// nothing in flight, a hostile server's range up to 2^40 used to be walked
+// one sequence at a time under the Go client's lock.
+func TestSackOverResolvedIsCheap(t *testing.T) {
+	c := readyClient(t, &recorder{}, 8, frame.CapSack)
+	c.seq, c.written = 1<<40, 1<<40 // that many sent and acknowledged
+	done := make(chan error, 1)
+	go func() { done <- feedErr(c, frame.AppendSack(nil, 1, []frame.SeqRange{{First: 3, Last: 1 << 40}})) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a SACK over 2^40 resolved sequences still walked after 5 s")
+	}
+}

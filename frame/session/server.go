@@ -150,6 +150,7 @@ type Server struct {
 	peerCode   frame.Code
 	peerReason []byte
 
+	acks   uint64           // ACK and SACK frames queued
 	ranges []frame.SeqRange // appendSacks' scratch
 	out    []byte
 }
@@ -415,6 +416,7 @@ func (s *Server) Fatal(code frame.Code, reason string) {
 	if s.state == srvReady && s.acked > s.ackSent {
 		s.out = frame.AppendAck(s.out, s.acked)
 		s.ackSent = s.acked
+		s.acks++
 	}
 	s.out = frame.AppendError(s.out, 0, code, reason)
 	s.state = srvClosed
@@ -451,6 +453,7 @@ func (s *Server) Flush(now int64) []byte {
 		if s.acked > s.ackSent {
 			s.out = frame.AppendAck(s.out, s.acked)
 			s.ackSent = s.acked
+			s.acks++
 		}
 		s.wire += s.told + s.passed
 		s.told, s.passed = 0, 0
@@ -484,6 +487,7 @@ func (s *Server) appendSacks() {
 		}
 		if len(ranges) == frame.MaxSackRanges {
 			s.out = frame.AppendSack(s.out, s.acked, ranges)
+			s.acks++
 			ranges = ranges[:0]
 		}
 		ranges = append(ranges, frame.SeqRange{First: seq, Last: seq})
@@ -495,6 +499,7 @@ func (s *Server) appendSacks() {
 	if len(ranges) > 0 {
 		s.out = frame.AppendSack(s.out, s.acked, ranges)
 		s.ackSent = s.acked
+		s.acks++
 	}
 	s.ranges = ranges[:0]
 }
@@ -535,6 +540,9 @@ func (s *Server) LastSeq() uint64 { return s.lastSeq }
 
 // Acked returns the cumulative point: every DATA up to it is resolved.
 func (s *Server) Acked() uint64 { return s.acked }
+
+// Acks returns how many ACK and SACK frames the session has queued.
+func (s *Server) Acks() uint64 { return s.acks }
 
 // RejectCode returns the code of the last EvRejected.
 func (s *Server) RejectCode() frame.Code { return s.rejectCode }
