@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +11,7 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
 )
 
 // Histogram range: 1 µs to 5 minutes, 3 significant digits.
@@ -145,9 +145,10 @@ func (c *agentConn) run() {
 		if c.r.hardStopped() {
 			return
 		}
-		nc, w, err := dialHandshake(c.r.ctx, c.r.cfg.Target, c.r.hello, c.r.cfg.DialTimeout)
+		l := &link{c: c}
+		nc, sess, err := dialHandshake(c.r.ctx, c.r.cfg.Target, &c.r.sess, l, c.r.cfg.DialTimeout)
 		if err == nil {
-			err = c.r.checkWelcome(&w)
+			err = c.r.checkWelcome(sess)
 			if err != nil {
 				nc.Close()
 			}
@@ -167,221 +168,191 @@ func (c *agentConn) run() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		if c.session(nc, &w) {
+		if l.run(nc, sess) {
 			return
 		}
 		c.st.reconnects.Add(1)
 	}
 }
 
-// slot remembers one unresolved DATA of a session: which packet, when it
-// was due, and whether a BUSY or ERROR resolved it ahead of the ACK.
-type slot struct {
-	due      atomic.Int64
-	idx      atomic.Int32
-	resolved atomic.Bool
-}
+// link is one connection's life: a writer (the connection's goroutine)
+// and a reader, sharing the protocol session (frame/session) under mu.
+// The session numbers the DATA, keeps each one's packet index and due
+// time until it is resolved, and checks every answer.
+type link struct {
+	c    *agentConn
+	nc   net.Conn
+	idle time.Duration // PING when nothing was written for this long
 
-// ringWindows is how many windows of sequences a session tracks: DATA
-// resolved out of order (SACK, BUSY, ERROR) let the newest run ahead of
-// the oldest unresolved one; the writer waits when it is this far ahead.
-const ringWindows = frame.SeqGapWindows
+	mu   sync.Mutex
+	sess *session.Client[item]
+	// What the session resolved during one Handle, for the reader.
+	now  int64
+	lats []int64
 
-// session is one connection's life: a writer (this goroutine) and a reader.
-type session struct {
-	c      *agentConn
-	nc     net.Conn
-	window int64
-	idle   time.Duration // PING when nothing was written for this long
-	ring   []slot        // by seq % len(ring); ringWindows × window
-
-	sent     atomic.Int64 // highest sequence written
-	ackHigh  atomic.Int64 // highest cumulative ACK
-	resolved atomic.Int64 // DATA resolved by ACK, BUSY or ERROR
-	goaway   atomic.Bool
-	closing  atomic.Bool
-
+	closing atomic.Bool
 	wake    chan struct{} // reader → writer: something was resolved or needs an answer
 	failed  chan struct{} // closed by the reader when the connection broke
-	pongs   chan uint64
 	readEnd chan struct{}
 }
 
-// session runs one connection; it reports whether this connection's work
-// is complete (false: reconnect and go on).
-func (c *agentConn) session(nc net.Conn, w *frame.Welcome) bool {
-	win := int64(w.Window)
-	s := &session{
-		c: c, nc: nc, window: win,
-		ring:    make([]slot, ringWindows*win),
-		wake:    make(chan struct{}, 1),
-		failed:  make(chan struct{}),
-		pongs:   make(chan uint64, 16),
-		readEnd: make(chan struct{}),
+// The session hands resolved packets to the link, under mu.
+
+func (l *link) Acked(it item) { l.lats = append(l.lats, l.now-it.due) }
+
+func (l *link) Busy(it item, retry time.Duration) {
+	l.c.pushResend(resend{idx: it.idx, due: it.due, notBefore: l.now + int64(retry)})
+	l.c.st.busy.Add(1)
+}
+
+func (l *link) Rejected(_ item, code frame.Code, reason []byte) {
+	l.c.st.fail(fmt.Errorf("%s rejected a packet: %s: %s", l.c.r.cfg.Target, code, reason))
+}
+
+// run serves one connection; it reports whether this connection's work is
+// complete (false: reconnect and go on).
+func (l *link) run(nc net.Conn, sess *session.Client[item]) bool {
+	c := l.c
+	l.nc, l.sess = nc, sess
+	l.wake = make(chan struct{}, 1)
+	l.failed = make(chan struct{})
+	l.readEnd = make(chan struct{})
+	if idle := sess.IdleTimeout(); idle > 0 {
+		l.idle = idle / 3
 	}
-	if w.IdleTimeoutMs > 0 {
-		s.idle = time.Duration(w.IdleTimeoutMs) * time.Millisecond / 3
-	}
-	go s.readLoop()
-	done := s.writeLoop()
-	s.closing.Store(true)
+	go l.readLoop()
+	done := l.writeLoop()
+	l.closing.Store(true)
 	nc.Close()
-	<-s.readEnd
+	<-l.readEnd
 	// Whatever the connection left unresolved is sent again on the next
 	// one (at-least-once), counted from when it was first due.
 	now := c.r.now()
-	for q := s.ackHigh.Load() + 1; q <= s.sent.Load(); q++ {
-		sl := &s.ring[q%int64(len(s.ring))]
-		if !sl.resolved.Load() {
-			c.pushResend(resend{idx: sl.idx.Load(), due: sl.due.Load(), notBefore: now})
-		}
-	}
+	l.mu.Lock()
+	l.sess.TakeUnresolved(func(it item) { c.pushResend(resend{idx: it.idx, due: it.due, notBefore: now}) })
+	l.sess.Close()
+	l.mu.Unlock()
 	return done
 }
 
-func (s *session) signal() {
+func (l *link) signal() {
 	select {
-	case s.wake <- struct{}{}:
+	case l.wake <- struct{}{}:
 	default:
 	}
 }
 
-// writeLoop writes DATA as the schedule, the window and the resends allow,
-// many frames per system call. It returns true when all of the
-// connection's work is sent and resolved.
-func (s *session) writeLoop() bool {
-	c, r := s.c, s.c.r
-	bw := bufio.NewWriterSize(s.nc, 64<<10)
+// writeLoop writes DATA as the schedule, the session's window and the
+// resends allow, many frames per system call. It returns true when all of
+// the connection's work is sent and resolved.
+func (l *link) writeLoop() bool {
+	c, r := l.c, l.c.r
+	buf := make([]byte, 0, 64<<10)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	ringLen := int64(len(s.ring))
-	var seq int64
 	lastWrite := r.now()
-	flush := func() bool {
-		if bw.Buffered() == 0 {
-			return true
-		}
-		if err := bw.Flush(); err != nil {
-			if !s.closing.Load() {
-				c.st.fail(fmt.Errorf("cannot write to %s: %w", r.cfg.Target, err))
+	for {
+		now := r.now()
+		next := int64(-1) // when a packet becomes due (-1: none scheduled)
+		l.mu.Lock()
+		for l.sess.CanSend() && len(buf) < 64<<10 {
+			var (
+				idx int32
+				due int64
+				ok  bool
+			)
+			if x, got, rn := c.takeResend(now); got {
+				idx, due, ok = x.idx, x.due, true
+			} else {
+				var nn int64
+				idx, due, ok, nn = c.nextNew(now)
+				next = rn
+				if nn >= 0 && (next < 0 || nn < next) {
+					next = nn
+				}
 			}
-			return false
+			if !ok {
+				break
+			}
+			f := c.pool.frames[idx]
+			l.sess.Send(item{idx: idx, due: due}, f)
+			buf = append(buf, f...)
+			c.st.sent.Add(1)
+			c.st.bytes.Add(uint64(len(f)))
 		}
-		lastWrite = r.now()
-		return true
-	}
-	// wait blocks until something changes or until (ns since start; -1:
-	// no deadline). It returns false when the session or the run ends.
-	wait := func(until int64) bool {
-		if !flush() {
-			return false
+		l.sess.MarkWritten()
+		if l.idle > 0 && len(buf) == 0 && now-lastWrite >= int64(l.idle) && l.sess.PingsOut() == 0 {
+			l.sess.AppendPing(now)
 		}
-		if s.idle > 0 {
-			ka := lastWrite + int64(s.idle)
-			if until < 0 || ka < until {
-				until = ka
+		buf = append(buf, l.sess.Output()...) // PONGs, a PING
+		canSend, unresolved, goaway := l.sess.CanSend(), l.sess.Unresolved(), l.sess.Draining()
+		l.mu.Unlock()
+		if len(buf) > 0 {
+			if _, err := l.nc.Write(buf); err != nil {
+				if !l.closing.Load() {
+					c.st.fail(fmt.Errorf("cannot write to %s: %w", r.cfg.Target, err))
+				}
+				return false
+			}
+			buf = buf[:0]
+			lastWrite = r.now()
+			continue
+		}
+		if unresolved == 0 {
+			if goaway {
+				return false // reconnect for the rest
+			}
+			if !c.moreNew() && c.pendingResends() == 0 {
+				return true
+			}
+		}
+		if !canSend {
+			next = -1 // the window is full: the reader wakes us
+		}
+		if l.idle > 0 {
+			if ka := lastWrite + int64(l.idle); next < 0 || ka < next {
+				next = ka
 			}
 		}
 		var tc <-chan time.Time
-		if until >= 0 {
-			timer.Reset(time.Duration(until - r.now()))
+		if next >= 0 {
+			timer.Reset(time.Duration(next - r.now()))
 			tc = timer.C
 		}
 		select {
-		case <-s.wake:
+		case <-l.wake:
 		case <-tc:
-		case <-s.failed:
+		case <-l.failed:
 			return false
 		case <-r.hardStop:
 			return false
 		}
-		return true
-	}
-	for {
-		select {
-		case nonce := <-s.pongs:
-			bw.Write(frame.AppendPong(nil, nonce))
-		default:
-		}
-		now := r.now()
-		if s.idle > 0 && now-lastWrite >= int64(s.idle) && bw.Buffered() == 0 {
-			bw.Write(frame.AppendPing(nil, uint64(now)))
-			if !flush() {
-				return false
-			}
-		}
-		if seq-s.resolved.Load() >= s.window || seq+1-s.ackHigh.Load() > ringLen {
-			if !wait(-1) {
-				return false
-			}
-			continue
-		}
-		var (
-			idx  int32
-			due  int64
-			ok   bool
-			next int64 = -1
-		)
-		if x, got, rn := c.takeResend(now); got {
-			idx, due, ok = x.idx, x.due, true
-		} else if !s.goaway.Load() {
-			var nn int64
-			idx, due, ok, nn = c.nextNew(now)
-			next = rn
-			if nn >= 0 && (next < 0 || nn < next) {
-				next = nn
-			}
-		} else {
-			next = rn
-		}
-		if !ok {
-			if seq == s.resolved.Load() {
-				if s.goaway.Load() {
-					flush()
-					return false // reconnect for the rest
-				}
-				if !c.moreNew() && c.pendingResends() == 0 {
-					flush()
-					return true
-				}
-			}
-			if !wait(next) {
-				return false
-			}
-			continue
-		}
-		seq++
-		f := c.pool.frames[idx]
-		frame.Header(f).SetSeq(uint64(seq))
-		sl := &s.ring[seq%ringLen]
-		sl.due.Store(due)
-		sl.idx.Store(idx)
-		sl.resolved.Store(false)
-		s.sent.Store(seq)
-		if _, err := bw.Write(f); err != nil {
-			if !s.closing.Load() {
-				c.st.fail(fmt.Errorf("cannot write to %s: %w", r.cfg.Target, err))
-			}
-			return false
-		}
-		c.st.sent.Add(1)
-		c.st.bytes.Add(uint64(len(f)))
 	}
 }
 
-// readLoop reads ACK, BUSY, ERROR, PING and GOAWAY and resolves DATA.
-func (s *session) readLoop() {
-	defer close(s.readEnd)
-	c, r := s.c, s.c.r
-	fr := frame.NewReader(s.nc, &r.cfg.Limits)
-	ringLen := int64(len(s.ring))
-	lats := make([]int64, 0, 256)
-	var ranges []frame.SeqRange
+// readLoop hands the server's frames to the session, which resolves the
+// DATA they answer, and records the latency of every packet accepted.
+func (l *link) readLoop() {
+	defer close(l.readEnd)
+	c, r := l.c, l.c.r
+	fr := frame.NewReader(l.nc, &r.cfg.Limits)
+	fr.SetAdmit(func(h frame.Header) error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.sess.CheckHeader(h)
+	})
 	fail := func(err error) {
-		if !s.closing.Load() {
+		if !l.closing.Load() {
 			c.st.fail(err)
 		}
-		close(s.failed)
+		// A violation's ERROR, if the session queued one.
+		l.mu.Lock()
+		out := append([]byte(nil), l.sess.Output()...)
+		l.mu.Unlock()
+		if len(out) > 0 {
+			l.nc.Write(out)
+		}
+		close(l.failed)
 	}
 	for {
 		h, payload, err := fr.Next()
@@ -389,97 +360,30 @@ func (s *session) readLoop() {
 			fail(fmt.Errorf("connection to %s: %w", r.cfg.Target, err))
 			return
 		}
-		seq := int64(h.Seq())
-		switch h.Type() {
-		case frame.TypeAck, frame.TypeSack:
-			if h.Seq() > uint64(s.sent.Load()) { // unsigned: a hostile 2^63 is not negative
-				fail(fmt.Errorf("%s acknowledged sequence %d, not sent yet", r.cfg.Target, h.Seq()))
-				return
-			}
-			if h.Type() == frame.TypeSack {
-				if ranges, err = frame.DecodeSack(payload, uint64(seq), ranges[:0]); err != nil {
-					fail(fmt.Errorf("%s sent a bad SACK: %w", r.cfg.Target, err))
-					return
-				}
-			} else {
-				ranges = ranges[:0]
-			}
-			hi := s.ackHigh.Load()
-			now := r.now()
-			lats = lats[:0]
-			for q := hi + 1; q <= seq; q++ {
-				if sl := &s.ring[q%ringLen]; !sl.resolved.Load() {
-					lats = append(lats, now-sl.due.Load())
-				}
-			}
-			for _, rg := range ranges {
-				if rg.Last > uint64(s.sent.Load()) {
-					fail(fmt.Errorf("%s acknowledged sequence %d, not sent yet", r.cfg.Target, rg.Last))
-					return
-				}
-				for q := int64(rg.First); q <= int64(rg.Last); q++ {
-					if sl := &s.ring[q%ringLen]; q > max(hi, seq) && !sl.resolved.Load() {
-						lats = append(lats, now-sl.due.Load())
-						sl.resolved.Store(true)
-					}
-				}
-			}
-			if len(lats) == 0 && seq <= hi {
-				continue
-			}
+		l.mu.Lock()
+		l.now = r.now()
+		l.lats = l.lats[:0]
+		ev, err := l.sess.Handle(h, payload, l.now)
+		now, lats, hasOut := l.now, l.lats, l.sess.HasOutput()
+		l.mu.Unlock()
+		if err != nil {
+			fail(fmt.Errorf("%s: %w", r.cfg.Target, err))
+			return
+		}
+		// lats is the reader's own: only Handle, on this goroutine, adds to it.
+		if len(lats) > 0 {
 			c.st.mu.Lock()
-			for _, l := range lats {
-				us := max(l/1000, histMin)
+			for _, lat := range lats {
+				us := max(lat/1000, histMin)
 				_ = c.st.hist.RecordValue(us)
 				_ = c.st.interval.RecordValue(us)
 			}
 			c.st.mu.Unlock()
 			c.st.acked.Add(uint64(len(lats)))
 			c.st.lastAck.Store(now)
-			if seq > hi {
-				s.ackHigh.Store(seq)
-			}
-			s.resolved.Add(int64(len(lats)))
-			s.signal()
-		case frame.TypeBusy, frame.TypeError:
-			if seq == 0 && h.Type() == frame.TypeError {
-				code, reason, _ := frame.DecodeReason(payload)
-				fail(fmt.Errorf("%s closed the connection: %s: %s", r.cfg.Target, code, reason))
-				return
-			}
-			if seq <= s.ackHigh.Load() || seq > s.sent.Load() {
-				fail(fmt.Errorf("%s answered %s for sequence %d, not in flight", r.cfg.Target, h.Type(), seq))
-				return
-			}
-			sl := &s.ring[seq%ringLen]
-			if h.Type() == frame.TypeBusy {
-				ms, _ := frame.DecodeBusy(payload)
-				c.pushResend(resend{idx: sl.idx.Load(), due: sl.due.Load(), notBefore: r.now() + int64(ms)*int64(time.Millisecond)})
-				c.st.busy.Add(1)
-			} else {
-				code, reason, _ := frame.DecodeReason(payload)
-				if code.Fatal() {
-					fail(fmt.Errorf("%s closed the connection: %s: %s", r.cfg.Target, code, reason))
-					return
-				}
-				c.st.fail(fmt.Errorf("%s rejected a packet: %s: %s", r.cfg.Target, code, reason))
-			}
-			sl.resolved.Store(true)
-			s.resolved.Add(1)
-			s.signal()
-		case frame.TypePing:
-			select {
-			case s.pongs <- h.Seq():
-			default:
-			}
-			s.signal()
-		case frame.TypePong:
-		case frame.TypeGoAway:
-			s.goaway.Store(true)
-			s.signal()
-		default:
-			fail(fmt.Errorf("%s sent unexpected %s", r.cfg.Target, h.Type()))
-			return
+		}
+		if ev == session.EvResolved || ev == session.EvGoAway || hasOut {
+			l.signal()
 		}
 	}
 }

@@ -9,67 +9,66 @@ import (
 	"time"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
 )
 
 // errPermanent marks a handshake failure that retrying will not fix (auth,
 // a refused capability): the run stops with it.
 var errPermanent = errors.New("bench: permanent")
 
-// dialHandshake connects to target, sends hello and reads the answer
-// without buffering beyond it, so that the caller may wrap the connection
-// in any reader afterwards (idle connections keep no 64 KiB buffer).
-func dialHandshake(ctx context.Context, target string, hello []byte, timeout time.Duration) (net.Conn, frame.Welcome, error) {
-	var w frame.Welcome
+// item is what a connection's protocol session keeps for each DATA frame
+// in flight: which packet of the pool, and when it was due (its latency
+// counts from then, across resends).
+type item struct {
+	idx int32
+	due int64
+}
+
+// dialHandshake connects to target and does the handshake through a new
+// protocol session, reading the answer without buffering beyond it, so
+// that the caller may wrap the connection in any reader afterwards (idle
+// connections keep no 64 KiB buffer).
+func dialHandshake(ctx context.Context, target string, cfg *session.ClientConfig, r session.Resolver[item], timeout time.Duration) (net.Conn, *session.Client[item], error) {
 	d := net.Dialer{Timeout: timeout}
 	nc, err := d.DialContext(ctx, "tcp", target)
 	if err != nil {
-		return nil, w, fmt.Errorf("cannot connect to %s: %w", target, err)
+		return nil, nil, fmt.Errorf("cannot connect to %s: %w", target, err)
 	}
+	sess := session.NewClient[item](cfg, r)
 	_ = nc.SetDeadline(time.Now().Add(timeout))
-	if _, err := nc.Write(hello); err != nil {
+	if _, err := nc.Write(sess.AppendHello(nil)); err != nil {
 		nc.Close()
-		return nil, w, fmt.Errorf("cannot send HELLO to %s: %w", target, err)
+		return nil, nil, fmt.Errorf("cannot send HELLO to %s: %w", target, err)
 	}
-	var hb [frame.HeaderSize]byte
-	var pb [frame.MaxControlPayload]byte
-	lim := frame.DefaultLimits()
-	if _, err := io.ReadFull(nc, hb[:]); err != nil {
+	var buf [frame.HeaderSize + frame.MaxControlPayload]byte
+	if _, err := io.ReadFull(nc, buf[:frame.HeaderSize]); err != nil {
 		nc.Close()
-		return nil, w, fmt.Errorf("no WELCOME from %s: %w", target, err)
+		return nil, nil, fmt.Errorf("no WELCOME from %s: %w", target, err)
 	}
-	h, err := frame.ParseHeader(hb[:], &lim)
-	if err != nil || h.PayloadLen() > frame.MaxControlPayload {
-		nc.Close()
-		return nil, w, fmt.Errorf("bad answer to HELLO from %s: %v", target, err)
-	}
-	payload := pb[:h.PayloadLen()]
-	if _, err := io.ReadFull(nc, payload); err != nil {
-		nc.Close()
-		return nil, w, fmt.Errorf("no WELCOME from %s: %w", target, err)
-	}
-	if err := h.Check(payload); err != nil {
-		nc.Close()
-		return nil, w, fmt.Errorf("bad WELCOME from %s: %w", target, err)
-	}
-	switch h.Type() {
-	case frame.TypeWelcome:
-		if err := frame.DecodeWelcome(payload, &w); err != nil {
-			nc.Close()
-			return nil, w, fmt.Errorf("bad WELCOME from %s: %w", target, err)
+	h, err := sess.Admit(buf[:])
+	if err == nil {
+		payload := buf[frame.HeaderSize:h.FrameLen()]
+		if _, err = io.ReadFull(nc, payload); err == nil {
+			if err = h.Check(payload); err == nil {
+				_, err = sess.Handle(h, payload, time.Now().UnixNano())
+			}
 		}
-		w.ServerID = append([]byte(nil), w.ServerID...)
-	case frame.TypeError:
-		code, reason, _ := frame.DecodeReason(payload)
-		nc.Close()
-		err := fmt.Errorf("%s refused the handshake: %s: %s", target, code, reason)
-		if code == frame.CodeAuth || code == frame.CodeBadHandshake {
-			err = fmt.Errorf("%w: %w", errPermanent, err)
+	}
+	if err != nil {
+		if out := sess.Output(); len(out) > 0 {
+			nc.Write(out) // the ERROR of a violation
 		}
-		return nil, w, err
-	default:
 		nc.Close()
-		return nil, w, fmt.Errorf("%s answered HELLO with %s", target, h.Type())
+		var refused *session.Refused
+		if errors.As(err, &refused) {
+			err = fmt.Errorf("%s refused the handshake: %s: %s", target, refused.Code, refused.Reason)
+			if refused.Permanent() {
+				err = fmt.Errorf("%w: %w", errPermanent, err)
+			}
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("bad answer to HELLO from %s: %w", target, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return nc, w, nil
+	return nc, sess, nil
 }

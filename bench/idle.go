@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
 )
 
 // idleSet holds handshaken connections that send nothing but PINGs, to
@@ -26,9 +27,9 @@ type idleSet struct {
 
 // openIdle opens n connections to target (64 dials at a time) and returns
 // once each is handshaken or has failed.
-func openIdle(ctx context.Context, target string, hello []byte, n int, timeout time.Duration) *idleSet {
+func openIdle(ctx context.Context, target string, cfg *session.ClientConfig, n int, timeout time.Duration) *idleSet {
 	s := &idleSet{conns: make([]net.Conn, n)}
-	welcomes := make([]frame.Welcome, n)
+	idles := make([]time.Duration, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(n, 64) {
@@ -40,9 +41,9 @@ func openIdle(ctx context.Context, target string, hello []byte, n int, timeout t
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				nc, w, err := dialHandshake(ctx, target, hello, timeout)
+				nc, sess, err := dialHandshake(ctx, target, cfg, nil, timeout)
 				if err == nil {
-					s.conns[i], welcomes[i] = nc, w
+					s.conns[i], idles[i] = nc, sess.IdleTimeout()
 				}
 			}
 		}()
@@ -54,18 +55,18 @@ func openIdle(ctx context.Context, target string, hello []byte, n int, timeout t
 		}
 		s.nOpen++
 		s.wg.Add(1)
-		go s.hold(nc, welcomes[i].IdleTimeoutMs)
+		go s.hold(nc, idles[i])
 	}
 	return s
 }
 
 // hold PINGs a third of the way into the server's idle timeout and reads
 // the PONGs, until the connection or the set is closed.
-func (s *idleSet) hold(nc net.Conn, idleMs uint32) {
+func (s *idleSet) hold(nc net.Conn, idle time.Duration) {
 	defer s.wg.Done()
 	every := 30 * time.Second
-	if idleMs > 0 {
-		every = time.Duration(idleMs) * time.Millisecond / 3
+	if idle > 0 {
+		every = idle / 3
 	}
 	var hb [frame.HeaderSize]byte
 	var ping [frame.HeaderSize]byte

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
 )
 
 // runner is the state shared by the connections of one run.
@@ -21,7 +22,8 @@ type runner struct {
 	sched *Schedule // nil: as fast as the window allows
 	end   int64     // ns since start after which rate-0 sending stops; 0: none
 	conns []*agentConn
-	hello []byte
+	// sess is every connection's HELLO.
+	sess session.ClientConfig
 
 	stopNew  chan struct{} // closed: send no new packets (resends and drain go on)
 	hardStop chan struct{} // closed: stop everything now
@@ -69,14 +71,14 @@ func (r *runner) abort(err error) {
 }
 
 // checkWelcome refuses a server the pools cannot be sent to as they are.
-func (r *runner) checkWelcome(w *frame.Welcome) error {
-	if r.cfg.Compress && w.Caps&frame.CapZstd == 0 {
+func (r *runner) checkWelcome(sess *session.Client[item]) error {
+	if r.cfg.Compress && sess.Granted()&frame.CapZstd == 0 {
 		return fmt.Errorf("%w: %s did not grant zstd: run with --compress none", errPermanent, r.cfg.Target)
 	}
 	for _, c := range r.conns {
 		for _, f := range c.pool.frames {
-			if uint32(len(f)-frame.HeaderSize) > w.MaxFrame {
-				return fmt.Errorf("%w: %s accepts DATA of at most %d bytes, packets are up to %d: send fewer or smaller messages", errPermanent, r.cfg.Target, w.MaxFrame, len(f)-frame.HeaderSize)
+			if uint32(len(f)-frame.HeaderSize) > sess.MaxFrame() {
+				return fmt.Errorf("%w: %s accepts DATA of at most %d bytes, packets are up to %d: send fewer or smaller messages", errPermanent, r.cfg.Target, sess.MaxFrame(), len(f)-frame.HeaderSize)
 			}
 		}
 	}
@@ -118,10 +120,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Sack {
 		caps |= frame.CapSack
 	}
-	r.hello = frame.AppendHello(nil, &frame.Hello{
-		Caps: caps, Window: uint32(cfg.Window), MaxFrame: cfg.Limits.MaxFrame,
-		AgentID: []byte(cfg.AgentID), Software: []byte("logbench"),
-	})
+	r.sess = session.ClientConfig{AgentID: cfg.AgentID, Software: "logbench", Offer: caps, Window: uint32(cfg.Window)}
 	res := &Result{Target: cfg.Target, Profile: cfg.ProfileName, Conns: cfg.Conns, Rate: cfg.Rate,
 		MsgsPerPacket: cfg.MsgsPerPacket, MsgSize: cfg.MsgSize, Compress: "none", Window: cfg.Window}
 	if cfg.Compress {
@@ -138,7 +137,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	var idle *idleSet
 	if cfg.IdleConns > 0 {
-		idle = openIdle(ctx, cfg.Target, r.hello, cfg.IdleConns, cfg.DialTimeout)
+		idle = openIdle(ctx, cfg.Target, &r.sess, cfg.IdleConns, cfg.DialTimeout)
 		res.IdleConns = idle.open()
 		if cfg.OnIdleReady != nil {
 			cfg.OnIdleReady(res.IdleConns)
