@@ -160,8 +160,9 @@ func DefaultConfig() Config {
 	}
 }
 
-// withDefaults fills zero fields from DefaultConfig (see Config).
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with its zero fields filled from DefaultConfig
+// (see Config), as New applies it.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	if c.Rise == 0 {
 		c.Rise = d.Rise

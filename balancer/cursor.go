@@ -127,6 +127,12 @@ func (c *Cursor) pickSlow(key []byte) (int, bool) {
 	panic("BUG: balancer: cursor with unknown strategy")
 }
 
+// Selectable returns the IDs of the analyzers the current snapshot
+// selects from, ascending. The slice is the snapshot's own: read it, do
+// not keep or change it. For a caller that must find any selectable
+// analyzer when its picks are full (not for the per-packet path).
+func (c *Cursor) Selectable() []uint16 { return c.src.Load().ids }
+
 // Account records that one packet of msgs messages and bytes bytes was
 // sent to analyzer id. It is cheap (three uncontended atomic adds on this
 // cursor's own counters) and ignores an id that is not a valid ID, such as

@@ -156,14 +156,19 @@ type health struct {
 // with weights that need the full 65536-slot sequence (BenchmarkBuildSnapshot).
 // Events for an ID that is not in use (an analyzer removed while its
 // connections were closing) are dropped.
-func (s *Set) Report(id int, ev Event) {
+func (s *Set) Report(id int, ev Event) { s.ReportGen(id, 0, ev) }
+
+// ReportGen is Report for the analyzer with ID id and generation gen
+// (AnalyzerView.Gen): an event about an analyzer that was removed, its ID
+// since given to another, is dropped. gen 0 matches any generation.
+func (s *Set) ReportGen(id int, gen uint64, ev Event) {
 	if ev >= numEvents {
 		panic("BUG: balancer: Report with unknown event")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.lookupID(id)
-	if a == nil {
+	if a == nil || gen != 0 && a.gen != gen {
 		return
 	}
 	now := s.cfg.Now()
@@ -270,11 +275,15 @@ func (s *Set) advanceBreaker(a *analyzer, now time.Time) bool {
 // reported (Connected, HeartbeatOK, ConnectFailed...); without one within
 // ProbeTimeout it counts as failed. Always false for a forced-down or
 // unknown analyzer. Not for the per-packet path: it takes the mutex.
-func (s *Set) AllowProbe(id int) bool {
+func (s *Set) AllowProbe(id int) bool { return s.AllowProbeGen(id, 0) }
+
+// AllowProbeGen is AllowProbe for the analyzer with ID id and generation
+// gen (0: any); false for one that was removed.
+func (s *Set) AllowProbeGen(id int, gen uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.lookupID(id)
-	if a == nil || a.admin == ForcedDown {
+	if a == nil || a.admin == ForcedDown || gen != 0 && a.gen != gen {
 		return false
 	}
 	now := s.cfg.Now()

@@ -77,7 +77,7 @@ func (a *analyzer) selectable() bool {
 
 // New returns an empty set configured by cfg (see Config for zero fields).
 func New(cfg Config) (*Set, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("cannot create analyzer set: %w", err)
 	}
@@ -233,6 +233,26 @@ func (s *Set) setAdmin(name string, st AdminState) error {
 	a.admin = st
 	s.commit(s.cfg.Now(), true)
 	return nil
+}
+
+// Member names one analyzer of the set: its ID and generation (which
+// tell it apart from a later analyzer given the same ID) and where it is.
+type Member struct {
+	ID   int
+	Gen  uint64
+	Name string
+	Addr string
+}
+
+// Member returns the named analyzer's ID, generation and address.
+func (s *Set) Member(name string) (Member, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.byName[name]
+	if !ok {
+		return Member{}, false
+	}
+	return Member{ID: a.id, Gen: a.gen, Name: a.name, Addr: a.addr}, true
 }
 
 // Lookup returns the ID of the named analyzer.

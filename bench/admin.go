@@ -8,15 +8,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-)
 
-// AnalyzerCounters is the part of logdist's GET /api/v1/analyzers that
-// shares are computed from.
-type AnalyzerCounters struct {
-	Name    string  `json:"name"`
-	Weight  float64 `json:"weight"`
-	Packets uint64  `json:"packets"`
-}
+	"github.com/logdist/logdist/proxy/status"
+)
 
 // AnalyzersURL turns an admin address (host:port, http://host:port, or a
 // full URL) into the analyzers endpoint.
@@ -35,7 +29,7 @@ func AnalyzersURL(admin string) (string, error) {
 }
 
 // FetchAnalyzers reads logdist's per-analyzer counters.
-func FetchAnalyzers(ctx context.Context, admin string) ([]AnalyzerCounters, error) {
+func FetchAnalyzers(ctx context.Context, admin string) ([]status.Analyzer, error) {
 	u, err := AnalyzersURL(admin)
 	if err != nil {
 		return nil, err
@@ -52,7 +46,7 @@ func FetchAnalyzers(ctx context.Context, admin string) ([]AnalyzerCounters, erro
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("cannot read analyzer counters: GET %s: %s", u, resp.Status)
 	}
-	var out []AnalyzerCounters
+	var out []status.Analyzer
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, fmt.Errorf("cannot read analyzer counters from %s: %w", u, err)
 	}
@@ -62,7 +56,7 @@ func FetchAnalyzers(ctx context.Context, admin string) ([]AnalyzerCounters, erro
 // Shares compares the packets each analyzer got between two readings with
 // its weight share, and returns the largest absolute difference (0.001 is
 // a tenth of a percentage point). Analyzers are matched by name.
-func Shares(before, after []AnalyzerCounters) ([]Share, *float64) {
+func Shares(before, after []status.Analyzer) ([]Share, *float64) {
 	prev := map[string]uint64{}
 	for _, a := range before {
 		prev[a.Name] = a.Packets

@@ -15,6 +15,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/server"
+	"github.com/logdist/logdist/proxy/status"
 )
 
 func TestMain(m *testing.M) {
@@ -346,8 +347,11 @@ func TestScheduleTimeOf(t *testing.T) {
 }
 
 func TestShares(t *testing.T) {
-	before := []AnalyzerCounters{{"a1", 0.4, 100}, {"a2", 0.3, 50}, {"a3", 0.2, 0}, {"a4", 0.1, 7}}
-	after := []AnalyzerCounters{{"a1", 0.4, 4100}, {"a2", 0.3, 3050}, {"a3", 0.2, 1990}, {"a4", 0.1, 1017}}
+	row := func(name string, w float64, packets uint64) status.Analyzer {
+		return status.Analyzer{Name: name, Weight: w, Packets: packets}
+	}
+	before := []status.Analyzer{row("a1", 0.4, 100), row("a2", 0.3, 50), row("a3", 0.2, 0), row("a4", 0.1, 7)}
+	after := []status.Analyzer{row("a1", 0.4, 4100), row("a2", 0.3, 3050), row("a3", 0.2, 1990), row("a4", 0.1, 1017)}
 	shares, worst := Shares(before, after)
 	want := []float64{0.4, 0.3, 0.199, 0.101}
 	for i, s := range shares {

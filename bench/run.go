@@ -12,6 +12,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/proxy/status"
 )
 
 // runner is the state shared by the connections of one run.
@@ -127,7 +128,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Compress = "zstd"
 	}
 
-	var before []AnalyzerCounters
+	var before []status.Analyzer
 	if cfg.Admin != "" {
 		var err error
 		if before, err = FetchAnalyzers(ctx, cfg.Admin); err != nil {

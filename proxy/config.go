@@ -38,18 +38,36 @@ func ParseInspect(s string) (Inspect, error) {
 	return 0, fmt.Errorf("proxy: unknown inspect mode %q (want header or full)", s)
 }
 
+func (i Inspect) String() string {
+	if i == InspectFull {
+		return "full"
+	}
+	return "header"
+}
+
 // AnalyzerConfig names one analyzer backend.
 type AnalyzerConfig struct {
-	// Name identifies the analyzer in metrics, logs and the admin API.
+	// Name identifies the analyzer in metrics, logs and the admin API:
+	// 1-64 letters, digits, '.', '_', ':' or '-'.
 	Name string
-	// Addr is the analyzer's host:port.
+	// Addr is the analyzer's host:port. Two analyzers may not share one.
 	Addr string
 	// Weight is its share of the packets relative to the others (any
 	// non-negative number; 0 drains it).
 	Weight float64
+	// Admin is the administrative state: enabled (the zero value), drained,
+	// forced down or forced up (see balancer.AdminState).
+	Admin balancer.AdminState
+	// TLS sends the analyzer's connections through Config.UpstreamTransport.
+	TLS bool
 }
 
 // Config configures a Server. Build it from DefaultConfig.
+//
+// Every field but those listed in restartFields can change while the
+// server runs (Server.Reconfigure): the analyzers are added, removed and
+// re-weighted to match, and the loops take the other settings as one
+// immutable snapshot.
 type Config struct {
 	// Listen is the TCP address agents connect to, e.g. ":7400".
 	Listen string
@@ -82,21 +100,36 @@ type Config struct {
 	// IdleTimeout closes an agent connection that has sent nothing (not
 	// even a PING) for this long.
 	IdleTimeout time.Duration
+	// MaxConns bounds the agent connections open at once; past it a new
+	// one gets ERROR overloaded and is closed. 0: no bound.
+	MaxConns int
+	// MaxConnsPerIP bounds the agent connections from one source address.
+	// 0: no bound.
+	MaxConnsPerIP int
+	// MaxPartialBytes bounds the bytes all agent connections together may
+	// hold in frames they have begun and not finished sending (a slow or
+	// hostile agent's half-sent 1 MiB frame): past it, the connection whose
+	// partial frame would cross it is closed with ERROR overloaded. What
+	// agents hold of whole frames is bounded by their windows.
+	MaxPartialBytes int64
 	// HeartbeatInterval is how often each upstream connection sends PING.
 	HeartbeatInterval time.Duration
 	// HeartbeatTimeout is how long a PONG may take before the heartbeat
 	// counts as missed.
 	HeartbeatTimeout time.Duration
-	// DialTimeout bounds one connection attempt to an analyzer.
+	// DialTimeout bounds one connection attempt to an analyzer, handshakes
+	// included.
 	DialTimeout time.Duration
 	// RedialMin and RedialMax bound the exponential backoff (with jitter)
 	// between connection attempts to an analyzer.
 	RedialMin, RedialMax time.Duration
 	// AckTimeout re-dispatches a packet an analyzer has not acknowledged in
-	// this long, and closes that analyzer connection.
+	// this long, and closes that analyzer connection. A removed analyzer's
+	// connections get this long to settle what they carry.
 	AckTimeout time.Duration
 	// QueueMaxPackets and QueueMaxBytes bound the packets waiting because no
-	// analyzer can take them. Past either bound agents get BUSY.
+	// analyzer can take them. Past either bound agents get BUSY, and TCP
+	// syslog connections are not read.
 	QueueMaxPackets int
 	QueueMaxBytes   int64
 	// BusyRetryAfter is the retry-after sent with BUSY.
@@ -105,11 +138,12 @@ type Config struct {
 	// acknowledged after sending GOAWAY.
 	DrainTimeout time.Duration
 	// SyslogUDP is the UDP address syslog senders (RFC 3164 and 5424) send
-	// datagrams to, e.g. ":5514"; empty disables UDP syslog.
+	// datagrams to, e.g. ":5514"; empty disables UDP syslog. The port must
+	// be free: logdist refuses one that another process holds (two
+	// processes would split the datagrams between them).
 	SyslogUDP string
 	// SyslogTCP is the TCP address for syslog streams framed as RFC 6587
-	// (octet counting or newline), e.g. ":5514"; empty disables it. Its port
-	// must differ from Listen's.
+	// (octet counting or newline), e.g. ":5514"; empty disables it.
 	SyslogTCP string
 	// SyslogBatchMessages closes a syslog batch into a packet at this many
 	// messages.
@@ -127,6 +161,16 @@ type Config struct {
 	SyslogRecvBuffer int
 	// SyslogCompress zstd-compresses syslog packets (fastest level).
 	SyslogCompress bool
+	// TransportListen is a second TCP address for agents, whose
+	// connections AgentTransport wraps (a TLS listener, say); empty
+	// disables it. Connections are accepted and wrapped on goroutines,
+	// then served by the event loops like the others (transport.go).
+	TransportListen string
+	// AgentTransport wraps the connections accepted on TransportListen.
+	AgentTransport Transport
+	// UpstreamTransport wraps the connections to analyzers whose TLS field
+	// is set.
+	UpstreamTransport Transport
 	// ServerID is sent in WELCOME; defaults to "logdist".
 	ServerID string
 	// Logger receives structured logs; nil means slog.Default().
@@ -147,6 +191,9 @@ func DefaultConfig() Config {
 		UpstreamWindow:    4096,
 		HandshakeTimeout:  5 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxConns:          100000,
+		MaxConnsPerIP:     0,
+		MaxPartialBytes:   256 << 20,
 		SackDelay:         time.Millisecond,
 		HeartbeatInterval: 500 * time.Millisecond,
 		HeartbeatTimeout:  time.Second,
@@ -173,6 +220,62 @@ func DefaultConfig() Config {
 // ErrConfig wraps every configuration error.
 var ErrConfig = errors.New("proxy: invalid configuration")
 
+// maxNameLen bounds an analyzer name.
+const maxNameLen = 64
+
+// ValidName reports why name cannot name an analyzer, or nil. Names go
+// into metric labels, log lines and admin API paths unescaped, so they
+// are kept to 1-64 letters, digits, '.', '_', ':' and '-'.
+func ValidName(name string) error {
+	if name == "" || len(name) > maxNameLen {
+		return fmt.Errorf("analyzer name %q must be 1-%d characters", name, maxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-' {
+			continue
+		}
+		return fmt.Errorf("analyzer name %q: character %q not allowed (use letters, digits, '.', '_', ':' and '-')", name, c)
+	}
+	return nil
+}
+
+// validateAnalyzers checks one analyzer list: names, addresses, weights,
+// no name or address twice.
+func validateAnalyzers(as []AnalyzerConfig, maxAnalyzers int, hasUpstreamTransport bool) error {
+	names := map[string]bool{}
+	addrs := map[string]string{}
+	for _, a := range as {
+		if err := ValidName(a.Name); err != nil {
+			return err
+		}
+		if names[a.Name] {
+			return fmt.Errorf("analyzer name %q used twice", a.Name)
+		}
+		names[a.Name] = true
+		if _, _, err := net.SplitHostPort(a.Addr); err != nil || a.Addr == "" {
+			return fmt.Errorf("analyzer %q address %q: want host:port", a.Name, a.Addr)
+		}
+		if other, ok := addrs[a.Addr]; ok {
+			return fmt.Errorf("analyzers %q and %q have the same address %s: one analyzer would get both weights; give it one entry", other, a.Name, a.Addr)
+		}
+		addrs[a.Addr] = a.Name
+		if a.Weight < 0 || a.Weight != a.Weight || a.Weight > 1e300 {
+			return fmt.Errorf("analyzer %q weight %v: must be a non-negative number", a.Name, a.Weight)
+		}
+		if a.Admin > balancer.ForcedUp {
+			return fmt.Errorf("analyzer %q: unknown admin state %d", a.Name, a.Admin)
+		}
+		if a.TLS && !hasUpstreamTransport {
+			return fmt.Errorf("analyzer %q wants TLS but no upstream transport is configured", a.Name)
+		}
+	}
+	if len(as) > maxAnalyzers {
+		return fmt.Errorf("%d analyzers, more than the balancer's %d", len(as), maxAnalyzers)
+	}
+	return nil
+}
+
 // Validate reports the first setting that cannot work.
 func (c *Config) Validate() error {
 	bad := func(format string, a ...any) error {
@@ -184,21 +287,12 @@ func (c *Config) Validate() error {
 	if len(c.Analyzers) == 0 {
 		return bad("no analyzers: give at least one --analyzer name=...,addr=host:port,weight=...")
 	}
-	seen := map[string]bool{}
-	for _, a := range c.Analyzers {
-		if a.Name == "" {
-			return bad("analyzer with address %q has no name", a.Addr)
-		}
-		if seen[a.Name] {
-			return bad("analyzer name %q used twice", a.Name)
-		}
-		seen[a.Name] = true
-		if _, _, err := net.SplitHostPort(a.Addr); err != nil {
-			return bad("analyzer %q address %q: %v", a.Name, a.Addr, err)
-		}
-		if a.Weight < 0 || a.Weight != a.Weight {
-			return bad("analyzer %q weight %v: must be a non-negative number", a.Name, a.Weight)
-		}
+	maxA := c.Balancer.MaxAnalyzers
+	if maxA == 0 {
+		maxA = balancer.DefaultConfig().MaxAnalyzers
+	}
+	if err := validateAnalyzers(c.Analyzers, maxA, c.UpstreamTransport != nil); err != nil {
+		return bad("%v", err)
 	}
 	if err := c.Limits.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
@@ -225,6 +319,9 @@ func (c *Config) Validate() error {
 			return bad("%s must be positive, got %v", d.name, d.v)
 		}
 	}
+	if c.IdleTimeout > time.Duration(1<<32-1)*time.Millisecond {
+		return bad("idle timeout %v above 49 days", c.IdleTimeout)
+	}
 	if c.SackDelay < 0 {
 		return bad("sack delay must not be negative, got %v", c.SackDelay)
 	}
@@ -234,13 +331,20 @@ func (c *Config) Validate() error {
 	if c.BusyRetryAfter < 0 || c.BusyRetryAfter > time.Hour {
 		return bad("busy retry-after %v not in [0, 1h]", c.BusyRetryAfter)
 	}
+	if c.MaxConns < 0 || c.MaxConnsPerIP < 0 || c.MaxPartialBytes < 0 {
+		return bad("max conns, max conns per IP and max partial bytes must not be negative (0: no bound)")
+	}
 	if c.SyslogTCP != "" {
-		_, p, err := net.SplitHostPort(c.SyslogTCP)
-		if err != nil {
+		if _, _, err := net.SplitHostPort(c.SyslogTCP); err != nil {
 			return bad("syslog tcp address %q: %v", c.SyslogTCP, err)
 		}
-		if _, lp, _ := net.SplitHostPort(c.Listen); lp == p && p != "0" {
-			return bad("syslog tcp address %q uses the agent port of %q", c.SyslogTCP, c.Listen)
+	}
+	if c.TransportListen != "" {
+		if _, _, err := net.SplitHostPort(c.TransportListen); err != nil {
+			return bad("transport listen address %q: %v", c.TransportListen, err)
+		}
+		if c.AgentTransport == nil {
+			return bad("transport listen address %q without an agent transport", c.TransportListen)
 		}
 	}
 	if c.SyslogUDP != "" || c.SyslogTCP != "" {
@@ -260,6 +364,9 @@ func (c *Config) Validate() error {
 	if c.QueueMaxPackets < 0 || c.QueueMaxBytes < 0 {
 		return bad("queue bounds must not be negative")
 	}
+	if len(c.ServerID) > frame.MaxSoftware {
+		return bad("server id longer than %d bytes", frame.MaxSoftware)
+	}
 	return nil
 }
 
@@ -268,4 +375,11 @@ func (c *Config) loops() int {
 		return c.Loops
 	}
 	return runtime.GOMAXPROCS(0)
+}
+
+// clone returns a copy of c that shares no slice with it.
+func (c *Config) clone() Config {
+	d := *c
+	d.Analyzers = append([]AnalyzerConfig(nil), c.Analyzers...)
+	return d
 }

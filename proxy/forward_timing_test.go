@@ -36,11 +36,7 @@ func BenchmarkForwardPath(b *testing.B) {
 // production. BenchmarkForwardPath, one packet at a time, never leaves L1.
 func BenchmarkForwardInFlight(b *testing.B) {
 	const perRead, inFlight = 32, 2560
-	h := newHarness(b, 1)
-	h.agent.window = 2 * inFlight
-	for _, u := range h.lp.ups {
-		u.window = inFlight
-	}
+	h := newHarnessOpts(b, harnessOpts{msgs: 1, caps: frame.CapZstd, agentWindow: 2 * inFlight, upstreamWindow: inFlight})
 	p := &frame.Packet{ID: 1, AgentID: []byte("bench-agent")}
 	for i := 0; i < 10; i++ {
 		body := fmt.Appendf(nil, "2026-11-26T21:00:%02dZ INFO req=%08x path=/api/v1/items/%d status=200 duration_ms=%d user=u%05d", i, i*2654435761, i*7919, i%97, i*31)
@@ -58,15 +54,15 @@ func BenchmarkForwardInFlight(b *testing.B) {
 	round := func() {
 		a := h.agent
 		for i := 0; i < perRead; i++ {
-			frame.Header(read[i*len(one):]).SetSeq(a.lastSeq + 1 + uint64(i))
+			frame.Header(read[i*len(one):]).SetSeq(a.sess.LastSeq() + 1 + uint64(i))
 		}
 		h.ac.in = read
 		a.onTraffic(h.ac)
 		for i, u := range h.lp.ups {
-			if u.nextSeq <= u.ackedSeq+lag[i] {
+			if u.sess.InFlight() <= int(lag[i]) {
 				continue
 			}
-			h.acks[i] = frame.AppendAck(h.acks[i][:0], u.nextSeq-lag[i])
+			h.acks[i] = frame.AppendAck(h.acks[i][:0], u.sess.Seq()-lag[i])
 			h.ups[i].in = h.acks[i]
 			u.onTraffic(h.ups[i])
 		}
@@ -81,7 +77,7 @@ func BenchmarkForwardInFlight(b *testing.B) {
 		round()
 	}
 	b.StopTimer()
-	if n := h.lp.liveRecs; n < inFlight*9/10 || n > inFlight+perRead {
+	if n := h.lp.led.live; n < inFlight*9/10 || n > inFlight+perRead {
 		b.Fatalf("%d packets in flight, want about %d", n, inFlight)
 	}
 }

@@ -6,7 +6,8 @@ import (
 
 // handler routes gnet's callbacks. Agent connections carry an *agentConn
 // as their context, upstream connections an *upstream (set before OnOpen
-// through the Enroll context).
+// through the Enroll context), agents bridged in from the transport
+// listener a *bridgedAgent until OnOpen replaces it.
 //
 // The same type serves both engines: udp marks the syslog engine, whose
 // context-less traffic is datagrams.
@@ -19,7 +20,7 @@ type handler struct {
 
 func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
 	if h.udp {
-		h.s.udpEng = eng
+		h.s.udp.eng = eng
 	} else {
 		h.s.eng = eng
 	}
@@ -28,18 +29,18 @@ func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
 }
 
 func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	if u, ok := c.Context().(*upstream); ok {
-		return u.onOpen(c), gnet.None
+	switch x := c.Context().(type) {
+	case *upstream:
+		return x.onOpen(c)
+	case *bridgedAgent:
+		return h.s.loopFor(c.EventLoop(), false).openAgent(c, x.remote)
 	}
 	if h.udp {
 		return nil, gnet.None
 	}
 	lp := h.s.loopFor(c.EventLoop(), false)
-	if h.s.isSyslogTCP(c) {
-		return nil, lp.openSyslogConn(c)
-	}
 	h.s.accepted.Add(1)
-	return lp.openAgent(c)
+	return lp.openAgent(c, c.RemoteAddr())
 }
 
 func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
@@ -47,8 +48,6 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	case *agentConn:
 		return x.onTraffic(c)
 	case *upstream:
-		return x.onTraffic(c)
-	case *syslogConn:
 		return x.onTraffic(c)
 	}
 	if h.udp {
@@ -66,8 +65,6 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		if x.c == c {
 			x.onClose(err)
 		}
-	case *syslogConn:
-		x.lp.m.syslogTCPConns.Add(-1)
 	}
 	return gnet.None
 }

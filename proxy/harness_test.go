@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -87,12 +89,31 @@ type harness struct {
 	acks    [][]byte
 }
 
+// harnessOpts are what a test may change in the harness's setup.
+type harnessOpts struct {
+	msgs           int                // messages per DATA frame
+	caps           frame.Capabilities // offered in the agent's HELLO
+	agentWindow    uint32             // granted to the agent (default 256)
+	upstreamWindow uint32             // granted by each analyzer (default 1024)
+	edit           func(*Config)
+}
+
 func newHarness(tb testing.TB, msgs int) *harness {
-	return newHarnessCaps(tb, msgs, frame.CapZstd)
+	return newHarnessOpts(tb, harnessOpts{msgs: msgs, caps: frame.CapZstd})
 }
 
 // newHarnessCaps is newHarness with an agent offering caps in its HELLO.
 func newHarnessCaps(tb testing.TB, msgs int, caps frame.Capabilities) *harness {
+	return newHarnessOpts(tb, harnessOpts{msgs: msgs, caps: caps})
+}
+
+func newHarnessOpts(tb testing.TB, o harnessOpts) *harness {
+	if o.agentWindow == 0 {
+		o.agentWindow = 256
+	}
+	if o.upstreamWindow == 0 {
+		o.upstreamWindow = 1024
+	}
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.SyslogUDP = ""
@@ -100,18 +121,26 @@ func newHarnessCaps(tb testing.TB, msgs int, caps frame.Capabilities) *harness {
 	cfg.Balancer.Logger = cfg.Logger
 	cfg.Balancer.SlowStart = 0
 	cfg.SackDelay = 0 // tests of the delay set it
+	cfg.Window = o.agentWindow
+	cfg.UpstreamWindow = o.upstreamWindow
 	for i, w := range []float64{0.4, 0.3, 0.2, 0.1} {
-		cfg.Analyzers = append(cfg.Analyzers, AnalyzerConfig{Name: string(rune('a' + i)), Addr: "127.0.0.1:1", Weight: w})
+		cfg.Analyzers = append(cfg.Analyzers, AnalyzerConfig{Name: string(rune('a' + i)), Addr: fmt.Sprintf("127.0.0.1:%d", i+1), Weight: w})
+	}
+	if o.edit != nil {
+		o.edit(&cfg)
 	}
 	s, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	h := &harness{lp: newLoop(s, nil, 0)}
+	h.lp.reconcile()
 	for _, u := range h.lp.ups {
 		fc := &fakeConn{}
-		u.onOpen(fc)
-		fc.in = frame.AppendWelcome(nil, &frame.Welcome{Caps: frame.CapZstd, Window: 1024, MaxFrame: 1 << 20})
+		if _, action := u.onOpen(fc); action != gnet.None {
+			tb.Fatal("upstream refused to open")
+		}
+		fc.in = frame.AppendWelcome(nil, &frame.Welcome{Caps: frame.CapZstd, Window: o.upstreamWindow, MaxFrame: 1 << 20})
 		u.onTraffic(fc)
 		s.set.Report(u.id, balancer.HeartbeatOK)
 		if !u.accepting() {
@@ -121,17 +150,18 @@ func newHarnessCaps(tb testing.TB, msgs int, caps frame.Capabilities) *harness {
 		h.acks = append(h.acks, make([]byte, 0, frame.HeaderSize))
 	}
 	h.ac = &fakeConn{}
-	if _, action := h.lp.openAgent(h.ac); action != gnet.None {
+	if _, action := h.lp.openAgent(h.ac, h.ac.RemoteAddr()); action != gnet.None {
 		tb.Fatal("agent refused")
 	}
 	h.agent = h.ac.ctx.(*agentConn)
-	h.ac.in = frame.AppendHello(nil, &frame.Hello{Caps: caps, Window: 256, MaxFrame: 1 << 20, AgentID: []byte("bench-agent")})
+	h.ac.in = frame.AppendHello(nil, &frame.Hello{Caps: o.caps, Window: o.agentWindow, MaxFrame: 1 << 20, AgentID: []byte("bench-agent")})
 	h.ac.keep = true
 	h.agent.onTraffic(h.ac)
 	h.welcome, h.ac.out, h.ac.keep = h.ac.out, nil, false
-	if h.agent.state != agentReady {
+	if !h.agent.sess.Ready() {
 		tb.Fatal("agent handshake failed")
 	}
+	msgs := max(o.msgs, 1)
 	p := &frame.Packet{ID: 1, AgentID: []byte("bench-agent")}
 	for i := 0; i < msgs; i++ {
 		p.Messages = append(p.Messages, frame.Message{Timestamp: int64(i), Severity: frame.SevInfo, Hostname: []byte("web-1"),
@@ -141,21 +171,53 @@ func newHarnessCaps(tb testing.TB, msgs int, caps frame.Capabilities) *harness {
 	return h
 }
 
+// setSackDelay changes the SACK delay of the running settings, as a
+// reconfiguration would (the test owns the loop).
+func (h *harness) setSackDelay(d time.Duration) {
+	h.lp.conf.SackDelay = d
+	h.lp.conf.agents.SackDelay = d
+}
+
 // cycle sends one DATA frame from the agent and acknowledges it from
 // whichever upstream got it: the whole per-packet path.
 func (h *harness) cycle() {
 	a := h.agent
-	frame.Header(h.data).SetSeq(a.lastSeq + 1)
+	frame.Header(h.data).SetSeq(a.sess.LastSeq() + 1)
 	h.ac.in = h.data
 	a.onTraffic(h.ac)
 	for i, u := range h.lp.ups {
-		if u.inflight.len() == 0 {
+		if u.sess.Unresolved() == 0 {
 			continue
 		}
-		h.acks[i] = frame.AppendAck(h.acks[i][:0], u.nextSeq)
+		h.acks[i] = frame.AppendAck(h.acks[i][:0], u.sess.Seq())
 		h.ups[i].in = h.acks[i]
 		u.onTraffic(h.ups[i])
 	}
+}
+
+// send makes the harness agent send one more DATA frame.
+func (h *harness) send() {
+	a := h.agent
+	frame.Header(h.data).SetSeq(a.sess.LastSeq() + 1)
+	h.ac.in = append([]byte(nil), h.data...)
+	a.onTraffic(h.ac)
+}
+
+// oldestSeq returns the upstream sequence of u's oldest unanswered packet.
+func oldestSeq(u *upstream) uint64 {
+	return u.sess.Seq() - uint64(u.sess.InFlight()) + 1
+}
+
+// inFlight returns the agent sequences of the packets u holds, oldest
+// first, answered ones left out.
+func inFlight(u *upstream) []uint64 {
+	var seqs []uint64
+	for i := 0; i < u.sess.InFlight(); i++ {
+		if r, live := u.sess.Peek(i); live {
+			seqs = append(seqs, r.aseq)
+		}
+	}
+	return seqs
 }
 
 func TestForwardPathAllocs(t *testing.T) {
@@ -163,12 +225,12 @@ func TestForwardPathAllocs(t *testing.T) {
 	for i := 0; i < 1000; i++ { // warm the free lists and metric buckets
 		h.cycle()
 	}
-	acked := h.agent.acked
+	acked := h.agent.sess.Acked()
 	if allocs := testing.AllocsPerRun(5000, h.cycle); allocs != 0 {
 		t.Fatalf("per-packet path allocates %.2f times per packet, want 0", allocs)
 	}
-	if h.agent.acked <= acked || h.agent.acked != h.agent.lastSeq {
-		t.Fatalf("agent acked %d of %d packets", h.agent.acked, h.agent.lastSeq)
+	if a := h.agent.sess; a.Acked() <= acked || a.Acked() != a.LastSeq() {
+		t.Fatalf("agent acked %d of %d packets", a.Acked(), a.LastSeq())
 	}
 	if live := h.lp.live.Load(); live != 0 {
 		t.Fatalf("%d records still live after every packet was acked", live)

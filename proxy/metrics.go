@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -23,14 +24,9 @@ type loopMetrics struct {
 	busy, rejected          *metrics.Counter
 	queueFull               *metrics.Counter
 	redispatched            *metrics.Counter
+	spilled                 *metrics.Counter
 	orphansDropped          *metrics.Counter
 	forwarded               *metrics.Counter
-	upstreamBusy            *metrics.Counter
-	upstreamRejected        *metrics.Counter
-	upstreamLost            *metrics.Counter
-	dialFailures            *metrics.Counter
-	heartbeatMissed         *metrics.Counter
-	ackTimeouts             *metrics.Counter
 	queued                  *metrics.Counter // used as a gauge via Set
 	agentConns              atomic.Int64
 	oldestQueuedNs          atomic.Int64
@@ -38,21 +34,17 @@ type loopMetrics struct {
 	// ackLatency is sampled (one packet in ackSample): VictoriaMetrics
 	// histograms take a mutex per update and a precise clock read costs
 	// tens to hundreds of ns, both of which the hot path avoids.
-	ackLatency   *metrics.Histogram
-	heartbeatRTT *metrics.Histogram
-	ackSampleN   uint32
+	ackLatency *metrics.Histogram
+	ackSampleN uint32
 
-	// Syslog ingest (loops of the syslog engine only).
+	// Syslog ingest.
 	syslogDatagrams, syslogBytes   *metrics.Counter
 	syslogTruncated, syslogEmpty   *metrics.Counter
 	syslogClipped                  *metrics.Counter
 	syslogFormat                   [3]*metrics.Counter // by syslog.Format
 	syslogBatches, syslogMessages  *metrics.Counter
 	syslogDropped, syslogForwarded *metrics.Counter
-	syslogTCPMessages              *metrics.Counter
-	syslogTCPFraming               *metrics.Counter
 	syslogShutdownDropped          *metrics.Counter
-	syslogTCPConns                 atomic.Int64
 }
 
 const ackSample = 32
@@ -61,28 +53,22 @@ func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
 	l := fmt.Sprintf(`loop="%d"`, idx)
 	c := func(name string) *metrics.Counter { return set.GetOrCreateCounter(name + "{" + l + "}") }
 	m := &loopMetrics{
-		set:              set,
-		loop:             l,
-		frames:           c("logdist_ingest_packets_total"),
-		messages:         c("logdist_ingest_messages_total"),
-		bytes:            c("logdist_ingest_bytes_total"),
-		handshakes:       c("logdist_agent_handshakes_total"),
-		agentAcks:        c("logdist_agent_acked_packets_total"),
-		busy:             c("logdist_agent_busy_total"),
-		rejected:         c("logdist_agent_rejected_packets_total"),
-		queueFull:        c("logdist_queue_full_total"),
-		redispatched:     c("logdist_redispatched_packets_total"),
-		orphansDropped:   c("logdist_orphaned_packets_dropped_total"),
-		forwarded:        c("logdist_forwarded_packets_total"),
-		upstreamBusy:     c("logdist_upstream_busy_total"),
-		upstreamRejected: c("logdist_upstream_rejected_packets_total"),
-		upstreamLost:     c("logdist_upstream_connections_lost_total"),
-		dialFailures:     c("logdist_upstream_dial_failures_total"),
-		heartbeatMissed:  c("logdist_upstream_heartbeats_missed_total"),
-		ackTimeouts:      c("logdist_upstream_ack_timeouts_total"),
-		queued:           c("logdist_queue_packets"),
-		ackLatency:       set.GetOrCreateHistogram(`logdist_forward_ack_seconds{` + l + `}`),
-		heartbeatRTT:     set.GetOrCreateHistogram(`logdist_upstream_heartbeat_rtt_seconds{` + l + `}`),
+		set:            set,
+		loop:           l,
+		frames:         c("logdist_ingest_packets_total"),
+		messages:       c("logdist_ingest_messages_total"),
+		bytes:          c("logdist_ingest_bytes_total"),
+		handshakes:     c("logdist_agent_handshakes_total"),
+		agentAcks:      c("logdist_agent_acked_packets_total"),
+		busy:           c("logdist_agent_busy_total"),
+		rejected:       c("logdist_agent_rejected_packets_total"),
+		queueFull:      c("logdist_queue_full_total"),
+		redispatched:   c("logdist_redispatched_packets_total"),
+		spilled:        c("logdist_spilled_packets_total"),
+		orphansDropped: c("logdist_orphaned_packets_dropped_total"),
+		forwarded:      c("logdist_forwarded_packets_total"),
+		queued:         c("logdist_queue_packets"),
+		ackLatency:     set.GetOrCreateHistogram(`logdist_forward_ack_seconds{` + l + `}`),
 	}
 	m.syslogDatagrams = c("logdist_syslog_datagrams_total")
 	m.syslogBytes = c("logdist_syslog_bytes_total")
@@ -96,10 +82,7 @@ func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
 	m.syslogMessages = c("logdist_syslog_batched_messages_total")
 	m.syslogDropped = c("logdist_syslog_dropped_packets_total")
 	m.syslogForwarded = c("logdist_syslog_forwarded_messages_total")
-	m.syslogTCPMessages = c("logdist_syslog_tcp_messages_total")
-	m.syslogTCPFraming = c("logdist_syslog_tcp_framing_errors_total")
 	m.syslogShutdownDropped = c("logdist_syslog_shutdown_dropped_total")
-	set.GetOrCreateGauge(`logdist_syslog_tcp_connections{`+l+`}`, func() float64 { return float64(m.syslogTCPConns.Load()) })
 	set.GetOrCreateGauge(`logdist_agent_connections{`+l+`}`, func() float64 { return float64(m.agentConns.Load()) })
 	set.GetOrCreateGauge(`logdist_queue_oldest_age_seconds{`+l+`}`, func() float64 { return float64(m.oldestQueuedNs.Load()) / 1e9 })
 	return m
@@ -118,38 +101,73 @@ func (m *loopMetrics) sampleNow() bool {
 	return m.ackSampleN%ackSample == 0
 }
 
-type serverMetrics struct{}
+// analyzerMetrics count what happens to the connections to one analyzer,
+// over every loop (rare events: contention does not matter). They are
+// registered when the analyzer is added and unregistered when it is
+// removed; its name is a validated, operator-given label value.
+type analyzerMetrics struct {
+	names            []string
+	dialFailures     *metrics.Counter
+	lost             *metrics.Counter
+	heartbeatsMissed *metrics.Counter
+	ackTimeouts      *metrics.Counter
+	busy             *metrics.Counter
+	rejected         *metrics.Counter
+	heartbeatRTT     *metrics.Histogram
+}
 
-// newServerMetrics registers the per-analyzer metrics, read from the
-// balancer's view at scrape time. Analyzer names come from the operator's
-// configuration, so they are bounded label values.
-func newServerMetrics(s *Server) *serverMetrics {
-	for _, a := range s.cfg.Analyzers {
-		name := a.Name
-		lbl := `{analyzer="` + name + `"}`
-		get := func(f func(v analyzerRow) float64) func() float64 {
-			return func() float64 {
-				for _, v := range s.analyzerRows() {
-					if v.Name == name {
-						return f(v)
-					}
-				}
-				return 0
-			}
-		}
-		s.mset.GetOrCreateGauge("logdist_analyzer_packets_total"+lbl, get(func(v analyzerRow) float64 { return float64(v.Packets) }))
-		s.mset.GetOrCreateGauge("logdist_analyzer_messages_total"+lbl, get(func(v analyzerRow) float64 { return float64(v.Messages) }))
-		s.mset.GetOrCreateGauge("logdist_analyzer_bytes_total"+lbl, get(func(v analyzerRow) float64 { return float64(v.Bytes) }))
-		s.mset.GetOrCreateGauge("logdist_analyzer_healthy"+lbl, get(func(v analyzerRow) float64 {
-			if v.Healthy {
-				return 1
-			}
-			return 0
-		}))
-		s.mset.GetOrCreateGauge("logdist_analyzer_weight"+lbl, get(func(v analyzerRow) float64 { return v.Weight }))
-		s.mset.GetOrCreateGauge("logdist_analyzer_effective_weight"+lbl, get(func(v analyzerRow) float64 { return v.EffectiveWeight }))
-		s.mset.GetOrCreateGauge("logdist_analyzer_share"+lbl, get(func(v analyzerRow) float64 { return v.Share }))
+func newAnalyzerMetrics(set *metrics.Set, name string) *analyzerMetrics {
+	m := &analyzerMetrics{}
+	lbl := `{analyzer="` + name + `"}`
+	c := func(family string) *metrics.Counter {
+		n := family + lbl
+		m.names = append(m.names, n)
+		return set.GetOrCreateCounter(n)
 	}
-	s.mset.GetOrCreateGauge("logdist_queue_bytes", func() float64 { return float64(s.queuedBytes.Load()) })
-	return &serverMetrics{}
+	m.dialFailures = c("logdist_upstream_dial_failures_total")
+	m.lost = c("logdist_upstream_connections_lost_total")
+	m.heartbeatsMissed = c("logdist_upstream_heartbeats_missed_total")
+	m.ackTimeouts = c("logdist_upstream_ack_timeouts_total")
+	m.busy = c("logdist_upstream_busy_total")
+	m.rejected = c("logdist_upstream_rejected_packets_total")
+	n := "logdist_upstream_heartbeat_rtt_seconds" + lbl
+	m.names = append(m.names, n)
+	m.heartbeatRTT = set.GetOrCreateHistogram(n)
+	return m
+}
+
+func (m *analyzerMetrics) unregister(set *metrics.Set) {
+	for _, n := range m.names {
+		set.UnregisterMetric(n)
+	}
+}
+
+// writeAnalyzerMetrics writes the per-analyzer series read from the
+// balancer and the registry at scrape time: one view for all of them, so
+// a scrape costs O(analyzers), and a removed analyzer's series are gone.
+func (s *Server) writeAnalyzerMetrics(w io.Writer) {
+	st := s.Status()
+	for _, a := range st.Analyzers {
+		lbl := `{analyzer="` + a.Name + `"}`
+		metrics.WriteCounterUint64(w, "logdist_analyzer_packets_total"+lbl, a.Packets)
+		metrics.WriteCounterUint64(w, "logdist_analyzer_messages_total"+lbl, a.Messages)
+		metrics.WriteCounterUint64(w, "logdist_analyzer_wire_bytes_total"+lbl, a.Bytes)
+		metrics.WriteGaugeUint64(w, "logdist_analyzer_healthy"+lbl, b2u(a.Healthy))
+		metrics.WriteGaugeUint64(w, "logdist_analyzer_selectable"+lbl, b2u(a.Selectable))
+		metrics.WriteGaugeFloat64(w, "logdist_analyzer_weight"+lbl, a.Weight)
+		metrics.WriteGaugeFloat64(w, "logdist_analyzer_effective_weight"+lbl, a.EffectiveWeight)
+		metrics.WriteGaugeFloat64(w, "logdist_analyzer_share"+lbl, a.Share)
+		metrics.WriteGaugeUint64(w, "logdist_analyzer_connections"+lbl, uint64(a.Connections))
+		metrics.WriteGaugeUint64(w, "logdist_analyzer_in_flight_packets"+lbl, uint64(max(a.InFlight, 0)))
+	}
+	metrics.WriteGaugeUint64(w, "logdist_queue_bytes", uint64(max(st.Queue.Bytes, 0)))
+	metrics.WriteGaugeUint64(w, "logdist_partial_frame_bytes", uint64(max(s.partial.Load(), 0)))
+	metrics.WriteGaugeUint64(w, "logdist_config_version", st.ConfigVersion)
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -6,21 +6,11 @@ import (
 	"github.com/logdist/logdist/frame"
 )
 
-// send makes the harness agent send one more DATA frame.
-func (h *harness) send() {
-	a := h.agent
-	frame.Header(h.data).SetSeq(a.lastSeq + 1)
-	h.ac.in = append([]byte(nil), h.data...)
-	a.onTraffic(h.ac)
-}
-
 // newest returns the upstream holding the agent's newest packet.
 func (h *harness) newest() (int, *upstream) {
 	for i, u := range h.lp.ups {
-		if n := u.inflight.len(); n > 0 {
-			if r := u.inflight.at(n - 1); r != nil && r.aseq == h.agent.lastSeq {
-				return i, u
-			}
+		if seqs := inFlight(u); len(seqs) > 0 && seqs[len(seqs)-1] == h.agent.sess.LastSeq() {
+			return i, u
 		}
 	}
 	return -1, nil
@@ -35,23 +25,23 @@ func TestWindowCountsUnresolved(t *testing.T) {
 	for s := 2; s <= 256; s++ {
 		h.send()
 		i, u := h.newest()
-		h.ups[i].in = frame.AppendError(nil, u.nextSeq, frame.CodeRejected, "bad")
+		h.ups[i].in = frame.AppendError(nil, u.sess.Seq(), frame.CodeRejected, "bad")
 		u.onTraffic(h.ups[i])
 	}
 	h.send() // 2 unresolved of a window of 256
-	if h.agent.closed || h.agent.unresolved != 2 || h.agent.acked != 0 {
-		t.Fatalf("closed=%v unresolved=%d acked=%d, want an open connection with 2 unresolved", h.agent.closed, h.agent.unresolved, h.agent.acked)
+	if a := h.agent.sess; h.agent.closed || a.Unresolved() != 2 || a.Acked() != 0 {
+		t.Fatalf("closed=%v unresolved=%d acked=%d, want an open connection with 2 unresolved", h.agent.closed, a.Unresolved(), a.Acked())
 	}
 	// The analyzer acks seq 1's upstream sequence: the ack point jumps over
 	// everything resolved out of order.
 	for i, u := range h.lp.ups {
-		if u.inflight.len() > 0 {
-			h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
+		if u.sess.Unresolved() > 0 {
+			h.ups[i].in = frame.AppendAck(nil, u.sess.Seq())
 			u.onTraffic(h.ups[i])
 		}
 	}
-	if h.agent.acked != h.agent.lastSeq || h.agent.unresolved != 0 {
-		t.Fatalf("acked %d of %d, %d unresolved", h.agent.acked, h.agent.lastSeq, h.agent.unresolved)
+	if a := h.agent.sess; a.Acked() != a.LastSeq() || a.Unresolved() != 0 {
+		t.Fatalf("acked %d of %d, %d unresolved", a.Acked(), a.LastSeq(), a.Unresolved())
 	}
 }
 
@@ -60,7 +50,7 @@ func TestWindowCountsUnresolved(t *testing.T) {
 // queue and beyond it is dropped (syslog) or answered BUSY (agents).
 func TestBacklogBounded(t *testing.T) {
 	h := newHarness(t, 1)
-	h.lp.s.cfg.QueueMaxPackets = 100
+	h.lp.conf.QueueMaxPackets = 100
 	for i := 0; i < 20000; i++ {
 		r := h.lp.newRecord(h.data, nil, 0, 1)
 		r.syslog = true
@@ -68,39 +58,36 @@ func TestBacklogBounded(t *testing.T) {
 	}
 	held := 0
 	for _, u := range h.lp.ups {
-		if n := u.inflight.len() + u.backlog.len(); n > 2*u.window {
+		if n := u.sess.Unresolved() + u.backlog.len(); n > 2*u.window {
 			t.Fatalf("upstream %s holds %d packets, window %d", u.name, n, u.window)
 		} else {
 			held += n
 		}
 	}
-	if w := h.lp.waiting.len(); w > 100 {
+	if w := h.lp.led.waiting.len(); w > 100 {
 		t.Fatalf("%d packets waiting, bound 100", w)
 	}
-	if live := h.lp.liveRecs; live != int64(held+h.lp.waiting.len()) {
-		t.Fatalf("%d records live, %d held and %d waiting", live, held, h.lp.waiting.len())
+	if live := h.lp.led.live; live != int64(held+h.lp.led.waiting.len()) {
+		t.Fatalf("%d records live, %d held and %d waiting", live, held, h.lp.led.waiting.len())
 	}
 }
 
 // An analyzer that answers BUSY and never ACKs the BUSY'd sequences does
 // not stall its connection: settled slots leave the window.
 func TestBusyWithoutAckDoesNotStall(t *testing.T) {
-	h := newHarness(t, 1)
-	for _, u := range h.lp.ups {
-		u.window = 1
-	}
+	h := newHarnessOpts(t, harnessOpts{msgs: 1, caps: frame.CapZstd, upstreamWindow: 1})
 	for round := 0; round < 20; round++ {
 		h.send()
 		for i, u := range h.lp.ups {
-			if u.inflight.len() > 0 && u.inflight.at(0) != nil {
-				h.ups[i].in = frame.AppendBusy(nil, u.nextSeq, 0)
+			if u.sess.Unresolved() > 0 {
+				h.ups[i].in = frame.AppendBusy(nil, oldestSeq(u), 0)
 				u.onTraffic(h.ups[i])
 			}
 		}
 		h.lp.tick()
 	}
 	for _, u := range h.lp.ups {
-		if u.inflight.len() > 0 && u.inflight.at(0) == nil {
+		if u.sess.InFlight() > 0 && u.sess.Unresolved() == 0 {
 			t.Fatalf("upstream %s stalled behind a settled slot (backlog %d)", u.name, u.backlog.len())
 		}
 	}

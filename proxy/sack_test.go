@@ -91,7 +91,7 @@ func (m *agentModel) read(b []byte, sent uint64) {
 // is the agent's sequence seq, or -1.
 func (h *harness) holder(seq uint64) int {
 	for i, u := range h.lp.ups {
-		if u.inflight.len() > 0 && u.inflight.peek().aseq == seq {
+		if r, ok := u.sess.Oldest(); ok && r.aseq == seq {
 			return i
 		}
 	}
@@ -102,8 +102,8 @@ func (h *harness) holder(seq uint64) int {
 // after (if not nil) after each.
 func (h *harness) ackAllBut(skip int, after func()) {
 	for i, u := range h.lp.ups {
-		if i != skip && u.inflight.len() > 0 {
-			h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
+		if i != skip && u.sess.Unresolved() > 0 {
+			h.ups[i].in = frame.AppendAck(nil, u.sess.Seq())
 			u.onTraffic(h.ups[i])
 			if after != nil {
 				after()
@@ -129,8 +129,8 @@ func TestSackReportsPacketsOutOfOrder(t *testing.T) {
 	}
 	slow := h.holder(1)
 	held := map[uint64]bool{}
-	for i := 0; i < h.lp.ups[slow].inflight.len(); i++ {
-		held[h.lp.ups[slow].inflight.at(i).aseq] = true
+	for _, seq := range inFlight(h.lp.ups[slow]) {
+		held[seq] = true
 	}
 	h.ackAllBut(slow, nil)
 	m.read(h.ac.out, n)
@@ -143,11 +143,11 @@ func TestSackReportsPacketsOutOfOrder(t *testing.T) {
 			t.Fatalf("sequence %d: resolved=%v, held by the slow analyzer=%v", s, ok, held[s])
 		}
 	}
-	if h.agent.unresolved != uint64(len(held)) {
-		t.Fatalf("%d unresolved, want %d", h.agent.unresolved, len(held))
+	if h.agent.sess.Unresolved() != len(held) {
+		t.Fatalf("%d unresolved, want %d", h.agent.sess.Unresolved(), len(held))
 	}
 	u := h.lp.ups[slow]
-	h.ups[slow].in = frame.AppendAck(nil, u.nextSeq)
+	h.ups[slow].in = frame.AppendAck(nil, u.sess.Seq())
 	u.onTraffic(h.ups[slow])
 	m.read(h.ac.out, n)
 	if len(m.resolved) != n || m.ackPoint != n {
@@ -169,17 +169,23 @@ func TestResolutionExactlyOnce(t *testing.T) {
 				i := rng.IntN(len(h.lp.ups))
 				u := h.lp.ups[i]
 				switch k := rng.IntN(10); {
-				case k < 5 && h.agent.unresolved < h.agent.window:
+				case k < 5 && h.agent.sess.Unresolved() < int(h.agent.sess.Window()):
 					h.send()
 					sent++
-				case k < 9 && u.inflight.len() > 0:
+				case k < 9 && u.sess.InFlight() > 0:
 					// The analyzer acknowledges part of what it holds.
-					to := u.ackedSeq + 1 + uint64(rng.IntN(u.inflight.len()))
+					to := oldestSeq(u) + uint64(rng.IntN(u.sess.InFlight()))
 					h.ups[i].in = frame.AppendAck(nil, to)
 					u.onTraffic(h.ups[i])
-				case u.inflight.len() > 0:
-					// It rejects one packet.
-					seq := u.ackedSeq + 1 + uint64(rng.IntN(u.inflight.len()))
+				case u.sess.Unresolved() > 0:
+					// It rejects one packet it holds.
+					var seq uint64
+					for seq == 0 {
+						j := rng.IntN(u.sess.InFlight())
+						if _, live := u.sess.Peek(j); live {
+							seq = oldestSeq(u) + uint64(j)
+						}
+					}
 					h.ups[i].in = frame.AppendError(nil, seq, frame.CodeRejected, "no")
 					u.onTraffic(h.ups[i])
 				}
@@ -187,8 +193,8 @@ func TestResolutionExactlyOnce(t *testing.T) {
 				h.ac.out = h.ac.out[:0]
 			}
 			for i, u := range h.lp.ups {
-				if u.inflight.len() > 0 {
-					h.ups[i].in = frame.AppendAck(nil, u.nextSeq)
+				if u.sess.Unresolved() > 0 {
+					h.ups[i].in = frame.AppendAck(nil, u.sess.Seq())
 					u.onTraffic(h.ups[i])
 				}
 			}
@@ -210,7 +216,7 @@ func TestResolutionExactlyOnce(t *testing.T) {
 // reported until the delay has passed; then the next flush reports them.
 func TestSackDelay(t *testing.T) {
 	h := newHarnessCaps(t, 1, frame.CapZstd|frame.CapSack)
-	h.lp.s.cfg.SackDelay = time.Hour
+	h.setSackDelay(time.Hour)
 	h.ac.keep = true
 	m := &agentModel{t: t, resolved: map[uint64]string{}}
 	const n = 20
@@ -223,14 +229,14 @@ func TestSackDelay(t *testing.T) {
 	if m.sacks != 0 || len(m.resolved) != 0 {
 		t.Fatalf("%d SACKs, %d resolved within the delay", m.sacks, len(m.resolved))
 	}
-	if h.agent.unreported == 0 || len(h.lp.sackLater) != 1 {
-		t.Fatalf("%d unreported, %d agents to reconsider", h.agent.unreported, len(h.lp.sackLater))
+	if !h.agent.sess.SackPending() || len(h.lp.sacks.later) != 1 {
+		t.Fatalf("SACK pending %v, %d agents to reconsider", h.agent.sess.SackPending(), len(h.lp.sacks.later))
 	}
-	h.lp.s.cfg.SackDelay = 0 // the delay has passed
+	h.setSackDelay(0) // the delay has passed
 	h.lp.flush()
 	m.read(h.ac.out, n)
-	if m.sacks == 0 || len(m.resolved) != n-int(h.agent.unresolved) {
-		t.Fatalf("after the delay: %d SACKs, %d resolved, %d unresolved", m.sacks, len(m.resolved), h.agent.unresolved)
+	if m.sacks == 0 || len(m.resolved) != n-h.agent.sess.Unresolved() {
+		t.Fatalf("after the delay: %d SACKs, %d resolved, %d unresolved", m.sacks, len(m.resolved), h.agent.sess.Unresolved())
 	}
 }
 
@@ -253,7 +259,7 @@ func TestSackDelayTimer(t *testing.T) {
 	h := newHarnessCaps(t, 1, frame.CapZstd|frame.CapSack)
 	el := &fakeEventLoop{tasks: make(chan gnet.Runnable, 64)}
 	h.lp.el = el
-	h.lp.s.cfg.SackDelay = 5 * time.Millisecond
+	h.setSackDelay(5 * time.Millisecond)
 	h.ac.keep = true
 	m := &agentModel{t: t, resolved: map[uint64]string{}}
 	run := func() { // run what the loop was asked to run so far
@@ -290,10 +296,10 @@ func TestSackDelayTimer(t *testing.T) {
 	}
 	run()
 	m.read(h.ac.out, n)
-	if m.sacks == 0 || len(m.resolved) != n-int(h.agent.unresolved) {
-		t.Fatalf("after the timer: %d SACKs, %d resolved, %d unresolved", m.sacks, len(m.resolved), h.agent.unresolved)
+	if m.sacks == 0 || len(m.resolved) != n-h.agent.sess.Unresolved() {
+		t.Fatalf("after the timer: %d SACKs, %d resolved, %d unresolved", m.sacks, len(m.resolved), h.agent.sess.Unresolved())
 	}
-	h.lp.sackTimer.Stop()
+	h.lp.sacks.timer.Stop()
 }
 
 // A slow analyzer that still acknowledges, a packet at a time, moves the
@@ -303,7 +309,7 @@ func TestSackDelayTimer(t *testing.T) {
 func TestSackWhileAckPointCreeps(t *testing.T) {
 	h := newHarnessCaps(t, 1, frame.CapZstd|frame.CapSack)
 	const delay = 10 * time.Millisecond
-	h.lp.s.cfg.SackDelay = delay
+	h.setSackDelay(delay)
 	h.ac.keep = true
 	m := &agentModel{t: t, resolved: map[uint64]string{}}
 	const n = 60
@@ -312,8 +318,8 @@ func TestSackWhileAckPointCreeps(t *testing.T) {
 	}
 	slow := h.holder(1)
 	u := h.lp.ups[slow]
-	if u.inflight.len() < 8 {
-		t.Fatalf("setup: the analyzer holding sequence 1 holds only %d packets", u.inflight.len())
+	if u.sess.Unresolved() < 8 {
+		t.Fatalf("setup: the analyzer holding sequence 1 holds only %d packets", u.sess.Unresolved())
 	}
 	t0 := h.lp.preciseNow() // before the first packet is accepted
 	h.ackAllBut(slow, nil)
@@ -323,14 +329,14 @@ func TestSackWhileAckPointCreeps(t *testing.T) {
 		t.Fatal("a SACK before the delay")
 	}
 	steps := 0
-	for m.sacks == 0 && u.inflight.len() > 1 {
+	for m.sacks == 0 && u.sess.Unresolved() > 1 {
 		h.lp.base = h.lp.base.Add(-delay / 4) // a quarter of the delay passes
-		before := h.agent.acked
-		h.ups[slow].in = frame.AppendAck(nil, u.inflight.peek().useq)
+		before := h.agent.sess.Acked()
+		h.ups[slow].in = frame.AppendAck(nil, oldestSeq(u))
 		u.onTraffic(h.ups[slow])
 		h.lp.flush()
 		read()
-		if h.agent.acked == before {
+		if h.agent.sess.Acked() == before {
 			t.Fatal("the ack point did not move")
 		}
 		steps++
@@ -341,7 +347,7 @@ func TestSackWhileAckPointCreeps(t *testing.T) {
 	if waited := time.Duration(h.lp.preciseNow() - t0); waited < delay {
 		t.Fatalf("SACK after %v, before the delay had passed", waited)
 	}
-	if got := len(m.resolved); got != n-u.inflight.len() {
-		t.Fatalf("agent knows %d packets resolved, %d are", got, n-u.inflight.len())
+	if got := len(m.resolved); got != n-u.sess.Unresolved() {
+		t.Fatalf("agent knows %d packets resolved, %d are", got, n-u.sess.Unresolved())
 	}
 }

@@ -8,12 +8,38 @@
 // Everything about a packet happens on one event loop. An agent connection
 // lives on the loop gnet accepted it on; each loop keeps its own upstream
 // connection to every analyzer (registered on that same loop with
-// EventLoop.Enroll), its own balancer cursor, its own waiting queue and its
-// own free lists. So the per-packet path — parse the header, copy the frame
-// into a record, pick, write, track, ack — takes no lock, touches no shared
-// cache line except uncontended per-loop counters, and allocates nothing
-// once the free lists are warm. Work from other goroutines (dial results,
-// timer ticks, shutdown) reaches a loop through EventLoop.Execute.
+// EventLoop.Enroll), its own balancer cursor, its own ledger of packets and
+// its own free lists. So the per-packet path — parse the header, copy the
+// frame into a record, pick, write, track, ack — takes no lock, touches no
+// shared cache line except uncontended per-loop counters, and allocates
+// nothing once the free lists are warm. Work from other goroutines (dial
+// results, timer ticks, configuration changes, shutdown) reaches a loop
+// through EventLoop.Execute.
+//
+// # A system that changes while it runs
+//
+// The analyzer set and the configuration change while traffic flows
+// (analyzers.go): the balancer publishes immutable snapshots the cursors
+// pick from, the server publishes the analyzer registry and the settings
+// as immutable values, and each loop takes the new ones on its own
+// goroutine (reconcile.go, settings.go).
+//
+// # Files
+//
+//	server.go      lifecycle: New, Start, Stop
+//	config.go      Config, validation
+//	settings.go    the running configuration, swapped whole
+//	analyzers.go   the live analyzer set: add, remove, re-weight, drain
+//	reconcile.go   a loop's connections follow the analyzer set
+//	loop.go        one event loop: flush batching, timers, SACK scheduling
+//	ledger.go      the records a loop holds and their states; dispatch
+//	agent.go       an agent connection
+//	upstream.go    a connection to an analyzer
+//	syslog*.go     syslog ingest: UDP datagrams, TCP streams, batching
+//	transport.go   connections wrapped off the loops (TLS) and bridged in
+//	worker.go      blocking work off the loops, results handed back
+//	handler.go     gnet's callbacks
+//	statusview.go  the status the admin API serves
 //
 // # Delivery
 //
@@ -30,26 +56,28 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
+	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/logdist/logdist/balancer"
-	"github.com/logdist/logdist/frame"
 )
 
 // Server is a running distributor. Build it with New, then Start it.
 type Server struct {
-	cfg  Config
 	log  *slog.Logger
 	set  *balancer.Set
 	mset *metrics.Set
-	m    *serverMetrics
+
+	// conf is the running configuration and reg the analyzer registry,
+	// each replaced whole under ctl (analyzers.go).
+	conf atomic.Pointer[settings]
+	reg  atomic.Pointer[registry]
+	ctl  sync.Mutex
 
 	eng    gnet.Engine
 	addr   net.Addr
@@ -57,37 +85,38 @@ type Server struct {
 	// batchWake: a loop opened its first syslog batch; the ticker moves to
 	// the linger interval.
 	batchWake chan struct{}
-	udpEng    gnet.Engine // the syslog engine, when SyslogUDP is set
-	udpAddr   *net.UDPAddr
-	// syslogTCPAddr is the bound TCP syslog listener, when SyslogTCP is set.
-	syslogTCPAddr *net.TCPAddr
-	udpErr        chan error
-	draining      atomic.Bool
-	started       atomic.Bool  // Start succeeded: Stop has engines to stop
-	accepted      atomic.Int64 // agent connections opened, ever
-	stopOnce      sync.Once
+	udp       *syslogUDP // nil when disabled
+	tcp       *syslogTCP // nil when disabled
+	wrapped   *transportListener
+	draining  atomic.Bool
+	started   atomic.Bool  // Start succeeded: Stop has engines to stop
+	accepted  atomic.Int64 // agent connections opened, ever
+	stopOnce  sync.Once
 
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loop
 	order []*loop
+	next  int // nextLoop's round robin
 	// loopsRO is a copy of loops for lock-free lookups on the datagram
 	// path, replaced (never modified) when a loop is added.
 	loopsRO atomic.Pointer[map[gnet.EventLoop]*loop]
 
-	// queued counts packets and bytes waiting in every loop's queue, to
-	// enforce the global queue bounds. Touched only when a packet is queued
-	// or leaves the queue, never on the normal path.
-	// readyConns counts, per analyzer ID, the loops whose connection to it
-	// is ready (for the admin API: an analyzer only some loops reach is
-	// skipped by the others).
-	readyConns []atomic.Int32
-
+	// queuedPackets and queuedBytes count the packets waiting in every
+	// loop's queue, to enforce the global queue bounds; touched only when
+	// a packet is queued or leaves the queue, never on the normal path.
 	queuedPackets atomic.Int64
 	queuedBytes   atomic.Int64
+	// partial counts the bytes agents hold in half-sent frames
+	// (Config.MaxPartialBytes).
+	partial atomic.Int64
+	// Agent connections, for MaxConns and MaxConnsPerIP.
+	connMu sync.Mutex
+	conns  int
+	perIP  map[netip.Addr]int
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	bg     sync.WaitGroup // ticker and dial goroutines
+	bg     sync.WaitGroup // ticker, dial, bridge and syslog goroutines
 }
 
 // New checks cfg and builds a Server. It does not listen yet.
@@ -98,11 +127,6 @@ func New(cfg Config) (*Server, error) {
 	set, err := balancer.New(cfg.Balancer)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
-	}
-	for _, a := range cfg.Analyzers {
-		if _, err := set.Add(balancer.AnalyzerConfig{Name: a.Name, Addr: a.Addr, Weight: a.Weight}); err != nil {
-			return nil, fmt.Errorf("%w: analyzer %q: %v", ErrConfig, a.Name, err)
-		}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -115,23 +139,26 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:       cfg,
 		log:       log,
 		set:       set,
 		mset:      mset,
 		runErr:    make(chan error, 1),
 		batchWake: make(chan struct{}, 1),
-		udpErr:    make(chan error, 1),
 		loops:     map[gnet.EventLoop]*loop{},
+		perIP:     map[netip.Addr]int{},
 		ctx:       ctx,
 		cancel:    cancel,
 	}
-	s.readyConns = make([]atomic.Int32, set.IDLimit())
-	s.m = newServerMetrics(s)
+	s.reg.Store(&registry{})
+	s.conf.Store(newSettings(cfg, 1))
+	s.applyAnalyzers(nil, cfg.Analyzers)
+	mset.RegisterMetricsWriter(s.writeAnalyzerMetrics)
 	return s, nil
 }
 
-// Balancer returns the analyzer set, for the admin API.
+// Balancer returns the analyzer set: its view, health and counters.
+// Change the set through the Server (AddAnalyzer, SetWeight...), which
+// keeps the configuration, the connections and the metrics in step.
 func (s *Server) Balancer() *balancer.Set { return s.set }
 
 // Metrics returns the metrics set the server registers its metrics in.
@@ -140,36 +167,45 @@ func (s *Server) Metrics() *metrics.Set { return s.mset }
 // Addr returns the address agents connect to, once Start has returned.
 func (s *Server) Addr() net.Addr { return s.addr }
 
+// Draining reports whether a graceful shutdown has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
 // Start listens and runs the event loops in the background. It returns
-// once the listener is bound, or with the reason it could not be.
-func (s *Server) Start() error {
-	if s.cfg.SyslogTCP != "" {
-		// The port is fixed before the engine starts, so that the loops,
-		// which tell syslog connections from agents by it, never see it
-		// change.
-		ta, err := reservePort("tcp", s.cfg.SyslogTCP)
+// once every listener is bound, or with the reason one could not be (and
+// then nothing is left running).
+func (s *Server) Start() (err error) {
+	conf := s.conf.Load()
+	var cleanup []func()
+	defer func() {
 		if err != nil {
-			return fmt.Errorf("proxy: cannot listen for syslog on tcp %s: %w", s.cfg.SyslogTCP, err)
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
 		}
-		s.syslogTCPAddr = ta.(*net.TCPAddr)
+	}()
+	if conf.SyslogTCP != "" {
+		if s.tcp, err = listenSyslogTCP(s, conf.SyslogTCP); err != nil {
+			return err
+		}
+		cleanup = append(cleanup, s.tcp.close)
+	}
+	if conf.TransportListen != "" {
+		if s.wrapped, err = listenTransport(s, conf.TransportListen); err != nil {
+			return err
+		}
+		cleanup = append(cleanup, s.wrapped.close)
 	}
 	h := &handler{s: s, booted: make(chan struct{})}
-	opts := []gnet.Option{
-		gnet.WithMulticore(true),
-		gnet.WithNumEventLoop(s.cfg.loops()),
-		gnet.WithReusePort(false),
-		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithReadBufferCap(64 << 10),
-		gnet.WithLogger(gnetLogger{s.log}),
-		gnet.WithLoadBalancing(gnet.RoundRobin),
-	}
 	go func() {
-		addrs := []string{"tcp://" + s.cfg.Listen}
-		if s.syslogTCPAddr != nil {
-			addrs = append(addrs, "tcp://"+s.syslogTCPAddr.String())
-		}
-		err := gnet.Rotate(h, addrs, opts...)
-		s.runErr <- err
+		s.runErr <- gnet.Run(h, "tcp://"+conf.Listen,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(conf.loops()),
+			gnet.WithReusePort(false),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithReadBufferCap(64<<10),
+			gnet.WithLogger(gnetLogger{s.log}),
+			gnet.WithLoadBalancing(gnet.RoundRobin),
+		)
 	}()
 	select {
 	case <-h.booted:
@@ -177,147 +213,54 @@ func (s *Server) Start() error {
 		if err == nil {
 			err = errors.New("engine stopped before it booted")
 		}
-		return fmt.Errorf("proxy: cannot listen on %s: %w", s.cfg.Listen, err)
+		return fmt.Errorf("proxy: cannot listen on %s: %w", conf.Listen, err)
 	}
-	addr, err := listenerAddr(s.eng, s.cfg.Listen)
-	if err != nil {
-		_ = s.eng.Stop(context.Background())
-		return fmt.Errorf("proxy: cannot read the bound address of %s: %w", s.cfg.Listen, err)
+	cleanup = append(cleanup, func() { _ = s.eng.Stop(context.Background()); <-s.runErr })
+	if s.addr, err = listenerAddr(s.eng, conf.Listen); err != nil {
+		return fmt.Errorf("proxy: cannot read the bound address of %s: %w", conf.Listen, err)
 	}
-	s.addr = addr
-	if s.syslogTCPAddr != nil {
-		s.log.Info("listening for syslog", "addr", "tcp://"+s.syslogTCPAddr.String())
-	}
-	if s.cfg.SyslogUDP != "" {
-		if err := s.startSyslogUDP(); err != nil {
-			_ = s.eng.Stop(context.Background())
-			<-s.runErr
+	if conf.SyslogUDP != "" {
+		if s.udp, err = startSyslogUDP(s, conf); err != nil {
 			return err
 		}
 	}
 	s.started.Store(true)
 	s.bg.Add(1)
 	go s.ticker()
-	s.log.Info("listening", "addr", addr.String(), "loops", s.cfg.loops(), "inspect", inspectName(s.cfg.Inspect))
+	s.log.Info("listening", "addr", s.addr.String(), "loops", conf.loops(), "inspect", conf.Inspect.String())
 	s.discoverLoops()
+	if s.tcp != nil {
+		s.tcp.start()
+	}
+	if s.wrapped != nil {
+		s.wrapped.start()
+	}
 	return nil
 }
 
-// reservePort resolves addr, and when its port is 0 asks the kernel for a
-// free one (bind, read, close) so that a listener gnet opens later gets a
-// known port.
-func reservePort(network, addr string) (net.Addr, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	if port != "0" {
-		if network == "udp" {
-			return net.ResolveUDPAddr(network, addr)
-		}
-		return net.ResolveTCPAddr(network, addr)
-	}
-	if network == "udp" {
-		pc, err := net.ListenPacket(network, addr)
-		if err != nil {
-			return nil, err
-		}
-		defer pc.Close()
-		return net.ResolveUDPAddr(network, net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)))
-	}
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		return nil, err
-	}
-	defer ln.Close()
-	return net.ResolveTCPAddr(network, net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)))
-}
-
-// listenerAddr reads the bound address from a duplicate of the listener's
-// socket (gnet does not expose it; with port 0 it is the only way to learn
-// the port).
-func listenerAddr(eng gnet.Engine, addr string) (net.Addr, error) {
-	fd, err := eng.DupListener("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	defer syscall.Close(fd)
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		return nil, err
-	}
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}, nil
-	case *syscall.SockaddrInet6:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
-	}
-	return nil, fmt.Errorf("unexpected socket address %T", sa)
-}
-
-// discoverLoops makes sure every event loop has its upstream connections
-// (and so heartbeats and health) before the first agent arrives. gnet hands
-// out loops only through connections, and its round-robin balancer gives
-// consecutive connections consecutive loops, so a few short connections to
-// our own listener reach every loop. A failure here is harmless: a loop
-// also sets itself up when its first agent connects.
-func (s *Server) discoverLoops() {
-	addr := s.addr.(*net.TCPAddr)
-	dial := &net.TCPAddr{IP: addr.IP, Port: addr.Port}
-	if dial.IP == nil || dial.IP.IsUnspecified() {
-		dial.IP = net.IPv4(127, 0, 0, 1)
-	}
-	want := s.cfg.loops()
-	for i := 0; i < 4*want && s.loopCount() < want; i++ {
-		n0 := s.accepted.Load()
-		c, err := net.DialTimeout("tcp", dial.String(), time.Second)
-		if err != nil {
-			s.log.Debug("loop discovery: cannot dial own listener; loops will set up on first agent", "addr", dial.String(), "err", err)
-			return
-		}
-		// Wait until gnet has opened it on a loop, then close it.
-		deadline := time.Now().Add(time.Second)
-		for s.accepted.Load() == n0 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		_ = c.Close()
-	}
-}
-
-func (s *Server) loopCount() int {
+// loopFor returns the state of event loop el, creating it the first time;
+// syslog says it belongs to the syslog engine.
+func (s *Server) loopFor(el gnet.EventLoop, syslog bool) *loop {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.order)
-}
-
-// isSyslogTCP reports whether an accepted connection came in on the TCP
-// syslog listener (the ports differ: Validate sees to it). It asks the
-// socket: gnet reports the listener's configured address as the local
-// one, which says port 0 when the port was picked by the kernel. One
-// system call per accepted connection, not per packet.
-func (s *Server) isSyslogTCP(c gnet.Conn) bool {
-	if s.syslogTCPAddr == nil {
-		return false
+	if lp, ok := s.loops[el]; ok {
+		return lp
 	}
-	sa, err := syscall.Getsockname(c.Fd())
-	if err != nil {
-		return false
+	lp := newLoop(s, el, len(s.order))
+	if syslog {
+		lp.initSyslog()
+		lp.syslog.udp = true
 	}
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return a.Port == s.syslogTCPAddr.Port
-	case *syscall.SockaddrInet6:
-		return a.Port == s.syslogTCPAddr.Port
+	s.loops[el] = lp
+	s.order = append(s.order, lp)
+	ro := make(map[gnet.EventLoop]*loop, len(s.loops))
+	for k, v := range s.loops {
+		ro[k] = v
 	}
-	return false
-}
-
-// SyslogTCPAddr returns the TCP syslog address, or nil when disabled.
-func (s *Server) SyslogTCPAddr() net.Addr {
-	if s.syslogTCPAddr == nil {
-		return nil
-	}
-	return s.syslogTCPAddr
+	s.loopsRO.Store(&ro)
+	s.log.Debug("event loop set up", "loop", lp.idx)
+	lp.reconcile()
+	return lp
 }
 
 // loopFast returns the state of a syslog loop without locking, creating it
@@ -331,63 +274,74 @@ func (s *Server) loopFast(el gnet.EventLoop) *loop {
 	return s.loopFor(el, true)
 }
 
-// loopFor returns the state of event loop el, creating it the first time;
-// syslog says it belongs to the syslog engine.
-func (s *Server) loopFor(el gnet.EventLoop, syslog bool) *loop {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if lp, ok := s.loops[el]; ok {
-		return lp
-	}
-	lp := newLoop(s, el, len(s.order))
-	if syslog {
-		lp.syslog = newSyslogIngest(s)
-		lp.maxBuf = max(lp.maxBuf, s.cfg.SyslogBatchBytes+frame.HeaderSize+64)
-	}
-	s.loops[el] = lp
-	s.order = append(s.order, lp)
-	ro := make(map[gnet.EventLoop]*loop, len(s.loops))
-	for k, v := range s.loops {
-		ro[k] = v
-	}
-	s.loopsRO.Store(&ro)
-	s.log.Debug("event loop set up", "loop", lp.idx)
-	lp.startAll()
-	return lp
-}
-
 func (s *Server) snapshotLoops() []*loop {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]*loop(nil), s.order...)
 }
 
-// timerInterval is how often every loop runs its timers (heartbeats, ack
-// timeouts, redials, queue drain, connection timeouts).
-func (s *Server) timerInterval() time.Duration {
-	return min(max(s.cfg.HeartbeatInterval/5, time.Millisecond), 50*time.Millisecond)
+// nextLoop returns an agent engine loop, round robin, for a connection
+// accepted off the loops (TCP syslog, the transport listener); nil if
+// none is known yet.
+func (s *Server) nextLoop() *loop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range s.order {
+		lp := s.order[s.next%len(s.order)]
+		s.next++
+		if lp.syslog == nil || !lp.syslog.udp {
+			return lp
+		}
+	}
+	return nil
 }
 
-// tickInterval is how often the ticker wakes: the timer interval, or the
-// syslog linger if shorter, for loops with syslog batches open (they
-// close on time).
-func (s *Server) tickInterval() time.Duration {
-	d := s.timerInterval()
-	if (s.cfg.SyslogUDP != "" || s.cfg.SyslogTCP != "") && d > s.cfg.SyslogLinger {
-		d = max(s.cfg.SyslogLinger, time.Millisecond)
+func (s *Server) loopCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.order)
+}
+
+// admitConn takes a place for a new agent connection from ip, or reports
+// that the limits are reached.
+func (s *Server) admitConn(ip netip.Addr, conf *settings) bool {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if conf.MaxConns > 0 && s.conns >= conf.MaxConns {
+		return false
 	}
-	return d
+	if conf.MaxConnsPerIP > 0 && s.perIP[ip] >= conf.MaxConnsPerIP {
+		return false
+	}
+	s.conns++
+	if conf.MaxConnsPerIP > 0 || s.perIP[ip] > 0 {
+		s.perIP[ip]++
+	}
+	return true
+}
+
+func (s *Server) releaseConn(ip netip.Addr) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	s.conns--
+	if n, ok := s.perIP[ip]; ok {
+		if n <= 1 {
+			delete(s.perIP, ip)
+		} else {
+			s.perIP[ip] = n - 1
+		}
+	}
 }
 
 func (s *Server) ticker() {
 	defer s.bg.Done()
-	fast, timers := s.tickInterval(), s.timerInterval()
-	// Every loop runs its timers every timerInterval. While a loop has
+	// Every loop runs its timers every timer interval. While a loop has
 	// syslog batches open the ticker runs at the linger and wakes that
 	// loop too, to close them on time; a loop opening the first batch
 	// signals batchWake. An idle logdist with syslog enabled used to wake
 	// every loop every linger (5 ms): 14% of a core doing nothing.
-	cur := timers
+	conf := s.conf.Load()
+	cur := conf.timer
 	t := time.NewTicker(cur)
 	defer t.Stop()
 	lastAll := time.Now()
@@ -400,6 +354,8 @@ func (s *Server) ticker() {
 			now = time.Now()
 		case now = <-t.C:
 		}
+		conf = s.conf.Load()
+		fast, timers := conf.tick(), conf.timer
 		all := now.Sub(lastAll) >= timers-fast/2
 		if all {
 			lastAll = now
@@ -430,8 +386,8 @@ func (s *Server) ticker() {
 // connection and waits for its goroutines.
 //
 // Syslog input stops when the drain starts: its open batches are sealed
-// and drained like agent packets, and what arrives after that is dropped
-// and counted (logdist_syslog_shutdown_dropped_total), and TCP syslog
+// and drained like agent packets, what arrives after that is dropped and
+// counted (logdist_syslog_shutdown_dropped_total), and TCP syslog
 // connections are closed. Syslog senders get no acknowledgements to resend
 // from, so forwarding new messages would not make them safer; it would only
 // keep packets in flight and hold Stop to the full DrainTimeout under a
@@ -447,13 +403,20 @@ func (s *Server) Stop(ctx context.Context) error {
 
 func (s *Server) stop(ctx context.Context) error {
 	start := time.Now()
+	conf := s.conf.Load()
 	s.draining.Store(true)
 	s.log.Info("draining: sending GOAWAY to agents", "addr", s.addr.String())
+	if s.wrapped != nil {
+		s.wrapped.close()
+	}
+	if s.tcp != nil {
+		s.tcp.close()
+	}
 	for _, lp := range s.snapshotLoops() {
 		lp.exec(lp.goAwayFn)
 	}
 	s.flushSyslog()
-	dctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
+	dctx, cancel := context.WithTimeout(ctx, conf.DrainTimeout)
 	defer cancel()
 	left := s.waitDrained(dctx)
 	if left > 0 {
@@ -466,18 +429,23 @@ func (s *Server) stop(ctx context.Context) error {
 	if rerr := <-s.runErr; rerr != nil && err == nil {
 		err = rerr
 	}
-	if s.udpAddr != nil {
-		if uerr := s.udpEng.Stop(context.Background()); uerr != nil && err == nil {
+	if s.udp != nil {
+		if uerr := s.udp.stop(); uerr != nil && err == nil {
 			err = uerr
 		}
-		if rerr := <-s.udpErr; rerr != nil && err == nil {
-			err = rerr
-		}
 	}
+	// The engines closed their ends of the bridges' socketpairs: the pumps
+	// end by themselves.
 	s.bg.Wait()
+	for _, lp := range s.snapshotLoops() {
+		lp.stopWorker()
+	}
 	var dropped uint64
 	for _, lp := range s.snapshotLoops() {
 		dropped += lp.m.syslogShutdownDropped.Get()
+	}
+	if s.tcp != nil {
+		dropped += s.tcp.shutdownDropped.Load()
 	}
 	if dropped > 0 {
 		s.log.Warn("dropped syslog messages that arrived during the shutdown", "messages", dropped)
@@ -519,10 +487,3 @@ func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...),
 func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...), "from", "gnet") }
 func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "from", "gnet") }
 func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "from", "gnet") }
-
-func inspectName(i Inspect) string {
-	if i == InspectFull {
-		return "full"
-	}
-	return "header"
-}

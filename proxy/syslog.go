@@ -1,15 +1,8 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"fmt"
-	"net"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -19,81 +12,60 @@ import (
 	"github.com/logdist/logdist/internal/syslog"
 )
 
-// UDP syslog ingest.
-//
-// Datagrams arrive on a second gnet engine (UDP forces SO_REUSEPORT and
-// level-triggered mode, which the agent engine should not inherit). Each of
-// its event loops is a loop like the agent loops — its own upstream
-// connections, cursor and queue — so a syslog packet travels exactly like
-// an agent packet. A loop parses each datagram, appends it to the open
-// batch of its sender's IP address, and closes a batch into a DATA packet
-// by count, by size or by age (SyslogLinger). The packet's agent id is
-// "syslog/<sender IP>". UDP senders get no acks: a packet that cannot be
-// queued is dropped and counted, and the kernel's own drops on the socket
-// are exported from /proc/net/udp.
-
-// maxDatagram is the read buffer: larger than any UDP payload (65,507
-// bytes over IPv4), so a datagram is never cut short by logdist.
-const maxDatagram = 64 << 10
+// Syslog batching, shared by UDP datagrams (syslogudp.go) and TCP streams
+// (syslogtcp.go). A loop parses each message, appends it to the open batch
+// of its sender's IP address, and closes a batch into a DATA packet by
+// count, by size or by age (SyslogLinger). The packet's agent id is
+// "syslog/<sender IP>", and it travels exactly like an agent packet. Syslog
+// senders get no acks: a UDP packet that cannot be queued is dropped and
+// counted; a TCP stream is not read while the queue is full.
 
 // syslogIngest is one loop's syslog state. Only that loop touches it.
 type syslogIngest struct {
+	udp     bool // a loop of the UDP engine
 	parser  *syslog.Parser
 	msg     syslog.Message
 	fm      frame.Message
 	batches map[netip.Addr]*syslogBatch
-	free    []*syslogBatch
-	nextID  uint64
-	enc     frame.Encoder
+	// oldest and newest are the ends of the open batches' list, by the
+	// time they opened: the oldest closes first when too many are open.
+	oldest, newest *syslogBatch
+	free           []*syslogBatch
+	nextID         uint64
+	enc            frame.Encoder
 }
 
 type syslogBatch struct {
-	addr    netip.Addr
-	agentID []byte
-	opened  int64
-	b       frame.PacketBuilder
+	addr       netip.Addr
+	agentID    []byte
+	opened     int64
+	prev, next *syslogBatch // in the open list
+	b          frame.PacketBuilder
 }
 
-func newSyslogIngest(s *Server) *syslogIngest {
+// initSyslog gives the loop its syslog state, the first time it takes a
+// syslog message.
+func (lp *loop) initSyslog() {
+	if lp.syslog != nil {
+		return
+	}
 	si := &syslogIngest{
 		parser:  syslog.NewParser(syslog.Config{}),
 		batches: map[netip.Addr]*syslogBatch{},
 		nextID:  uint64(time.Now().UnixNano()),
 	}
 	si.enc.Level = zstd.SpeedFastest
-	return si
-}
-
-// onDatagram handles one datagram on loop lp.
-func (lp *loop) onDatagram(c gnet.Conn) {
-	data, _ := c.Next(-1)
-	m := lp.m
-	m.syslogDatagrams.Inc()
-	m.syslogBytes.Add(len(data))
-	if len(data) >= maxDatagram {
-		m.syslogTruncated.Inc()
-	}
-	if len(data) == 0 {
-		m.syslogEmpty.Inc()
-		return
-	}
-	if lp.s.draining.Load() {
-		m.syslogShutdownDropped.Inc() // see Server.stop
-		return
-	}
-	var addr netip.Addr
-	if ua, ok := c.RemoteAddr().(*net.UDPAddr); ok {
-		addr = ua.AddrPort().Addr().Unmap()
-	}
-	lp.ingestSyslog(data, addr)
-	lp.requestFlush()
+	lp.syslog = si
+	// Syslog loops keep record buffers up to their batch size, which they
+	// fill every time.
+	lp.led.maxBuf = max(lp.led.maxBuf, lp.conf.SyslogBatchBytes+frame.HeaderSize+64)
 }
 
 // ingestSyslog parses one syslog message (a datagram, or one RFC 6587
 // frame from a TCP stream) and appends it to its sender's batch. data is
 // only read during the call.
 func (lp *loop) ingestSyslog(data []byte, addr netip.Addr) {
-	s := lp.s
+	conf := lp.conf
 	si := lp.syslog
 	m := lp.m
 	format := si.parser.Parse(data, &si.msg)
@@ -105,7 +77,7 @@ func (lp *loop) ingestSyslog(data []byte, addr netip.Addr) {
 		fm.Timestamp = lp.wallNow()
 	}
 	fm.Severity, fm.Facility = frame.Severity(sm.Severity), sm.Facility
-	lim := &s.cfg.Limits
+	lim := &conf.Limits
 	fm.Hostname = clipField(sm.Hostname, int(lim.MaxField))
 	fm.App = clipField(sm.App, int(lim.MaxField))
 	fm.Body = sm.Body
@@ -128,7 +100,7 @@ func (lp *loop) ingestSyslog(data []byte, addr netip.Addr) {
 
 	b := si.batches[addr]
 	size := frame.MessageSize(fm)
-	if b != nil && b.b.Len()+size > s.cfg.SyslogBatchBytes {
+	if b != nil && b.b.Len()+size > conf.SyslogBatchBytes {
 		lp.sealBatch(b)
 		b = nil
 	}
@@ -136,22 +108,18 @@ func (lp *loop) ingestSyslog(data []byte, addr netip.Addr) {
 		b = lp.openBatch(addr)
 	}
 	b.b.Add(fm)
-	if int(b.b.Count()) >= s.cfg.SyslogBatchMessages {
+	if int(b.b.Count()) >= conf.SyslogBatchMessages {
 		lp.sealBatch(b)
 	}
 }
 
+// openBatch opens a batch for addr, closing the oldest first if
+// SyslogMaxSenders are open: O(1), as spoofed sources can make every
+// datagram a new sender.
 func (lp *loop) openBatch(addr netip.Addr) *syslogBatch {
 	si := lp.syslog
-	if len(si.batches) >= lp.s.cfg.SyslogMaxSenders {
-		// Too many senders with open batches: close the oldest.
-		var oldest *syslogBatch
-		for _, b := range si.batches {
-			if oldest == nil || b.opened < oldest.opened {
-				oldest = b
-			}
-		}
-		lp.sealBatch(oldest)
+	if len(si.batches) >= lp.conf.SyslogMaxSenders {
+		lp.sealBatch(si.oldest)
 	}
 	var b *syslogBatch
 	if n := len(si.free); n > 0 {
@@ -168,6 +136,13 @@ func (lp *loop) openBatch(addr netip.Addr) *syslogBatch {
 	si.nextID++
 	b.b.Reset(si.nextID, b.agentID, nil)
 	si.batches[addr] = b
+	b.prev, b.next = si.newest, nil
+	if si.newest != nil {
+		si.newest.next = b
+	} else {
+		si.oldest = b
+	}
+	si.newest = b
 	if !lp.batchesOpen.Load() {
 		lp.batchesOpen.Store(true)
 		select {
@@ -182,6 +157,17 @@ func (lp *loop) openBatch(addr netip.Addr) *syslogBatch {
 func (lp *loop) sealBatch(b *syslogBatch) {
 	si := lp.syslog
 	delete(si.batches, b.addr)
+	if b.prev != nil {
+		b.prev.next = b.next
+	} else {
+		si.oldest = b.next
+	}
+	if b.next != nil {
+		b.next.prev = b.prev
+	} else {
+		si.newest = b.prev
+	}
+	b.prev, b.next = nil, nil
 	if len(si.batches) == 0 {
 		lp.batchesOpen.Store(false)
 	}
@@ -194,7 +180,7 @@ func (lp *loop) sealBatch(b *syslogBatch) {
 	}
 	raw := b.b.Raw()
 	r := lp.newRecord(nil, nil, 0, count)
-	if lp.s.cfg.SyslogCompress {
+	if lp.conf.SyslogCompress {
 		r.own = si.enc.AppendCompressed(r.own[:0], 1, count, raw)
 	} else {
 		n := uint32(len(raw))
@@ -209,17 +195,27 @@ func (lp *loop) sealBatch(b *syslogBatch) {
 }
 
 // sealOld closes batches open longer than the linger time (and all of them
-// with all set, at shutdown).
+// with all set, at shutdown). The list is in opening order: it stops at
+// the first batch young enough.
 func (lp *loop) sealOld(now int64, all bool) {
 	if lp.syslog == nil {
 		return
 	}
-	linger := int64(lp.s.cfg.SyslogLinger)
-	for _, b := range lp.syslog.batches {
-		if all || now-b.opened >= linger {
-			lp.sealBatch(b)
+	linger := int64(lp.conf.SyslogLinger)
+	for b := lp.syslog.oldest; b != nil; b = lp.syslog.oldest {
+		if !all && now-b.opened < linger {
+			return
 		}
+		lp.sealBatch(b)
 	}
+}
+
+// syslogQueueFull reports whether the wait queue has no room left for one
+// more syslog batch: TCP syslog is not read past it.
+func (lp *loop) syslogQueueFull() bool {
+	s, conf := lp.s, lp.conf
+	return int(s.queuedPackets.Load()) >= conf.QueueMaxPackets ||
+		s.queuedBytes.Load()+int64(conf.SyslogBatchBytes) > conf.QueueMaxBytes
 }
 
 func clipField(b []byte, n int) []byte {
@@ -229,91 +225,13 @@ func clipField(b []byte, n int) []byte {
 	return b
 }
 
-// startSyslogUDP runs the UDP engine and waits until it is bound.
-func (s *Server) startSyslogUDP() error {
-	// With SO_REUSEPORT each loop binds its own socket: port 0 would give
-	// each a different port. Pick one free port for all.
-	ra, err := reservePort("udp", s.cfg.SyslogUDP)
-	if err != nil {
-		return fmt.Errorf("proxy: cannot listen for syslog on udp %s: %w", s.cfg.SyslogUDP, err)
-	}
-	addr := ra.String()
-	h := &handler{s: s, udp: true, booted: make(chan struct{})}
-	go func() {
-		err := gnet.Run(h, "udp://"+addr,
-			gnet.WithMulticore(true),
-			gnet.WithNumEventLoop(s.cfg.loops()),
-			gnet.WithReusePort(true),
-			gnet.WithReadBufferCap(maxDatagram),
-			gnet.WithSocketRecvBuffer(s.cfg.SyslogRecvBuffer),
-			gnet.WithLogger(gnetLogger{s.log}),
-		)
-		s.udpErr <- err
-	}()
-	select {
-	case <-h.booted:
-	case err := <-s.udpErr:
-		if err == nil {
-			err = errors.New("engine stopped before it booted")
-		}
-		return fmt.Errorf("proxy: cannot listen for syslog on udp %s: %w", addr, err)
-	}
-	ua := ra.(*net.UDPAddr)
-	s.udpAddr = ua
-	s.mset.GetOrCreateGauge("logdist_syslog_kernel_drops_total", s.kernelDrops)
-	s.log.Info("listening for syslog", "addr", "udp://"+ua.String())
-	return nil
-}
-
-// SyslogAddr returns the UDP syslog address, or nil when disabled.
-func (s *Server) SyslogAddr() net.Addr {
-	if s.udpAddr == nil {
-		return nil
-	}
-	return s.udpAddr
-}
-
-// kernelDrops sums the kernel's drop counters of the UDP sockets bound to
-// the syslog port, from /proc/net/udp and /proc/net/udp6 (Linux; 0
-// elsewhere).
-func (s *Server) kernelDrops() float64 {
-	if s.udpAddr == nil {
-		return 0
-	}
-	port := strings.ToUpper(strconv.FormatInt(int64(s.udpAddr.Port), 16))
-	for len(port) < 4 {
-		port = "0" + port
-	}
-	var total float64
-	for _, path := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		f, err := os.Open(path)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			// sl local_address rem_address st ... drops (last field)
-			if len(fields) < 13 || !strings.HasSuffix(fields[1], ":"+port) {
-				continue
-			}
-			if d, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
-				total += d
-			}
-		}
-		f.Close()
-	}
-	return total
-}
-
-// flushSyslog seals every open batch on every syslog loop (at shutdown,
-// before the drain).
+// flushSyslog seals every open batch on every loop (at shutdown, before
+// the drain).
 func (s *Server) flushSyslog() {
 	loops := s.snapshotLoops()
 	done := make(chan struct{}, len(loops))
 	n := 0
 	for _, lp := range loops {
-		n++
 		err := lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			if lp.syslog != nil { // read on the loop: TCP syslog sets it there
 				lp.clock()
@@ -323,14 +241,16 @@ func (s *Server) flushSyslog() {
 			done <- struct{}{}
 			return nil
 		}))
-		if err != nil {
-			n--
+		if err == nil {
+			n++
 		}
 	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
 	for ; n > 0; n-- {
 		select {
 		case <-done:
-		case <-time.After(time.Second):
+		case <-t.C:
 			return
 		}
 	}

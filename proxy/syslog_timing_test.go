@@ -2,9 +2,10 @@ package proxy
 
 import (
 	"fmt"
-	"github.com/logdist/logdist/frame"
 	"net"
 	"testing"
+
+	"github.com/logdist/logdist/frame"
 )
 
 // BenchmarkSyslogDatagram measures the syslog path per datagram on one
@@ -19,11 +20,9 @@ func BenchmarkSyslogDatagram(b *testing.B) {
 	for _, name := range []string{"rfc3164", "rfc5424"} {
 		for _, compress := range []bool{true, false} {
 			b.Run(fmt.Sprintf("%s/compress=%v", name, compress), func(b *testing.B) {
-				h := newHarness(b, 1)
+				h := newHarnessOpts(b, harnessOpts{msgs: 1, caps: frame.CapZstd, edit: func(c *Config) { c.SyslogCompress = compress }})
 				lp := h.lp
-				lp.s.cfg.SyslogCompress = compress
-				lp.syslog = newSyslogIngest(lp.s)
-				lp.maxBuf = lp.s.cfg.SyslogBatchBytes + 1024
+				lp.initSyslog()
 				// 16 distinct datagrams, so compression sees varied text.
 				var dgs [][]byte
 				for i := 0; i < 16; i++ {
@@ -32,8 +31,8 @@ func BenchmarkSyslogDatagram(b *testing.B) {
 				fc := &fakeConn{remote: &net.UDPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 514}}
 				ack := func() {
 					for i, u := range lp.ups {
-						if u.inflight.len() > 0 {
-							h.acks[i] = frame.AppendAck(h.acks[i][:0], u.nextSeq)
+						if u.sess.Unresolved() > 0 {
+							h.acks[i] = frame.AppendAck(h.acks[i][:0], u.sess.Seq())
 							h.ups[i].in = h.acks[i]
 							u.onTraffic(h.ups[i])
 						}

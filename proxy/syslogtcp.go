@@ -2,24 +2,36 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/panjf2000/gnet/v2"
 )
 
-// TCP syslog (RFC 6587) on SyslogTCP: the agent engine's second listener.
-// A connection's messages go through the same parser and per-sender
-// batches as datagrams, on the loop that accepted it. Both framings are
-// accepted, told apart by each frame's first byte as RFC 6587 section 3.4
-// says: a digit starts octet counting ("LEN SP MSG"), anything else is
-// non-transparent framing (MSG LF). Syslog over TCP has no acknowledgement
-// either: gnet keeps reading, so a full queue drops packets (counted) as it
-// does for UDP.
+// TCP syslog (RFC 6587) on SyslogTCP. Each connection is read by a
+// goroutine of its own, off the event loops: it frames the stream (both
+// framings, told apart by each frame's first byte as RFC 6587 section 3.4
+// says: a digit starts octet counting, "LEN SP MSG"; anything else is
+// non-transparent framing, "MSG LF") and hands the messages, a read's
+// worth at a time, to one event loop, which parses and batches them as it
+// does datagrams. When the loop's wait queue has no room for another
+// batch, the loop takes no more and the goroutine stops reading until it
+// has: TCP's flow control slows the sender down, and nothing is dropped
+// (UDP senders, which cannot be slowed, are dropped and counted instead).
+// The goroutine is also where syslog over TLS (RFC 5425) plugs in.
 
 // maxSyslogFrame bounds one TCP syslog message, like a datagram.
 const maxSyslogFrame = maxDatagram
+
+// syslogPause is how long a connection waits before offering messages
+// again to a loop whose queue was full.
+const syslogPause = 20 * time.Millisecond
 
 // Errors that close a TCP syslog connection.
 var (
@@ -68,65 +80,221 @@ func nextSyslogFrame(b []byte, max int) (msg []byte, n int, clipped bool, err er
 	return bytes.TrimSuffix(msg, []byte{'\r'}), lf + 1, clipped, nil
 }
 
-// syslogConn is a TCP syslog connection's state.
-type syslogConn struct {
-	lp   *loop
-	addr netip.Addr
+// syslogTCP is the TCP syslog listener and its connections.
+type syslogTCP struct {
+	s  *Server
+	ln net.Listener
+	wg sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+
+	active                            atomic.Int64
+	messages, bytes, framing, clipped *metrics.Counter
+	paused                            *metrics.Counter
+	shutdownDropped                   atomic.Uint64
+	shutdownDroppedCounter            *metrics.Counter
 }
 
-// openSyslogConn sets up a TCP syslog connection; during shutdown it is
-// closed at once (see Server.stop).
-func (lp *loop) openSyslogConn(c gnet.Conn) gnet.Action {
-	if lp.syslog == nil {
-		lp.syslog = newSyslogIngest(lp.s)
-		lp.maxBuf = max(lp.maxBuf, lp.s.cfg.SyslogBatchBytes+64+64)
+func listenSyslogTCP(s *Server, addr string) (*syslogTCP, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, errors.Join(errors.New("proxy: cannot listen for syslog on tcp "+addr), err)
 	}
-	sc := &syslogConn{lp: lp}
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		sc.addr = ta.AddrPort().Addr().Unmap()
-	}
-	c.SetContext(sc)
-	lp.m.syslogTCPConns.Add(1)
-	if lp.s.draining.Load() {
-		return gnet.Close
-	}
-	return gnet.None
+	t := &syslogTCP{s: s, ln: ln, conns: map[net.Conn]struct{}{}}
+	set := s.mset
+	t.messages = set.GetOrCreateCounter("logdist_syslog_tcp_messages_total")
+	t.bytes = set.GetOrCreateCounter("logdist_syslog_tcp_bytes_total")
+	t.framing = set.GetOrCreateCounter("logdist_syslog_tcp_framing_errors_total")
+	t.clipped = set.GetOrCreateCounter("logdist_syslog_tcp_clipped_total")
+	t.paused = set.GetOrCreateCounter("logdist_syslog_tcp_paused_total")
+	t.shutdownDroppedCounter = set.GetOrCreateCounter("logdist_syslog_tcp_shutdown_dropped_total")
+	set.GetOrCreateGauge("logdist_syslog_tcp_connections", func() float64 { return float64(t.active.Load()) })
+	s.log.Info("listening for syslog", "addr", "tcp://"+ln.Addr().String())
+	return t, nil
 }
 
-func (sc *syslogConn) onTraffic(c gnet.Conn) gnet.Action {
-	lp := sc.lp
-	m := lp.m
-	action := gnet.None
+// SyslogTCPAddr returns the TCP syslog address, or nil when disabled.
+func (s *Server) SyslogTCPAddr() net.Addr {
+	if s.tcp == nil {
+		return nil
+	}
+	return s.tcp.ln.Addr()
+}
+
+func (t *syslogTCP) start() {
+	t.wg.Add(1)
+	go t.accept()
+}
+
+func (t *syslogTCP) accept() {
+	defer t.wg.Done()
+	var backoff time.Duration
 	for {
-		buf, _ := c.Peek(-1)
-		msg, n, clipped, err := nextSyslogFrame(buf, maxSyslogFrame)
+		nc, err := t.ln.Accept()
 		if err != nil {
-			m.syslogTCPFraming.Inc()
-			lp.s.log.Debug("closing syslog TCP connection", "remote", c.RemoteAddr().String(), "err", err)
-			action = gnet.Close
-			break
+			if t.isClosed() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				t.s.log.Warn("cannot accept syslog connection; retrying", "addr", t.ln.Addr().String(), "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			t.s.log.Error("cannot accept syslog connections; listener stopped", "addr", t.ln.Addr().String(), "err", err)
+			return
 		}
-		if n == 0 {
-			break
+		backoff = 0
+		lp := t.s.nextLoop()
+		if lp == nil || !t.track(nc) {
+			nc.Close()
+			continue
 		}
-		if clipped {
-			m.syslogClipped.Inc()
-		}
-		m.syslogTCPMessages.Inc()
-		m.syslogBytes.Add(n)
-		switch {
-		case len(msg) == 0:
-			m.syslogEmpty.Inc()
-		case lp.s.draining.Load():
-			// Shutting down (see Server.stop): count what was read and
-			// close, so the sender queues the rest for its next connection.
-			m.syslogShutdownDropped.Inc()
-			action = gnet.Close
-		default:
-			lp.ingestSyslog(msg, sc.addr)
-		}
-		_, _ = c.Discard(n)
+		go t.serve(nc, lp)
 	}
-	lp.requestFlush()
-	return action
+}
+
+func (t *syslogTCP) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
+func (t *syslogTCP) track(nc net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.conns[nc] = struct{}{}
+	t.wg.Add(1)
+	t.active.Add(1)
+	return true
+}
+
+func (t *syslogTCP) untrack(nc net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, nc)
+	t.mu.Unlock()
+	t.active.Add(-1)
+	t.wg.Done()
+}
+
+// close stops accepting, closes every connection (their senders queue the
+// rest for their next connection) and waits for the goroutines.
+func (t *syslogTCP) close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	t.ln.Close()
+	for nc := range t.conns {
+		nc.Close()
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+}
+
+// serve reads one connection until it ends, handing its messages to lp.
+func (t *syslogTCP) serve(nc net.Conn, lp *loop) {
+	defer t.untrack(nc)
+	defer nc.Close()
+	var addr netip.Addr
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		addr = ta.AddrPort().Addr().Unmap()
+	}
+	buf := make([]byte, 0, 2*maxSyslogFrame)
+	var msgs [][]byte
+	done := make(chan int, 1)
+	for {
+		n, rerr := nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		t.bytes.Add(n)
+		msgs = msgs[:0]
+		off := 0
+		for {
+			msg, k, clipped, err := nextSyslogFrame(buf[off:], maxSyslogFrame)
+			if err != nil {
+				t.framing.Inc()
+				t.s.log.Debug("closing syslog TCP connection", "remote", nc.RemoteAddr().String(), "err", err)
+				rerr = err
+				break
+			}
+			if k == 0 {
+				break
+			}
+			if clipped {
+				t.clipped.Inc()
+			}
+			msgs = append(msgs, msg)
+			off += k
+		}
+		t.messages.Add(len(msgs))
+		if !t.hand(lp, msgs, addr, done) {
+			return
+		}
+		buf = buf[:copy(buf, buf[off:])]
+		if rerr != nil {
+			return
+		}
+	}
+}
+
+// hand gives msgs to the loop, waiting (and not reading) while its queue
+// is full; false when the connection must end (shutdown).
+func (t *syslogTCP) hand(lp *loop, msgs [][]byte, addr netip.Addr, done chan int) bool {
+	for len(msgs) > 0 {
+		rest := msgs
+		err := lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			done <- lp.ingestTCP(rest, addr, t)
+			return nil
+		}))
+		if err != nil {
+			return false // the engine is stopping
+		}
+		msgs = msgs[<-done:]
+		if len(msgs) == 0 {
+			break
+		}
+		t.paused.Inc()
+		time.Sleep(syslogPause) // the queue drains on the loop's timer; nothing to wait on but time
+		if t.isClosed() {
+			t.shutdownDropped.Add(uint64(len(msgs)))
+			t.shutdownDroppedCounter.Add(len(msgs))
+			return false
+		}
+	}
+	return true
+}
+
+// ingestTCP takes messages from a TCP syslog connection, on the loop, and
+// returns how many it took: all of them, or those before the wait queue
+// ran out of room.
+func (lp *loop) ingestTCP(msgs [][]byte, addr netip.Addr, t *syslogTCP) int {
+	lp.initSyslog()
+	lp.clock()
+	defer lp.flush()
+	for i, msg := range msgs {
+		if lp.s.draining.Load() {
+			// Shutting down (see Server.stop): count what was read; the
+			// connection closes and the sender keeps the rest.
+			t.shutdownDropped.Add(uint64(len(msgs) - i))
+			t.shutdownDroppedCounter.Add(len(msgs) - i)
+			return len(msgs)
+		}
+		if lp.syslogQueueFull() {
+			return i
+		}
+		if len(msg) == 0 {
+			lp.m.syslogEmpty.Inc()
+			continue
+		}
+		lp.ingestSyslog(msg, addr)
+	}
+	return len(msgs)
 }

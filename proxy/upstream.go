@@ -14,10 +14,9 @@ import (
 
 	"github.com/logdist/logdist/balancer"
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/internal/iov"
 )
-
-// maxPingsOut bounds the PINGs awaiting a PONG on one connection.
-const maxPingsOut = 16
 
 // iovMax is Linux's IOV_MAX: the most buffers one writev(2) takes.
 const iovMax = 1024
@@ -31,65 +30,53 @@ const (
 	upReady                    // forwarding
 )
 
-// upstream is one loop's connection to one analyzer.
+// noEvent is closeNow's "report nothing to the balancer".
+const noEvent balancer.Event = 255
+
+// upstream is one loop's connection to one analyzer. The protocol is the
+// session's (frame/session): it numbers the DATA, keeps each record until
+// the analyzer answers, checks every answer and hands the record back
+// through the Resolver methods below.
 type upstream struct {
 	lp   *loop
+	st   *analyzerState
 	id   int
+	gen  uint64
 	name string
 	addr string
 
 	c     gnet.Conn
 	state upState
-	// ackedSeq is the analyzer's cumulative ACK; inflight holds sequences
-	// ackedSeq+1 … ackedSeq+inflight.len(), a nil slot being a packet
-	// already settled by BUSY or ERROR.
-	ackedSeq uint64
-	nextSeq  uint64
-	// writtenSeq is the last sequence handed to the socket (or to gnet's
-	// buffer for it): an analyzer cannot answer beyond it. Records after
-	// it are still in iov, and settling one would free memory the next
-	// flush writes.
-	writtenSeq uint64
-	inflight   recordQueue
-	backlog    recordQueue // assigned here, waiting for the window
-	window     int
-	goaway     bool
+	sess  session.Client[*record]
+	// backlog holds packets assigned here while the window is full
+	// (recAssigned); accepting bounds it to one more window.
+	backlog recordQueue
+	window  int
 	// everReady is set once the connection has been ready; see
 	// loop.stillWarming.
 	everReady bool
+	// retiring is set once the analyzer left the registry (reconcile.go).
+	retiring bool
+	retireBy int64
 
 	// acct adds up the packets picked for this analyzer until the loop
 	// publishes them to the balancer.
 	acct upstreamAcct
+	// inflight is what this upstream last added to st.inflight.
+	inflight int64
 
 	iov    [][]byte     // this flush's writes
-	iovecs []unix.Iovec // writevDirect's iovec array
-	ctrl   []byte       // control frames for this flush (HELLO, PING, PONG)
+	iovecs []unix.Iovec // iov.Writev's array
 	dirty  bool
 
 	openedAt int64
-	// Heartbeats: a PING goes out every HeartbeatInterval whether or not
-	// the last was answered, so a hung analyzer is down after
-	// (Fall-1)×interval + timeout. pingSent is the last nonce sent,
-	// pingDone the last answered or counted as missed; pingTimes holds
-	// the send times of the nonces in between.
-	pingSent  uint64
-	pingDone  uint64
-	pingLast  int64
-	pingTimes [maxPingsOut]int64
-	misses    int
-	// lastRx is the coarse time of the last frame from the analyzer. A
-	// PING whose PONG is late is not counted as missed if other frames
-	// (ACKs) arrived after it: the analyzer is busy, not dead — an
-	// analyzer answers PINGs in order, behind the DATA it is processing.
-	lastRx    int64
-	redialAt  int64
-	backoff   time.Duration
-	lastError string
+	misses   int // heartbeats missed in a row
+	redialAt int64
+	backoff  time.Duration
 }
 
-func newUpstream(lp *loop, id int, name, addr string) *upstream {
-	return &upstream{lp: lp, id: id, name: name, addr: addr}
+func newUpstream(lp *loop, st *analyzerState) *upstream {
+	return &upstream{lp: lp, st: st, id: st.id, gen: st.gen, name: st.cfg.Name, addr: st.cfg.Addr}
 }
 
 // accepting reports whether new packets may be assigned here: the
@@ -97,79 +84,128 @@ func newUpstream(lp *loop, id int, name, addr string) *upstream {
 // slow analyzer's overflow goes to the other analyzers, then to the loop's
 // bounded queue, then to BUSY — never to an unbounded backlog.
 func (u *upstream) accepting() bool {
-	return u.state == upReady && !u.goaway && u.inflight.len()+u.backlog.len() < 2*u.window
+	return u.state == upReady && !u.retiring && !u.sess.Draining() && u.sess.Unresolved()+u.backlog.len() < 2*u.window
 }
 
 type upstreamAcct struct{ packets, messages, bytes int }
 
-// account counts r as picked for this analyzer (published by loop.publish).
-func (u *upstream) account(r *record) {
+// take assigns r to this analyzer: it goes out at once if the window has
+// room, else waits in the backlog.
+func (u *upstream) take(r *record) {
 	if u.acct.packets == 0 {
 		u.lp.acctUps = append(u.lp.acctUps, u)
 	}
 	u.acct.packets++
 	u.acct.messages += int(r.msgs)
 	u.acct.bytes += len(r.buf)
-}
-
-func (u *upstream) enqueue(r *record) {
-	if u.state == upReady && u.inflight.len() < u.window && u.backlog.len() == 0 {
+	if u.backlog.len() == 0 && u.sess.CanSend() {
 		u.send(r)
 		return
 	}
+	r.move(recAssigned)
 	u.backlog.push(r)
 }
 
 func (u *upstream) send(r *record) {
-	u.nextSeq++
-	r.useq = u.nextSeq
-	frame.Header(r.buf[:frame.HeaderSize]).SetSeq(r.useq)
-	r.sentAt = u.lp.now
+	lp := u.lp
+	r.move(recInFlight)
+	u.sess.Send(r, r.buf)
+	r.sentAt = lp.now
 	r.stamp = 0
-	if u.lp.m.sampleNow() {
-		r.stamp = u.lp.preciseNow()
+	if lp.m.sampleNow() {
+		r.stamp = lp.preciseNow()
 	}
-	u.inflight.push(r)
 	u.iov = append(u.iov, r.buf)
-	u.lp.markUp(u)
+	lp.markUp(u)
 }
 
 // fill moves backlog packets into the window.
 func (u *upstream) fill() {
-	for u.state == upReady && !u.goaway && u.backlog.len() > 0 && u.inflight.len() < u.window {
+	for u.backlog.len() > 0 && u.state == upReady && u.sess.CanSend() {
 		u.send(u.backlog.pop())
 	}
 }
 
+// The session hands each record back once the analyzer answered for it.
+
+// Acked: the analyzer has the packet; its agent gets its ACK.
+func (u *upstream) Acked(r *record) {
+	lp := u.lp
+	if a := r.agent; a != nil {
+		a.accept(r.aseq)
+	}
+	lp.pend.forwarded++
+	if r.syslog {
+		lp.pend.syslogForwarded += int(r.msgs)
+	}
+	if r.stamp != 0 {
+		lp.m.ackLatency.Update(float64(lp.preciseNow()-r.stamp) / 1e9)
+	}
+	lp.freeRecord(r)
+}
+
+// Busy: the analyzer could not take it now; it goes elsewhere after the
+// retry-after. The delayed queue is FIFO: one long retry-after must not
+// hold the others back for more than the ack timeout.
+func (u *upstream) Busy(r *record, retry time.Duration) {
+	lp := u.lp
+	u.st.m.busy.Inc()
+	r.notBefore = lp.now + min(int64(retry), int64(lp.conf.AckTimeout))
+	r.move(recDelayed)
+	lp.led.delayed.push(r)
+}
+
+// Rejected: the analyzer refused it for good; so does logdist, to its
+// agent, with the analyzer's code.
+func (u *upstream) Rejected(r *record, code frame.Code, reason []byte) {
+	u.st.m.rejected.Inc()
+	if a := r.agent; a != nil {
+		a.resolveError(r.aseq, code, "analyzer "+u.name+" rejected the packet: "+string(reason))
+	}
+	u.lp.freeRecord(r)
+}
+
 func (u *upstream) flush() {
+	ctrl := u.sess.Output() // HELLO's successors: PING, PONG, ERROR
 	if u.c == nil {
-		u.iov, u.ctrl = u.iov[:0], u.ctrl[:0]
+		clear(u.iov)
+		u.iov = u.iov[:0]
 		return
 	}
-	if len(u.ctrl) > 0 {
+	if len(ctrl) > 0 {
 		u.iov = append(u.iov, nil)
 		copy(u.iov[1:], u.iov)
-		u.iov[0] = u.ctrl
+		u.iov[0] = ctrl
 	}
-	if len(u.iov) == 0 {
-		return
+	if len(u.iov) > 0 {
+		bufs := u.iov
+		// Clear before writing: a failed write closes the connection from
+		// inside Writev, and onClose must find an empty batch.
+		u.iov = u.iov[:0]
+		u.write(bufs)
+		clear(bufs)
 	}
-	iov := u.iov
-	// Clear before writing: a failed write closes the connection from
-	// inside Writev, and onClose must find an empty batch.
-	u.iov = u.iov[:0]
-	u.ctrl = u.ctrl[:0]
-	// writev(2) takes at most IOV_MAX (1024) buffers: write in chunks.
-	// Each goes straight to the socket while gnet holds nothing for it
-	// (writevDirect); what the socket does not take, and any error, goes
-	// to gnet, which buffers the rest (and the later chunks behind it) or
-	// closes the connection.
-	for rest := iov; len(rest) > 0 && u.c != nil; {
+	if u.c != nil {
+		// Every DATA sent is now with the socket or gnet's buffer for it:
+		// an answer for one is no longer a lie that could free bytes
+		// still waiting to be written.
+		u.sess.MarkWritten()
+	}
+	u.publishInflight()
+}
+
+// write sends bufs: writev(2) takes at most IOV_MAX buffers, so in
+// chunks, each straight to the socket while gnet holds nothing for it
+// (iov.Writev); what the socket does not take, and any error, goes to
+// gnet, which buffers the rest (and the later chunks behind it) or closes
+// the connection.
+func (u *upstream) write(bufs [][]byte) {
+	for rest := bufs; len(rest) > 0 && u.c != nil; {
 		n := min(len(rest), iovMax)
 		chunk := rest[:n]
 		rest = rest[n:]
 		if fd := u.c.Fd(); fd >= 0 && u.c.OutboundBuffered() == 0 {
-			if chunk = advance(chunk, writevDirect(fd, chunk, &u.iovecs)); len(chunk) == 0 {
+			if chunk = iov.Advance(chunk, iov.Writev(fd, chunk, &u.iovecs)); len(chunk) == 0 {
 				continue
 			}
 		}
@@ -180,29 +216,54 @@ func (u *upstream) flush() {
 			_, err = u.c.Writev(chunk)
 		}
 		if err != nil {
-			u.lastError = err.Error() // gnet has closed the connection
-			break
+			u.st.setError(err.Error()) // gnet has closed the connection
+			return
 		}
 	}
-	if u.c != nil {
-		u.writtenSeq = u.nextSeq
-	}
-	clear(iov)
 }
 
-// dial connects to the analyzer from a goroutine and enrolls the socket on
-// this loop; the loop learns the outcome in onOpen or dialFailed.
+// publishInflight adds this upstream's change in unanswered packets to
+// its analyzer's count (once per wake-up that touched it).
+func (u *upstream) publishInflight() {
+	if n := int64(u.sess.Unresolved() + u.backlog.len()); n != u.inflight {
+		u.st.inflight.Add(n - u.inflight)
+		u.inflight = n
+	}
+}
+
+// report tells the balancer what happened to the connection, unless the
+// analyzer was removed (its ID may be someone else's by now).
+func (u *upstream) report(ev balancer.Event) {
+	if !u.retiring && ev != noEvent {
+		u.lp.s.set.ReportGen(u.id, u.gen, ev)
+	}
+}
+
+// dial connects to the analyzer from a goroutine (through the upstream
+// transport if the analyzer wants TLS) and enrolls the socket on this
+// loop; the loop learns the outcome in onOpen or dialFailed.
 func (u *upstream) dial() {
-	if u.state != upIdle {
+	if u.state != upIdle || u.retiring {
 		return
 	}
 	u.state = upDialing
 	s, lp := u.lp.s, u.lp
+	if lp.el == nil {
+		return // driven by hand in tests
+	}
+	conf := lp.conf
+	wrap := u.st.cfg.TLS
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		d := net.Dialer{Timeout: s.cfg.DialTimeout}
-		conn, err := d.DialContext(s.ctx, "tcp", u.addr)
+		ctx, cancel := context.WithTimeout(s.ctx, conf.DialTimeout)
+		defer cancel()
+		d := net.Dialer{}
+		var conn net.Conn
+		var err error
+		if conn, err = d.DialContext(ctx, "tcp", u.addr); err == nil && wrap {
+			conn, err = s.bridgeDialed(ctx, conn, u.addr)
+		}
 		if err == nil {
 			var ch <-chan gnet.RegisteredResult
 			ch, err = lp.el.Enroll(gnet.NewContext(s.ctx, u), conn)
@@ -229,22 +290,22 @@ func (u *upstream) dialFailed(err error) {
 	lp := u.lp
 	lp.clock()
 	u.state = upIdle
-	u.lastError = err.Error()
-	lp.m.dialFailures.Inc()
-	lp.s.set.Report(u.id, balancer.ConnectFailed)
+	if u.retiring {
+		return
+	}
+	u.st.setError(err.Error())
+	u.st.m.dialFailures.Inc()
+	u.report(balancer.ConnectFailed)
 	u.scheduleRedial()
 	lp.s.log.Debug("cannot connect to analyzer", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "err", err, "retry_in", time.Duration(u.redialAt-lp.now).Round(time.Millisecond))
 }
 
 func (u *upstream) scheduleRedial() {
-	cfg := &u.lp.s.cfg
+	conf := u.lp.conf
 	if u.backoff == 0 {
-		u.backoff = cfg.RedialMin
+		u.backoff = conf.RedialMin
 	} else {
-		u.backoff *= 2
-		if u.backoff > cfg.RedialMax {
-			u.backoff = cfg.RedialMax
-		}
+		u.backoff = min(2*u.backoff, conf.RedialMax)
 	}
 	// Full jitter over the upper half: loops and instances do not redial
 	// in lock step.
@@ -252,40 +313,31 @@ func (u *upstream) scheduleRedial() {
 	u.redialAt = u.lp.now + int64(d)
 }
 
-func (u *upstream) onOpen(c gnet.Conn) []byte {
+func (u *upstream) onOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	lp := u.lp
 	lp.clock()
 	u.c = c
 	u.state = upHandshake
 	u.openedAt = lp.now
-	u.ackedSeq, u.nextSeq, u.writtenSeq, u.goaway, u.misses = 0, 0, 0, false, 0
-	u.pingDone, u.pingLast = u.pingSent, lp.now
-	return frame.AppendHello(nil, &frame.Hello{
-		Caps:     frame.CapZstd,
-		Window:   lp.s.cfg.UpstreamWindow,
-		MaxFrame: 1 << 16,
-		AgentID:  []byte(fmt.Sprintf("%s/loop%d", lp.s.cfg.ServerID, lp.idx)),
-		Software: []byte("logdist"),
-	})
+	u.misses = 0
+	u.sess.Reset(&lp.upCfg, u)
+	if u.retiring {
+		return nil, gnet.Close
+	}
+	return u.sess.AppendHello(nil), gnet.None
 }
-
-var upstreamLimits = func() frame.Limits {
-	l := frame.DefaultLimits()
-	return l
-}()
 
 func (u *upstream) onTraffic(c gnet.Conn) gnet.Action {
 	lp := u.lp
-	u.lastRx = lp.now
 	action := gnet.None
 	for action == gnet.None {
 		hb, _ := c.Peek(frame.HeaderSize)
 		if len(hb) < frame.HeaderSize {
 			break
 		}
-		h, err := frame.ParseHeader(hb, &upstreamLimits)
+		h, err := u.sess.Admit(hb)
 		if err != nil {
-			action = u.fail(fmt.Errorf("analyzer sent a bad frame: %w", err))
+			action = u.ended(c, err)
 			break
 		}
 		n := h.FrameLen()
@@ -296,180 +348,103 @@ func (u *upstream) onTraffic(c gnet.Conn) gnet.Action {
 		h = frame.Header(fb[:frame.HeaderSize])
 		payload := fb[frame.HeaderSize:]
 		if err := h.Check(payload); err != nil {
-			action = u.fail(fmt.Errorf("analyzer sent a bad frame: %w", err))
+			u.sess.Fatal(frame.CodeBadChecksum, err.Error())
+			action = u.ended(c, fmt.Errorf("analyzer sent a bad frame: %w", err))
 			break
 		}
-		action = u.handle(h, payload)
+		if h.Type() == frame.TypeAck {
+			u.warm(h.Seq())
+		}
+		ev, err := u.sess.Handle(h, payload, lp.now)
 		_, _ = c.Discard(n)
+		if err != nil {
+			action = u.ended(c, err)
+			break
+		}
+		action = u.event(ev)
+		if action == gnet.None && u.sess.Done() {
+			action = gnet.Close // drained after GOAWAY: nothing left in flight
+		}
 	}
 	u.fill()
+	u.publishInflight()
 	lp.requestFlush()
 	return action
 }
 
-func (u *upstream) handle(h frame.Header, payload []byte) gnet.Action {
+// warm loads the first cache line of every record an ACK up to seq
+// settles. They were last touched when they were sent, milliseconds ago,
+// and other processes have run on the core since: a tight first pass of
+// independent loads lets the CPU wait for all of them at once, instead of
+// one at a time behind the bookkeeping of the one before.
+func (u *upstream) warm(seq uint64) {
+	n := u.sess.Covers(seq)
+	var touch uint64
+	for i := 0; i < n; i++ {
+		if r, live := u.sess.Peek(i); live && r.agent != nil {
+			touch++
+		}
+	}
+	u.lp.touch += touch
+}
+
+// event acts on what the session made of a frame.
+func (u *upstream) event(ev session.Event) gnet.Action {
 	lp := u.lp
-	switch h.Type() {
-	case frame.TypeWelcome:
-		if u.state != upHandshake {
-			return u.fail(errors.New("analyzer sent WELCOME twice"))
+	switch ev {
+	case session.EvWelcome:
+		if u.sess.Granted()&frame.CapZstd == 0 {
+			return u.refuse("analyzer does not accept zstd payloads; logdist forwards them as they came")
 		}
-		var w frame.Welcome
-		if err := frame.DecodeWelcome(payload, &w); err != nil {
-			return u.fail(fmt.Errorf("analyzer sent a bad WELCOME: %w", err))
-		}
-		if w.Caps&frame.CapZstd == 0 {
-			return u.fail(errors.New("analyzer does not accept zstd payloads; logdist forwards them as they came"))
-		}
-		if w.MaxFrame < lp.s.cfg.Limits.MaxFrame {
+		if u.sess.MaxFrame() < lp.conf.Limits.MaxFrame {
 			// Forwarding a frame it cannot take would make it close the
 			// connection, and the packet would take down every analyzer
 			// in turn: refuse the analyzer, loudly, instead.
-			return u.fail(fmt.Errorf("analyzer accepts frames up to %d bytes, below logdist's --max-frame %d; raise its max frame or lower logdist's", w.MaxFrame, lp.s.cfg.Limits.MaxFrame))
+			return u.refuse(fmt.Sprintf("analyzer accepts frames up to %d bytes, below logdist's --max-frame %d; raise its max frame or lower logdist's", u.sess.MaxFrame(), lp.conf.Limits.MaxFrame))
 		}
-		u.window = int(min(w.Window, lp.s.cfg.UpstreamWindow))
+		u.window = u.sess.Window()
 		u.state = upReady
 		u.everReady = true
-		lp.s.readyConns[u.id].Add(1)
+		u.st.ready.Add(1)
 		u.backoff = 0
-		u.lastError = ""
-		lp.s.set.Report(u.id, balancer.Connected)
+		u.st.clearError()
+		u.report(balancer.Connected)
 		lp.s.log.Debug("connected to analyzer", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "window", u.window)
 		u.fill()
 		lp.drainWaiting()
-	case frame.TypeAck:
-		if h.Seq() > u.writtenSeq {
-			return u.fail(fmt.Errorf("analyzer acknowledged sequence %d, beyond the %d sent", h.Seq(), u.writtenSeq))
-		}
-		u.ack(h.Seq())
-		if u.skipSettled() {
-			return gnet.Close // drained after GOAWAY (see skipSettled)
-		}
-	case frame.TypePong:
-		if n := h.Seq(); n > u.pingDone && n <= u.pingSent {
-			lp.m.heartbeatRTT.Update(float64(lp.clock()-u.pingTimes[n%maxPingsOut]) / 1e9)
-			u.pingDone = n
-			u.misses = 0
-			lp.s.set.Report(u.id, balancer.HeartbeatOK)
-		}
-	case frame.TypePing:
-		u.ctrl = frame.AppendPong(u.ctrl, h.Seq())
-		lp.markUp(u)
-	case frame.TypeBusy:
-		if h.Seq() > u.writtenSeq {
-			return u.fail(fmt.Errorf("analyzer answered BUSY to sequence %d, beyond the %d sent", h.Seq(), u.writtenSeq))
-		}
-		ms, _ := frame.DecodeBusy(payload)
-		if r := u.settle(h.Seq()); r != nil {
-			lp.m.upstreamBusy.Inc()
-			// The delayed queue is FIFO: one long retry-after must not hold
-			// the others back for more than the ack timeout.
-			r.notBefore = lp.now + min(int64(ms)*int64(time.Millisecond), int64(lp.s.cfg.AckTimeout))
-			lp.delayed.push(r)
-		}
-		if u.skipSettled() {
-			return gnet.Close
-		}
-	case frame.TypeError:
-		code, reason, _ := frame.DecodeReason(payload)
-		if h.Seq() == 0 || code.Fatal() {
-			// A connection code is fatal whatever the sequence (PROTOCOL.md
-			// 9): what was in flight is re-dispatched, not rejected.
-			return u.fail(fmt.Errorf("analyzer closed the connection: %s: %s", code, reason))
-		}
-		if h.Seq() > u.writtenSeq {
-			return u.fail(fmt.Errorf("analyzer rejected sequence %d, beyond the %d sent", h.Seq(), u.writtenSeq))
-		}
-		if r := u.settle(h.Seq()); r != nil {
-			lp.m.upstreamRejected.Inc()
-			if a := r.agent; a != nil {
-				a.resolveError(r.aseq, code, "analyzer "+u.name+" rejected the packet: "+string(reason))
-			}
-			lp.freeRecord(r)
-		}
-		if u.skipSettled() {
-			return gnet.Close
-		}
-	case frame.TypeGoAway:
-		u.goaway = true
-		lp.s.log.Info("analyzer is draining (GOAWAY)", "analyzer", u.name, "addr", u.addr, "loop", lp.idx)
+	case session.EvPong:
+		u.st.m.heartbeatRTT.Update(u.sess.RTT().Seconds())
+		u.misses = 0
+		u.report(balancer.HeartbeatOK)
+	case session.EvPing:
+		lp.markUp(u) // the PONG
+	case session.EvGoAway:
+		code, why := u.sess.GoAway()
+		lp.s.log.Info("analyzer is draining (GOAWAY)", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "code", code.String(), "reason", string(why))
 		for u.backlog.len() > 0 {
-			lp.redo = append(lp.redo, u.backlog.pop())
+			lp.toRedo(u.backlog.pop())
 		}
-		if u.skipSettled() {
-			return gnet.Close
-		}
-	default:
-		return u.fail(fmt.Errorf("analyzer sent %s, which only agents send", h.Type()))
 	}
 	return gnet.None
 }
 
-// ack settles every in-flight packet up to seq and acks them to agents.
-func (u *upstream) ack(seq uint64) {
-	lp := u.lp
-	// The records were last touched when they were sent, milliseconds ago,
-	// and other processes have run on the core since: they are out of its
-	// caches. A tight first pass of independent loads lets the CPU wait for
-	// all their first cache lines (record's layout) at once, instead of one
-	// at a time, each behind the bookkeeping of the one before.
-	n := min(seq-u.ackedSeq, uint64(u.inflight.len()))
-	var touch uint64
-	for i := 0; i < int(n); i++ {
-		if r := u.inflight.at(i); r != nil && r.agent != nil {
-			touch++
-		}
-	}
-	lp.touch += touch
-	for u.ackedSeq < seq && u.inflight.len() > 0 {
-		r := u.inflight.pop()
-		u.ackedSeq++
-		if r == nil {
-			continue
-		}
-		if a := r.agent; a != nil {
-			a.accept(r.aseq)
-		}
-		lp.pend.forwarded++
-		if r.syslog {
-			lp.pend.syslogForwarded += int(r.msgs)
-		}
-		if r.stamp != 0 {
-			lp.m.ackLatency.Update(float64(lp.preciseNow()-r.stamp) / 1e9)
-		}
-		lp.freeRecord(r)
-	}
+// refuse ends a handshake with an analyzer logdist cannot use.
+func (u *upstream) refuse(why string) gnet.Action {
+	u.sess.Fatal(frame.CodeBadHandshake, why)
+	return u.ended(u.c, errors.New(why))
 }
 
-// skipSettled moves the window past settled (nil) slots at its head — an
-// analyzer need not ACK a sequence it answered with BUSY or ERROR — and
-// reports whether a draining connection has nothing left in flight.
-func (u *upstream) skipSettled() bool {
-	for u.inflight.len() > 0 && u.inflight.peek() == nil {
-		u.inflight.pop()
-		u.ackedSeq++
+// ended closes the connection after an error: the session's ERROR, if it
+// queued one (the analyzer broke the protocol), goes out first.
+func (u *upstream) ended(c gnet.Conn, err error) gnet.Action {
+	if out := u.sess.Output(); len(out) > 0 && c != nil {
+		_, _ = c.Write(out)
 	}
-	return u.goaway && u.inflight.len() == 0
-}
-
-// settle takes the in-flight packet with sequence seq out of the window
-// (BUSY or packet ERROR) and returns it, or nil if there is none.
-func (u *upstream) settle(seq uint64) *record {
-	if seq <= u.ackedSeq {
-		return nil
+	var refused *session.Refused
+	if errors.As(err, &refused) {
+		u.report(balancer.ConnectFailed)
 	}
-	i := int(seq - u.ackedSeq - 1)
-	if i >= u.inflight.len() {
-		return nil
-	}
-	r := u.inflight.at(i)
-	u.inflight.set(i, nil)
-	return r
-}
-
-// fail logs why the connection is being closed and closes it.
-func (u *upstream) fail(err error) gnet.Action {
-	u.lastError = err.Error()
+	u.st.setError(err.Error())
 	u.lp.s.log.Warn("closing analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", u.lp.idx, "err", err)
 	return gnet.Close
 }
@@ -480,33 +455,37 @@ func (u *upstream) onClose(err error) {
 	lp := u.lp
 	lp.clock()
 	wasReady := u.state == upReady
+	draining := u.sess.Draining()
 	u.c = nil
 	u.state = upIdle
-	u.iov, u.ctrl = u.iov[:0], u.ctrl[:0]
-	for u.inflight.len() > 0 {
-		if r := u.inflight.pop(); r != nil {
-			lp.redo = append(lp.redo, r)
-		}
-	}
+	clear(u.iov)
+	u.iov = u.iov[:0]
+	n := 0
+	u.sess.TakeUnresolved(func(r *record) { lp.toRedo(r); n++ })
+	u.sess.Close()
 	for u.backlog.len() > 0 {
-		lp.redo = append(lp.redo, u.backlog.pop())
+		lp.toRedo(u.backlog.pop())
+		n++
 	}
+	u.publishInflight()
 	if err != nil {
-		u.lastError = err.Error()
+		u.st.setError(err.Error())
 	}
 	if wasReady {
-		lp.s.readyConns[u.id].Add(-1)
-		lp.m.upstreamLost.Inc()
+		u.st.ready.Add(-1)
+		u.st.m.lost.Inc()
 		lvl := slog.LevelWarn
-		if lp.s.ctx.Err() != nil {
-			lvl = slog.LevelDebug // shutting down: expected
+		if lp.s.ctx.Err() != nil || u.retiring || draining {
+			lvl = slog.LevelDebug // shutting down, removed or drained: expected
 		}
-		lp.s.log.Log(lp.s.ctx, lvl, "lost analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "err", err, "redispatching", len(lp.redo))
+		lp.s.log.Log(lp.s.ctx, lvl, "lost analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "err", err, "redispatching", n)
 	}
-	if (!lp.s.draining.Load() && !u.goaway) || len(lp.redo) > 0 {
-		lp.s.set.Report(u.id, balancer.WriteError)
+	if (!lp.s.draining.Load() && !draining) || n > 0 {
+		u.report(balancer.WriteError)
 	}
-	u.scheduleRedial()
+	if !u.retiring {
+		u.scheduleRedial()
+	}
 	// Re-dispatch now, not at the next tick: packets should not wait.
 	lp.flush()
 }
@@ -514,57 +493,51 @@ func (u *upstream) onClose(err error) {
 // tick runs heartbeats, ack timeouts and redials.
 func (u *upstream) tick(now int64) {
 	lp := u.lp
-	cfg := &lp.s.cfg
+	conf := lp.conf
 	switch u.state {
 	case upIdle:
-		if now >= u.redialAt && lp.s.ctx.Err() == nil && lp.s.set.AllowProbe(u.id) {
+		if !u.retiring && now >= u.redialAt && lp.s.ctx.Err() == nil && lp.s.set.AllowProbeGen(u.id, u.gen) {
 			u.dial()
 		}
 	case upHandshake:
-		if now-u.openedAt > int64(cfg.DialTimeout+cfg.HeartbeatTimeout) {
+		if now-u.openedAt > int64(conf.DialTimeout+conf.HeartbeatTimeout) {
 			u.closeNow(balancer.ConnectFailed, "no WELCOME from analyzer in time")
 		}
 	case upReady:
-		for u.pingDone < u.pingSent && now-u.pingTimes[(u.pingDone+1)%maxPingsOut] > int64(cfg.HeartbeatTimeout) {
-			u.pingDone++
-			if u.lastRx >= u.pingTimes[u.pingDone%maxPingsOut] {
-				continue // late behind data, but the analyzer is talking
+		// A PING goes out every interval whether or not the last was
+		// answered, so a hung analyzer is down after (Fall-1)×interval +
+		// timeout; a late PONG behind other frames is not a miss (the
+		// session tells).
+		if missed := u.sess.Missed(now, int64(conf.HeartbeatTimeout)); missed > 0 {
+			u.misses += missed
+			u.st.m.heartbeatsMissed.Add(missed)
+			for i := 0; i < missed; i++ {
+				u.report(balancer.HeartbeatMissed)
 			}
-			u.misses++
-			lp.m.heartbeatMissed.Inc()
-			lp.s.set.Report(u.id, balancer.HeartbeatMissed)
-			if u.misses >= cfg.Balancer.Fall {
+			if u.misses >= lp.s.set.Config().Fall {
 				u.closeNow(balancer.HeartbeatMissed, fmt.Sprintf("%d heartbeats missed in a row", u.misses))
 				return
 			}
 		}
-		if now-u.pingLast >= int64(cfg.HeartbeatInterval) && u.pingSent-u.pingDone < maxPingsOut {
-			u.pingSent++
-			u.pingTimes[u.pingSent%maxPingsOut] = now
-			u.pingLast = now
-			u.ctrl = frame.AppendPing(u.ctrl, u.pingSent)
+		if now-u.sess.LastPing() >= int64(conf.HeartbeatInterval) && u.sess.AppendPing(now) {
 			lp.markUp(u)
 		}
-		if u.inflight.len() > 0 {
-			// The oldest unsettled packet is the first non-nil slot.
-			for i := 0; i < u.inflight.len(); i++ {
-				if r := u.inflight.at(i); r != nil {
-					if now-r.sentAt > int64(cfg.AckTimeout) {
-						lp.m.ackTimeouts.Inc()
-						u.closeNow(balancer.AckTimeout, "packet not acknowledged within the ack timeout")
-					}
-					break
-				}
-			}
+		if r, ok := u.sess.Oldest(); ok && now-r.sentAt > int64(conf.AckTimeout) {
+			u.st.m.ackTimeouts.Inc()
+			u.closeNow(balancer.AckTimeout, "packet not acknowledged within the ack timeout")
 		}
 	}
 }
 
+// closeNow closes the connection for why, reporting ev to the balancer
+// (noEvent: nothing).
 func (u *upstream) closeNow(ev balancer.Event, why string) {
-	u.lp.s.set.Report(u.id, ev)
-	u.lastError = why
-	u.lp.s.log.Warn("closing analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", u.lp.idx, "reason", why)
-	if u.c != nil {
+	u.report(ev)
+	if !u.retiring {
+		u.st.setError(why)
+		u.lp.s.log.Warn("closing analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", u.lp.idx, "reason", why)
+	}
+	if u.c != nil && u.lp.el != nil {
 		_ = u.lp.el.Close(u.c)
 	}
 }

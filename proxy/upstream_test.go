@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"testing"
 
 	"github.com/panjf2000/gnet/v2"
@@ -21,7 +22,7 @@ func TestAnalyzerFatalCodeWithSequence(t *testing.T) {
 		t.Fatal("setup: no analyzer holds sequence 1")
 	}
 	u := h.lp.ups[i]
-	h.ups[i].in = frame.AppendError(nil, u.nextSeq, frame.CodeWindowExceeded, "you sent too much")
+	h.ups[i].in = frame.AppendError(nil, u.sess.Seq(), frame.CodeWindowExceeded, "you sent too much")
 	if action := u.onTraffic(h.ups[i]); action != gnet.Close {
 		t.Fatalf("analyzer connection kept (action %v) after ERROR window_exceeded with a sequence", action)
 	}
@@ -51,18 +52,18 @@ func TestGoAwayTrailingBusyCloses(t *testing.T) {
 	}
 	i := h.holder(1)
 	u := h.lp.ups[i]
-	if u.inflight.len() < 2 {
-		t.Fatalf("setup: the analyzer holds %d packets", u.inflight.len())
+	if u.sess.Unresolved() < 2 {
+		t.Fatalf("setup: the analyzer holds %d packets", u.sess.Unresolved())
 	}
 	cc := &closeCounter{fakeConn: h.ups[i]}
 	u.c = cc
-	last := u.nextSeq
+	last := u.sess.Seq()
 	in := frame.AppendGoAway(nil, frame.CodeShutdown, "draining")
 	in = frame.AppendBusy(in, last, 0)
 	in = frame.AppendAck(in, last-1)
 	cc.in = in
 	if action := u.onTraffic(cc); action != gnet.Close && cc.closes == 0 {
-		t.Fatalf("GOAWAY connection with nothing in flight left open (in flight %d)", u.inflight.len())
+		t.Fatalf("GOAWAY connection with nothing in flight left open (in flight %d)", u.sess.Unresolved())
 	}
 }
 
@@ -75,22 +76,28 @@ func TestAnswerBeyondWrittenIsViolation(t *testing.T) {
 		t.Run(answer, func(t *testing.T) {
 			h := newHarness(t, 1)
 			h.ac.keep = true
+			// The loop's flush waits for the end of the wake-up: the packet
+			// stays in its upstream's batch, unwritten.
+			el := &fakeEventLoop{tasks: make(chan gnet.Runnable, 64)}
+			h.lp.el = el
 			h.send()
 			i := h.holder(1)
 			u := h.lp.ups[i]
-			u.writtenSeq = u.nextSeq - 1 // as if the packet were still in u.iov
 			var in []byte
 			switch answer {
 			case "ack":
-				in = frame.AppendAck(nil, u.nextSeq)
+				in = frame.AppendAck(nil, u.sess.Seq())
 			case "busy":
-				in = frame.AppendBusy(nil, u.nextSeq, 0)
+				in = frame.AppendBusy(nil, u.sess.Seq(), 0)
 			case "error":
-				in = frame.AppendError(nil, u.nextSeq, frame.CodeMalformed, "no")
+				in = frame.AppendError(nil, u.sess.Seq(), frame.CodeMalformed, "no")
 			}
 			h.ups[i].in = in
 			if action := u.onTraffic(h.ups[i]); action != gnet.Close {
 				t.Fatalf("%s of an unwritten packet accepted (action %v)", answer, action)
+			}
+			for len(el.tasks) > 0 {
+				(<-el.tasks).Run(context.Background())
 			}
 			m := &agentModel{t: t, resolved: map[uint64]string{}}
 			m.read(h.ac.out, 1)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/logdist/logdist/admin"
 	"github.com/logdist/logdist/balancer"
 	"github.com/logdist/logdist/internal/cli"
 	"github.com/logdist/logdist/proxy"
@@ -29,7 +30,7 @@ func main() {
 }
 
 func run(args []string) int {
-	cfg, admin, pprofOn, log, err := parseFlags(args)
+	cfg, adminAddr, pprofOn, log, err := parseFlags(args)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -42,10 +43,10 @@ func run(args []string) int {
 		return 2
 	}
 	var adminLn net.Listener
-	if admin != "" {
-		adminLn, err = net.Listen("tcp", admin)
+	if adminAddr != "" {
+		adminLn, err = net.Listen("tcp", adminAddr)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "logdist: cannot listen on admin address %s: %v\n", admin, err)
+			fmt.Fprintf(os.Stderr, "logdist: cannot listen on admin address %s: %v\n", adminAddr, err)
 			return 2
 		}
 	}
@@ -66,10 +67,10 @@ func run(args []string) int {
 	}
 	var hs *http.Server
 	if adminLn != nil {
-		hs = &http.Server{Handler: srv.AdminHandler(pprofOn), ReadHeaderTimeout: 5 * time.Second}
+		hs = &http.Server{Handler: admin.New(admin.Config{Server: srv, Pprof: pprofOn}), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := hs.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("admin server failed", "addr", admin, "err", err)
+				log.Error("admin server failed", "addr", adminAddr, "err", err)
 			}
 		}()
 		log.Info("admin API listening", "addr", adminLn.Addr().String(), "url", "http://"+adminLn.Addr().String()+"/api/v1/analyzers")
@@ -123,7 +124,7 @@ func parseFlags(args []string) (proxy.Config, string, bool, *slog.Logger, error)
 		analyzers []string
 		balance   = "swrr"
 		inspect   = "header"
-		admin     = "127.0.0.1:7480"
+		adminAddr = "127.0.0.1:7480"
 		logFormat = "text"
 		logLevel  = "info"
 		maxFrame  = int(cfg.Limits.MaxFrame)
@@ -132,7 +133,7 @@ func parseFlags(args []string) (proxy.Config, string, bool, *slog.Logger, error)
 		pprofOn   bool
 	)
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "TCP address agents connect to")
-	fs.StringVar(&admin, "admin", admin, "HTTP address of the admin API (/healthz, /metrics, /api/v1/analyzers); empty disables it")
+	fs.StringVar(&adminAddr, "admin", adminAddr, "HTTP address of the admin API (/healthz, /metrics, /api/v1/analyzers); empty disables it")
 	fs.StringArrayVar(&analyzers, "analyzer", nil, "an analyzer as name=NAME,addr=HOST:PORT,weight=W (repeat the flag for each analyzer)")
 	fs.StringVar(&balance, "balance", balance, "picking strategy: swrr (exact smooth weighted round robin), random (weighted random), hash (sticky by agent id)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often each analyzer connection sends PING")
@@ -196,7 +197,7 @@ func parseFlags(args []string) (proxy.Config, string, bool, *slog.Logger, error)
 		}
 		cfg.Analyzers = append(cfg.Analyzers, ac)
 	}
-	return cfg, admin, pprofOn, log, nil
+	return cfg, adminAddr, pprofOn, log, nil
 }
 
 // parseAnalyzer parses name=a1,addr=127.0.0.1:7501,weight=0.4.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/client"
+	"github.com/logdist/logdist/proxy/status"
 )
 
 func TestMain(m *testing.M) {
@@ -59,15 +60,8 @@ func (a *analyzerProc) stats(t *testing.T) analyzerStats {
 	return s
 }
 
-type analyzerRow struct {
-	Name            string  `json:"name"`
-	Weight          float64 `json:"weight"`
-	EffectiveWeight float64 `json:"effective_weight"`
-	Healthy         bool    `json:"healthy"`
-	Connections     int     `json:"connections"`
-	Packets         uint64  `json:"packets"`
-	Share           float64 `json:"share"`
-}
+// analyzerRow is one row of logdist's GET /api/v1/analyzers.
+type analyzerRow = status.Analyzer
 
 type cluster struct {
 	t         *testing.T

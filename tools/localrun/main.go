@@ -26,6 +26,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/client"
+	"github.com/logdist/logdist/proxy/status"
 )
 
 func main() {
@@ -191,15 +192,7 @@ func burst(addr string, packets, msgs int) error {
 }
 
 func printTable(api string, stats []string) error {
-	var rows []struct {
-		Name            string  `json:"name"`
-		Addr            string  `json:"addr"`
-		Weight          float64 `json:"weight"`
-		EffectiveWeight float64 `json:"effective_weight"`
-		Healthy         bool    `json:"healthy"`
-		Packets         uint64  `json:"packets"`
-		Share           float64 `json:"share"`
-	}
+	var rows []status.Analyzer
 	if err := getJSON(api, &rows); err != nil {
 		return err
 	}

@@ -1,6 +1,9 @@
-package proxy
+// Package arena holds the bytes of one event loop's in-flight packets:
+// frames are copied one after another into large chunks (a bump pointer),
+// and a chunk is reused once every frame in it has been freed.
+package arena
 
-// arena holds the bytes of one loop's in-flight packets. Frames are copied
+// Arena holds the bytes of one loop's in-flight packets. Frames are copied
 // one after another into large chunks (a bump pointer), and a chunk is
 // reused once every frame in it has been freed.
 //
@@ -16,37 +19,42 @@ package proxy
 // A frame that lives long (queued while every analyzer is down, or held by
 // a slow analyzer) pins its chunk until it is freed, so the arena is
 // bounded (maxChunks); past the bound, and for frames larger than
-// maxArenaFrame, records get a buffer of their own as before. Memory is
-// therefore at most maxChunks × chunkSize per loop on top of the bounded
+// MaxFrame, records get a buffer of their own as before. Memory is
+// therefore at most maxChunks × ChunkSize per loop on top of the bounded
 // per-record buffers.
-type arena struct {
-	cur       *chunk
-	spare     []*chunk // empty chunks ready for reuse
-	chunks    int      // chunks allocated: in use, current or spare
-	maxChunks int
+type Arena struct {
+	cur    *Chunk
+	spare  []*Chunk // empty chunks ready for reuse
+	chunks int      // chunks allocated: in use, current or spare
+	// MaxChunks bounds the chunks allocated; past it Alloc refuses.
+	MaxChunks int
 }
 
-type chunk struct {
+// Chunk is one block of frames; Alloc returns the one a frame is in,
+// for Free.
+type Chunk struct {
 	buf  []byte
 	off  int // bytes handed out
 	live int // frames handed out and not yet freed
 }
 
 const (
-	chunkSize     = 1 << 20
-	maxArenaFrame = 64 << 10
+	ChunkSize = 1 << 20
+	// MaxFrame is the largest frame the arena takes; larger ones get a
+	// buffer of their own.
+	MaxFrame = 64 << 10
 	// keepSpare is how many empty chunks a loop keeps beyond the one it is
 	// filling; more are left to the garbage collector, so a burst does not
 	// hold its peak memory for ever.
 	keepSpare = 4
-	// defaultArenaChunks bounds each loop's arena: 64 MiB.
-	defaultArenaChunks = 64
+	// DefaultChunks bounds each loop's arena: 64 MiB.
+	DefaultChunks = 64
 )
 
-// alloc returns n bytes of the current chunk and the chunk, or nil if the
+// Alloc returns n bytes of the current chunk and the chunk, or nil if the
 // arena is at its bound (or n is too large for it).
-func (a *arena) alloc(n int) ([]byte, *chunk) {
-	if n == 0 || n > maxArenaFrame {
+func (a *Arena) Alloc(n int) ([]byte, *Chunk) {
+	if n == 0 || n > MaxFrame {
 		return nil, nil
 	}
 	c := a.cur
@@ -63,29 +71,29 @@ func (a *arena) alloc(n int) ([]byte, *chunk) {
 
 // next makes a chunk with room the current one: the current one again if
 // it is already empty, else a spare, else a new one within the bound.
-func (a *arena) next() *chunk {
+func (a *Arena) next() *Chunk {
 	if c := a.cur; c != nil && c.live == 0 {
 		c.off = 0
 		return c
 	}
-	var c *chunk
+	var c *Chunk
 	switch n := len(a.spare); {
 	case n > 0:
 		c = a.spare[n-1]
 		a.spare[n-1] = nil
 		a.spare = a.spare[:n-1]
-	case a.chunks < a.maxChunks:
-		c = &chunk{buf: make([]byte, chunkSize)}
+	case a.chunks < a.MaxChunks:
+		c = &Chunk{buf: make([]byte, ChunkSize)}
 		a.chunks++
 	default:
 		return nil
 	}
-	a.cur = c // the old current chunk is recycled by free when it empties
+	a.cur = c // the old current chunk is recycled by Free when it empties
 	return c
 }
 
-// free returns one frame's bytes to chunk c.
-func (a *arena) free(c *chunk) {
+// Free returns one frame's bytes to chunk c.
+func (a *Arena) Free(c *Chunk) {
 	c.live--
 	if c.live > 0 || c == a.cur {
 		return

@@ -1,4 +1,4 @@
-package proxy
+package iov
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ func socketPair(t *testing.T) (w, r int) {
 }
 
 // TestWritevDirectPartialWrites writes many buffers through a socket
-// that takes a few KiB at a time: writevDirect and advance must hand
+// that takes a few KiB at a time: Writev and advance must hand
 // over every byte once, in order, whatever the split.
 func TestWritevDirectPartialWrites(t *testing.T) {
 	w, r := socketPair(t)
@@ -53,14 +53,14 @@ func TestWritevDirectPartialWrites(t *testing.T) {
 		for _, b := range rest {
 			total += len(b)
 		}
-		n := writevDirect(w, rest, &iovs)
+		n := Writev(w, rest, &iovs)
 		switch {
 		case n == 0:
 			stalls++ // the socket is full (EAGAIN): drain a little
 		case n < total:
 			partial++
 		}
-		rest = advance(rest, n)
+		rest = Advance(rest, n)
 		if k, err := unix.Read(r, rb); err == nil {
 			got = append(got, rb[:k]...)
 		}
@@ -85,7 +85,7 @@ func TestWritevDirectPartialWrites(t *testing.T) {
 	}
 	for _, v := range iovs[:cap(iovs)] {
 		if v.Base != nil {
-			t.Fatal("writevDirect kept a pointer into a written buffer")
+			t.Fatal("Writev kept a pointer into a written buffer")
 		}
 	}
 }
@@ -96,10 +96,10 @@ func TestWritevDirectError(t *testing.T) {
 	w, r := socketPair(t)
 	unix.Close(r)
 	var iovs []unix.Iovec
-	if n := writevDirect(w, [][]byte{[]byte("abc"), []byte("def")}, &iovs); n != 0 {
+	if n := Writev(w, [][]byte{[]byte("abc"), []byte("def")}, &iovs); n != 0 {
 		t.Fatalf("wrote %d bytes to a closed peer", n)
 	}
-	if n := writevDirect(w, [][]byte{nil, {}}, &iovs); n != 0 {
+	if n := Writev(w, [][]byte{nil, {}}, &iovs); n != 0 {
 		t.Fatalf("empty buffers: %d", n)
 	}
 }
@@ -113,14 +113,14 @@ func TestAdvance(t *testing.T) {
 	}{
 		{0, "abcdef", 3}, {1, "bcdef", 3}, {2, "cdef", 2}, {4, "ef", 2}, {5, "f", 1}, {6, "", 0},
 	} {
-		got := advance(mk(), c.n)
+		got := Advance(mk(), c.n)
 		if s := string(bytes.Join(got, nil)); s != c.want || len(got) != c.left {
-			t.Errorf("advance(%d) = %q in %d buffers, want %q in %d", c.n, s, len(got), c.want, c.left)
+			t.Errorf("Advance(%d) = %q in %d buffers, want %q in %d", c.n, s, len(got), c.want, c.left)
 		}
 	}
 }
 
-// TestWritevDirectAllocs pins the reason writevDirect exists: a batch of
+// TestWritevDirectAllocs pins the reason Writev exists: a batch of
 // 100 packets costs no allocation once the iovec array has grown.
 func TestWritevDirectAllocs(t *testing.T) {
 	w, r := socketPair(t)
@@ -135,7 +135,7 @@ func TestWritevDirectAllocs(t *testing.T) {
 	var iovs []unix.Iovec
 	rb := make([]byte, 1<<16)
 	allocs := testing.AllocsPerRun(200, func() {
-		if writevDirect(w, bufs, &iovs) != len(buf)*len(bufs) {
+		if Writev(w, bufs, &iovs) != len(buf)*len(bufs) {
 			t.Fatal("short write to an empty socket")
 		}
 		for k := 0; k < len(buf)*len(bufs); {
@@ -147,6 +147,6 @@ func TestWritevDirectAllocs(t *testing.T) {
 		}
 	})
 	if allocs != 0 {
-		t.Fatalf("writevDirect allocated %.1f times per batch", allocs)
+		t.Fatalf("Writev allocated %.1f times per batch", allocs)
 	}
 }

@@ -1,4 +1,5 @@
-package proxy
+// Package iov writes many buffers to a socket in one system call.
+package iov
 
 import (
 	"unsafe"
@@ -6,7 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writevDirect makes one writev(2) of bufs to fd with iovs as the iovec
+// Writev makes one writev(2) of bufs to fd with iovs as the iovec
 // array, grown once and kept, and returns how many bytes the socket
 // took: 0 on EAGAIN and on any error, which the caller leaves to gnet.
 //
@@ -16,7 +17,7 @@ import (
 // logdist's user time under load). The caller must be on the loop that
 // owns fd, and gnet must hold nothing in the connection's outbound
 // buffer, or the bytes would overtake it.
-func writevDirect(fd int, bufs [][]byte, iovs *[]unix.Iovec) int {
+func Writev(fd int, bufs [][]byte, iovs *[]unix.Iovec) int {
 	v := (*iovs)[:0]
 	for _, b := range bufs {
 		if len(b) == 0 {
@@ -39,9 +40,9 @@ func writevDirect(fd int, bufs [][]byte, iovs *[]unix.Iovec) int {
 	return int(n)
 }
 
-// advance drops the first n bytes from bufs, trimming the buffer the
+// Advance drops the first n bytes from bufs, trimming the buffer the
 // write ended in, and returns what is left to write.
-func advance(bufs [][]byte, n int) [][]byte {
+func Advance(bufs [][]byte, n int) [][]byte {
 	for len(bufs) > 0 && n >= len(bufs[0]) {
 		n -= len(bufs[0])
 		bufs = bufs[1:]

@@ -1,0 +1,425 @@
+package proxy
+
+import (
+	"github.com/logdist/logdist/internal/arena"
+)
+
+// The delivery ledger: every packet a loop holds is a record in exactly one
+// state, in exactly the place that state names, until it leaves the loop.
+//
+//	            dispatch                 send                 ACK
+//	recNew ───────────────▶ recAssigned ─────▶ recInFlight ─────────▶ freed (acknowledged to its agent)
+//	   │ no analyzer           (backlog)          │  │  │ ERROR ─────▶ freed (ERROR to the agent)
+//	   ▼ can take it                              │  │  └ BUSY ─────▶ recDelayed ─(retry-after)─▶ dispatch
+//	recWaiting (loop queue) ──(room)──▶ dispatch   │  └ connection lost / drained / ack timeout
+//	   │ queue full: BUSY to the agent, freed      ▼
+//	   │ (syslog: dropped, counted)             recRedo ─(next flush)─▶ dispatch
+//	   └ agent gone: freed (the agent resends it)
+//
+// A record whose agent connection closed is an orphan: nobody waits for
+// its ACK, and the agent resends the packet on its next connection, so an
+// orphan still waiting is dropped (counted) rather than forwarded. One
+// already in flight finishes where it is.
+type recState uint8
+
+const (
+	recFree     recState = iota // on the loop's free list
+	recNew                      // built from an agent's DATA or a syslog batch, not yet dispatched
+	recWaiting                  // in the loop's wait queue: no analyzer could take it
+	recAssigned                 // in an upstream's backlog, waiting for its window
+	recInFlight                 // written (or being written) to an analyzer, awaiting its answer
+	recDelayed                  // an analyzer answered BUSY: waits its retry-after, then is dispatched again
+	recRedo                     // its connection failed or drained: dispatched again at the next flush
+	numRecStates
+)
+
+var recStateNames = [numRecStates]string{"free", "new", "waiting", "assigned", "in-flight", "delayed", "redo"}
+
+func (s recState) String() string {
+	if s < numRecStates {
+		return recStateNames[s]
+	}
+	return "invalid"
+}
+
+// recMoves[from] has bit to set for every legal transition.
+var recMoves = func() (m [numRecStates]uint8) {
+	allow := func(from recState, to ...recState) {
+		for _, t := range to {
+			m[from] |= 1 << t
+		}
+	}
+	allow(recFree, recNew)
+	allow(recNew, recAssigned, recInFlight, recWaiting, recFree)
+	allow(recWaiting, recAssigned, recInFlight, recFree)
+	allow(recAssigned, recInFlight, recRedo)
+	allow(recInFlight, recFree, recDelayed, recRedo)
+	allow(recDelayed, recAssigned, recInFlight, recWaiting, recFree)
+	allow(recRedo, recAssigned, recInFlight, recWaiting, recFree)
+	return m
+}()
+
+// move changes r's state, checking the transition: a record in a place
+// its state does not name is a bookkeeping bug that would lose or
+// duplicate a packet.
+func (r *record) move(to recState) {
+	if recMoves[r.state]&(1<<to) == 0 {
+		panic("BUG: proxy: record moved from " + r.state.String() + " to " + to.String())
+	}
+	r.state = to
+}
+
+// record is one packet on its way to an analyzer: a private copy of the
+// whole DATA frame (gnet's buffers are not kept past a callback), who sent
+// it and where it is. Records are owned by one loop and recycled through
+// its free list.
+type record struct {
+	// The first 64 bytes hold what settling a record reads (the
+	// upstream's Acked, freeRecord): they are one cache line, as records
+	// are 128 bytes and so 64-byte aligned (TestRecordLayout). At ack time
+	// a record has been out of the cache for milliseconds; one line is
+	// one miss.
+	agent *agentConn   // nil once the agent connection is gone
+	aseq  uint64       // the agent's sequence for this packet
+	ch    *arena.Chunk // the arena chunk buf is in, or nil if buf is own
+	stamp int64        // precise send time of a packet sampled for ack latency; 0 if not sampled
+	msgs  uint32
+	// syslog marks a packet built from syslog messages: no agent waits
+	// for it, and it is dropped (counted) where an agent would get BUSY.
+	syslog bool
+	state  recState
+	own    []byte // the record's own buffer, kept across reuse, for frames not in the arena
+
+	buf    []byte // the DATA frame; its header sequence is rewritten per upstream
+	sentAt int64  // the loop's coarse clock when queued or written upstream (queue age, ack timeout)
+	// notBefore delays a re-dispatch after an analyzer said BUSY.
+	notBefore int64
+	_         [24]byte // to 128 bytes
+}
+
+// orphan reports whether r's agent connection is gone: nobody waits for
+// its ack, and the agent resends it on its next connection.
+func (r *record) orphan() bool { return !r.syslog && (r.agent == nil || r.agent.closed) }
+
+// maxFreeRecords and maxFreeBytes bound each loop's free list; past them
+// records go to the GC. Buffers larger than maxRecordBuf are not kept, so
+// one huge packet does not pin its buffer; syslog loops keep buffers up to
+// their batch size, which they fill every time.
+const (
+	maxFreeRecords = 1 << 14
+	maxFreeBytes   = 32 << 20
+	maxRecordBuf   = 64 << 10
+)
+
+// ledger is the records one loop holds outside its upstreams, and their
+// memory. Only the loop's goroutine touches it.
+type ledger struct {
+	arena     arena.Arena
+	free      []*record
+	freeBytes int // own-buffer capacity held by free
+	maxBuf    int // largest buffer kept on the free list
+	// live counts the records out of the free list.
+	live    int64
+	waiting recordQueue // recWaiting, oldest first
+	// orphansQueued counts packets in waiting whose agent has closed (at
+	// least; see dropQueuedOrphans).
+	orphansQueued int
+	delayed       recordQueue // recDelayed, by notBefore (FIFO: retry-afters are clamped)
+	redo          []*record   // recRedo
+}
+
+func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uint32) *record {
+	l := &lp.led
+	var r *record
+	if n := len(l.free); n > 0 {
+		r = l.free[n-1]
+		l.free[n-1] = nil
+		l.free = l.free[:n-1]
+		l.freeBytes -= cap(r.own)
+	} else {
+		r = &record{}
+	}
+	r.move(recNew)
+	if b, c := l.arena.Alloc(len(frameBytes)); c != nil {
+		copy(b, frameBytes)
+		r.buf, r.ch = b, c
+	} else {
+		r.own = append(r.own[:0], frameBytes...)
+		r.buf = r.own
+	}
+	r.agent, r.aseq, r.msgs = a, aseq, msgs
+	r.sentAt, r.stamp, r.notBefore, r.syslog = 0, 0, 0, false
+	l.live++
+	return r
+}
+
+// warmFree loads the two cache lines of the next n records newRecord
+// will take. Other processes run on the core between two wake-ups of the
+// loop and evict its caches; a tight loop of independent loads takes the
+// misses all at once, where newRecord would take them one at a time.
+func (lp *loop) warmFree(n int) {
+	free := lp.led.free
+	n = min(n, len(free))
+	var touch uint64
+	for i := len(free) - n; i < len(free); i++ {
+		touch += uint64(cap(free[i].own)) + uint64(free[i].notBefore) // both cache lines: newRecord fills both
+	}
+	lp.touch += touch
+}
+
+// freeRecord ends r's life on this loop.
+func (lp *loop) freeRecord(r *record) {
+	l := &lp.led
+	r.move(recFree)
+	l.live--
+	r.agent = nil
+	r.buf = nil
+	if r.ch != nil {
+		l.arena.Free(r.ch)
+		r.ch = nil
+	}
+	if c := cap(r.own); c > l.maxBuf || len(l.free) >= maxFreeRecords || l.freeBytes+c > maxFreeBytes {
+		return
+	}
+	l.free = append(l.free, r)
+	l.freeBytes += cap(r.own)
+}
+
+// dispatch sends r to the analyzer the cursor picks; if none can take it,
+// r waits in the queue, and if the queue is full the agent gets BUSY.
+func (lp *loop) dispatch(r *record) {
+	if !lp.tryDispatch(r) {
+		lp.enqueueWaiting(r)
+	}
+}
+
+// tryDispatch hands r to the analyzer the cursor picks and reports whether
+// one took it. An analyzer this loop has no working connection to, or
+// whose window is full, is skipped (the pick moves on), so a dead
+// connection costs a few picks, never a packet.
+func (lp *loop) tryDispatch(r *record) bool {
+	if lp.warming && lp.stillWarming() {
+		return false
+	}
+	var key []byte
+	if r.agent != nil {
+		key = r.agent.sess.AgentID()
+	}
+	for tries := 0; tries <= len(lp.ups); tries++ {
+		id, ok := lp.cur.Pick(key)
+		if !ok {
+			return false
+		}
+		u := lp.upstreamFor(id)
+		if u == nil || !u.accepting() {
+			continue
+		}
+		u.take(r)
+		return true
+	}
+	return lp.anyWithRoom(r)
+}
+
+// anyWithRoom hands r to a selectable analyzer with room, when the picks
+// ran out on full ones: with skewed weights (0.97/0.01/0.01/0.01) a full
+// heavy analyzer would otherwise make packets wait while the light ones
+// have room. The share moves towards them while the heavy one is full,
+// which is what its being full means. Hash keeps its keys where they are
+// (sticky routing) and lets the packet wait.
+func (lp *loop) anyWithRoom(r *record) bool {
+	if lp.hash {
+		return false
+	}
+	ids := lp.cur.Selectable()
+	n := len(ids)
+	for i := 0; i < n; i++ {
+		lp.spill++
+		u := lp.upstreamFor(int(ids[(lp.spill)%n]))
+		if u != nil && u.accepting() {
+			u.take(r)
+			lp.m.spilled.Inc()
+			return true
+		}
+	}
+	return false
+}
+
+// stillWarming reports whether one of the loop's first connections to the
+// analyzers is still being set up. Until each has either succeeded or
+// failed, packets wait: picking around a connection that is merely not up
+// yet would skew the shares of a loop's first packets.
+func (lp *loop) stillWarming() bool {
+	for _, u := range lp.ups {
+		if u != nil && !u.everReady && (u.state == upDialing || u.state == upHandshake) {
+			return true
+		}
+	}
+	lp.warming = false
+	return false
+}
+
+func (lp *loop) enqueueWaiting(r *record) {
+	s := lp.s
+	if int(s.queuedPackets.Load()) >= lp.conf.QueueMaxPackets || s.queuedBytes.Load()+int64(len(r.buf)) > lp.conf.QueueMaxBytes {
+		lp.m.queueFull.Inc()
+		lp.busy(r)
+		return
+	}
+	s.queuedPackets.Add(1)
+	s.queuedBytes.Add(int64(len(r.buf)))
+	r.move(recWaiting)
+	r.sentAt = lp.now // queued since
+	if r.agent != nil {
+		r.agent.queued++
+	}
+	lp.led.waiting.push(r)
+}
+
+// dequeued releases the queue budget r held.
+func (lp *loop) dequeued(r *record) {
+	lp.s.queuedPackets.Add(-1)
+	lp.s.queuedBytes.Add(-int64(len(r.buf)))
+	if r.agent != nil {
+		r.agent.queued--
+	}
+}
+
+// dropOrphan frees a packet whose agent's connection closed before it
+// was forwarded: nobody waits for its ACK, and the agent resends it on its
+// next connection (it was never acknowledged).
+func (lp *loop) dropOrphan(r *record) {
+	lp.m.orphansDropped.Inc()
+	lp.freeRecord(r)
+}
+
+// dropQueuedOrphans removes from the wait queue every packet whose agent
+// has gone, keeping the others in order, so that they stop holding queue
+// budget (shared by every loop) while no analyzer can take them: when
+// agents reconnect during an outage and resend, the queue would otherwise
+// fill with the old copies and answer BUSY to the new. It runs from the
+// loop's timer, O(queue length), only when an agent with queued packets
+// has closed since the last run.
+func (lp *loop) dropQueuedOrphans() {
+	q := &lp.led.waiting
+	n := q.len()
+	kept := 0
+	for i := 0; i < n; i++ {
+		r := q.at(i)
+		if r.orphan() {
+			lp.dequeued(r)
+			lp.dropOrphan(r)
+			continue
+		}
+		q.set(kept, r)
+		kept++
+	}
+	for i := kept; i < n; i++ {
+		q.set(i, nil)
+	}
+	q.size = kept
+	lp.led.orphansQueued = 0
+}
+
+// busy answers r's agent with BUSY and forgets r: the agent resends it.
+func (lp *loop) busy(r *record) {
+	if r.syslog {
+		lp.m.syslogDropped.Inc() // UDP senders cannot be slowed down
+		lp.freeRecord(r)
+		return
+	}
+	if a := r.agent; a != nil {
+		a.resolveBusy(r.aseq, lp.conf.busyRetryMs)
+	}
+	lp.m.busy.Inc()
+	lp.freeRecord(r)
+}
+
+// drainWaiting dispatches queued packets, oldest first, while some
+// analyzer can take them.
+func (lp *loop) drainWaiting() {
+	q := &lp.led.waiting
+	for q.len() > 0 {
+		r := q.peek()
+		if !r.orphan() && !lp.tryDispatch(r) {
+			return
+		}
+		q.pop()
+		lp.dequeued(r)
+		if r.state == recWaiting { // not taken: an orphan
+			lp.led.orphansQueued = max(lp.led.orphansQueued-1, 0)
+			lp.dropOrphan(r)
+		}
+	}
+}
+
+// toRedo has r dispatched again at the next flush.
+func (lp *loop) toRedo(r *record) {
+	r.move(recRedo)
+	lp.led.redo = append(lp.led.redo, r)
+}
+
+// runRedo re-dispatches packets whose upstream failed, and those whose
+// BUSY delay has passed.
+func (lp *loop) runRedo() {
+	l := &lp.led
+	for i := 0; i < len(l.redo); i++ {
+		r := l.redo[i]
+		l.redo[i] = nil
+		if r.orphan() {
+			lp.dropOrphan(r)
+			continue
+		}
+		lp.m.redispatched.Inc()
+		lp.dispatch(r)
+	}
+	l.redo = l.redo[:0]
+	for l.delayed.len() > 0 && l.delayed.peek().notBefore <= lp.now {
+		r := l.delayed.pop()
+		if r.orphan() {
+			lp.dropOrphan(r)
+			continue
+		}
+		lp.dispatch(r)
+	}
+}
+
+// recordQueue is a FIFO of records on a ring buffer that grows as needed;
+// its length is a power of two, so positions wrap with a mask (a division
+// per pop showed in the profile).
+type recordQueue struct {
+	buf        []*record
+	head, size int
+}
+
+func (q *recordQueue) len() int { return q.size }
+
+func (q *recordQueue) push(r *record) {
+	if q.size == len(q.buf) {
+		n := 2 * len(q.buf)
+		if n == 0 {
+			n = 64
+		}
+		nb := make([]*record, n)
+		for i := 0; i < q.size; i++ {
+			nb[i] = q.buf[(q.head+i)&(len(q.buf)-1)]
+		}
+		q.buf, q.head = nb, 0
+	}
+	q.buf[(q.head+q.size)&(len(q.buf)-1)] = r
+	q.size++
+}
+
+func (q *recordQueue) peek() *record { return q.buf[q.head] }
+
+// at returns the i-th record from the head.
+func (q *recordQueue) at(i int) *record { return q.buf[(q.head+i)&(len(q.buf)-1)] }
+
+func (q *recordQueue) set(i int, r *record) { q.buf[(q.head+i)&(len(q.buf)-1)] = r }
+
+func (q *recordQueue) pop() *record {
+	r := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head = (q.head + 1) & (len(q.buf) - 1)
+	q.size--
+	return r
+}

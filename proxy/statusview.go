@@ -1,0 +1,70 @@
+package proxy
+
+import (
+	"sort"
+	"time"
+
+	"github.com/logdist/logdist/balancer"
+	"github.com/logdist/logdist/proxy/status"
+)
+
+// Status returns what the server says about itself: the admin API's
+// analyzer rows, the queue, the configuration version. It takes one view
+// of the balancer (its mutex, briefly) and reads the loops' published
+// counters; it never stops a loop.
+func (s *Server) Status() status.Status {
+	v := s.set.View()
+	reg := s.reg.Load()
+	conf := s.conf.Load()
+	st := status.Status{
+		ConfigVersion: conf.version,
+		Draining:      s.draining.Load(),
+		Queue: status.Queue{
+			Packets: int(s.queuedPackets.Load()),
+			Bytes:   s.queuedBytes.Load(),
+		},
+		Analyzers: make([]status.Analyzer, 0, len(v.Analyzers)),
+	}
+	var oldest int64
+	for _, lp := range s.snapshotLoops() {
+		st.AgentConnections += int(lp.m.agentConns.Load())
+		oldest = max(oldest, lp.m.oldestQueuedNs.Load())
+	}
+	st.Queue.OldestAgeSeconds = float64(oldest) / 1e9
+	for _, a := range v.Analyzers {
+		row := status.Analyzer{
+			Name:            a.Name,
+			Addr:            a.Addr,
+			Weight:          a.Weight,
+			EffectiveWeight: a.EffectiveWeight,
+			State:           a.Admin.String(),
+			Health:          a.Health.String(),
+			Breaker:         a.Breaker.String(),
+			Healthy:         a.Health == balancer.Up,
+			Selectable:      a.Selectable,
+			Packets:         a.Packets,
+			Messages:        a.Messages,
+			Bytes:           a.Bytes,
+			Share:           a.Share,
+			HealthSince:     a.HealthSince,
+		}
+		if as := reg.get(a.ID); as != nil && as.gen == a.Gen {
+			row.Connections = int(as.ready.Load())
+			row.InFlight = int(as.inflight.Load())
+			if msg, at := as.lastError(); msg != "" {
+				row.LastError = msg
+				t := at.UTC().Truncate(time.Millisecond)
+				row.LastErrorAt = &t
+			}
+		}
+		if row.Selectable {
+			st.Ready = true
+		}
+		st.Analyzers = append(st.Analyzers, row)
+	}
+	sort.Slice(st.Analyzers, func(i, j int) bool { return st.Analyzers[i].Name < st.Analyzers[j].Name })
+	if st.Draining {
+		st.Ready = false
+	}
+	return st
+}

@@ -1,0 +1,255 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+)
+
+// Transport wraps the connections of one hop before the event loops serve
+// them: TLS is a Transport. gnet has no TLS, and crypto/tls needs blocking
+// reads and writes, so a wrapped connection is served this way:
+//
+//	peer ⇄ [wrapped conn: TLS records]  goroutine pump ⇄ socketpair ⇄ event loop
+//
+// The handshake and the record layer run on two goroutines per connection
+// (pumps), which copy plaintext to and from one end of a Unix socketpair;
+// the other end is enrolled on an event loop and served exactly like a
+// plain TCP connection, so nothing on the per-packet path knows about
+// TLS. The kernel's socket buffers carry the backpressure both ways. The
+// cost is two more copies and system calls per direction per read, paid
+// only by wrapped connections (measured in docs/PERFORMANCE.md).
+type Transport interface {
+	// Server wraps a connection accepted on Config.TransportListen and
+	// completes its handshake; ctx bounds it (HandshakeTimeout).
+	Server(ctx context.Context, nc net.Conn) (net.Conn, error)
+	// Client wraps a connection dialed to the analyzer at addr and
+	// completes its handshake; ctx bounds it (DialTimeout).
+	Client(ctx context.Context, nc net.Conn, addr string) (net.Conn, error)
+}
+
+// bridgedAgent is the gnet context of an agent connection bridged in from
+// the transport listener, until OnOpen replaces it: the peer's address.
+type bridgedAgent struct{ remote net.Addr }
+
+// bridge connects wrapped to a new socketpair and returns the pair's
+// other end, to be enrolled on a loop. Two goroutines pump bytes between
+// wrapped and the pair until either side closes; then both are closed.
+func (s *Server) bridge(wrapped net.Conn) (*net.UnixConn, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: cannot create a socketpair for a wrapped connection: %w", err)
+	}
+	loopEnd, err := fileConn(fds[0], "bridge-loop")
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, err
+	}
+	pumpEnd, err := fileConn(fds[1], "bridge-pump")
+	if err != nil {
+		loopEnd.Close()
+		return nil, err
+	}
+	p := &pump{wrapped: wrapped, pair: pumpEnd}
+	s.bg.Add(2)
+	go p.run(s, wrapped, pumpEnd, true)
+	go p.run(s, pumpEnd, wrapped, false)
+	return loopEnd, nil
+}
+
+func fileConn(fd int, name string) (*net.UnixConn, error) {
+	f := os.NewFile(uintptr(fd), name)
+	c, err := net.FileConn(f) // dups the descriptor
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("proxy: cannot use a socketpair end: %w", err)
+	}
+	return c.(*net.UnixConn), nil
+}
+
+// pump copies one direction of a bridged connection.
+type pump struct {
+	wrapped net.Conn
+	pair    *net.UnixConn
+	once    sync.Once
+}
+
+func (p *pump) run(s *Server, from, to net.Conn, inbound bool) {
+	defer s.bg.Done()
+	buf := make([]byte, 32<<10)
+	_, err := io.CopyBuffer(to, from, buf)
+	if inbound && err == nil {
+		// The peer finished sending: pass the end of stream on and let the
+		// loop's answers still flow out until it closes.
+		if p.pair.CloseWrite() == nil {
+			return
+		}
+	}
+	p.closeBoth()
+}
+
+func (p *pump) closeBoth() {
+	p.once.Do(func() {
+		p.wrapped.Close()
+		p.pair.Close()
+	})
+}
+
+// bridgeDialed wraps a connection dialed to an analyzer with the upstream
+// transport and bridges it, for the upstream's dial goroutine.
+func (s *Server) bridgeDialed(ctx context.Context, nc net.Conn, addr string) (net.Conn, error) {
+	t := s.conf.Load().UpstreamTransport
+	if t == nil {
+		nc.Close()
+		return nil, errors.New("proxy: no upstream transport configured")
+	}
+	w, err := t.Client(ctx, nc, addr)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("transport handshake with %s: %w", addr, err)
+	}
+	loopEnd, err := s.bridge(w)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return loopEnd, nil
+}
+
+// transportListener accepts agents on Config.TransportListen, wraps each
+// connection with the agent transport on a goroutine and bridges it into a
+// loop.
+type transportListener struct {
+	s  *Server
+	ln net.Listener
+	wg sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	pending map[net.Conn]struct{} // accepted, handshaking
+}
+
+func listenTransport(s *Server, addr string) (*transportListener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: cannot listen for agents on %s: %w", addr, err)
+	}
+	s.log.Info("listening for wrapped agent connections", "addr", ln.Addr().String())
+	return &transportListener{s: s, ln: ln, pending: map[net.Conn]struct{}{}}, nil
+}
+
+// TransportAddr returns the address of the transport listener, or nil.
+func (s *Server) TransportAddr() net.Addr {
+	if s.wrapped == nil {
+		return nil
+	}
+	return s.wrapped.ln.Addr()
+}
+
+func (t *transportListener) start() {
+	t.wg.Add(1)
+	go t.accept()
+}
+
+func (t *transportListener) accept() {
+	defer t.wg.Done()
+	for {
+		nc, err := t.ln.Accept()
+		if err != nil {
+			t.mu.Lock()
+			closed := t.closed
+			t.mu.Unlock()
+			if closed {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			t.s.log.Error("cannot accept agent connections; transport listener stopped", "addr", t.ln.Addr().String(), "err", err)
+			return
+		}
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			nc.Close()
+			return
+		}
+		t.pending[nc] = struct{}{}
+		t.wg.Add(1)
+		t.mu.Unlock()
+		go t.open(nc)
+	}
+}
+
+// open wraps one accepted connection and enrolls its bridge on a loop.
+func (t *transportListener) open(nc net.Conn) {
+	defer t.wg.Done()
+	s := t.s
+	conf := s.conf.Load()
+	ctx, cancel := context.WithTimeout(s.ctx, conf.HandshakeTimeout)
+	defer cancel()
+	err := t.enroll(ctx, nc, conf)
+	t.mu.Lock()
+	delete(t.pending, nc)
+	t.mu.Unlock()
+	if err != nil {
+		nc.Close()
+		s.log.Debug("cannot serve wrapped agent connection", "remote", nc.RemoteAddr().String(), "err", err)
+	}
+}
+
+func (t *transportListener) enroll(ctx context.Context, nc net.Conn, conf *settings) error {
+	s := t.s
+	w, err := conf.AgentTransport.Server(ctx, nc)
+	if err != nil {
+		return fmt.Errorf("transport handshake: %w", err)
+	}
+	lp := s.nextLoop()
+	if lp == nil {
+		w.Close()
+		return errors.New("no event loop to serve it")
+	}
+	loopEnd, err := s.bridge(w)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	ch, err := lp.el.Enroll(gnet.NewContext(s.ctx, &bridgedAgent{remote: nc.RemoteAddr()}), loopEnd)
+	if err != nil {
+		loopEnd.Close()
+		return err
+	}
+	select {
+	case res := <-ch:
+		return res.Err
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+// close stops accepting and ends the handshakes in progress; bridged
+// connections live on until the drain ends (closeBridges).
+func (t *transportListener) close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	t.ln.Close()
+	for nc := range t.pending {
+		nc.Close()
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+}
