@@ -46,9 +46,21 @@ type analyzer struct {
 	// set while one is held.
 	delay time.Duration
 	busy  bool
+	// gate, while set, holds every packet until it is closed (release).
+	gate chan struct{}
 }
 
-func (a *analyzer) HandlePacket(_ context.Context, _ *server.Meta, p *frame.Packet) error {
+func (a *analyzer) HandlePacket(ctx context.Context, _ *server.Meta, p *frame.Packet) error {
+	a.mu.Lock()
+	gate := a.gate
+	a.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	a.mu.Lock()
 	a.seen[fmt.Sprintf("%s/%d", p.AgentID, p.ID)]++
 	d := a.delay
@@ -61,6 +73,23 @@ func (a *analyzer) HandlePacket(_ context.Context, _ *server.Meta, p *frame.Pack
 		a.mu.Unlock()
 	}
 	return nil
+}
+
+// hold makes the analyzer keep every packet it gets, unanswered, until
+// release.
+func (a *analyzer) hold() {
+	a.mu.Lock()
+	a.gate = make(chan struct{})
+	a.mu.Unlock()
+}
+
+func (a *analyzer) release() {
+	a.mu.Lock()
+	if a.gate != nil {
+		close(a.gate)
+		a.gate = nil
+	}
+	a.mu.Unlock()
 }
 
 func (a *analyzer) setDelay(d time.Duration) {

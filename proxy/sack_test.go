@@ -102,7 +102,7 @@ func (h *harness) holder(seq uint64) int {
 // after (if not nil) after each.
 func (h *harness) ackAllBut(skip int, after func()) {
 	for i, u := range h.lp.ups {
-		if i != skip && u.sess.Unresolved() > 0 {
+		if i != skip && u != nil && u.sess.Unresolved() > 0 {
 			h.ups[i].in = frame.AppendAck(nil, u.sess.Seq())
 			u.onTraffic(h.ups[i])
 			if after != nil {
