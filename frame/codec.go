@@ -1,7 +1,9 @@
 package frame
 
 import (
+	"bytes"
 	"encoding/binary"
+	"io"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -157,7 +159,7 @@ func (d *Decoder) Raw(h Header, payload []byte) ([]byte, error) {
 	out, err := dec.DecodeAll(payload, d.raw[:0:rawLen])
 	decoderPool.Put(dec)
 	if err != nil {
-		if err == zstd.ErrDecoderSizeExceeded || err == zstd.ErrWindowSizeExceeded {
+		if err == zstd.ErrDecoderSizeExceeded || err == zstd.ErrWindowSizeExceeded || decodesPast(payload, rawLen) {
 			return nil, ErrRawTooLarge
 		}
 		return nil, ErrBadCompression
@@ -177,4 +179,26 @@ func (d *Decoder) Decode(h Header, payload []byte, p *Packet) error {
 		return err
 	}
 	return DecodePacket(raw, h.Count(), &d.Limits, p)
+}
+
+// decodesPast reports whether payload is zstd that decodes to more than n
+// bytes. DecodeAll's errors do not always say so: a frame with no content
+// size whose first block overflows the buffer (zstd's command-line tool
+// makes one from 100 KB of zeros: an RLE block) fails with "output bigger
+// than max block size", which is a zip bomb, not bad compression
+// (PROTOCOL.md 8: raw_too_large). Only called on the error path, it
+// decodes at most n+1 bytes as a stream.
+func decodesPast(payload []byte, n uint32) bool {
+	d, err := zstd.NewReader(bytes.NewReader(payload),
+		zstd.WithDecoderConcurrency(1), // synchronous: no goroutines
+		zstd.WithDecoderMaxMemory(HardMaxFrame),
+		zstd.WithDecoderMaxWindow(HardMaxFrame),
+		zstd.WithDecoderLowmem(true),
+	)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	k, _ := io.CopyN(io.Discard, d, int64(n)+1)
+	return k > int64(n)
 }

@@ -149,6 +149,10 @@ func goldenCases() []goldenCase {
 			want: ErrRawTooLarge, build: func(t testing.TB) []byte {
 				return withPayload(FlagZstd, 1, 1, zstdBomb(t, 64<<20, false), 4096)
 			}},
+		{name: "zip_bomb_rle", doc: "DATA flagged zstd announcing 4096 raw bytes; the zstd frame (made by the zstd command-line tool from 100,000 zero bytes: no content size, one RLE block) decodes to more",
+			want: ErrRawTooLarge, build: func(testing.TB) []byte {
+				return withPayload(FlagZstd, 1, 1, zstdCLIZeros, 4096)
+			}},
 		{name: "raw_too_large", doc: "a DATA header announcing 4 MiB + 1 raw bytes (default MaxRaw is 4 MiB)",
 			want: ErrRawTooLarge, build: func(testing.TB) []byte {
 				return withPayload(FlagZstd, 1, 1, []byte{1, 2, 3, 4}, 4<<20+1)
@@ -456,3 +460,9 @@ func goldenSeeds(tb testing.TB) [][]byte {
 	}
 	return out
 }
+
+// zstdCLIZeros is what "head -c 100000 /dev/zero | zstd -c" writes (zstd
+// 1.5.4): a frame without content size holding one RLE block of 100,000
+// zeros, and its checksum.
+var zstdCLIZeros = []byte{0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x55, 0x00, 0x00, 0x10, 0x00, 0x00, 0x01, 0x00, 0x9b, 0x86,
+	0x39, 0xc0, 0x02, 0xdb, 0x23, 0x4e, 0xf3}

@@ -95,6 +95,7 @@ type harnessOpts struct {
 	caps           frame.Capabilities // offered in the agent's HELLO
 	agentWindow    uint32             // granted to the agent (default 256)
 	upstreamWindow uint32             // granted by each analyzer (default 1024)
+	weights        []float64          // of the analyzers a, b, c, d (default 0.4/0.3/0.2/0.1)
 	edit           func(*Config)
 }
 
@@ -123,7 +124,10 @@ func newHarnessOpts(tb testing.TB, o harnessOpts) *harness {
 	cfg.SackDelay = 0 // tests of the delay set it
 	cfg.Window = o.agentWindow
 	cfg.UpstreamWindow = o.upstreamWindow
-	for i, w := range []float64{0.4, 0.3, 0.2, 0.1} {
+	if o.weights == nil {
+		o.weights = []float64{0.4, 0.3, 0.2, 0.1}
+	}
+	for i, w := range o.weights {
 		cfg.Analyzers = append(cfg.Analyzers, AnalyzerConfig{Name: string(rune('a' + i)), Addr: fmt.Sprintf("127.0.0.1:%d", i+1), Weight: w})
 	}
 	if o.edit != nil {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -335,4 +336,58 @@ func checkLedger(t *testing.T, h *harness) {
 	if int64(len(seen)) != lp.led.live {
 		t.Fatalf("%d records live, %d found in their places", lp.led.live, len(seen))
 	}
+}
+
+// When SyslogMaxSenders batches are open, a new sender closes the batch
+// opened first, and the linger closes batches in the order they opened,
+// stopping at the first one young enough.
+func TestSyslogBatchesCloseOldestFirst(t *testing.T) {
+	h := newHarnessOpts(t, harnessOpts{msgs: 1, caps: frame.CapZstd, edit: func(c *Config) { c.SyslogMaxSenders = 3 }})
+	lp := h.lp
+	lp.initSyslog()
+	from := func(i byte) {
+		lp.clock()
+		lp.ingestSyslog([]byte("<13>Nov 26 21:00:00 web-1 app[1]: hello"), netip.AddrFrom4([4]byte{10, 0, 0, i}))
+	}
+	sealed := func() []string {
+		var ids []string
+		for _, u := range lp.ups {
+			for _, seq := range inFlightRecords(u) {
+				ids = append(ids, seq)
+			}
+		}
+		return ids
+	}
+	from(1)
+	from(2)
+	from(3)
+	from(2) // joins its open batch: the order is by opening
+	from(4) // one too many: 10.0.0.1's closes
+	if got := strings.Join(sealed(), " "); got != "1" {
+		t.Fatalf("sealed %q, want the first sender's batch", got)
+	}
+	from(5) // then 10.0.0.2's
+	if got := len(sealed()); got != 2 || lp.syslog.oldest.addr.String() != "10.0.0.3" {
+		t.Fatalf("%d sealed, oldest open %s; want 2 sealed and 10.0.0.3 oldest", got, lp.syslog.oldest.addr)
+	}
+	lp.sealOld(lp.now+int64(lp.conf.SyslogLinger), true)
+	if len(lp.syslog.batches) != 0 || lp.syslog.oldest != nil || lp.syslog.newest != nil || lp.batchesOpen.Load() {
+		t.Fatalf("%d batches open after sealing all", len(lp.syslog.batches))
+	}
+}
+
+// inFlightRecords returns the last byte of the syslog sender of every
+// packet u holds.
+func inFlightRecords(u *upstream) []string {
+	var out []string
+	for i := 0; i < u.sess.InFlight(); i++ {
+		if r, live := u.sess.Peek(i); live {
+			var p frame.Packet
+			if err := frame.NewDecoder(frame.DefaultLimits()).Decode(frame.Header(r.buf), r.buf[frame.HeaderSize:], &p); err == nil {
+				s := string(p.AgentID)
+				out = append(out, s[strings.LastIndexByte(s, '.')+1:])
+			}
+		}
+	}
+	return out
 }

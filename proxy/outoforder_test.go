@@ -92,3 +92,37 @@ func TestBusyWithoutAckDoesNotStall(t *testing.T) {
 		}
 	}
 }
+
+// With skewed weights a full analyzer does not make packets wait while the
+// others have room: once the picks run out on it, any selectable analyzer
+// with room takes the packet. The picks used to give up after len(ups)+1
+// tries: with 0.97/0.01/0.01/0.01 and the heavy analyzer full, 165 of 200
+// packets were queued while the light ones had room for 6,144.
+func TestFullHeavyAnalyzerSpillsToOthers(t *testing.T) {
+	h := newHarnessOpts(t, harnessOpts{msgs: 1, caps: frame.CapZstd | frame.CapSack, upstreamWindow: 16,
+		weights: []float64{0.97, 0.01, 0.01, 0.01}})
+	heavy := h.lp.ups[0]
+	room := 0
+	for _, u := range h.lp.ups[1:] {
+		room += 2 * u.window
+	}
+	for i := 0; i < 200; i++ {
+		h.send()
+		// The light analyzers answer at once; the heavy one never does.
+		for j, u := range h.lp.ups[1:] {
+			if u.sess.Unresolved() > 0 {
+				h.ups[j+1].in = frame.AppendAck(nil, u.sess.Seq())
+				u.onTraffic(h.ups[j+1])
+			}
+		}
+	}
+	if heavy.sess.Unresolved()+heavy.backlog.len() != 2*heavy.window {
+		t.Fatalf("setup: the heavy analyzer holds %d, room for %d", heavy.sess.Unresolved()+heavy.backlog.len(), 2*heavy.window)
+	}
+	if q := h.lp.led.waiting.len(); q != 0 {
+		t.Fatalf("%d packets queued while the light analyzers had room for %d", q, room)
+	}
+	if spilled := h.lp.m.spilled.Get(); spilled == 0 {
+		t.Fatal("no packet counted as spilled")
+	}
+}

@@ -345,6 +345,7 @@ func (s *Server) ticker() {
 	t := time.NewTicker(cur)
 	defer t.Stop()
 	lastAll := time.Now()
+	var mem memWatch
 	for {
 		var now time.Time
 		select {
@@ -360,6 +361,7 @@ func (s *Server) ticker() {
 		if all {
 			lastAll = now
 			s.set.Tick()
+			mem.tick(s, now)
 		}
 		open := false
 		for _, lp := range s.snapshotLoops() {

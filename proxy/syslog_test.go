@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,9 +41,14 @@ func (c *collector) HandlePacket(_ context.Context, _ *server.Meta, p *frame.Pac
 // startCollector starts an in-process analyzer that keeps every body.
 func startCollector(t *testing.T) (*collector, *server.Server) {
 	t.Helper()
+	return startCollectorAt(t, "127.0.0.1:0")
+}
+
+func startCollectorAt(t *testing.T, addr string) (*collector, *server.Server) {
+	t.Helper()
 	col := &collector{agents: map[string]int{}}
 	cfg := server.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
+	cfg.Addr = addr
 	cfg.Logger = testLogger(t)
 	srv, err := server.New(cfg, col)
 	if err != nil {
@@ -237,4 +243,101 @@ func TestStopUnderSteadySyslog(t *testing.T) {
 	if !strings.Contains(out.String(), "logdist_syslog_shutdown_dropped_total") {
 		t.Fatal("no logdist_syslog_shutdown_dropped_total in the metrics")
 	}
+}
+
+// TCP has flow control, so TCP syslog is not dropped when the wait queue
+// is full (every analyzer down): logdist stops reading the connection
+// until the queue has room, and every message arrives once an analyzer
+// is back. They used to be dropped and counted, as UDP datagrams are.
+func TestSyslogTCPBackpressure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // the analyzer's address, down for now
+	s := startProxy(t, nil, nil, func(c *proxy.Config) {
+		c.Analyzers = []proxy.AnalyzerConfig{{Name: "c", Addr: addr, Weight: 1}}
+		c.SyslogTCP = "127.0.0.1:0"
+		c.SyslogLinger = 2 * time.Millisecond
+		c.SyslogBatchMessages = 10
+		c.QueueMaxPackets = 4
+	})
+	defer s.Stop(context.Background())
+	conn, err := net.Dial("tcp", s.SyslogTCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const n = 2000
+	sent := make(chan error, 1)
+	go func() {
+		var b bytes.Buffer
+		for i := 0; i < n; i++ {
+			m := fmt.Sprintf("<13>Nov 26 21:00:00 web-1 app[1]: message %d", i)
+			fmt.Fprintf(&b, "%d %s", len(m), m)
+		}
+		_, err := conn.Write(b.Bytes())
+		sent <- err
+	}()
+	waitFor(t, "logdist to stop reading", 10*time.Second, func() bool {
+		return metricSum(s, "logdist_syslog_tcp_paused_total") > 0
+	})
+	col, srv := startCollectorAt(t, addr)
+	defer srv.Close()
+	waitFor(t, "every message", 20*time.Second, func() bool { return col.count() >= n })
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if d := metricSum(s, "logdist_syslog_dropped_packets_total"); d != 0 || col.count() != n {
+		t.Fatalf("%d syslog packets dropped, %d of %d messages delivered", int(d), col.count(), n)
+	}
+}
+
+// A UDP syslog port another process holds is refused: with SO_REUSEPORT
+// a second logdist would silently join the port and take part of the
+// datagrams. A busy TCP syslog port is refused with its own address in the
+// error (it used to name the agent listener).
+func TestSyslogPortsMustBeFree(t *testing.T) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	other, err := lc.ListenPacket(context.Background(), "udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	f := func(edit func(*proxy.Config), want string) {
+		t.Helper()
+		cfg := proxy.DefaultConfig()
+		cfg.Listen = "127.0.0.1:0"
+		cfg.SyslogUDP = ""
+		cfg.Logger = testLogger(t)
+		cfg.Analyzers = []proxy.AnalyzerConfig{{Name: "a", Addr: "127.0.0.1:1", Weight: 1}}
+		edit(&cfg)
+		s, err := proxy.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.Start()
+		if err == nil {
+			s.Stop(context.Background())
+			t.Fatalf("started on a busy port; want an error saying %q", want)
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %q, want it to say %q", err, want)
+		}
+	}
+	f(func(c *proxy.Config) { c.SyslogUDP = other.LocalAddr().String() }, "cannot listen for syslog on udp "+other.LocalAddr().String())
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	f(func(c *proxy.Config) { c.SyslogTCP = busy.Addr().String() }, "cannot listen for syslog on tcp "+busy.Addr().String())
 }

@@ -55,3 +55,47 @@ func BenchmarkSyslogDatagram(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSyslogManySenders is the cost of a datagram from a new sender
+// when SyslogMaxSenders batches are open: the oldest is sealed to make
+// room. It must not grow with the number of open batches (spoofed sources
+// can make every datagram a new sender); it used to scan them all.
+func BenchmarkSyslogManySenders(b *testing.B) {
+	for _, senders := range []int{16, 1024, 4096} {
+		b.Run(fmt.Sprintf("senders=%d", senders), func(b *testing.B) {
+			h := newHarnessOpts(b, harnessOpts{msgs: 1, caps: frame.CapZstd, edit: func(c *Config) {
+				c.SyslogMaxSenders = senders
+				c.SyslogCompress = false
+			}})
+			lp := h.lp
+			lp.initSyslog()
+			dg := []byte("<13>Nov 26 21:00:00 web-1 app[1]: spoofed")
+			fc := &fakeConn{}
+			ack := func() {
+				for i, u := range lp.ups {
+					if u.sess.Unresolved() > 0 {
+						h.acks[i] = frame.AppendAck(h.acks[i][:0], u.sess.Seq())
+						h.ups[i].in = h.acks[i]
+						u.onTraffic(h.ups[i])
+					}
+				}
+			}
+			addr := func(i int) *net.UDPAddr {
+				return &net.UDPAddr{IP: net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)), Port: 514}
+			}
+			for i := 0; i < senders; i++ { // every batch open
+				fc.remote, fc.in = addr(i), dg
+				lp.onDatagram(fc)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				fc.remote, fc.in = addr(senders+i), dg
+				lp.onDatagram(fc)
+				if i%256 == 0 {
+					ack()
+				}
+			}
+		})
+	}
+}

@@ -707,3 +707,19 @@ func TestPeerErrorsLogThrottled(t *testing.T) {
 		t.Fatalf("%d Warn records for 5000 packet ERRORs", n.Load())
 	}
 }
+
+// A zstd frame without a content size that decodes past the header's raw
+// length is a zip bomb: raw_too_large 0x105 (PROTOCOL.md 8), whatever
+// error the zstd library gives. One made by the zstd command-line tool
+// from 100 KB of zeros used to be answered bad_compression 0x104.
+func TestZipBombFromZstdCLI(t *testing.T) {
+	_, addr := start(t, &recorder{}, nil)
+	c := dial(t, addr)
+	z := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x55, 0x00, 0x00, 0x10, 0x00, 0x00, 0x01, 0x00, 0x9b, 0x86,
+		0x39, 0xc0, 0x02, 0xdb, 0x23, 0x4e, 0xf3} // head -c 100000 /dev/zero | zstd -c
+	b := frame.AppendHeader(nil, frame.TypeData, frame.FlagZstd, 1, 1, uint32(len(z)), 4096, frame.Checksum(z))
+	if err := c.Write(append(b, z...)); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, c, frame.TypeError, 1, frame.CodeRawTooLarge)
+}

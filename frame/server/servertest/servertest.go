@@ -69,9 +69,15 @@ func DialRaw(addr string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return New(nc), nil
+}
+
+// New returns a Client over a connection the caller made (from a given
+// source address, through TLS...), without a handshake.
+func New(nc net.Conn) *Client {
 	c := &Client{Conn: nc, Timeout: 5 * time.Second, lim: frame.DefaultLimits()}
 	c.r = frame.NewReader(nc, &c.lim)
-	return c, nil
+	return c
 }
 
 // Handshake sends h as HELLO and reads the answer: nil for WELCOME, a

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"io"
+	"os"
+	"strings"
+	"testing"
+)
+
+// runCapture runs the command with args and returns its exit code and
+// what it wrote to stderr.
+func runCapture(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stderr
+	os.Stderr = w
+	code := run(args)
+	os.Stderr = old
+	w.Close()
+	out, _ := io.ReadAll(r)
+	return code, string(out)
+}
+
+// Bad analyzers are refused at start, with exit status 2 and the reason:
+// a name with a quote used to panic (it went unescaped into a metric
+// label), and two names with one address silently doubled its weight.
+func TestBadAnalyzersRefused(t *testing.T) {
+	f := func(want string, args ...string) {
+		t.Helper()
+		args = append(args, "--listen", "127.0.0.1:0", "--admin", "", "--syslog-udp", "")
+		code, out := runCapture(t, args...)
+		if code != 2 || !strings.Contains(out, want) {
+			t.Fatalf("%v: exit %d, stderr %q; want 2 and %q", args, code, out, want)
+		}
+	}
+	f(`character '"' not allowed`, "--analyzer", `name=a"b,addr=127.0.0.1:7501,weight=1`)
+	f("character ' ' not allowed", "--analyzer", `name=a b,addr=127.0.0.1:7501`)
+	f("have the same address 127.0.0.1:7501", "--analyzer", "name=a1,addr=127.0.0.1:7501", "--analyzer", "name=a2,addr=127.0.0.1:7501")
+	f(`name "a1" used twice`, "--analyzer", "name=a1,addr=127.0.0.1:7501", "--analyzer", "name=a1,addr=127.0.0.1:7502")
+	f("is not a non-negative number", "--analyzer", "name=a1,addr=127.0.0.1:7501,weight=-1")
+	f("missing addr", "--analyzer", "name=a1")
+	f("no analyzers", "--max-conns", "5")
+	f("must not be negative", "--analyzer", "addr=127.0.0.1:7501", "--max-conns", "-1")
+}
+
+// --help documents the --analyzer defaults the parser applies.
+func TestHelpSaysAnalyzerDefaults(t *testing.T) {
+	code, out := runCapture(t, "--help")
+	if code != 0 || !strings.Contains(out, "weight defaults to 1 and name to the address") || !strings.Contains(out, "--max-conns-per-ip") {
+		t.Fatalf("exit %d, help lacks the analyzer defaults or the connection limits:\n%s", code, out)
+	}
+}
