@@ -18,10 +18,10 @@ import (
 // agentLoad is an agent (the Go client) sending over a real socket, paced,
 // and remembering which packets logdist acknowledged.
 type agentLoad struct {
-	c      *client.Client
-	id     string
-	mu     sync.Mutex
-	acked  map[uint64]bool
+	c     *client.Client
+	id    string
+	mu    sync.Mutex
+	acked map[uint64]bool
 	// gate is held while a message is being sent; pausing takes it, so
 	// that no Send is under way or starts once pause returns.
 	gate   sync.Mutex
