@@ -64,7 +64,9 @@ func start(name, path string, args ...string) (*proc, error) {
 		return nil, fmt.Errorf("cannot start %s: %w", path, err)
 	}
 	ready := make(chan map[string]string, 1)
+	closed := make(chan struct{}) // stderr closed: the process exited
 	go func() {
+		defer close(closed)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if m := readyRe.FindStringSubmatch(sc.Text()); m != nil {
@@ -81,9 +83,13 @@ func start(name, path string, args ...string) (*proc, error) {
 	select {
 	case f := <-ready:
 		return &proc{name: name, cmd: cmd, addr: f}, nil
+	case <-closed:
+		// It failed to start (a busy port, say): its reason is above.
+		err := cmd.Wait()
+		return nil, fmt.Errorf("%s exited before it was ready (%v); its error is above", name, err)
 	case <-time.After(15 * time.Second):
 		_ = cmd.Process.Kill()
-		return nil, fmt.Errorf("%s did not become ready in 15s (is its port free?)", name)
+		return nil, fmt.Errorf("%s did not become ready in 15s", name)
 	}
 }
 
