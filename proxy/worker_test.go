@@ -37,11 +37,11 @@ func (l *fakeLoop) on(fn func()) {
 }
 
 type testJob struct {
-	id      int
-	loop    *fakeLoop
-	gate    chan struct{} // if set, Run waits for it
-	mu      *sync.Mutex
-	ran     *[]int
+	id   int
+	loop *fakeLoop
+	gate chan struct{} // if set, Run waits for it
+	mu   *sync.Mutex
+	ran  *[]int
 }
 
 func (j *testJob) Run() {
