@@ -2,6 +2,7 @@ package frame
 
 import (
 	"encoding/binary"
+	"time"
 	"unicode/utf8"
 )
 
@@ -264,4 +265,18 @@ func clip(b []byte, n int) []byte {
 		return b[:n]
 	}
 	return b
+}
+
+// Millis converts d to the protocol's u32 milliseconds (a BUSY's
+// retry-after, a WELCOME's idle timeout), saturating: below 0 is 0, above
+// 49 days is the most a u32 holds.
+func Millis(d time.Duration) uint32 {
+	switch ms := d.Milliseconds(); {
+	case ms < 0:
+		return 0
+	case ms > 1<<32-1:
+		return 1<<32 - 1
+	default:
+		return uint32(ms)
+	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -96,27 +97,15 @@ func (s *Server) AddAnalyzer(a AnalyzerConfig) error {
 // its analyzer has answered them, at most AckTimeout), and the rest are
 // dispatched to the other analyzers: none is lost.
 func (s *Server) RemoveAnalyzer(name string) error {
-	return s.change("remove "+name, func(c *Config) error {
-		i := c.analyzer(name)
-		if i < 0 {
-			return fmt.Errorf("%w: no analyzer %q", ErrConfig, name)
-		}
+	return s.changeAnalyzer("remove", name, func(c *Config, i int) {
 		c.Analyzers = append(c.Analyzers[:i], c.Analyzers[i+1:]...)
-		return nil
 	})
 }
 
 // SetWeight changes an analyzer's weight; 0 stops picking it (a drain
 // that keeps it in the set).
 func (s *Server) SetWeight(name string, weight float64) error {
-	return s.change(fmt.Sprintf("weight %s %v", name, weight), func(c *Config) error {
-		i := c.analyzer(name)
-		if i < 0 {
-			return fmt.Errorf("%w: no analyzer %q", ErrConfig, name)
-		}
-		c.Analyzers[i].Weight = weight
-		return nil
-	})
+	return s.changeAnalyzer(fmt.Sprintf("weight %v", weight), name, func(c *Config, i int) { c.Analyzers[i].Weight = weight })
 }
 
 // SetAdmin sets an analyzer's administrative state: Drained (no new
@@ -124,14 +113,7 @@ func (s *Server) SetWeight(name string, weight float64) error {
 // packets, no connection attempts), ForcedUp (picked whatever its
 // health), or Enabled (health decides).
 func (s *Server) SetAdmin(name string, state balancer.AdminState) error {
-	return s.change(fmt.Sprintf("%s %s", state, name), func(c *Config) error {
-		i := c.analyzer(name)
-		if i < 0 {
-			return fmt.Errorf("%w: no analyzer %q", ErrConfig, name)
-		}
-		c.Analyzers[i].Admin = state
-		return nil
-	})
+	return s.changeAnalyzer(state.String(), name, func(c *Config, i int) { c.Analyzers[i].Admin = state })
 }
 
 // Reconfigure makes cfg the running configuration: analyzers are added,
@@ -158,6 +140,23 @@ func (s *Server) Config() Config { return s.conf.Load().Config.clone() }
 // ConfigVersion returns the running configuration's version: 1 at start,
 // one more for every change applied.
 func (s *Server) ConfigVersion() uint64 { return s.conf.Load().version }
+
+// ErrUnknownAnalyzer is returned for a change to an analyzer the running
+// configuration does not have.
+var ErrUnknownAnalyzer = errors.New("proxy: no such analyzer")
+
+// changeAnalyzer applies edit to the named analyzer (its index in the
+// configuration's list), as change does.
+func (s *Server) changeAnalyzer(what, name string, edit func(c *Config, i int)) error {
+	return s.change(what+" "+name, func(c *Config) error {
+		i := c.analyzer(name)
+		if i < 0 {
+			return fmt.Errorf("%w: %q", ErrUnknownAnalyzer, name)
+		}
+		edit(c, i)
+		return nil
+	})
+}
 
 func (c *Config) analyzer(name string) int {
 	for i, a := range c.Analyzers {
@@ -202,10 +201,6 @@ func (s *Server) applyAnalyzers(from, to []AnalyzerConfig) {
 	old := map[string]AnalyzerConfig{}
 	for _, a := range from {
 		old[a.Name] = a
-	}
-	want := map[string]bool{}
-	for _, a := range to {
-		want[a.Name] = true
 	}
 	for _, a := range from {
 		if n, ok := findAnalyzer(to, a.Name); !ok || n.Addr != a.Addr || n.TLS != a.TLS {

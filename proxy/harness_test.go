@@ -189,8 +189,13 @@ func (h *harness) cycle() {
 	frame.Header(h.data).SetSeq(a.sess.LastSeq() + 1)
 	h.ac.in = h.data
 	a.onTraffic(h.ac)
+	h.ackAll()
+}
+
+// ackAll has every analyzer acknowledge all it holds.
+func (h *harness) ackAll() {
 	for i, u := range h.lp.ups {
-		if u.sess.Unresolved() == 0 {
+		if u == nil || u.sess.Unresolved() == 0 {
 			continue
 		}
 		h.acks[i] = frame.AppendAck(h.acks[i][:0], u.sess.Seq())

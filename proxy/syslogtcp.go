@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -83,14 +83,8 @@ func nextSyslogFrame(b []byte, max int) (msg []byte, n int, clipped bool, err er
 // syslogTCP is the TCP syslog listener and its connections.
 type syslogTCP struct {
 	s  *Server
-	ln net.Listener
-	wg sync.WaitGroup
+	ac *acceptor
 
-	mu     sync.Mutex
-	closed bool
-	conns  map[net.Conn]struct{}
-
-	active                            atomic.Int64
 	messages, bytes, framing, clipped *metrics.Counter
 	paused                            *metrics.Counter
 	shutdownDropped                   atomic.Uint64
@@ -100,9 +94,10 @@ type syslogTCP struct {
 func listenSyslogTCP(s *Server, addr string) (*syslogTCP, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, errors.Join(errors.New("proxy: cannot listen for syslog on tcp "+addr), err)
+		return nil, fmt.Errorf("proxy: cannot listen for syslog on tcp %s: %w", addr, err)
 	}
-	t := &syslogTCP{s: s, ln: ln, conns: map[net.Conn]struct{}{}}
+	t := &syslogTCP{s: s}
+	t.ac = newAcceptor("syslog", s.log, ln, t.serve)
 	set := s.mset
 	t.messages = set.GetOrCreateCounter("logdist_syslog_tcp_messages_total")
 	t.bytes = set.GetOrCreateCounter("logdist_syslog_tcp_bytes_total")
@@ -110,7 +105,7 @@ func listenSyslogTCP(s *Server, addr string) (*syslogTCP, error) {
 	t.clipped = set.GetOrCreateCounter("logdist_syslog_tcp_clipped_total")
 	t.paused = set.GetOrCreateCounter("logdist_syslog_tcp_paused_total")
 	t.shutdownDroppedCounter = set.GetOrCreateCounter("logdist_syslog_tcp_shutdown_dropped_total")
-	set.GetOrCreateGauge("logdist_syslog_tcp_connections", func() float64 { return float64(t.active.Load()) })
+	set.GetOrCreateGauge("logdist_syslog_tcp_connections", func() float64 { return float64(t.ac.active.Load()) })
 	s.log.Info("listening for syslog", "addr", "tcp://"+ln.Addr().String())
 	return t, nil
 }
@@ -120,90 +115,23 @@ func (s *Server) SyslogTCPAddr() net.Addr {
 	if s.tcp == nil {
 		return nil
 	}
-	return s.tcp.ln.Addr()
+	return s.tcp.ac.ln.Addr()
 }
 
-func (t *syslogTCP) start() {
-	t.wg.Add(1)
-	go t.accept()
-}
-
-func (t *syslogTCP) accept() {
-	defer t.wg.Done()
-	var backoff time.Duration
-	for {
-		nc, err := t.ln.Accept()
-		if err != nil {
-			if t.isClosed() {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				t.s.log.Warn("cannot accept syslog connection; retrying", "addr", t.ln.Addr().String(), "err", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			t.s.log.Error("cannot accept syslog connections; listener stopped", "addr", t.ln.Addr().String(), "err", err)
-			return
-		}
-		backoff = 0
-		lp := t.s.nextLoop()
-		if lp == nil || !t.track(nc) {
-			nc.Close()
-			continue
-		}
-		go t.serve(nc, lp)
-	}
-}
-
-func (t *syslogTCP) isClosed() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.closed
-}
-
-func (t *syslogTCP) track(nc net.Conn) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return false
-	}
-	t.conns[nc] = struct{}{}
-	t.wg.Add(1)
-	t.active.Add(1)
-	return true
-}
-
-func (t *syslogTCP) untrack(nc net.Conn) {
-	t.mu.Lock()
-	delete(t.conns, nc)
-	t.mu.Unlock()
-	t.active.Add(-1)
-	t.wg.Done()
-}
+func (t *syslogTCP) start() { t.ac.start() }
 
 // close stops accepting, closes every connection (their senders queue the
 // rest for their next connection) and waits for the goroutines.
-func (t *syslogTCP) close() {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
+func (t *syslogTCP) close() { t.ac.close() }
+
+// serve reads one connection until it ends, handing its messages to an
+// event loop.
+func (t *syslogTCP) serve(nc net.Conn) {
+	defer nc.Close()
+	lp := t.s.nextLoop()
+	if lp == nil {
 		return
 	}
-	t.closed = true
-	t.ln.Close()
-	for nc := range t.conns {
-		nc.Close()
-	}
-	t.mu.Unlock()
-	t.wg.Wait()
-}
-
-// serve reads one connection until it ends, handing its messages to lp.
-func (t *syslogTCP) serve(nc net.Conn, lp *loop) {
-	defer t.untrack(nc)
-	defer nc.Close()
 	var addr netip.Addr
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		addr = ta.AddrPort().Addr().Unmap()
@@ -263,7 +191,7 @@ func (t *syslogTCP) hand(lp *loop, msgs [][]byte, addr netip.Addr, done chan int
 		}
 		t.paused.Inc()
 		time.Sleep(syslogPause) // the queue drains on the loop's timer; nothing to wait on but time
-		if t.isClosed() {
+		if t.ac.isClosed() {
 			t.shutdownDropped.Add(uint64(len(msgs)))
 			t.shutdownDroppedCounter.Add(len(msgs))
 			return false

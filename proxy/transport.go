@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
@@ -126,15 +125,12 @@ func (s *Server) bridgeDialed(ctx context.Context, nc net.Conn, addr string) (ne
 
 // transportListener accepts agents on Config.TransportListen, wraps each
 // connection with the agent transport on a goroutine and bridges it into a
-// loop.
+// loop. Its acceptor tracks a connection only until it is bridged: close
+// ends the handshakes in progress, and bridged connections live until the
+// drain ends.
 type transportListener struct {
 	s  *Server
-	ln net.Listener
-	wg sync.WaitGroup
-
-	mu      sync.Mutex
-	closed  bool
-	pending map[net.Conn]struct{} // accepted, handshaking
+	ac *acceptor
 }
 
 func listenTransport(s *Server, addr string) (*transportListener, error) {
@@ -143,7 +139,9 @@ func listenTransport(s *Server, addr string) (*transportListener, error) {
 		return nil, fmt.Errorf("proxy: cannot listen for agents on %s: %w", addr, err)
 	}
 	s.log.Info("listening for wrapped agent connections", "addr", ln.Addr().String())
-	return &transportListener{s: s, ln: ln, pending: map[net.Conn]struct{}{}}, nil
+	t := &transportListener{s: s}
+	t.ac = newAcceptor("wrapped agent", s.log, ln, t.open)
+	return t, nil
 }
 
 // TransportAddr returns the address of the transport listener, or nil.
@@ -151,58 +149,19 @@ func (s *Server) TransportAddr() net.Addr {
 	if s.wrapped == nil {
 		return nil
 	}
-	return s.wrapped.ln.Addr()
+	return s.wrapped.ac.ln.Addr()
 }
 
-func (t *transportListener) start() {
-	t.wg.Add(1)
-	go t.accept()
-}
-
-func (t *transportListener) accept() {
-	defer t.wg.Done()
-	for {
-		nc, err := t.ln.Accept()
-		if err != nil {
-			t.mu.Lock()
-			closed := t.closed
-			t.mu.Unlock()
-			if closed {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			t.s.log.Error("cannot accept agent connections; transport listener stopped", "addr", t.ln.Addr().String(), "err", err)
-			return
-		}
-		t.mu.Lock()
-		if t.closed {
-			t.mu.Unlock()
-			nc.Close()
-			return
-		}
-		t.pending[nc] = struct{}{}
-		t.wg.Add(1)
-		t.mu.Unlock()
-		go t.open(nc)
-	}
-}
+func (t *transportListener) start() { t.ac.start() }
+func (t *transportListener) close() { t.ac.close() }
 
 // open wraps one accepted connection and enrolls its bridge on a loop.
 func (t *transportListener) open(nc net.Conn) {
-	defer t.wg.Done()
 	s := t.s
 	conf := s.conf.Load()
 	ctx, cancel := context.WithTimeout(s.ctx, conf.HandshakeTimeout)
 	defer cancel()
-	err := t.enroll(ctx, nc, conf)
-	t.mu.Lock()
-	delete(t.pending, nc)
-	t.mu.Unlock()
-	if err != nil {
+	if err := t.enroll(ctx, nc, conf); err != nil {
 		nc.Close()
 		s.log.Debug("cannot serve wrapped agent connection", "remote", nc.RemoteAddr().String(), "err", err)
 	}
@@ -235,21 +194,4 @@ func (t *transportListener) enroll(ctx context.Context, nc net.Conn, conf *setti
 	case <-s.ctx.Done():
 		return s.ctx.Err()
 	}
-}
-
-// close stops accepting and ends the handshakes in progress; bridged
-// connections live on until the drain ends (closeBridges).
-func (t *transportListener) close() {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		return
-	}
-	t.closed = true
-	t.ln.Close()
-	for nc := range t.pending {
-		nc.Close()
-	}
-	t.mu.Unlock()
-	t.wg.Wait()
 }

@@ -115,10 +115,10 @@ func classify(err error, defaultRetry time.Duration) verdict {
 	}
 	var be *BusyError
 	if errors.As(err, &be) {
-		return verdict{kind: verdictBusy, retryAfter: millis(be.RetryAfter)}
+		return verdict{kind: verdictBusy, retryAfter: frame.Millis(be.RetryAfter)}
 	}
 	if errors.Is(err, ErrBusy) {
-		return verdict{kind: verdictBusy, retryAfter: millis(defaultRetry)}
+		return verdict{kind: verdictBusy, retryAfter: frame.Millis(defaultRetry)}
 	}
 	var fe *frame.Error
 	if errors.As(err, &fe) {
@@ -127,16 +127,5 @@ func classify(err error, defaultRetry time.Duration) verdict {
 		}
 		return verdict{kind: verdictReject, code: fe.Code, reason: err.Error()}
 	}
-	return verdict{kind: verdictBusy, retryAfter: millis(defaultRetry), reason: err.Error()}
-}
-
-func millis(d time.Duration) uint32 {
-	switch ms := d.Milliseconds(); {
-	case ms < 0:
-		return 0
-	case ms > 1<<32-1:
-		return 1<<32 - 1
-	default:
-		return uint32(ms)
-	}
+	return verdict{kind: verdictBusy, retryAfter: frame.Millis(defaultRetry), reason: err.Error()}
 }

@@ -295,7 +295,7 @@ func (s *Server) hello(h frame.Header, payload []byte) (Event, error) {
 		Caps:          s.caps,
 		Window:        uint32(s.window),
 		MaxFrame:      s.cfg.Limits.MaxFrame,
-		IdleTimeoutMs: millis(s.cfg.IdleTimeout),
+		IdleTimeoutMs: frame.Millis(s.cfg.IdleTimeout),
 		ServerID:      []byte(s.cfg.ServerID),
 	})
 	return EvHello, nil
@@ -550,14 +550,3 @@ func (s *Server) RejectCode() frame.Code { return s.rejectCode }
 // PeerError returns the code and reason of the last EvPeerError; the
 // reason aliases the frame's payload.
 func (s *Server) PeerError() (frame.Code, []byte) { return s.peerCode, s.peerReason }
-
-func millis(d time.Duration) uint32 {
-	switch ms := d.Milliseconds(); {
-	case ms < 0:
-		return 0
-	case ms > 1<<32-1:
-		return 1<<32 - 1
-	default:
-		return uint32(ms)
-	}
-}
