@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
@@ -32,6 +34,10 @@ type agentConn struct {
 	// finished sending, charged to Server.partial since partialSince.
 	held         int64
 	partialSince int64
+
+	// lingerUntil is set once the connection ended with an ERROR and is
+	// draining what the agent still sends (linger).
+	lingerUntil int64
 
 	dirty      bool
 	sackQueued bool // on the loop's SACK list
@@ -94,6 +100,10 @@ var errClosedByUs = errors.New("closed by logdist")
 // onTraffic consumes every complete frame gnet has buffered.
 func (a *agentConn) onTraffic(c gnet.Conn) gnet.Action {
 	lp := a.lp
+	if a.lingerUntil != 0 { // ended: what it still sends is read and dropped
+		_, _ = c.Discard(c.InboundBuffered())
+		return gnet.None
+	}
 	a.lastIn = lp.now // the loop's coarse clock: idle timeouts need no better
 	action := gnet.None
 	// About one record per KiB buffered: agents' packets are rarely smaller.
@@ -221,7 +231,25 @@ func (a *agentConn) ended(err error) gnet.Action {
 	}
 	a.write(a.sess.Flush(lp.now))
 	a.closed = true
-	return gnet.Close
+	return a.linger()
+}
+
+// lingerTimeout is how long a connection ended by an ERROR keeps reading
+// (and discarding) what the agent still sends.
+const lingerTimeout = 500 * time.Millisecond
+
+// linger half-closes the connection after its ERROR and lets it drain for
+// lingerTimeout before the close: closing a socket with unread input makes
+// the kernel send a reset, which can destroy the ERROR before the agent
+// reads it (a DATA refused at its header leaves its payload unread). If
+// gnet still holds output for the socket, it is closed at once.
+func (a *agentConn) linger() gnet.Action {
+	fd := a.c.Fd()
+	if fd < 0 || a.c.OutboundBuffered() > 0 || unix.Shutdown(fd, unix.SHUT_WR) != nil {
+		return gnet.Close
+	}
+	a.lingerUntil = a.lp.now + int64(lingerTimeout)
+	return gnet.None
 }
 
 // accept resolves the agent's DATA seq as accepted by an analyzer.
@@ -298,6 +326,9 @@ func (lp *loop) expireAgents(now int64) {
 		var code frame.Code
 		var why string
 		switch {
+		case a.lingerUntil != 0 && now >= a.lingerUntil:
+			_ = a.c.Close()
+			continue
 		case a.closed:
 			continue
 		case !a.sess.Ready() && now-a.opened > hs:

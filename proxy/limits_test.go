@@ -210,3 +210,27 @@ func TestTricklingFrameTimesOut(t *testing.T) {
 		}
 	}
 }
+
+// The ERROR reaches the agent even when what it sent after the refused
+// header is left unread. logdist half-closes and drains the connection
+// before closing it: a plain close makes the kernel answer the unread
+// bytes with a reset, which on a real network can overtake and destroy the
+// ERROR (on loopback the kernel happens to deliver the ERROR first, so
+// this test shows the behaviour, not the race).
+func TestRefusalSurvivesUnreadPayload(t *testing.T) {
+	as := []*analyzer{startAnalyzer(t, "a1", "127.0.0.1:0")}
+	s := startProxy(t, as, []float64{1}, nil)
+	defer stopAll(t, s, as)
+	for i := 0; i < 5; i++ {
+		c, err := servertest.DialRaw(s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := frame.AppendHeader(nil, frame.TypeData, 0, 1, 1, 512<<10, 512<<10, 0)
+		b = append(b, make([]byte, 512<<10)...)
+		c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		c.Conn.Write(b) // as an agent would: all of it, then read the answers
+		expectError(t, c, frame.CodeBadHandshake)
+		c.Close()
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -288,6 +289,21 @@ func (cn *conn) sayFatal(err error) {
 	}
 }
 
+// linger half-closes the connection and discards what the server still
+// sends for a moment: closing a socket with unread input makes the kernel
+// send a reset, which can destroy the ERROR just written before the
+// server reads it (a DATA refused at its header leaves its payload
+// unread). Called by the reader, which owns reading.
+func (cn *conn) linger() {
+	if cw, ok := cn.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		cn.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		io.CopyN(io.Discard, cn.nc, 1<<20)
+	}
+}
+
+// lingerTimeout bounds linger.
+const lingerTimeout = 500 * time.Millisecond
+
 // writeLoop sends queued packets while the window and BUSY allow, and
 // PINGs when it has sent nothing for pingEvery.
 func (cn *conn) writeLoop() {
@@ -410,6 +426,7 @@ func (cn *conn) readLoop() {
 			// the detecting side must send before closing.
 			cn.sayFatal(err)
 			c.log.Error("server broke the protocol", "addr", cn.addr, "err", err)
+			cn.linger()
 		}
 		cn.close(err)
 	}
