@@ -288,7 +288,14 @@ func (a *agentConn) flush() {
 	if a.closed {
 		return
 	}
-	a.write(a.sess.Flush(a.lp.now))
+	// The SACK delay is a millisecond: it wants the system clock, which
+	// costs a read. Only agents with accepted packets awaiting a SACK pay
+	// it; the cumulative ACK needs no time at all.
+	now := a.lp.now
+	if a.sess.SackPending() {
+		now = a.lp.preciseNow()
+	}
+	a.write(a.sess.Flush(now))
 	if a.sess.SackPending() {
 		a.lp.sacks.add(a)
 	}

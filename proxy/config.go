@@ -12,6 +12,7 @@ import (
 
 	"github.com/logdist/logdist/balancer"
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
 )
 
 // Inspect says how much of each DATA frame logdist checks before forwarding.
@@ -171,6 +172,11 @@ type Config struct {
 	// UpstreamTransport wraps the connections to analyzers whose TLS field
 	// is set.
 	UpstreamTransport Transport
+	// Auth, if not nil, decides every agent's HELLO: the same hook the
+	// analyzer library takes (session.Auth). A refusal is ERROR auth and a
+	// close. It runs on an event loop, so it must not block: look tokens
+	// up in memory.
+	Auth session.Auth
 	// ServerID is sent in WELCOME; defaults to "logdist".
 	ServerID string
 	// Logger receives structured logs; nil means slog.Default().

@@ -1,7 +1,10 @@
 package proxy_test
 
 import (
+	"errors"
+	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,4 +236,39 @@ func TestRefusalSurvivesUnreadPayload(t *testing.T) {
 		expectError(t, c, frame.CodeBadHandshake)
 		c.Close()
 	}
+}
+
+// The proxy's agents go through the same Auth hook as the analyzer
+// library's clients: a refused HELLO is ERROR auth and a close.
+func TestAuthHook(t *testing.T) {
+	as := []*analyzer{startAnalyzer(t, "a1", "127.0.0.1:0")}
+	s := startProxy(t, as, []float64{1}, func(c *proxy.Config) {
+		c.Auth = func(h *frame.Hello, _ net.Addr) (string, error) {
+			if string(h.Token) != "s3cret" {
+				return "", fmt.Errorf("unknown token for agent %s", h.AgentID)
+			}
+			return "fleet-a", nil
+		}
+	})
+	defer stopAll(t, s, as)
+	waitFor(t, "analyzer up", 5*time.Second, allHealthy(s, 1))
+	c, err := servertest.DialRaw(s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Handshake(&frame.Hello{Caps: frame.CapZstd, Window: 8, MaxFrame: 1 << 20, AgentID: []byte("a"), Token: []byte("guess")})
+	var re *frame.RemoteError
+	if !errors.As(err, &re) || re.Code != frame.CodeAuth || !strings.Contains(re.Reason, "unknown token for agent a") {
+		t.Fatalf("wrong token: %v, want ERROR auth with the hook's reason", err)
+	}
+	ok, err := servertest.DialRaw(s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ok.Close()
+	if err := ok.Handshake(&frame.Hello{Caps: frame.CapZstd, Window: 8, MaxFrame: 1 << 20, AgentID: []byte("a"), Token: []byte("s3cret")}); err != nil {
+		t.Fatalf("right token: %v", err)
+	}
+	sendAll(t, ok, "a", 1, 10, 8)
 }

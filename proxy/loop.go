@@ -209,7 +209,6 @@ func (lp *loop) flush() {
 		return // re-entered from a close inside a write; the outer call finishes
 	}
 	lp.fl.flushing = true
-	lp.clock() // the SACK delay and the records' send times want it fresh
 	lp.sacks.reconsider(lp)
 	for round := 0; round < 64; round++ {
 		if len(lp.led.redo) > 0 {
@@ -343,6 +342,7 @@ func (lp *loop) tick() {
 	for _, u := range lp.ups {
 		if u != nil {
 			u.tick(now)
+			u.publishInflight()
 		}
 	}
 	lp.tickRetiring(now)

@@ -69,6 +69,7 @@ func (lp *loop) retire(u *upstream) {
 	for u.backlog.len() > 0 {
 		lp.toRedo(u.backlog.pop())
 	}
+	u.publishInflight()
 	lp.s.log.Info("analyzer removed: settling its connection", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "in_flight", u.sess.Unresolved())
 	lp.retiring = append(lp.retiring, u)
 	lp.settleRetiring(u)
@@ -99,6 +100,7 @@ func (lp *loop) tickRetiring(now int64) {
 		if u.state == upReady {
 			u.tick(now)
 		}
+		u.publishInflight()
 		if !lp.settleRetiring(u) {
 			kept = append(kept, u)
 		}

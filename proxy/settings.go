@@ -38,6 +38,7 @@ func newSettings(cfg Config, version uint64) *settings {
 		IdleTimeout: cfg.IdleTimeout,
 		ServerID:    cfg.ServerID,
 		SackDelay:   cfg.SackDelay,
+		Auth:        cfg.Auth,
 	}
 	st.busyRetryMs = uint32(cfg.BusyRetryAfter / time.Millisecond)
 	st.timer = min(max(cfg.HeartbeatInterval/5, time.Millisecond), 50*time.Millisecond)

@@ -187,7 +187,6 @@ func (u *upstream) flush() {
 		// still waiting to be written.
 		u.sess.MarkWritten()
 	}
-	u.publishInflight()
 }
 
 // write sends bufs: writev(2) takes at most IOV_MAX buffers, so in
@@ -219,7 +218,9 @@ func (u *upstream) write(bufs [][]byte) {
 }
 
 // publishInflight adds this upstream's change in unanswered packets to
-// its analyzer's count (once per wake-up that touched it).
+// its analyzer's count, at every tick (the status may be a timer interval
+// late; an atomic add on a line every loop writes stays off the
+// per-packet path).
 func (u *upstream) publishInflight() {
 	if n := int64(u.sess.Unresolved() + u.backlog.len()); n != u.inflight {
 		u.st.inflight.Add(n - u.inflight)
@@ -275,7 +276,6 @@ func (u *upstream) onTraffic(c gnet.Conn) gnet.Action {
 		}
 	}
 	u.fill()
-	u.publishInflight()
 	lp.requestFlush()
 	return action
 }

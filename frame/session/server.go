@@ -122,6 +122,7 @@ type Server struct {
 	identity string
 	caps     frame.Capabilities
 	window   uint64
+	gapMax   uint64 // how far the newest DATA may run ahead of the oldest unresolved one
 
 	lastSeq uint64 // last DATA sequence received
 	acked   uint64 // every DATA ≤ acked is resolved
@@ -289,6 +290,7 @@ func (s *Server) hello(h frame.Header, payload []byte) (Event, error) {
 	}
 	s.identity = identity
 	s.window = uint64(min(hello.Window, s.cfg.Window))
+	s.gapMax = s.cfg.maxGap() * s.window
 	s.caps = hello.Caps & s.cfg.Grant
 	s.state = srvReady
 	s.out = frame.AppendWelcome(s.out, &frame.Welcome{
@@ -310,7 +312,7 @@ func (s *Server) takeSeq(seq uint64) error {
 	if s.lastSeq-s.wire >= s.window {
 		return s.violate(frame.CodeWindowExceeded, "more than %d DATA unresolved (the granted window)", s.window)
 	}
-	if seq-s.acked > s.cfg.maxGap()*s.window {
+	if seq-s.acked > s.gapMax {
 		return s.violate(frame.CodeWindowExceeded, "DATA %d more than %d windows ahead of the oldest unresolved one", seq, s.cfg.maxGap())
 	}
 	s.lastSeq = seq
