@@ -47,11 +47,6 @@ const (
 	cliClosed
 )
 
-// slot is one DATA frame sent and its item; live until resolved.
-type slot[T any] struct {
-	item T
-	live bool
-}
 
 // clientLimits admit what a server may send: control frames only. A DATA
 // header from a server is refused before its payload is read.
@@ -84,9 +79,13 @@ type Client[T any] struct {
 
 	seq     uint64 // last DATA sequence sent
 	written uint64 // last DATA sequence the owner has handed to the socket
-	// inflight holds DATA base … seq; the head is always live (resolved
-	// slots at the head are dropped at once).
-	inflight   ring[slot[T]]
+	// items and live hold DATA base … seq, side by side: each one's item
+	// and whether it is unresolved. The head is always live (resolved
+	// ones at the head are dropped at once). Two rings rather than one of
+	// structs: dropping an item then clears one pointer, where clearing a
+	// generic struct costs a call (memclrHasPointers) per packet.
+	items      ring[T]
+	live       ring[bool]
 	base       uint64
 	unresolved int
 
@@ -114,9 +113,10 @@ func NewClient[T any](cfg *ClientConfig, r Resolver[T]) *Client[T] {
 // buffers. The previous connection's unresolved items must have been taken
 // (TakeUnresolved) first; they are dropped.
 func (c *Client[T]) Reset(cfg *ClientConfig, r Resolver[T]) {
-	inflight, ranges, out, sid := c.inflight, c.ranges[:0], c.out[:0], c.serverID[:0]
-	inflight.reset()
-	*c = Client[T]{cfg: cfg, res: r, inflight: inflight, ranges: ranges, out: out, serverID: sid}
+	items, live, ranges, out, sid := c.items, c.live, c.ranges[:0], c.out[:0], c.serverID[:0]
+	items.reset()
+	live.reset()
+	*c = Client[T]{cfg: cfg, res: r, items: items, live: live, ranges: ranges, out: out, serverID: sid}
 }
 
 // AppendHello appends the HELLO to dst.
@@ -201,11 +201,11 @@ func (c *Client[T]) Handle(h frame.Header, payload []byte, now int64) (Event, er
 		if err != nil {
 			return EvNone, c.violate(frame.CodeProtocol, "malformed BUSY")
 		}
-		sl, err := c.liveSlot(h.Seq(), "BUSY")
+		i, err := c.liveSlot(h.Seq(), "BUSY")
 		if err != nil {
 			return EvNone, err
 		}
-		item := c.settle(sl)
+		item := c.settle(i)
 		c.dropSettled()
 		c.res.Busy(item, time.Duration(ms)*time.Millisecond)
 		return EvResolved, nil
@@ -219,11 +219,11 @@ func (c *Client[T]) Handle(h frame.Header, payload []byte, now int64) (Event, er
 			c.state = cliClosed
 			return EvNone, &frame.RemoteError{Seq: h.Seq(), Code: code, Reason: string(reason)}
 		}
-		sl, err := c.liveSlot(h.Seq(), "ERROR")
+		i, err := c.liveSlot(h.Seq(), "ERROR")
 		if err != nil {
 			return EvNone, err
 		}
-		item := c.settle(sl)
+		item := c.settle(i)
 		c.dropSettled()
 		c.res.Rejected(item, code, reason)
 		return EvResolved, nil
@@ -286,12 +286,11 @@ func (c *Client[T]) checkSeq(seq uint64, what string) error {
 // ackTo accepts every unresolved DATA up to seq.
 func (c *Client[T]) ackTo(seq uint64) Event {
 	ev := EvNone
-	for c.inflight.len() > 0 && c.base <= seq {
-		sl := c.inflight.pop()
-		c.base++
-		if sl.live {
+	for c.items.len() > 0 && c.base <= seq {
+		item, live := c.pop()
+		if live {
 			c.unresolved--
-			c.res.Acked(sl.item)
+			c.res.Acked(item)
 			ev = EvResolved
 		}
 	}
@@ -313,15 +312,15 @@ func (c *Client[T]) sack(cum uint64, payload []byte) (Event, error) {
 	}
 	ev := c.ackTo(cum)
 	for _, r := range ranges {
-		if c.inflight.len() == 0 {
+		if c.items.len() == 0 {
 			break
 		}
 		// Only where packets are: below base everything is resolved, and
 		// nothing was sent after seq (a hostile 1..2^40 costs nothing).
 		first, last := max(r.First, c.base), min(r.Last, c.seq)
 		for q := first; q <= last; q++ {
-			if sl := c.inflight.at(int(q - c.base)); sl.live {
-				c.res.Acked(c.settle(sl))
+			if i := int(q - c.base); *c.live.at(i) {
+				c.res.Acked(c.settle(i))
 				ev = EvResolved
 			}
 		}
@@ -330,37 +329,46 @@ func (c *Client[T]) sack(cum uint64, payload []byte) (Event, error) {
 	return ev, nil
 }
 
-// liveSlot returns the slot of DATA seq if it is unresolved, or a
+// liveSlot returns the index of DATA seq if it is unresolved, or a
 // violation: BUSY and ERROR name a DATA in flight (PROTOCOL.md 4.4).
-func (c *Client[T]) liveSlot(seq uint64, what string) (*slot[T], error) {
+func (c *Client[T]) liveSlot(seq uint64, what string) (int, error) {
 	if err := c.checkSeq(seq, "answered "+what+" to"); err != nil {
-		return nil, err
+		return 0, err
 	}
-	if seq >= c.base && seq-c.base < uint64(c.inflight.len()) {
-		if sl := c.inflight.at(int(seq - c.base)); sl.live {
-			return sl, nil
+	if seq >= c.base && seq-c.base < uint64(c.items.len()) {
+		if i := int(seq - c.base); *c.live.at(i) {
+			return i, nil
 		}
 	}
-	return nil, c.violate(frame.CodeProtocol, "%s for sequence %d, which is not in flight", what, seq)
+	return 0, c.violate(frame.CodeProtocol, "%s for sequence %d, which is not in flight", what, seq)
 }
 
-// settle resolves a live slot out of order and returns its item, for the
-// Resolver; the caller then drops the settled slots at the head.
-func (c *Client[T]) settle(sl *slot[T]) T {
+// settle resolves the live DATA at index i out of order and returns its
+// item, for the Resolver; the caller then drops the settled ones at the
+// head.
+func (c *Client[T]) settle(i int) T {
 	var zero T
-	item := sl.item
-	sl.item, sl.live = zero, false
+	p := c.items.at(i)
+	item := *p
+	*p = zero
+	*c.live.at(i) = false
 	c.unresolved--
 	return item
+}
+
+// pop removes the oldest tracked DATA and returns its item and whether
+// it was unresolved.
+func (c *Client[T]) pop() (T, bool) {
+	c.base++
+	return c.items.pop(), c.live.pop()
 }
 
 // dropSettled drops resolved slots at the head: the gap is measured from
 // the oldest unresolved DATA (PROTOCOL.md 11.1), and a server need not
 // move its cumulative point past a BUSY.
 func (c *Client[T]) dropSettled() {
-	for c.inflight.len() > 0 && !c.inflight.at(0).live {
-		c.inflight.pop()
-		c.base++
+	for c.items.len() > 0 && !*c.live.at(0) {
+		c.pop()
 	}
 }
 
@@ -371,7 +379,7 @@ func (c *Client[T]) CanSend() bool {
 	if c.state != cliReady || c.draining || uint64(c.unresolved) >= c.window {
 		return false
 	}
-	return c.inflight.len() == 0 || c.seq+1-c.base < frame.SeqGapWindows*c.window
+	return c.items.len() == 0 || c.seq+1-c.base < frame.SeqGapWindows*c.window
 }
 
 // Send numbers a DATA frame and keeps item until it is resolved. If f is
@@ -385,10 +393,11 @@ func (c *Client[T]) Send(item T, f []byte) uint64 {
 	if f != nil {
 		frame.Header(f[:frame.HeaderSize]).SetSeq(c.seq)
 	}
-	if c.inflight.len() == 0 {
+	if c.items.len() == 0 {
 		c.base = c.seq
 	}
-	c.inflight.push(slot[T]{item: item, live: true})
+	c.items.push(item)
+	c.live.push(true)
 	c.unresolved++
 	return c.seq
 }
@@ -451,9 +460,9 @@ func (c *Client[T]) Close() { c.state = cliClosed }
 // TakeUnresolved calls fn with every unresolved item, oldest first, and
 // forgets them: the connection is gone and they are to be sent again.
 func (c *Client[T]) TakeUnresolved(fn func(T)) {
-	for c.inflight.len() > 0 {
-		if sl := c.inflight.pop(); sl.live {
-			fn(sl.item)
+	for c.items.len() > 0 {
+		if item, live := c.pop(); live {
+			fn(item)
 		}
 	}
 	c.unresolved = 0
@@ -511,31 +520,30 @@ func (c *Client[T]) Seq() uint64 { return c.seq }
 
 // Oldest returns the item of the oldest unresolved DATA.
 func (c *Client[T]) Oldest() (T, bool) {
-	if c.inflight.len() == 0 {
+	if c.items.len() == 0 {
 		var zero T
 		return zero, false
 	}
-	return c.inflight.at(0).item, true
+	return *c.items.at(0), true
 }
 
 // Peek returns the item of the i-th DATA in flight counting from the
 // oldest unresolved one, and whether it is unresolved, for owners that
 // want to touch items before a large ACK resolves them (i < InFlight()).
 func (c *Client[T]) Peek(i int) (T, bool) {
-	sl := c.inflight.at(i)
-	return sl.item, sl.live
+	return *c.items.at(i), *c.live.at(i)
 }
 
 // InFlight returns how many sequences are tracked from the oldest
 // unresolved one to the last sent (resolved ones in between included).
-func (c *Client[T]) InFlight() int { return c.inflight.len() }
+func (c *Client[T]) InFlight() int { return c.items.len() }
 
 // Covers returns how many tracked sequences an ACK for seq would settle.
 func (c *Client[T]) Covers(seq uint64) int {
-	if c.inflight.len() == 0 || seq < c.base {
+	if c.items.len() == 0 || seq < c.base {
 		return 0
 	}
-	return int(min(seq-c.base+1, uint64(c.inflight.len())))
+	return int(min(seq-c.base+1, uint64(c.items.len())))
 }
 
 // PingsOut returns how many PINGs wait for their PONG.

@@ -260,8 +260,8 @@ func TestClientReleasesResolvedItems(t *testing.T) {
 	if _, err := c.Handle(frame.Header(frame.AppendAck(nil, 64)), nil, 1); err != nil {
 		t.Fatal(err)
 	}
-	for i, sl := range c.inflight.buf {
-		if sl.item != nil || sl.live {
+	for i, item := range c.items.buf {
+		if item != nil || c.live.buf[i] {
 			t.Fatalf("slot %d still holds an item after ACK 64", i)
 		}
 	}
