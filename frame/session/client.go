@@ -47,7 +47,6 @@ const (
 	cliClosed
 )
 
-
 // clientLimits admit what a server may send: control frames only. A DATA
 // header from a server is refused before its payload is read.
 var clientLimits = func() frame.Limits {
