@@ -279,10 +279,11 @@ func TestCodecAllocs(t *testing.T) {
 		}
 	})
 	t.Logf("compressed, after warm-up: encode %v allocs, decode %v allocs", encAllocs, decAllocs)
-	// Pooled zstd state: steady state is allocation-free. sync.Pool may be
-	// emptied by a GC in the middle, hence the tolerance of one
-	// rebuilt coder per run of 100.
-	if !raceEnabled && (encAllocs > 1 || decAllocs > 1) {
-		t.Errorf("compressed: encode %v allocs, decode %v allocs per frame, want ~0", encAllocs, decAllocs)
+	// Idle coders are kept in a free list no GC empties (a sync.Pool
+	// dropped them at every other GC, and a quarter of Puts under -race):
+	// steady state allocates nothing. Under -race the zstd decoder's own
+	// pools still drop buffers.
+	if encAllocs != 0 || (decAllocs != 0 && !raceEnabled) {
+		t.Errorf("compressed: encode %v allocs, decode %v allocs per frame, want 0", encAllocs, decAllocs)
 	}
 }
