@@ -352,9 +352,7 @@ func TestSyslogBatchesCloseOldestFirst(t *testing.T) {
 	sealed := func() []string {
 		var ids []string
 		for _, u := range lp.ups {
-			for _, seq := range inFlightRecords(u) {
-				ids = append(ids, seq)
-			}
+			ids = append(ids, inFlightRecords(u)...)
 		}
 		return ids
 	}

@@ -72,7 +72,6 @@ type loop struct {
 	// batchesOpen tells the ticker that syslog batches are open: the loop
 	// is woken every syslog linger, not only every timer interval.
 	batchesOpen atomic.Bool
-	work        *worker // blocking work, started on first use (worker.go)
 
 	tickFn, goAwayFn, reconfigureFn gnet.RunnableFunc
 }

@@ -439,9 +439,6 @@ func (s *Server) stop(ctx context.Context) error {
 	// The engines closed their ends of the bridges' socketpairs: the pumps
 	// end by themselves.
 	s.bg.Wait()
-	for _, lp := range s.snapshotLoops() {
-		lp.stopWorker()
-	}
 	var dropped uint64
 	for _, lp := range s.snapshotLoops() {
 		dropped += lp.m.syslogShutdownDropped.Get()

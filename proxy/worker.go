@@ -1,10 +1,7 @@
 package proxy
 
 import (
-	"context"
 	"sync"
-
-	"github.com/panjf2000/gnet/v2"
 )
 
 // Blocking work — writing a batch of packets to a spool segment, syncing
@@ -15,6 +12,9 @@ import (
 // runs its Done on its own goroutine (with everything a job's result may
 // touch — records, agents — owned by the loop again). Results go back in
 // batches: one Execute per run of the worker, however many jobs finished.
+//
+// Nothing on the packet path blocks yet, so no loop starts a worker; the
+// disk spool is its first user, and starts one per loop on first use.
 
 // Job is one piece of blocking work for a loop's worker.
 type Job interface {
@@ -127,22 +127,4 @@ func (w *worker) stop() {
 	}
 	<-w.stopped
 	w.handBack()
-}
-
-// worker returns the loop's worker, starting it the first time.
-func (lp *loop) worker() *worker {
-	if lp.work == nil {
-		lp.work = newWorker(func(fn func()) error {
-			return lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error { fn(); return nil }))
-		})
-	}
-	return lp.work
-}
-
-// stopWorker stops the loop's worker, if it ever started (Server.stop,
-// after the engines).
-func (lp *loop) stopWorker() {
-	if lp.work != nil {
-		lp.work.stop()
-	}
 }

@@ -67,14 +67,13 @@ type Client[T any] struct {
 	// unresolved (Done).
 	draining bool
 
-	caps      frame.Capabilities
-	window    uint64
-	maxFrame  uint32
-	idleMs    uint32
-	serverID  []byte
-	awayCode  frame.Code
-	awayWhy   []byte
-	errReason []byte
+	caps     frame.Capabilities
+	window   uint64
+	maxFrame uint32
+	idleMs   uint32
+	serverID []byte
+	awayCode frame.Code
+	awayWhy  []byte
 
 	seq     uint64 // last DATA sequence sent
 	written uint64 // last DATA sequence the owner has handed to the socket
