@@ -407,35 +407,6 @@ func (c *Client[T]) Send(item T, f []byte) uint64 {
 // written, so a lying server cannot make it free bytes still queued.
 func (c *Client[T]) MarkWritten() { c.written = c.seq }
 
-// AppendPing queues a PING (nonce: the next number) sent at now, unless
-// maxPingsOut PINGs already wait for their PONG. It reports whether it did.
-func (c *Client[T]) AppendPing(now int64) bool {
-	if c.state != cliReady || c.pingSent-c.pingDone >= maxPingsOut {
-		return false
-	}
-	c.pingSent++
-	c.pingTimes[c.pingSent%maxPingsOut] = now
-	c.lastPing = now
-	c.out = frame.AppendPing(c.out, c.pingSent)
-	return true
-}
-
-// Missed judges the PINGs older than timeout at now and returns how many
-// were missed: no PONG, and no frame at all received since the PING was
-// sent. A PING whose PONG is late behind other frames (ACKs from a busy
-// server, which answers PINGs in order behind the DATA it processes) is
-// not missed: the server is talking.
-func (c *Client[T]) Missed(now, timeout int64) int {
-	missed := 0
-	for c.pingDone < c.pingSent && now-c.pingTimes[(c.pingDone+1)%maxPingsOut] > timeout {
-		c.pingDone++
-		if c.lastRx < c.pingTimes[c.pingDone%maxPingsOut] {
-			missed++
-		}
-	}
-	return missed
-}
-
 // Fatal ends the session for a reason the owner found: ERROR seq 0 with
 // code goes in the output. A no-op once closed.
 func (c *Client[T]) Fatal(code frame.Code, reason string) {
@@ -543,15 +514,3 @@ func (c *Client[T]) Covers(seq uint64) int {
 	}
 	return int(min(seq-c.base+1, uint64(c.items.len())))
 }
-
-// PingsOut returns how many PINGs wait for their PONG.
-func (c *Client[T]) PingsOut() int { return int(c.pingSent - c.pingDone) }
-
-// LastPing returns when the last PING was queued (0: never).
-func (c *Client[T]) LastPing() int64 { return c.lastPing }
-
-// LastRx returns when the last frame was received (0: never).
-func (c *Client[T]) LastRx() int64 { return c.lastRx }
-
-// RTT returns the round trip of the last matched PING.
-func (c *Client[T]) RTT() time.Duration { return time.Duration(c.rtt) }
