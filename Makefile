@@ -15,7 +15,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/...
 
 ## test: vet, then the whole suite (unit, property, end-to-end) under the race detector.
 test: vet

@@ -3,12 +3,14 @@ package proxy
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/internal/syslog"
+	"github.com/logdist/logdist/internal/version"
 )
 
 // loopMetrics are one event loop's counters. Each loop has its own (the
@@ -163,7 +165,16 @@ func (s *Server) writeAnalyzerMetrics(w io.Writer) {
 	metrics.WriteGaugeUint64(w, "logdist_queue_bytes", uint64(max(st.Queue.Bytes, 0)))
 	metrics.WriteGaugeUint64(w, "logdist_partial_frame_bytes", uint64(max(s.partial.Load(), 0)))
 	metrics.WriteGaugeUint64(w, "logdist_config_version", st.ConfigVersion)
+	metrics.WriteGaugeUint64(w, buildInfo, 1)
 }
+
+// buildInfo is the logdist_build_info series: always 1, its labels say
+// which build runs (internal/version).
+var buildInfo = func() string {
+	b := version.Get()
+	return fmt.Sprintf("logdist_build_info{version=%s,revision=%s,modified=%q,goversion=%s}",
+		strconv.Quote(b.Version), strconv.Quote(b.Revision), strconv.FormatBool(b.Modified), strconv.Quote(b.Go))
+}()
 
 func b2u(b bool) uint64 {
 	if b {

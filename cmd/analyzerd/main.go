@@ -113,11 +113,15 @@ Flags:
 	fs.DurationVar(&cfg.Server.DrainTimeout, "drain-timeout", cfg.Server.DrainTimeout, "on SIGINT/SIGTERM, how long clients get after GOAWAY before their connections are closed")
 	fs.StringVar(&logLevel, "log-level", logLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", logFormat, "log format: text or json")
+	showVersion := cli.VersionFlag(fs, "analyzerd")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return cfg, nil, err // pflag printed the usage
 		}
 		return cfg, nil, fmt.Errorf("%w (see --help)", err)
+	}
+	if showVersion(stdout) {
+		return cfg, nil, pflag.ErrHelp
 	}
 	if fs.NArg() > 0 {
 		return cfg, nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))

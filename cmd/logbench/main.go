@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/logdist/logdist/bench"
+	"github.com/logdist/logdist/internal/cli"
 )
 
 func main() {
@@ -30,7 +31,7 @@ func main() {
 // run is main without the process: it returns the exit code (0: every
 // packet resolved, 1: the run failed or lost packets, 2: bad flags).
 func run(args []string, stdout, stderr io.Writer) int {
-	cfg, jsonOut, quiet, err := parseFlags(args, stderr)
+	cfg, jsonOut, quiet, err := parseFlags(args, stdout, stderr)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -75,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func parseFlags(args []string, stderr io.Writer) (bench.Config, bool, bool, error) {
+func parseFlags(args []string, stdout, stderr io.Writer) (bench.Config, bool, bool, error) {
 	cfg := bench.DefaultConfig()
 	fs := pflag.NewFlagSet("logbench", pflag.ContinueOnError)
 	fs.SortFlags = false
@@ -110,8 +111,12 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, bool, bool, erro
 	fs.StringVar(&cfg.AgentID, "agent-id", "", "agent id in HELLO and in the packets (default logbench-<pid>)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "after sending stops, how long to wait for outstanding ACKs")
 	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", cfg.DialTimeout, "bound on each connect and handshake")
+	showVersion := cli.VersionFlag(fs, "logbench")
 	if err := fs.Parse(args); err != nil {
 		return cfg, false, false, err
+	}
+	if showVersion(stdout) {
+		return cfg, false, false, pflag.ErrHelp
 	}
 	if fs.NArg() > 0 {
 		return cfg, false, false, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))

@@ -169,8 +169,12 @@ func parseFlags(args []string) (proxy.Config, string, bool, *slog.Logger, error)
 	fs.BoolVar(&pprofOn, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the admin address")
 	fs.StringVar(&logFormat, "log-format", logFormat, "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", logLevel, "log level: debug, info, warn or error")
+	showVersion := cli.VersionFlag(fs, "logdist")
 	if err := fs.Parse(args); err != nil {
 		return cfg, "", false, nil, err
+	}
+	if showVersion(os.Stdout) {
+		return cfg, "", false, nil, pflag.ErrHelp
 	}
 	if fs.NArg() > 0 {
 		return cfg, "", false, nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))

@@ -22,6 +22,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/client"
+	"github.com/logdist/logdist/internal/cli"
 )
 
 func main() {
@@ -70,6 +71,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.noCompress, "no-compress", false, "send packets uncompressed")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log connection events to stderr")
 	help := fs.BoolP("help", "h", false, "show this help")
+	showVersion := cli.VersionFlag(fs, "logsend")
 
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "logsend: "+format+" (see --help)\n", a...)
@@ -86,6 +88,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		return usageErr("%v", err)
+	}
+	if showVersion(stdout) {
+		return exitOK
 	}
 	if o.token == "" {
 		o.token = os.Getenv("LOGSEND_TOKEN")

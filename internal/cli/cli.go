@@ -1,5 +1,5 @@
 // Package cli holds what the commands share: building the slog logger from
-// the --log-format and --log-level flags.
+// the --log-format and --log-level flags, and --version.
 package cli
 
 import (
@@ -7,6 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/logdist/logdist/internal/version"
 )
 
 // NewLogger returns a logger writing to w in format "text" or "json" at
@@ -25,4 +29,17 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// VersionFlag adds --version to fs. After fs.Parse, call the function it
+// returns: when --version was given it prints the build of name to w and
+// returns true (the command then exits 0 without doing anything else).
+func VersionFlag(fs *pflag.FlagSet, name string) func(w io.Writer) bool {
+	v := fs.Bool("version", false, "print the version and the commit this binary was built from, and exit")
+	return func(w io.Writer) bool {
+		if *v {
+			fmt.Fprintln(w, version.Get().String(name))
+		}
+		return *v
+	}
 }

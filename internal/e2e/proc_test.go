@@ -36,7 +36,9 @@ func binary(t *testing.T, name string) string {
 		if bins.err != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", bins.dir+"/", "./cmd/logdist", "./cmd/analyzerd")
+		// -buildvcs=auto as the Makefile: stamp the commit when in a
+		// checkout, whatever GOFLAGS says.
+		cmd := exec.Command("go", "build", "-buildvcs=auto", "-o", bins.dir+"/", "./cmd/...")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			bins.err = fmt.Errorf("go build: %v\n%s", err, out)
