@@ -24,6 +24,9 @@ type AnalyzerConfig struct {
 	Weight float64
 	// Admin is the initial administrative state. Zero is Enabled.
 	Admin AdminState
+	// Ramp, when still running, moves the weight from Ramp.From to Weight
+	// (a ramp restored after a restart); zero: Weight at once.
+	Ramp Ramp
 }
 
 // Set is the set of analyzers: their configuration, health and the
@@ -61,7 +64,9 @@ type analyzer struct {
 	gen    uint64
 	name   string
 	addr   string
-	weight float64
+	weight float64 // configured: where a ramp ends
+	cur    float64 // in force now: weight, or where the ramp is
+	ramp   Ramp
 	admin  AdminState
 	seed   uint64 // rendezvous seed, from name
 	h      health
@@ -69,7 +74,7 @@ type analyzer struct {
 
 // selectable is the rule for entering the snapshot.
 func (a *analyzer) selectable() bool {
-	if a.weight <= 0 {
+	if a.cur <= 0 {
 		return false
 	}
 	return a.admin == ForcedUp || a.admin == Enabled && a.h.state == Up
@@ -118,6 +123,9 @@ func (s *Set) Add(ac AnalyzerConfig) (int, error) {
 		return -1, fmt.Errorf("cannot add analyzer %q at %q: %w: name and address are required",
 			ac.Name, ac.Addr, ErrInvalidAnalyzer)
 	}
+	if err := checkWeight(ac.Ramp.From); err != nil {
+		return -1, fmt.Errorf("cannot add analyzer %q: ramp: %w", ac.Name, err)
+	}
 	if ac.Admin > ForcedUp {
 		return -1, fmt.Errorf("cannot add analyzer %q: %w: unknown admin state %d",
 			ac.Name, ErrInvalidAnalyzer, ac.Admin)
@@ -146,8 +154,11 @@ func (s *Set) Add(ac AnalyzerConfig) (int, error) {
 	s.gens[id]++
 	a := &analyzer{
 		id: id, gen: s.gens[id], name: ac.Name, addr: ac.Addr,
-		weight: ac.Weight, admin: ac.Admin, seed: nameSeed(ac.Name),
+		weight: ac.Weight, cur: ac.Weight, admin: ac.Admin, seed: nameSeed(ac.Name),
 		h: health{since: now},
+	}
+	if ac.Ramp.active(now) {
+		a.ramp = ac.Ramp
 	}
 	s.byID[id] = a
 	s.byName[a.name] = a
@@ -193,12 +204,12 @@ func (s *Set) SetWeight(name string, weight float64) error {
 	if !ok {
 		return fmt.Errorf("cannot set weight of analyzer %q: %w", name, ErrUnknownAnalyzer)
 	}
-	if a.weight == weight {
+	if a.weight == weight && a.ramp == (Ramp{}) {
 		return nil
 	}
 	s.log.Info("analyzer weight set", "component", "balancer",
-		"analyzer", a.name, "addr", a.addr, "id", a.id, "from", a.weight, "to", weight)
-	a.weight = weight
+		"analyzer", a.name, "addr", a.addr, "id", a.id, "from", a.cur, "to", weight)
+	a.weight, a.ramp = weight, Ramp{}
 	s.commit(s.cfg.Now(), true)
 	return nil
 }
@@ -328,6 +339,17 @@ func (s *Set) commit(now time.Time, changed bool) {
 		if s.advanceBreaker(a, now) {
 			changed = true
 		}
+		if a.ramp != (Ramp{}) {
+			var next time.Time
+			a.cur, next = a.ramp.at(a.weight, now)
+			if next.IsZero() {
+				a.ramp = Ramp{}
+			} else {
+				schedule(next)
+			}
+		} else {
+			a.cur = a.weight
+		}
 		h := &a.h
 		switch h.breaker {
 		case Open:
@@ -364,7 +386,7 @@ func (s *Set) commit(now time.Time, changed bool) {
 			}
 		}
 		ids = append(ids, uint16(a.id))
-		w = append(w, a.weight*rampFraction(h.rampStep, steps))
+		w = append(w, a.cur*rampFraction(h.rampStep, steps))
 		if s.cfg.Strategy == Hash {
 			seeds = append(seeds, a.seed)
 		}

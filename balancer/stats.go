@@ -48,6 +48,10 @@ type AnalyzerView struct {
 	Selectable bool
 	// SlowStart tells whether its effective weight is still ramping up.
 	SlowStart bool
+	// Ramp is the weight ramp under way (SetWeightRamp), zero when none:
+	// the weight in force moves from Ramp.From to Weight until
+	// Ramp.Start+Ramp.Over.
+	Ramp Ramp
 	// Successes and Failures are the consecutive counts towards Rise and
 	// Fall.
 	Successes, Failures int
@@ -60,8 +64,8 @@ type AnalyzerView struct {
 	// since it was added.
 	Packets, Messages, Bytes uint64
 	// Share is its share of the view's Packets. ConfiguredShare is its
-	// Weight over the sum of the selectable analyzers' weights (0 when not
-	// selectable); TargetShare is what the picker aims at now (slow start
+	// weight in force (Weight, or where a Ramp is) over the sum of the
+	// selectable analyzers' (0 when not selectable); TargetShare is what the picker aims at now (slow start
 	// and quantisation applied). ShareError is Share - ConfiguredShare.
 	Share, ConfiguredShare, TargetShare, ShareError float64
 }
@@ -114,12 +118,12 @@ func (s *Set) View() View {
 	var top, selWeight float64
 	for _, a := range s.byID {
 		if a != nil && a.h.inService {
-			top = max(top, a.weight)
+			top = max(top, a.cur)
 		}
 	}
 	for _, a := range s.byID {
 		if a != nil && a.h.inService {
-			selWeight += a.weight / top
+			selWeight += a.cur / top
 		}
 	}
 	for _, a := range s.byID {
@@ -130,7 +134,7 @@ func (s *Set) View() View {
 		b := s.base[a.id]
 		av := AnalyzerView{
 			ID: a.id, Gen: a.gen, Name: a.name, Addr: a.addr,
-			Weight: a.weight, Admin: a.admin, Health: a.h.state, Breaker: a.h.breaker,
+			Weight: a.weight, Ramp: a.ramp, Admin: a.admin, Health: a.h.state, Breaker: a.h.breaker,
 			Successes: a.h.succ, Failures: a.h.fail, HealthSince: a.h.since,
 			Events:   make(map[Event]uint64, numEvents),
 			Packets:  t.packets - b.packets,
@@ -144,7 +148,7 @@ func (s *Set) View() View {
 			av.Selectable = true
 			av.EffectiveWeight = sn.weights[i]
 			av.SlowStart = a.h.rampStep < s.cfg.SlowStartSteps
-			av.ConfiguredShare = a.weight / top / selWeight
+			av.ConfiguredShare = a.cur / top / selWeight
 			av.TargetShare = sn.targetShare(i)
 		}
 		v.Analyzers = append(v.Analyzers, av)
