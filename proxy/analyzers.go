@@ -55,6 +55,10 @@ type analyzerState struct {
 	// upstream adds its change once per wake-up).
 	ready    atomic.Int32
 	inflight atomic.Int64
+	// ackSamples packets of those sampled for ack latency were answered
+	// ackNanos after they were sent, in total.
+	ackSamples atomic.Uint64
+	ackNanos   atomic.Int64
 
 	mu        sync.Mutex
 	lastErr   string
@@ -105,7 +109,23 @@ func (s *Server) RemoveAnalyzer(name string) error {
 // SetWeight changes an analyzer's weight; 0 stops picking it (a drain
 // that keeps it in the set).
 func (s *Server) SetWeight(name string, weight float64) error {
-	return s.changeAnalyzer(fmt.Sprintf("weight %v", weight), name, func(c *Config, i int) { c.Analyzers[i].Weight = weight })
+	return s.SetWeightRamp(name, weight, 0)
+}
+
+// SetWeightRamp moves an analyzer's weight to weight over the duration
+// over, in steps (balancer.SetWeightRamp), from the weight in force now;
+// over <= 0 is SetWeight. The configuration records the ramp with its
+// start, so that a configuration restored later carries on from the same
+// point in time.
+func (s *Server) SetWeightRamp(name string, weight float64, over time.Duration) error {
+	what := fmt.Sprintf("weight %v", weight)
+	if over > 0 {
+		what += fmt.Sprintf(" over %v", over)
+	}
+	return s.changeAnalyzer(what, name, func(c *Config, i int) {
+		c.Analyzers[i].Weight = weight
+		c.Analyzers[i].Ramp = balancer.Ramp{Over: max(over, 0)} // started by applyAnalyzers
+	})
 }
 
 // SetAdmin sets an analyzer's administrative state: Drained (no new
@@ -183,6 +203,7 @@ func (s *Server) change(what string, edit func(*Config) error) error {
 		return err
 	}
 	s.applyAnalyzers(cur.Analyzers, next.Analyzers)
+	s.warnIfNoTraffic(next.Analyzers)
 	conf := newSettings(next, cur.version+1)
 	s.conf.Store(conf)
 	s.log.Info("configuration applied", "change", what, "version", conf.version)
@@ -196,7 +217,8 @@ func (s *Server) change(what string, edit func(*Config) error) error {
 // in from to those in to: removals first (their IDs may be reused), then
 // additions, then weight and admin changes. A changed address or TLS
 // setting is a new analyzer: the old one drains, a new one connects.
-// next has passed Validate, so the balancer cannot refuse a step.
+// A ramp to start (zero Start) is started, and to records it as started.
+// to has passed Validate, so the balancer cannot refuse a step.
 func (s *Server) applyAnalyzers(from, to []AnalyzerConfig) {
 	old := map[string]AnalyzerConfig{}
 	for _, a := range from {
@@ -207,20 +229,38 @@ func (s *Server) applyAnalyzers(from, to []AnalyzerConfig) {
 			s.removeAnalyzer(a.Name)
 		}
 	}
-	for _, a := range to {
+	for i := range to {
+		a := &to[i]
 		o, ok := old[a.Name]
 		switch {
 		case !ok || o.Addr != a.Addr || o.TLS != a.TLS:
-			s.addAnalyzer(a)
+			if a.Ramp.Start.IsZero() {
+				a.Ramp = balancer.Ramp{} // nothing to ramp from
+			}
+			s.addAnalyzer(*a)
 		default:
-			if o.Weight != a.Weight {
-				mustApply(s.set.SetWeight(a.Name, a.Weight))
+			if o.Weight != a.Weight || o.Ramp != a.Ramp {
+				r, err := s.set.SetWeightRamp(a.Name, a.Weight, a.Ramp)
+				mustApply(err)
+				a.Ramp = r
 			}
 			if o.Admin != a.Admin {
 				mustApply(setAdmin(s.set, a.Name, a.Admin))
 			}
 		}
 	}
+}
+
+// warnIfNoTraffic logs a warning when the configured analyzers give no
+// analyzer any packet, whatever their health: every weight 0, or every
+// analyzer with a weight drained or forced down.
+func (s *Server) warnIfNoTraffic(as []AnalyzerConfig) {
+	for _, a := range as {
+		if a.Weight > 0 && a.Admin != balancer.Drained && a.Admin != balancer.ForcedDown {
+			return
+		}
+	}
+	s.log.Warn("no analyzer can get any packet: every weight is 0 or every analyzer drained or forced down; packets wait, then agents get BUSY", "analyzers", len(as))
 }
 
 func findAnalyzer(as []AnalyzerConfig, name string) (AnalyzerConfig, bool) {
@@ -253,7 +293,7 @@ func setAdmin(set *balancer.Set, name string, st balancer.AdminState) error {
 // addAnalyzer adds one analyzer to the balancer, registers its metrics and
 // publishes it in the registry. Under s.ctl.
 func (s *Server) addAnalyzer(a AnalyzerConfig) {
-	id, err := s.set.Add(balancer.AnalyzerConfig{Name: a.Name, Addr: a.Addr, Weight: a.Weight, Admin: a.Admin})
+	id, err := s.set.Add(balancer.AnalyzerConfig{Name: a.Name, Addr: a.Addr, Weight: a.Weight, Admin: a.Admin, Ramp: a.Ramp})
 	mustApply(err)
 	m, _ := s.set.Member(a.Name)
 	st := &analyzerState{cfg: a, id: id, gen: m.Gen, m: newAnalyzerMetrics(s.mset, a.Name)}

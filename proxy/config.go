@@ -56,6 +56,9 @@ type AnalyzerConfig struct {
 	// Weight is its share of the packets relative to the others (any
 	// non-negative number; 0 drains it).
 	Weight float64
+	// Ramp, while it runs, moves the weight in force from Ramp.From to
+	// Weight (balancer.Ramp; absolute times). SetWeightRamp fills it in.
+	Ramp balancer.Ramp
 	// Admin is the administrative state: enabled (the zero value), drained,
 	// forced down or forced up (see balancer.AdminState).
 	Admin balancer.AdminState
@@ -268,6 +271,9 @@ func validateAnalyzers(as []AnalyzerConfig, maxAnalyzers int, hasUpstreamTranspo
 		addrs[a.Addr] = a.Name
 		if a.Weight < 0 || a.Weight != a.Weight || a.Weight > 1e300 {
 			return fmt.Errorf("analyzer %q weight %v: must be a non-negative number", a.Name, a.Weight)
+		}
+		if r := a.Ramp; r.From < 0 || r.From != r.From || r.From > 1e300 || r.Over < 0 {
+			return fmt.Errorf("analyzer %q ramp from %v over %v: want a non-negative weight and duration", a.Name, r.From, r.Over)
 		}
 		if a.Admin > balancer.ForcedUp {
 			return fmt.Errorf("analyzer %q: unknown admin state %d", a.Name, a.Admin)

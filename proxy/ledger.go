@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+
 	"github.com/logdist/logdist/internal/arena"
 )
 
@@ -422,4 +424,31 @@ func (q *recordQueue) pop() *record {
 	q.head = (q.head + 1) & (len(q.buf) - 1)
 	q.size--
 	return r
+}
+
+// FlushQueue sends what waits to the analyzers now, on every loop:
+// packets held back by an analyzer's BUSY go out without waiting for their
+// retry-after, idle connections redial without waiting for their backoff
+// (the breaker still decides), and the waiting queue is offered to every
+// analyzer with room. It returns how many packets were waiting when it
+// was called; it does not wait for the loops.
+func (s *Server) FlushQueue() (waiting int) {
+	waiting = int(s.queuedPackets.Load())
+	for _, lp := range s.snapshotLoops() {
+		lp.exec(func(context.Context) error { lp.flushQueue(); return nil })
+	}
+	return waiting
+}
+
+func (lp *loop) flushQueue() {
+	now := lp.clock()
+	for i := range lp.led.delayed.len() {
+		lp.led.delayed.at(i).notBefore = now
+	}
+	for _, u := range lp.ups {
+		if u != nil && u.state == upIdle {
+			u.redialAt = now
+		}
+	}
+	lp.tick()
 }

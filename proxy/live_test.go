@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -388,4 +389,39 @@ func inFlightRecords(u *upstream) []string {
 		}
 	}
 	return out
+}
+
+// A weight ramp is recorded in the configuration with its start, shown in
+// the status, carried over by a Reconfigure to the same configuration (a
+// rollback restores a ramp where it was) and ended by a plain weight.
+func TestWeightRampInConfig(t *testing.T) {
+	h := newHarness(t, 1)
+	s := h.lp.s
+	if err := s.SetWeightRamp("b", 0.6, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.Config()
+	r := cfg.Analyzers[1].Ramp
+	if cfg.Analyzers[1].Weight != 0.6 || r.From != 0.3 || r.Over != 10*time.Second || r.Start.IsZero() {
+		t.Fatalf("configuration after the ramp: %+v", cfg.Analyzers[1])
+	}
+	row := s.Status().Analyzers[1]
+	if row.Ramp == nil || row.Ramp.From != 0.3 || !row.Ramp.Ends.Equal(r.Start.Add(10*time.Second).UTC()) {
+		t.Fatalf("status row: %+v", row)
+	}
+	if err := s.SetWeight("b", 0.5); err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Config().Analyzers[1]; a.Ramp != (balancer.Ramp{}) || s.Status().Analyzers[1].Ramp != nil {
+		t.Fatalf("a plain weight left the ramp: %+v", a)
+	}
+	if err := s.Reconfigure(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Config().Analyzers[1]; a.Ramp != r {
+		t.Fatalf("Reconfigure to the configuration with the ramp: %+v, want ramp %+v", a.Ramp, r)
+	}
+	if v := s.Balancer().View().Analyzers[1]; v.Ramp != r {
+		t.Fatalf("balancer ramp %+v, want %+v", v.Ramp, r)
+	}
 }

@@ -161,6 +161,8 @@ func (s *Server) writeAnalyzerMetrics(w io.Writer) {
 		metrics.WriteGaugeFloat64(w, "logdist_analyzer_share"+lbl, a.Share)
 		metrics.WriteGaugeUint64(w, "logdist_analyzer_connections"+lbl, uint64(a.Connections))
 		metrics.WriteGaugeUint64(w, "logdist_analyzer_in_flight_packets"+lbl, uint64(max(a.InFlight, 0)))
+		metrics.WriteCounterUint64(w, "logdist_analyzer_ack_latency_seconds_count"+lbl, a.AckLatencySamples)
+		metrics.WriteCounterFloat64(w, "logdist_analyzer_ack_latency_seconds_sum"+lbl, a.AckLatencySecondsSum)
 	}
 	metrics.WriteGaugeUint64(w, "logdist_queue_bytes", uint64(max(st.Queue.Bytes, 0)))
 	metrics.WriteGaugeUint64(w, "logdist_partial_frame_bytes", uint64(max(s.partial.Load(), 0)))

@@ -126,3 +126,33 @@ func TestFullHeavyAnalyzerSpillsToOthers(t *testing.T) {
 		t.Fatal("no packet counted as spilled")
 	}
 }
+
+// FlushQueue sends a packet held back by an analyzer's BUSY at once,
+// without waiting for its retry-after.
+func TestFlushQueueSkipsRetryAfter(t *testing.T) {
+	h := newHarnessOpts(t, harnessOpts{msgs: 1, caps: frame.CapZstd})
+	h.send()
+	var busy *upstream
+	for i, u := range h.lp.ups {
+		if u.sess.Unresolved() > 0 {
+			busy = u
+			h.ups[i].in = frame.AppendBusy(nil, oldestSeq(u), 60_000)
+			u.onTraffic(h.ups[i])
+		}
+	}
+	h.lp.tick()
+	if busy == nil || h.lp.led.delayed.len() != 1 {
+		t.Fatalf("setup: %d packets delayed after BUSY, want 1", h.lp.led.delayed.len())
+	}
+	h.lp.flushQueue()
+	if n := h.lp.led.delayed.len(); n != 0 {
+		t.Fatalf("%d packets still delayed after the flush", n)
+	}
+	inflight := 0
+	for _, u := range h.lp.ups {
+		inflight += u.sess.Unresolved()
+	}
+	if inflight != 1 {
+		t.Fatalf("%d packets in flight after the flush, want the delayed one", inflight)
+	}
+}

@@ -124,6 +124,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.clone() // applyAnalyzers records ramps in it
 	set, err := balancer.New(cfg.Balancer)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
@@ -150,8 +151,9 @@ func New(cfg Config) (*Server, error) {
 		cancel:    cancel,
 	}
 	s.reg.Store(&registry{})
-	s.conf.Store(newSettings(cfg, 1))
 	s.applyAnalyzers(nil, cfg.Analyzers)
+	s.warnIfNoTraffic(cfg.Analyzers)
+	s.conf.Store(newSettings(cfg, 1))
 	mset.RegisterMetricsWriter(s.writeAnalyzerMetrics)
 	return s, nil
 }

@@ -48,9 +48,15 @@ func (s *Server) Status() status.Status {
 			Share:           a.Share,
 			HealthSince:     a.HealthSince,
 		}
+		if r := a.Ramp; r != (balancer.Ramp{}) {
+			row.Ramp = &status.Ramp{From: r.From, Start: r.Start.UTC(), Ends: r.Start.Add(r.Over).UTC()}
+		}
 		if as := reg.get(a.ID); as != nil && as.gen == a.Gen {
 			row.Connections = int(as.ready.Load())
 			row.InFlight = int(as.inflight.Load())
+			row.AckLatencySamples = as.ackSamples.Load()
+			row.AckLatencySecondsSum = float64(as.ackNanos.Load()) / 1e9
+			row.TLS = as.cfg.TLS
 			if msg, at := as.lastError(); msg != "" {
 				row.LastError = msg
 				t := at.UTC().Truncate(time.Millisecond)

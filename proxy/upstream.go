@@ -135,7 +135,10 @@ func (u *upstream) Acked(r *record) {
 		lp.pend.syslogForwarded += int(r.msgs)
 	}
 	if r.stamp != 0 {
-		lp.m.ackLatency.Update(float64(lp.preciseNow()-r.stamp) / 1e9)
+		d := lp.preciseNow() - r.stamp
+		lp.m.ackLatency.Update(float64(d) / 1e9)
+		u.st.ackSamples.Add(1)
+		u.st.ackNanos.Add(d)
 	}
 	lp.freeRecord(r)
 }

@@ -69,4 +69,22 @@ type Analyzer struct {
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
 	// HealthSince is when Health last changed.
 	HealthSince time.Time `json:"health_since"`
+	// Ramp is the weight ramp under way (the weight in force moves from
+	// Ramp.From to Weight until Ramp.Ends); absent when none.
+	Ramp *Ramp `json:"ramp,omitempty"`
+	// AckLatencySamples packets (a sample of those sent) were answered
+	// AckLatencySecondsSum seconds after they were sent, in total: over two
+	// readings, the difference of the sums over the difference of the
+	// counts is the mean ack latency between them.
+	AckLatencySamples    uint64  `json:"ack_latency_samples"`
+	AckLatencySecondsSum float64 `json:"ack_latency_seconds_sum"`
+	// TLS tells whether its connections go through the upstream transport.
+	TLS bool `json:"tls,omitempty"`
+}
+
+// Ramp is a weight ramp under way.
+type Ramp struct {
+	From  float64   `json:"from"`
+	Start time.Time `json:"start"`
+	Ends  time.Time `json:"ends"`
 }
