@@ -1,6 +1,8 @@
-// Package admin is logdist's admin HTTP API, served over the status a
-// running proxy.Server reports (package proxy/status): liveness and
-// readiness, Prometheus metrics, the analyzers, and optionally pprof.
+// Package admin is logdist's admin HTTP API, served over a running
+// proxy.Server (its status, package proxy/status) and, for changes, the
+// run-time controller (package internal/control): liveness and readiness,
+// Prometheus metrics, the analyzers, the configuration and its versions,
+// the status page, and optionally pprof.
 package admin
 
 import (
@@ -10,6 +12,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/logdist/logdist/internal/control"
 	"github.com/logdist/logdist/proxy"
 )
 
@@ -17,63 +20,133 @@ import (
 type Config struct {
 	// Server is the distributor the API reports on.
 	Server *proxy.Server
+	// Control takes the changes; nil serves reads only.
+	Control *control.Controller
+	// Access decides who may do what (see Access); nil lets anyone do
+	// anything, for a caller that guards the handler itself.
+	Access *Access
 	// Pprof serves net/http/pprof under /debug/pprof/.
 	Pprof bool
 }
 
 // New returns the admin API:
 //
-//	GET /healthz           liveness: 200 "ok" until a graceful shutdown begins
-//	GET /readyz            readiness: 200 only when an analyzer can take packets and logdist is not draining
-//	GET /metrics           Prometheus text: the server's metrics and the process's
-//	GET /api/v1/analyzers  the analyzers (JSON array of status.Analyzer)
-//	GET /api/v1/status     the whole status (status.Status)
-//	GET /debug/pprof/...   with Config.Pprof
+//	GET    /                                the status page (HTML)
+//	GET    /healthz                         liveness: 200 "ok" until a graceful shutdown begins
+//	GET    /readyz                          readiness: 200 only when an analyzer can take packets and logdist is not draining
+//	GET    /metrics                         Prometheus text: the server's metrics and the process's
+//	GET    /api/v1/status                   the whole status (status.Status)
+//	GET    /api/v1/analyzers                the analyzers (JSON array of status.Analyzer)
+//	POST   /api/v1/analyzers                add one: {"name", "addr", "weight", "state"}
+//	PATCH  /api/v1/analyzers/{name}         change it: {"weight", "ramp", "state"}
+//	DELETE /api/v1/analyzers/{name}         remove it (it drains first)
+//	GET    /api/v1/queue                    the waiting queue's depth and oldest age
+//	POST   /api/v1/queue/flush              send what waits now
+//	GET    /api/v1/config                   the running configuration and its version
+//	GET    /api/v1/config/versions          the history (without the configurations)
+//	GET    /api/v1/config/versions/{n}      one version, whole
+//	POST   /api/v1/config/rollback          {"version": n}: make version n's configuration run again
+//	POST   /api/v1/config/reload            read the config file again (as SIGHUP)
+//	GET    /debug/pprof/...                 with Config.Pprof
+//
+// Every write answers the resulting configuration version; a refused one
+// answers 4xx with {"error": "one line"} and changes nothing.
 func New(cfg Config) http.Handler {
-	s := cfg.Server
+	h := &handler{cfg: cfg, s: cfg.Server, ctl: cfg.Control}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if s.Draining() {
-			http.Error(w, "draining\n", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		st := s.Status()
-		switch {
-		case st.Draining:
-			http.Error(w, "draining\n", http.StatusServiceUnavailable)
-		case !st.Ready:
-			http.Error(w, "no analyzer can take packets (all down, drained or at weight 0)\n", http.StatusServiceUnavailable)
-		default:
-			_, _ = w.Write([]byte("ready\n"))
-		}
-	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		s.Metrics().WritePrometheus(w)
-		metrics.WriteProcessMetrics(w)
-	})
-	mux.HandleFunc("GET /api/v1/analyzers", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, s.Status().Analyzers)
-	})
-	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, s.Status())
-	})
+	h.route(mux, "GET /healthz", public, h.healthz)
+	h.route(mux, "GET /readyz", public, h.readyz)
+	h.route(mux, "GET /metrics", public, h.metrics)
+	h.route(mux, "GET /{$}", read, h.page)
+	h.route(mux, "GET /api/v1/status", read, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, h.s.Status()) })
+	h.route(mux, "GET /api/v1/analyzers", read, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, h.s.Status().Analyzers) })
+	h.route(mux, "GET /api/v1/queue", read, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, h.s.Status().Queue) })
+	if h.ctl != nil {
+		h.route(mux, "POST /api/v1/analyzers", write, h.addAnalyzer)
+		h.route(mux, "PATCH /api/v1/analyzers/{name}", write, h.patchAnalyzer)
+		h.route(mux, "DELETE /api/v1/analyzers/{name}", write, h.removeAnalyzer)
+		h.route(mux, "POST /api/v1/queue/flush", write, h.flushQueue)
+		h.route(mux, "GET /api/v1/config", read, h.config)
+		h.route(mux, "GET /api/v1/config/versions", read, h.versions)
+		h.route(mux, "GET /api/v1/config/versions/{n}", read, h.version)
+		h.route(mux, "POST /api/v1/config/rollback", write, h.rollback)
+		h.route(mux, "POST /api/v1/config/reload", write, h.reload)
+	}
 	if cfg.Pprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		h.route(mux, "GET /debug/pprof/", read, pprof.Index)
+		h.route(mux, "GET /debug/pprof/cmdline", read, pprof.Cmdline)
+		h.route(mux, "GET /debug/pprof/profile", read, pprof.Profile)
+		h.route(mux, "GET /debug/pprof/symbol", read, pprof.Symbol)
+		h.route(mux, "GET /debug/pprof/trace", read, pprof.Trace)
 	}
 	return mux
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+type handler struct {
+	cfg Config
+	s   *proxy.Server
+	ctl *control.Controller
+}
+
+// route registers fn behind the access check for need. A refused write is
+// recorded in the audit log.
+func (h *handler) route(mux *http.ServeMux, pattern string, need level, fn http.HandlerFunc) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if a := h.cfg.Access; a != nil {
+			identity, status, why := a.check(r, need)
+			if status != 0 {
+				if need == write && h.ctl != nil {
+					h.ctl.Refused(control.Actor{Remote: r.RemoteAddr, Identity: identity}, r.Method+" "+r.URL.Path, status, why)
+				}
+				if status == http.StatusUnauthorized {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="logdist"`)
+				}
+				writeError(w, status, why)
+				return
+			}
+			r = r.WithContext(withIdentity(r.Context(), identity))
+		}
+		fn(w, r)
+	})
+}
+
+func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
+	if h.s.Draining() {
+		http.Error(w, "draining\n", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
+	st := h.s.Status()
+	switch {
+	case st.Draining:
+		http.Error(w, "draining\n", http.StatusServiceUnavailable)
+	case !st.Ready:
+		http.Error(w, "no analyzer can take packets (all down, drained or at weight 0)\n", http.StatusServiceUnavailable)
+	default:
+		_, _ = w.Write([]byte("ready\n"))
+	}
+}
+
+func (h *handler) metrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	h.s.Metrics().WritePrometheus(w)
+	metrics.WriteProcessMetrics(w)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// writeError answers {"error": why}: one line.
+func writeError(w http.ResponseWriter, status int, why string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": why})
 }

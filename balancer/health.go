@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -360,3 +361,24 @@ func (e Event) MarshalText() ([]byte, error)        { return []byte(e.String()),
 func (h HealthState) MarshalText() ([]byte, error)  { return []byte(h.String()), nil }
 func (b BreakerState) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
 func (a AdminState) MarshalText() ([]byte, error)   { return []byte(a.String()), nil }
+
+// ParseAdminState reads an AdminState from its name (String): enabled,
+// drained, forced-down or forced-up.
+func ParseAdminState(s string) (AdminState, error) {
+	for a := Enabled; a <= ForcedUp; a++ {
+		if a.String() == s {
+			return a, nil
+		}
+	}
+	return Enabled, fmt.Errorf("unknown analyzer state %q: want enabled, drained, forced-down or forced-up", s)
+}
+
+// UnmarshalText reads the name MarshalText writes.
+func (a *AdminState) UnmarshalText(b []byte) error {
+	v, err := ParseAdminState(string(b))
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}

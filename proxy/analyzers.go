@@ -143,7 +143,16 @@ func (s *Server) SetAdmin(name string, state balancer.AdminState) error {
 // is an invalid cfg; either way nothing is applied. Logger and Metrics are
 // kept from the running configuration.
 func (s *Server) Reconfigure(cfg Config) error {
-	return s.change("reconfigure", func(c *Config) error {
+	return s.ReconfigureAs(cfg, 0, "reconfigure")
+}
+
+// ReconfigureAs is Reconfigure publishing the configuration as version
+// (0: one more than the running one), with what saying why in the log: a
+// caller that keeps its own numbered history (the admin API's versions)
+// keeps the server's version equal to its own. The same configuration
+// under another number changes nothing else.
+func (s *Server) ReconfigureAs(cfg Config, version uint64, what string) error {
+	return s.changeAs(version, what, func(c *Config) error {
 		if err := restartChanges(c, &cfg); err != nil {
 			return err
 		}
@@ -192,6 +201,10 @@ func (c *Config) analyzer(name string) int {
 // publishes it as the next version and has every loop take it. Nothing is
 // applied if edit or the check fails.
 func (s *Server) change(what string, edit func(*Config) error) error {
+	return s.changeAs(0, what, edit)
+}
+
+func (s *Server) changeAs(version uint64, what string, edit func(*Config) error) error {
 	s.ctl.Lock()
 	defer s.ctl.Unlock()
 	cur := s.conf.Load()
@@ -204,7 +217,10 @@ func (s *Server) change(what string, edit func(*Config) error) error {
 	}
 	s.applyAnalyzers(cur.Analyzers, next.Analyzers)
 	s.warnIfNoTraffic(next.Analyzers)
-	conf := newSettings(next, cur.version+1)
+	if version == 0 {
+		version = cur.version + 1
+	}
+	conf := newSettings(next, version)
 	s.conf.Store(conf)
 	s.log.Info("configuration applied", "change", what, "version", conf.version)
 	for _, lp := range s.snapshotLoops() {

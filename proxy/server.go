@@ -90,6 +90,7 @@ type Server struct {
 	wrapped   *transportListener
 	draining  atomic.Bool
 	started   atomic.Bool  // Start succeeded: Stop has engines to stop
+	created   time.Time    // when New built it (the status's start time)
 	accepted  atomic.Int64 // agent connections opened, ever
 	stopOnce  sync.Once
 
@@ -149,6 +150,7 @@ func New(cfg Config) (*Server, error) {
 		perIP:     map[netip.Addr]int{},
 		ctx:       ctx,
 		cancel:    cancel,
+		created:   time.Now().UTC().Truncate(time.Second),
 	}
 	s.reg.Store(&registry{})
 	s.applyAnalyzers(nil, cfg.Analyzers)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/logdist/logdist/balancer"
+	"github.com/logdist/logdist/internal/version"
 	"github.com/logdist/logdist/proxy/status"
 )
 
@@ -25,10 +26,18 @@ func (s *Server) Status() status.Status {
 		},
 		Analyzers: make([]status.Analyzer, 0, len(v.Analyzers)),
 	}
+	st.Started, st.Build = s.created, version.Get().Version
 	var oldest int64
 	for _, lp := range s.snapshotLoops() {
-		st.AgentConnections += int(lp.m.agentConns.Load())
-		oldest = max(oldest, lp.m.oldestQueuedNs.Load())
+		m := lp.m
+		st.AgentConnections += int(m.agentConns.Load())
+		oldest = max(oldest, m.oldestQueuedNs.Load())
+		t := &st.Totals
+		t.AgentPackets += m.frames.Get()
+		t.Forwarded += m.forwarded.Get()
+		t.SyslogMessages += m.syslogMessages.Get()
+		t.SyslogForwarded += m.syslogForwarded.Get()
+		t.SyslogDropped += m.syslogDropped.Get() + m.syslogShutdownDropped.Get()
 	}
 	st.Queue.OldestAgeSeconds = float64(oldest) / 1e9
 	for _, a := range v.Analyzers {

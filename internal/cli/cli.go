@@ -17,11 +17,26 @@ import (
 // level "debug", "info", "warn" or "error", or an error naming the flag
 // that is wrong.
 func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	lvl, err := ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	return NewLoggerLevel(w, format, lvl)
+}
+
+// ParseLevel reads a --log-level.
+func ParseLevel(level string) (slog.Level, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	return lvl, nil
+}
+
+// NewLoggerLevel is NewLogger at a level the caller may change while the
+// logger runs (a *slog.LevelVar) or a fixed one.
+func NewLoggerLevel(w io.Writer, format string, level slog.Leveler) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
 	switch strings.ToLower(format) {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil

@@ -19,8 +19,28 @@ type Status struct {
 	AgentConnections int `json:"agent_connections"`
 	// Queue is the packets waiting because no analyzer could take them.
 	Queue Queue `json:"queue"`
+	// Totals count since start, for rates.
+	Totals Totals `json:"totals"`
+	// Started is when the server started; Build which build it is.
+	Started time.Time `json:"started"`
+	Build   string    `json:"build"`
 	// Analyzers are the analyzers in the set, by name.
 	Analyzers []Analyzer `json:"analyzers"`
+}
+
+// Totals are counters since start: over two readings, their differences
+// over the time between are rates.
+type Totals struct {
+	// AgentPackets is the DATA frames agents sent that were admitted;
+	// Forwarded the packets analyzers acknowledged (agents' and syslog's).
+	AgentPackets uint64 `json:"agent_packets"`
+	Forwarded    uint64 `json:"forwarded"`
+	// SyslogMessages were received (UDP and TCP) and batched,
+	// SyslogForwarded acknowledged by an analyzer; SyslogDropped packets
+	// of them were dropped (queue full, shutdown).
+	SyslogMessages  uint64 `json:"syslog_messages"`
+	SyslogForwarded uint64 `json:"syslog_forwarded"`
+	SyslogDropped   uint64 `json:"syslog_dropped_packets"`
 }
 
 // Queue describes the packets waiting for an analyzer.

@@ -1,0 +1,195 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/logdist/logdist/internal/cli"
+	"github.com/logdist/logdist/proxy"
+)
+
+// maxFileSize bounds what LoadFile and ReadTokens read.
+const maxFileSize = 16 << 20
+
+// LoadFile reads the YAML file at path over s: the keys it has replace
+// s's values, the others stay. An unknown key, a value of the wrong type
+// or a second YAML document is an error naming the file and the line.
+func LoadFile(path string, s *Spec) error {
+	b, err := readSmall(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(s); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %s", path, strings.ReplaceAll(strings.TrimPrefix(err.Error(), "yaml: "), "\n ", ""))
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: more than one YAML document", path)
+	}
+	return nil
+}
+
+// UnmarshalYAML reads an analyzer from a mapping (name, addr, weight,
+// state) or from the --analyzer flag's text (name=…,addr=…,weight=…).
+func (a *Analyzer) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		v, err := ParseAnalyzer(n.Value)
+		if err != nil {
+			return fmt.Errorf("line %d: analyzer %q: %v", n.Line, n.Value, err)
+		}
+		*a = v
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: an analyzer is a mapping (name, addr, weight, state) or name=…,addr=…,weight=…", n.Line)
+	}
+	v := Analyzer{Weight: 1}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		var err error
+		switch k.Value {
+		case "name":
+			err = val.Decode(&v.Name)
+		case "addr":
+			err = val.Decode(&v.Addr)
+		case "weight":
+			err = val.Decode(&v.Weight)
+			if err == nil && (v.Weight < 0 || v.Weight != v.Weight) {
+				err = fmt.Errorf("weight %v is not a non-negative number", v.Weight)
+			}
+		case "state":
+			err = val.Decode(&v.State)
+		default:
+			err = fmt.Errorf("unknown key %q (want name, addr, weight, state)", k.Value)
+		}
+		if err != nil {
+			return fmt.Errorf("line %d: analyzer: %v", k.Line, strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+	}
+	v, err := v.complete()
+	if err != nil {
+		return fmt.Errorf("line %d: analyzer: %v", n.Line, err)
+	}
+	*a = v
+	return nil
+}
+
+// YAML returns s as a config file would say it.
+func (s Spec) YAML() []byte {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(s); err != nil {
+		panic("BUG: config: a Spec does not marshal to YAML: " + err.Error())
+	}
+	return buf.Bytes()
+}
+
+// Check reports the first setting s cannot run with: everything
+// proxy.Config checks, and the admin, log and file settings.
+func (s Spec) Check() error {
+	if _, err := s.Proxy(proxy.DefaultConfig()); err != nil {
+		return err
+	}
+	if _, err := cli.NewLogger(io.Discard, s.LogFormat, s.LogLevel); err != nil {
+		return err
+	}
+	if _, err := ParseAllow(s.AdminAllow); err != nil {
+		return err
+	}
+	if s.AdminTokenFile != "" {
+		if _, err := ReadTokens(s.AdminTokenFile); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ParseAllow reads --admin-allow: CIDR prefixes or single addresses.
+func ParseAllow(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("admin-allow %q: want a CIDR prefix (10.0.0.0/8) or an address", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+// Token is one admin API bearer token and who holds it.
+type Token struct {
+	Identity string
+	Secret   string
+}
+
+// ReadTokens reads an --admin-token-file: one token per line, as TOKEN
+// (identity "admin") or IDENTITY TOKEN; blank lines and lines starting
+// with # are skipped. Tokens are at least 16 characters.
+func ReadTokens(path string) ([]Token, error) {
+	b, err := readSmall(path)
+	if err != nil {
+		return nil, fmt.Errorf("admin token file: %w", err)
+	}
+	var out []Token
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		t := Token{Identity: "admin"}
+		switch len(f) {
+		case 1:
+			t.Secret = f[0]
+		case 2:
+			t.Identity, t.Secret = f[0], f[1]
+		default:
+			return nil, fmt.Errorf("admin token file %s line %d: want TOKEN or IDENTITY TOKEN", path, n)
+		}
+		if len(t.Secret) < 16 {
+			return nil, fmt.Errorf("admin token file %s line %d: token shorter than 16 characters", path, n)
+		}
+		out = append(out, t)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("admin token file %s: no token in it", path)
+	}
+	return out, nil
+}
+
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxFileSize {
+		return nil, fmt.Errorf("%s: larger than %d MiB", path, maxFileSize>>20)
+	}
+	return b, nil
+}

@@ -1,0 +1,185 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// Command is what a command line asks for besides the configuration.
+type Command struct {
+	// File is the --config file ("" when none), CheckConfig is set by
+	// --check-config FILE: check it, print the result and exit.
+	File        string
+	CheckConfig bool
+	// Version is --version.
+	Version bool
+}
+
+// Load reads the configuration a command line gives: the defaults, then
+// the --config file, then the flags given, which win over the file (an
+// --analyzer flag replaces the file's whole list). usage prints the help
+// for --help, which makes Load return pflag.ErrHelp. A reload calls Load
+// again with the same arguments: the file is read afresh, the flags still
+// win.
+func Load(args []string, usage func(*pflag.FlagSet)) (Spec, Command, error) {
+	// First pass: find the file (and any bad flag) before reading it.
+	var scratch Spec
+	var cmd Command
+	fs := FlagSet(&scratch, &cmd)
+	fs.Usage = func() { usage(fs) }
+	if err := fs.Parse(args); err != nil {
+		return Spec{}, cmd, err
+	}
+	if fs.NArg() > 0 {
+		return Spec{}, cmd, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
+	}
+	if cmd.Version {
+		return Spec{}, cmd, nil
+	}
+	spec := Default()
+	if cmd.File != "" {
+		if err := LoadFile(cmd.File, &spec); err != nil {
+			return Spec{}, cmd, err
+		}
+	}
+	fs = FlagSet(&spec, &cmd)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return Spec{}, cmd, err // cannot happen: the first pass took them
+	}
+	return spec, cmd, nil
+}
+
+// FlagSet returns logdist's flags bound to s (one per key, their defaults
+// s's values) and to cmd.
+func FlagSet(s *Spec, cmd *Command) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("logdist", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringVar(&cmd.File, "config", "", "read the settings from this YAML file (keys are these flags' names; flags given on the command line win); SIGHUP reloads it")
+	fs.Var(&checkFlag{cmd}, "check-config", "check the YAML file FILE with the other flags given, print the effective settings and exit (0: valid, 2: not)")
+	fs.StringVar(&s.Listen, "listen", s.Listen, "TCP address agents connect to")
+	fs.Var(&analyzersFlag{s: s}, "analyzer", "an analyzer as name=NAME,addr=HOST:PORT,weight=W[,state=drained] (repeat the flag for each analyzer; given on the command line, they replace the config file's); weight defaults to 1 and name to the address; names are 1-64 letters, digits, '.', '_', ':' or '-'; two analyzers may not share an address")
+	fs.StringVar(&s.Balance, "balance", s.Balance, "picking strategy: swrr (exact smooth weighted round robin), random (weighted random), hash (sticky by agent id)")
+	fs.StringVar(&s.Admin, "admin", s.Admin, "HTTP address of the admin API and status page (/, /healthz, /readyz, /metrics, /api/v1/...); empty disables it")
+	fs.StringSliceVar(&s.AdminAllow, "admin-allow", s.AdminAllow, "only these client addresses (CIDR or IP, comma-separated or repeated) may use the admin API; empty: any")
+	fs.StringVar(&s.AdminTokenFile, "admin-token-file", s.AdminTokenFile, "file of bearer tokens for the admin API, one per line as TOKEN or IDENTITY TOKEN; writes need one, and so do reads from other hosts than this one (without the file, writes are refused)")
+	fs.StringVar(&s.AuditLog, "audit-log", s.AuditLog, "append every admin write, reload and rollback to this file as JSON lines; empty: the log only")
+	fs.StringVar(&s.DataDir, "data-dir", s.DataDir, "directory for the configuration versions (run-time changes survive a restart); empty: they are lost at restart")
+	fs.Var(&s.HeartbeatInterval, "heartbeat-interval", "how often each analyzer connection sends PING")
+	fs.Var(&s.HeartbeatTimeout, "heartbeat-timeout", "how long a PONG may take before the heartbeat counts as missed")
+	fs.IntVar(&s.Rise, "rise", s.Rise, "consecutive successes that bring a down analyzer up")
+	fs.IntVar(&s.Fall, "fall", s.Fall, "consecutive failures (missed heartbeats, connection errors) that take an analyzer down")
+	fs.Var(&s.SlowStart, "slow-start", "time over which a recovered analyzer's share ramps back to its weight (0 disables)")
+	fs.Var(&s.BreakerBackoff, "breaker-backoff", "first wait before probing an analyzer that went down (doubles on each failed probe)")
+	fs.Var(&s.BreakerMaxBackoff, "breaker-max-backoff", "longest wait between probes of a down analyzer")
+	fs.IntVar(&s.MaxFrame, "max-frame", s.MaxFrame, "largest DATA payload accepted from an agent, in bytes")
+	fs.IntVar(&s.MaxRaw, "max-raw", s.MaxRaw, "largest decompressed DATA payload, in bytes (zip-bomb bound)")
+	fs.IntVar(&s.Window, "window", s.Window, "most packets an agent may have unacknowledged")
+	fs.Var(&s.AckTimeout, "ack-timeout", "re-dispatch a packet an analyzer has not acknowledged in this long")
+	fs.IntVar(&s.QueueMaxPackets, "queue-max-packets", s.QueueMaxPackets, "packets that may wait when no analyzer can take them; past it agents get BUSY")
+	fs.Int64Var(&s.QueueMaxBytes, "queue-max-bytes", s.QueueMaxBytes, "bytes that may wait when no analyzer can take them; past it agents get BUSY")
+	fs.Var(&s.BusyRetryAfter, "busy-retry-after", "retry-after sent to agents with BUSY")
+	fs.Var(&s.DrainTimeout, "drain-timeout", "on SIGTERM/SIGINT, how long to wait for in-flight packets to be acknowledged")
+	fs.Var(&s.HandshakeTimeout, "handshake-timeout", "close agent connections that send no HELLO within this time")
+	fs.Var(&s.IdleTimeout, "idle-timeout", "close agent connections silent for this long (or holding a half-sent frame for this long)")
+	fs.IntVar(&s.MaxConns, "max-conns", s.MaxConns, "most agent connections at once; past it new ones get ERROR overloaded (0: no bound)")
+	fs.IntVar(&s.MaxConnsPerIP, "max-conns-per-ip", s.MaxConnsPerIP, "most agent connections from one source address (0: no bound)")
+	fs.Int64Var(&s.MaxPartialBytes, "max-partial-bytes", s.MaxPartialBytes, "most bytes all agents together may hold in half-sent frames; the connection that would cross it is closed with ERROR overloaded (0: no bound)")
+	fs.Var(&s.SackDelay, "sack-delay", "for agents that take selective ACKs: how long packets an analyzer accepted may wait behind the cumulative ACK point (held by a slower analyzer) before a SACK reports them (0: at once)")
+	fs.StringVar(&s.SyslogUDP, "syslog-udp", s.SyslogUDP, "UDP address for syslog datagrams (RFC 3164/5424); empty disables")
+	fs.StringVar(&s.SyslogTCP, "syslog-tcp", s.SyslogTCP, "TCP address for syslog streams (RFC 6587 octet counting or newline framing); empty disables")
+	fs.IntVar(&s.SyslogBatchMessages, "syslog-batch-messages", s.SyslogBatchMessages, "syslog messages per packet at most")
+	fs.IntVar(&s.SyslogBatchBytes, "syslog-batch-bytes", s.SyslogBatchBytes, "raw bytes per syslog packet at most")
+	fs.Var(&s.SyslogLinger, "syslog-linger", "longest a syslog message waits for its batch to fill")
+	fs.IntVar(&s.SyslogRcvbuf, "syslog-rcvbuf", s.SyslogRcvbuf, "UDP receive buffer in bytes (capped by net.core.rmem_max)")
+	fs.BoolVar(&s.SyslogCompress, "syslog-compress", s.SyslogCompress, "zstd-compress syslog packets before forwarding")
+	fs.StringVar(&s.Inspect, "inspect", s.Inspect, "header: check header, limits and checksum and forward as is; full: also decompress and validate every packet")
+	fs.IntVar(&s.Loops, "loops", s.Loops, "event loops (0 = one per CPU)")
+	fs.BoolVar(&s.Pprof, "pprof", s.Pprof, "serve net/http/pprof under /debug/pprof/ on the admin address")
+	fs.StringVar(&s.LogFormat, "log-format", s.LogFormat, "log format: text or json")
+	fs.StringVar(&s.LogLevel, "log-level", s.LogLevel, "log level: debug, info, warn or error (a reload changes it)")
+	fs.BoolVar(&cmd.Version, "version", false, "print the version and the commit this binary was built from, and exit")
+	return fs
+}
+
+// checkFlag is --check-config FILE.
+type checkFlag struct{ cmd *Command }
+
+func (f *checkFlag) String() string { return "" }
+func (f *checkFlag) Type() string   { return "FILE" }
+func (f *checkFlag) Set(v string) error {
+	if f.cmd.File != "" && f.cmd.File != v {
+		return errors.New("--check-config and --config name different files")
+	}
+	f.cmd.File, f.cmd.CheckConfig = v, true
+	return nil
+}
+
+// analyzersFlag is --analyzer: its first use replaces the analyzers the
+// file gave, the next ones append.
+type analyzersFlag struct {
+	s    *Spec
+	used bool
+}
+
+func (f *analyzersFlag) String() string { return "" }
+func (f *analyzersFlag) Type() string   { return "name=…,addr=…,weight=…" }
+func (f *analyzersFlag) Set(v string) error {
+	a, err := ParseAnalyzer(v)
+	if err != nil {
+		return err
+	}
+	if !f.used {
+		f.s.Analyzers, f.used = nil, true
+	}
+	f.s.Analyzers = append(f.s.Analyzers, a)
+	return nil
+}
+
+// ParseAnalyzer parses name=a1,addr=127.0.0.1:7501,weight=0.4[,state=S],
+// the --analyzer flag's form (also accepted in the file's list).
+func ParseAnalyzer(s string) (Analyzer, error) {
+	a := Analyzer{Weight: 1}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return a, fmt.Errorf("%q is not key=value (want name=NAME,addr=HOST:PORT,weight=W)", kv)
+		}
+		switch k {
+		case "name":
+			a.Name = v
+		case "addr":
+			a.Addr = v
+		case "weight":
+			w, err := strconv.ParseFloat(v, 64)
+			if err != nil || w < 0 || w != w {
+				return a, fmt.Errorf("weight %q is not a non-negative number", v)
+			}
+			a.Weight = w
+		case "state":
+			a.State = v
+		default:
+			return a, fmt.Errorf("unknown key %q (want name, addr, weight, state)", k)
+		}
+	}
+	return a.complete()
+}
+
+// complete checks what every analyzer needs and fills the defaults.
+func (a Analyzer) complete() (Analyzer, error) {
+	if a.Addr == "" {
+		return a, errors.New("missing addr=HOST:PORT")
+	}
+	if a.Name == "" {
+		a.Name = a.Addr
+	}
+	if a.State == "enabled" {
+		a.State = ""
+	}
+	return a, nil
+}

@@ -1,0 +1,367 @@
+// Package config is logdist's configuration as an operator writes it: one
+// Spec, with one key per command-line flag, read from the --config file
+// (YAML), from the flags (which win over the file), and shown by the admin
+// API and the version history (JSON). It turns a Spec into the
+// proxy.Config the distributor runs, and says what differs between two.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/logdist/logdist/balancer"
+	"github.com/logdist/logdist/proxy"
+)
+
+// Spec is every setting of logdist. The keys (YAML and JSON) are the
+// flags' names.
+type Spec struct {
+	Listen    string     `json:"listen" yaml:"listen"`
+	Analyzers []Analyzer `json:"analyzers" yaml:"analyzers"`
+	Balance   string     `json:"balance" yaml:"balance"`
+
+	Admin          string   `json:"admin" yaml:"admin"`
+	AdminAllow     []string `json:"admin-allow" yaml:"admin-allow"`
+	AdminTokenFile string   `json:"admin-token-file" yaml:"admin-token-file"`
+	AuditLog       string   `json:"audit-log" yaml:"audit-log"`
+	DataDir        string   `json:"data-dir" yaml:"data-dir"`
+	Pprof          bool     `json:"pprof" yaml:"pprof"`
+
+	HeartbeatInterval Duration `json:"heartbeat-interval" yaml:"heartbeat-interval"`
+	HeartbeatTimeout  Duration `json:"heartbeat-timeout" yaml:"heartbeat-timeout"`
+	Rise              int      `json:"rise" yaml:"rise"`
+	Fall              int      `json:"fall" yaml:"fall"`
+	SlowStart         Duration `json:"slow-start" yaml:"slow-start"`
+	BreakerBackoff    Duration `json:"breaker-backoff" yaml:"breaker-backoff"`
+	BreakerMaxBackoff Duration `json:"breaker-max-backoff" yaml:"breaker-max-backoff"`
+
+	MaxFrame        int      `json:"max-frame" yaml:"max-frame"`
+	MaxRaw          int      `json:"max-raw" yaml:"max-raw"`
+	Window          int      `json:"window" yaml:"window"`
+	AckTimeout      Duration `json:"ack-timeout" yaml:"ack-timeout"`
+	QueueMaxPackets int      `json:"queue-max-packets" yaml:"queue-max-packets"`
+	QueueMaxBytes   int64    `json:"queue-max-bytes" yaml:"queue-max-bytes"`
+	BusyRetryAfter  Duration `json:"busy-retry-after" yaml:"busy-retry-after"`
+	DrainTimeout    Duration `json:"drain-timeout" yaml:"drain-timeout"`
+
+	HandshakeTimeout Duration `json:"handshake-timeout" yaml:"handshake-timeout"`
+	IdleTimeout      Duration `json:"idle-timeout" yaml:"idle-timeout"`
+	MaxConns         int      `json:"max-conns" yaml:"max-conns"`
+	MaxConnsPerIP    int      `json:"max-conns-per-ip" yaml:"max-conns-per-ip"`
+	MaxPartialBytes  int64    `json:"max-partial-bytes" yaml:"max-partial-bytes"`
+	SackDelay        Duration `json:"sack-delay" yaml:"sack-delay"`
+
+	SyslogUDP           string   `json:"syslog-udp" yaml:"syslog-udp"`
+	SyslogTCP           string   `json:"syslog-tcp" yaml:"syslog-tcp"`
+	SyslogBatchMessages int      `json:"syslog-batch-messages" yaml:"syslog-batch-messages"`
+	SyslogBatchBytes    int      `json:"syslog-batch-bytes" yaml:"syslog-batch-bytes"`
+	SyslogLinger        Duration `json:"syslog-linger" yaml:"syslog-linger"`
+	SyslogRcvbuf        int      `json:"syslog-rcvbuf" yaml:"syslog-rcvbuf"`
+	SyslogCompress      bool     `json:"syslog-compress" yaml:"syslog-compress"`
+
+	Inspect   string `json:"inspect" yaml:"inspect"`
+	Loops     int    `json:"loops" yaml:"loops"`
+	LogFormat string `json:"log-format" yaml:"log-format"`
+	LogLevel  string `json:"log-level" yaml:"log-level"`
+}
+
+// Analyzer is one analyzer of a Spec.
+type Analyzer struct {
+	Name   string  `json:"name" yaml:"name"`
+	Addr   string  `json:"addr" yaml:"addr"`
+	Weight float64 `json:"weight" yaml:"weight"`
+	// State is enabled (also when empty), drained, forced-down or
+	// forced-up.
+	State string `json:"state,omitempty" yaml:"state,omitempty"`
+	// Ramp is a weight ramp under way; run time only (the admin API sets
+	// it, the version history keeps it), never in the file.
+	Ramp *Ramp `json:"ramp,omitempty" yaml:"-"`
+}
+
+// Ramp is balancer.Ramp as the API and the history write it.
+type Ramp struct {
+	From  float64   `json:"from"`
+	Start time.Time `json:"start"`
+	Over  Duration  `json:"over"`
+}
+
+// Default is logdist's configuration when nothing is said.
+func Default() Spec {
+	c := proxy.DefaultConfig()
+	b := c.Balancer
+	return Spec{
+		Listen:              c.Listen,
+		Balance:             b.Strategy.String(),
+		Admin:               "127.0.0.1:7480",
+		HeartbeatInterval:   Duration(c.HeartbeatInterval),
+		HeartbeatTimeout:    Duration(c.HeartbeatTimeout),
+		Rise:                b.Rise,
+		Fall:                b.Fall,
+		SlowStart:           Duration(b.SlowStart),
+		BreakerBackoff:      Duration(b.BreakerBackoff),
+		BreakerMaxBackoff:   Duration(b.BreakerMaxBackoff),
+		MaxFrame:            int(c.Limits.MaxFrame),
+		MaxRaw:              int(c.Limits.MaxRaw),
+		Window:              int(c.Window),
+		AckTimeout:          Duration(c.AckTimeout),
+		QueueMaxPackets:     c.QueueMaxPackets,
+		QueueMaxBytes:       c.QueueMaxBytes,
+		BusyRetryAfter:      Duration(c.BusyRetryAfter),
+		DrainTimeout:        Duration(c.DrainTimeout),
+		HandshakeTimeout:    Duration(c.HandshakeTimeout),
+		IdleTimeout:         Duration(c.IdleTimeout),
+		MaxConns:            c.MaxConns,
+		MaxConnsPerIP:       c.MaxConnsPerIP,
+		MaxPartialBytes:     c.MaxPartialBytes,
+		SackDelay:           Duration(c.SackDelay),
+		SyslogUDP:           c.SyslogUDP,
+		SyslogTCP:           c.SyslogTCP,
+		SyslogBatchMessages: c.SyslogBatchMessages,
+		SyslogBatchBytes:    c.SyslogBatchBytes,
+		SyslogLinger:        Duration(c.SyslogLinger),
+		SyslogRcvbuf:        c.SyslogRecvBuffer,
+		SyslogCompress:      c.SyslogCompress,
+		Inspect:             c.Inspect.String(),
+		Loops:               c.Loops,
+		LogFormat:           "text",
+		LogLevel:            "info",
+	}
+}
+
+// Clone returns a copy of s that shares nothing with it.
+func (s Spec) Clone() Spec {
+	s.AdminAllow = append([]string(nil), s.AdminAllow...)
+	as := make([]Analyzer, len(s.Analyzers))
+	for i, a := range s.Analyzers {
+		if a.Ramp != nil {
+			r := *a.Ramp
+			a.Ramp = &r
+		}
+		as[i] = a
+	}
+	s.Analyzers = as
+	return s
+}
+
+// Analyzer returns the index of the named analyzer, or -1.
+func (s *Spec) Analyzer(name string) int {
+	for i, a := range s.Analyzers {
+		if a.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Proxy returns the proxy.Config that s describes, over base: the fields a
+// Spec does not hold (Logger, Metrics, Auth, transports, ServerID...) are
+// base's. The result has passed proxy's Validate.
+func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
+	c := base
+	bad := func(key string, err error) (proxy.Config, error) {
+		return proxy.Config{}, fmt.Errorf("%s: %v", key, err)
+	}
+	c.Listen = s.Listen
+	st, err := balancer.ParseStrategy(s.Balance)
+	if err != nil {
+		return bad("balance", err)
+	}
+	c.Balancer.Strategy = st
+	c.Balancer.Rise, c.Balancer.Fall = s.Rise, s.Fall
+	c.Balancer.SlowStart = time.Duration(s.SlowStart)
+	c.Balancer.BreakerBackoff = time.Duration(s.BreakerBackoff)
+	c.Balancer.BreakerMaxBackoff = time.Duration(s.BreakerMaxBackoff)
+	c.HeartbeatInterval, c.HeartbeatTimeout = time.Duration(s.HeartbeatInterval), time.Duration(s.HeartbeatTimeout)
+	if s.MaxFrame <= 0 || s.MaxRaw <= 0 || s.Window <= 0 || s.MaxFrame > 1<<31 || s.MaxRaw > 1<<31 || s.Window > 1<<31 {
+		return bad("max-frame, max-raw, window", errors.New("must be positive (and below 2^31)"))
+	}
+	c.Limits.MaxFrame, c.Limits.MaxRaw, c.Window = uint32(s.MaxFrame), uint32(s.MaxRaw), uint32(s.Window)
+	c.AckTimeout = time.Duration(s.AckTimeout)
+	c.QueueMaxPackets, c.QueueMaxBytes = s.QueueMaxPackets, s.QueueMaxBytes
+	c.BusyRetryAfter, c.DrainTimeout = time.Duration(s.BusyRetryAfter), time.Duration(s.DrainTimeout)
+	c.HandshakeTimeout, c.IdleTimeout = time.Duration(s.HandshakeTimeout), time.Duration(s.IdleTimeout)
+	c.MaxConns, c.MaxConnsPerIP, c.MaxPartialBytes = s.MaxConns, s.MaxConnsPerIP, s.MaxPartialBytes
+	c.SackDelay = time.Duration(s.SackDelay)
+	c.SyslogUDP, c.SyslogTCP = s.SyslogUDP, s.SyslogTCP
+	c.SyslogBatchMessages, c.SyslogBatchBytes = s.SyslogBatchMessages, s.SyslogBatchBytes
+	c.SyslogLinger = time.Duration(s.SyslogLinger)
+	c.SyslogRecvBuffer, c.SyslogCompress = s.SyslogRcvbuf, s.SyslogCompress
+	if c.Inspect, err = proxy.ParseInspect(s.Inspect); err != nil {
+		return bad("inspect", err)
+	}
+	c.Loops = s.Loops
+	c.Analyzers = make([]proxy.AnalyzerConfig, 0, len(s.Analyzers))
+	for _, a := range s.Analyzers {
+		ac := proxy.AnalyzerConfig{Name: a.Name, Addr: a.Addr, Weight: a.Weight}
+		if a.State != "" {
+			if ac.Admin, err = balancer.ParseAdminState(a.State); err != nil {
+				return bad("analyzer "+a.Name, err)
+			}
+		}
+		if r := a.Ramp; r != nil {
+			ac.Ramp = balancer.Ramp{From: r.From, Start: r.Start, Over: time.Duration(r.Over)}
+		}
+		c.Analyzers = append(c.Analyzers, ac)
+	}
+	if err := c.Validate(); err != nil {
+		return proxy.Config{}, err
+	}
+	return c, nil
+}
+
+// Hash identifies what s says, ramps aside: two Specs with one hash are
+// the same configuration. It tells a config file that changed since it
+// was last applied from one that did not.
+func (s Spec) Hash() string {
+	s = s.Clone()
+	for i := range s.Analyzers {
+		s.Analyzers[i].Ramp = nil
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic("BUG: config: a Spec does not marshal: " + err.Error())
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}
+
+// Restart lists the keys that differ between a and b and that only a
+// restart can change; the rest a running logdist takes at once.
+func Restart(a, b Spec) []string {
+	var keys []string
+	add := func(changed bool, key string) {
+		if changed {
+			keys = append(keys, key)
+		}
+	}
+	add(a.Listen != b.Listen, "listen")
+	add(a.Admin != b.Admin, "admin")
+	add(a.DataDir != b.DataDir, "data-dir")
+	add(a.Pprof != b.Pprof, "pprof")
+	add(a.LogFormat != b.LogFormat, "log-format")
+	add(a.Loops != b.Loops, "loops")
+	add(a.Balance != b.Balance, "balance")
+	add(a.Rise != b.Rise, "rise")
+	add(a.Fall != b.Fall, "fall")
+	add(a.SlowStart != b.SlowStart, "slow-start")
+	add(a.BreakerBackoff != b.BreakerBackoff, "breaker-backoff")
+	add(a.BreakerMaxBackoff != b.BreakerMaxBackoff, "breaker-max-backoff")
+	add(a.SyslogUDP != b.SyslogUDP, "syslog-udp")
+	add(a.SyslogTCP != b.SyslogTCP, "syslog-tcp")
+	add(a.SyslogRcvbuf != b.SyslogRcvbuf, "syslog-rcvbuf")
+	return keys
+}
+
+// Diff says in words what changed from a to b: one line per setting, one
+// per analyzer added, removed or changed. Ramps show as the weight they
+// lead to, with their duration.
+func Diff(a, b Spec) []string {
+	var out []string
+	keys, ma := settings(a)
+	_, mb := settings(b)
+	for _, k := range keys {
+		if ma[k] != mb[k] {
+			out = append(out, fmt.Sprintf("%s: %s → %s", k, ma[k], mb[k]))
+		}
+	}
+	for _, x := range a.Analyzers {
+		i := b.Analyzer(x.Name)
+		if i < 0 {
+			out = append(out, fmt.Sprintf("analyzer %s: removed (%s)", x.Name, x.describe()))
+			continue
+		}
+		y := b.Analyzers[i]
+		var d []string
+		if x.Addr != y.Addr {
+			d = append(d, "addr "+x.Addr+" → "+y.Addr)
+		}
+		if x.Weight != y.Weight || (y.Ramp != nil) != (x.Ramp != nil) || (x.Ramp != nil && *x.Ramp != *y.Ramp) {
+			w := "weight " + fmtWeight(x.Weight) + " → " + fmtWeight(y.Weight)
+			if y.Ramp != nil && (x.Ramp == nil || *x.Ramp != *y.Ramp) {
+				w += " over " + y.Ramp.Over.String()
+			}
+			d = append(d, w)
+		}
+		if x.state() != y.state() {
+			d = append(d, "state "+x.state()+" → "+y.state())
+		}
+		if len(d) > 0 {
+			out = append(out, fmt.Sprintf("analyzer %s: %s", x.Name, strings.Join(d, ", ")))
+		}
+	}
+	for _, y := range b.Analyzers {
+		if a.Analyzer(y.Name) < 0 {
+			out = append(out, fmt.Sprintf("analyzer %s: added (%s)", y.Name, y.describe()))
+		}
+	}
+	return out
+}
+
+func (a Analyzer) state() string {
+	if a.State == "" {
+		return "enabled"
+	}
+	return a.State
+}
+
+func (a Analyzer) describe() string {
+	s := "addr " + a.Addr + ", weight " + fmtWeight(a.Weight)
+	if a.state() != "enabled" {
+		s += ", " + a.state()
+	}
+	return s
+}
+
+func fmtWeight(w float64) string { return strconv.FormatFloat(w, 'g', -1, 64) }
+
+// settings returns every key but analyzers, in declaration order, and
+// its value as text, for Diff.
+func settings(s Spec) (keys []string, vals map[string]string) {
+	v := reflect.ValueOf(s)
+	t := v.Type()
+	vals = make(map[string]string, t.NumField())
+	for i := range t.NumField() {
+		k, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if k == "analyzers" {
+			continue
+		}
+		keys = append(keys, k)
+		switch x := v.Field(i).Interface().(type) {
+		case []string:
+			vals[k] = "[" + strings.Join(x, ", ") + "]"
+		default:
+			vals[k] = fmt.Sprint(x)
+		}
+	}
+	return keys, vals
+}
+
+// Duration is a time.Duration written as text ("500ms", "5m") in YAML
+// and JSON, and a flag value.
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText writes d as time.Duration.String does.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads what time.ParseDuration reads.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (like 500ms, 5s, 2m)", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Set and Type make a Duration a pflag.Value.
+func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }
+func (d *Duration) Type() string       { return "duration" }
