@@ -74,16 +74,16 @@ func (a *Access) check(r *http.Request, need level) (identity string, status int
 	switch {
 	case need == public:
 		return identity, 0, ""
-	case hasToken && !valid:
-		return "", http.StatusUnauthorized, "invalid token"
-	case valid:
+	case need == read && ip.IsLoopback() && !(hasToken && !valid):
 		return identity, 0, ""
-	case need == read && ip.IsLoopback():
-		return "", 0, ""
 	case len(st.tokens) == 0 && need == write:
 		return "", http.StatusForbidden, "admin writes are disabled: start logdist with --admin-token-file"
 	case len(st.tokens) == 0:
 		return "", http.StatusForbidden, "reads from other hosts need a token: start logdist with --admin-token-file"
+	case hasToken && !valid:
+		return "", http.StatusUnauthorized, "invalid token"
+	case valid:
+		return identity, 0, ""
 	}
 	return "", http.StatusUnauthorized, "a token is needed (Authorization: Bearer TOKEN)"
 }
