@@ -37,7 +37,10 @@ type loopMetrics struct {
 	// histograms take a mutex per update and a precise clock read costs
 	// tens to hundreds of ns, both of which the hot path avoids.
 	ackLatency *metrics.Histogram
-	ackSampleN uint32
+	// ackSampleRNG picks the sampled packets at random (xorshift): every
+	// 32nd packet would alias with the picker's period (weights 5:3:2
+	// repeat every 10 picks, and one analyzer never got a sample).
+	ackSampleRNG uint32
 
 	// Syslog ingest.
 	syslogDatagrams, syslogBytes   *metrics.Counter
@@ -99,8 +102,15 @@ func (m *loopMetrics) protocolError(code frame.Code) {
 // sampleNow reports whether the packet being sent is one of the one in
 // ackSample whose ack latency is measured.
 func (m *loopMetrics) sampleNow() bool {
-	m.ackSampleN++
-	return m.ackSampleN%ackSample == 0
+	x := m.ackSampleRNG
+	if x == 0 {
+		x = 0x9e3779b9
+	}
+	x ^= x << 13
+	x ^= x >> 17
+	x ^= x << 5
+	m.ackSampleRNG = x
+	return x%ackSample == 0
 }
 
 // analyzerMetrics count what happens to the connections to one analyzer,

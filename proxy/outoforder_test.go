@@ -156,3 +156,24 @@ func TestFlushQueueSkipsRetryAfter(t *testing.T) {
 		t.Fatalf("%d packets in flight after the flush, want the delayed one", inflight)
 	}
 }
+
+// Ack latency is sampled at random: a fixed every-32nd packet aliased with
+// the picker's period, and with weights 5:3:2 one analyzer never got a
+// sample.
+func TestAckLatencySamplesEveryAnalyzer(t *testing.T) {
+	h := newHarnessOpts(t, harnessOpts{msgs: 1, caps: frame.CapZstd, weights: []float64{0.5, 0.3, 0.2}})
+	for i := 0; i < 2000; i++ {
+		h.send()
+		for j, u := range h.lp.ups {
+			if u.sess.Unresolved() > 0 {
+				h.ups[j].in = frame.AppendAck(nil, u.sess.Seq())
+				u.onTraffic(h.ups[j])
+			}
+		}
+	}
+	for _, u := range h.lp.ups {
+		if n := u.st.ackSamples.Load(); n < 5 {
+			t.Errorf("analyzer %s: %d ack latency samples", u.name, n)
+		}
+	}
+}

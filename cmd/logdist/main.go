@@ -74,11 +74,28 @@ func run(args []string) int {
 		fmt.Printf("# logdist --check-config %s: valid. The effective settings (file, then flags):\n%s", cmd.File, spec.YAML())
 		return 0
 	}
+	// Signals are taken from here on: a SIGHUP sent while logdist starts
+	// (a reload racing the start) must not kill it, as SIGHUP's default
+	// action would; it is handled once logdist runs.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
 	level := new(slog.LevelVar)
 	log, err := cli.NewLoggerLevel(os.Stderr, spec.LogFormat, level)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
 		return 2
+	}
+	// The admin address is one only a restart changes: the declared one
+	// is the one that runs. Taking it first makes a busy port the only
+	// line a failed start prints.
+	var adminLn net.Listener
+	if spec.Admin != "" {
+		if adminLn, err = net.Listen("tcp", spec.Admin); err != nil {
+			fmt.Fprintf(os.Stderr, "logdist: cannot listen on admin address %s: %v\n", spec.Admin, err)
+			return 2
+		}
+		defer adminLn.Close()
 	}
 	ctl, err := control.Open(control.Options{DataDir: spec.DataDir, AuditLog: spec.AuditLog, Args: args, Log: log})
 	if err != nil {
@@ -86,12 +103,12 @@ func run(args []string) int {
 		return 2
 	}
 	defer ctl.Close()
-	return serve(ctl, spec, level, log)
+	return serve(ctl, spec, adminLn, sig, level, log)
 }
 
 // serve starts logdist from the configuration the controller decides on
 // and runs it until SIGTERM or SIGINT; SIGHUP reloads.
-func serve(ctl *control.Controller, declared config.Spec, level *slog.LevelVar, log *slog.Logger) int {
+func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, sig <-chan os.Signal, level *slog.LevelVar, log *slog.Logger) int {
 	v, err := ctl.Start(declared)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
@@ -110,14 +127,6 @@ func serve(ctl *control.Controller, declared config.Spec, level *slog.LevelVar, 
 	if err := outside(spec); err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
 		return 2
-	}
-	var adminLn net.Listener
-	if spec.Admin != "" {
-		if adminLn, err = net.Listen("tcp", spec.Admin); err != nil {
-			fmt.Fprintf(os.Stderr, "logdist: cannot listen on admin address %s: %v\n", spec.Admin, err)
-			return 2
-		}
-		defer adminLn.Close()
 	}
 	srv, err := proxy.New(cfg)
 	if err != nil {
@@ -155,9 +164,6 @@ func serve(ctl *control.Controller, declared config.Spec, level *slog.LevelVar, 
 	fmt.Fprintf(os.Stderr, "logdist ready listen=%s admin=%s syslog=%s syslog_tcp=%s version=%d\n",
 		srv.Addr(), addrOf(adminLn), addrString(srv.SyslogAddr()), addrString(srv.SyslogTCPAddr()), v.Version)
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sig)
 	for s := range sig {
 		if s == syscall.SIGHUP {
 			res, err := ctl.Reload(control.Actor{Remote: "signal"})

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -104,6 +106,11 @@ func (s Spec) Check() error {
 	if _, err := cli.NewLogger(io.Discard, s.LogFormat, s.LogLevel); err != nil {
 		return err
 	}
+	if s.Admin != "" {
+		if err := checkAddr(s.Admin); err != nil {
+			return fmt.Errorf("admin address %q: %v", s.Admin, err)
+		}
+	}
 	if _, err := ParseAllow(s.AdminAllow); err != nil {
 		return err
 	}
@@ -111,6 +118,18 @@ func (s Spec) Check() error {
 		if _, err := ReadTokens(s.AdminTokenFile); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkAddr checks a host:port to listen on.
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
 	return nil
 }

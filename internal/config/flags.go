@@ -65,6 +65,7 @@ func FlagSet(s *Spec, cmd *Command) *pflag.FlagSet {
 	fs.StringVar(&s.Listen, "listen", s.Listen, "TCP address agents connect to")
 	fs.Var(&analyzersFlag{s: s}, "analyzer", "an analyzer as name=NAME,addr=HOST:PORT,weight=W[,state=drained] (repeat the flag for each analyzer; given on the command line, they replace the config file's); weight defaults to 1 and name to the address; names are 1-64 letters, digits, '.', '_', ':' or '-'; two analyzers may not share an address")
 	fs.StringVar(&s.Balance, "balance", s.Balance, "picking strategy: swrr (exact smooth weighted round robin), random (weighted random), hash (sticky by agent id)")
+	fs.IntVar(&s.MaxAnalyzers, "max-analyzers", s.MaxAnalyzers, "most analyzers the set may hold, added ones included (1-4096; a restart changes it)")
 	fs.StringVar(&s.Admin, "admin", s.Admin, "HTTP address of the admin API and status page (/, /healthz, /readyz, /metrics, /api/v1/...); empty disables it")
 	fs.StringSliceVar(&s.AdminAllow, "admin-allow", s.AdminAllow, "only these client addresses (CIDR or IP, comma-separated or repeated) may use the admin API; empty: any")
 	fs.StringVar(&s.AdminTokenFile, "admin-token-file", s.AdminTokenFile, "file of bearer tokens for the admin API, one per line as TOKEN or IDENTITY TOKEN; writes need one, and so do reads from other hosts than this one (without the file, writes are refused)")

@@ -26,6 +26,8 @@ type Spec struct {
 	Listen    string     `json:"listen" yaml:"listen"`
 	Analyzers []Analyzer `json:"analyzers" yaml:"analyzers"`
 	Balance   string     `json:"balance" yaml:"balance"`
+	// MaxAnalyzers bounds the analyzers in the set (restart to change).
+	MaxAnalyzers int `json:"max-analyzers" yaml:"max-analyzers"`
 
 	Admin          string   `json:"admin" yaml:"admin"`
 	AdminAllow     []string `json:"admin-allow" yaml:"admin-allow"`
@@ -99,6 +101,7 @@ func Default() Spec {
 	return Spec{
 		Listen:              c.Listen,
 		Balance:             b.Strategy.String(),
+		MaxAnalyzers:        b.MaxAnalyzers,
 		Admin:               "127.0.0.1:7480",
 		HeartbeatInterval:   Duration(c.HeartbeatInterval),
 		HeartbeatTimeout:    Duration(c.HeartbeatTimeout),
@@ -174,6 +177,10 @@ func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
 		return bad("balance", err)
 	}
 	c.Balancer.Strategy = st
+	if s.MaxAnalyzers < 1 || s.MaxAnalyzers > 4096 {
+		return bad("max-analyzers", fmt.Errorf("%d: want 1 to 4096", s.MaxAnalyzers))
+	}
+	c.Balancer.MaxAnalyzers = s.MaxAnalyzers
 	c.Balancer.Rise, c.Balancer.Fall = s.Rise, s.Fall
 	c.Balancer.SlowStart = time.Duration(s.SlowStart)
 	c.Balancer.BreakerBackoff = time.Duration(s.BreakerBackoff)
@@ -248,6 +255,7 @@ func Restart(a, b Spec) []string {
 	add(a.LogFormat != b.LogFormat, "log-format")
 	add(a.Loops != b.Loops, "loops")
 	add(a.Balance != b.Balance, "balance")
+	add(a.MaxAnalyzers != b.MaxAnalyzers, "max-analyzers")
 	add(a.Rise != b.Rise, "rise")
 	add(a.Fall != b.Fall, "fall")
 	add(a.SlowStart != b.SlowStart, "slow-start")

@@ -108,7 +108,7 @@ func (a *auditLog) write(e Entry) {
 	if e.Result == "refused" || e.Result == "error" {
 		level = slog.LevelWarn
 	}
-	if a.f != nil {
+	if a.f != nil || e.Remote == "startup" { // the start has its own log lines
 		level = slog.LevelDebug
 	}
 	a.log.Log(context.Background(), level, "audit", "action", e.Action, "result", e.Result, "remote", e.Remote, "identity", e.Identity,

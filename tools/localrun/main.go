@@ -8,6 +8,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -111,7 +113,19 @@ func run(bin, listen, admin string, packets, msgs int) error {
 			fmt.Fprintf(os.Stderr, "stopped %s\n", p.name)
 		}
 	}()
-	args := []string{"--listen", listen, "--admin", admin}
+	// A token for the admin API's writes, so that logdist ctl can be tried.
+	dir, err := os.MkdirTemp("", "logdist-run-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var tok [16]byte
+	_, _ = rand.Read(tok[:])
+	tokenFile := filepath.Join(dir, "admin-token")
+	if err := os.WriteFile(tokenFile, []byte(hex.EncodeToString(tok[:])+"\n"), 0o600); err != nil {
+		return err
+	}
+	args := []string{"--listen", listen, "--admin", admin, "--admin-token-file", tokenFile}
 	var stats []string
 	for i, w := range weights {
 		name := fmt.Sprintf("a%d", i+1)
@@ -143,8 +157,10 @@ func run(bin, listen, admin string, packets, msgs int) error {
 	if err := printTable(api, stats); err != nil {
 		return err
 	}
-	fmt.Printf("\nadmin API:  %s\nmetrics:    http://%s/metrics\nagents:     %s (try: echo hello | bin/logsend --target %s)\n\nrunning; press Ctrl-C to stop every process.\n",
-		api, ld.addr["admin"], ld.addr["listen"], ld.addr["listen"])
+	fmt.Printf("\nstatus page: http://%s/\nadmin API:   %s\nmetrics:     http://%s/metrics\nagents:      %s (try: echo hello | %s --target %s)\n"+
+		"control:     %s ctl --admin %s --token-file %s weight a1 0.1 --ramp 30s\n\nrunning; press Ctrl-C to stop every process.\n",
+		ld.addr["admin"], api, ld.addr["admin"], ld.addr["listen"], filepath.Join(bin, "logsend"), ld.addr["listen"],
+		filepath.Join(bin, "logdist"), ld.addr["admin"], tokenFile)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig
