@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -51,5 +52,30 @@ func TestHelpSaysAnalyzerDefaults(t *testing.T) {
 	code, out := runCapture(t, "--help")
 	if code != 0 || !strings.Contains(out, "weight defaults to 1 and name to the address") || !strings.Contains(out, "--max-conns-per-ip") {
 		t.Fatalf("exit %d, help lacks the analyzer defaults or the connection limits:\n%s", code, out)
+	}
+}
+
+// --check-config validates a file with the flags given and prints the
+// effective settings; a bad file exits 2 with one line naming the line.
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("ack-timeout: 3s\nanalyzers:\n  - name=a1,addr=127.0.0.1:7501\n"), 0o600)
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("analyzers:\n  - name: a1\n    adr: 127.0.0.1:7501\n"), 0o600)
+
+	r, w, _ := os.Pipe()
+	old := os.Stdout
+	os.Stdout = w
+	code := run([]string{"--check-config", good, "--ack-timeout", "4s"})
+	os.Stdout = old
+	w.Close()
+	out, _ := io.ReadAll(r)
+	if code != 0 || !strings.Contains(string(out), "ack-timeout: 4s") || !strings.Contains(string(out), "name: a1") {
+		t.Fatalf("good file: exit %d\n%s", code, out)
+	}
+	code, errOut := runCapture(t, "--check-config", bad)
+	if code != 2 || !strings.Contains(errOut, `line 3: analyzer: unknown key "adr"`) || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("bad file: exit %d, stderr %q", code, errOut)
 	}
 }

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/logdist/logdist/admin"
+	"github.com/logdist/logdist/internal/config"
+	"github.com/logdist/logdist/internal/control"
+	"github.com/logdist/logdist/proxy"
+)
+
+// ctlRig serves the admin API (over a controller and a server built but
+// not started) on a loopback port for logdist ctl to talk to.
+func ctlRig(t *testing.T) (url, tokenFile string, srv *proxy.Server) {
+	t.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	spec := config.Default()
+	spec.Listen, spec.SyslogUDP = "127.0.0.1:0", ""
+	spec.Analyzers = []config.Analyzer{{Name: "a1", Addr: "127.0.0.1:1", Weight: 1}, {Name: "a2", Addr: "127.0.0.1:2", Weight: 1}}
+	ctl, err := control.Open(control.Options{Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ctl.Close)
+	v, err := ctl.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := proxy.DefaultConfig()
+	base.Logger, base.Balancer.Logger = quiet, quiet
+	cfg, _ := v.Spec.Proxy(base)
+	if srv, err = proxy.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctl.Attach(srv, base, nil)
+	const tok = "ctl-test-0123456789abcdef"
+	tokenFile = filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("ops "+tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	acc := admin.NewAccess([]config.Token{{Identity: "ops", Secret: tok}}, nil)
+	hs := httptest.NewServer(admin.New(admin.Config{Server: srv, Control: ctl, Access: acc}))
+	t.Cleanup(hs.Close)
+	return hs.URL, tokenFile, srv
+}
+
+func ctl(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := runCtl(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// logdist ctl drives the admin API: reads without a token, changes with
+// one; refusals exit 1 with the API's reason; bad usage exits 2.
+func TestCtl(t *testing.T) {
+	url, tokenFile, srv := ctlRig(t)
+	code, out, _ := ctl("--admin", url, "analyzers")
+	if code != 0 || !strings.Contains(out, "a1") || !strings.Contains(out, "a2") || !strings.HasPrefix(out, "NAME") {
+		t.Fatalf("analyzers: %d %q", code, out)
+	}
+	code, _, errs := ctl("--admin", url, "weight", "a1", "0.5")
+	if code != 1 || !strings.Contains(errs, "401 Unauthorized: a token is needed") {
+		t.Fatalf("weight without a token: %d %q", code, errs)
+	}
+	code, out, errs = ctl("--admin", url, "--token-file", tokenFile, "weight", "a1", "0.5", "--ramp", "1m")
+	if code != 0 || !strings.Contains(out, "version 2 applied:\n  analyzer a1: weight 1 → 0.5 over 1m0s") {
+		t.Fatalf("weight with a ramp: %d %q %q", code, out, errs)
+	}
+	if a := srv.Config().Analyzers[0]; a.Weight != 0.5 || a.Ramp.Over == 0 {
+		t.Fatalf("server after ctl weight: %+v", a)
+	}
+	for _, args := range [][]string{{"drain", "a2"}, {"add", "a3", "127.0.0.1:3", "--weight", "2"}, {"remove", "a3"}, {"rollback", "1"}, {"flush"}} {
+		if code, out, errs := ctl(append([]string{"--admin", url, "--token-file", tokenFile}, args...)...); code != 0 {
+			t.Fatalf("ctl %v: %d %q %q", args, code, out, errs)
+		}
+	}
+	code, out, _ = ctl("--admin", url, "versions")
+	if code != 0 || !strings.Contains(out, "6 (running)") || !strings.Contains(out, "ops@127.0.0.1:") || !strings.Contains(out, "rollback to 1") {
+		t.Fatalf("versions: %d\n%s", code, out)
+	}
+	code, out, _ = ctl("--admin", url, "config")
+	if code != 0 || !strings.Contains(out, "# version 6 (rollback to 1)") || !strings.Contains(out, "name: a2") {
+		t.Fatalf("config: %d\n%s", code, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"--admin", url, "--token-file", tokenFile, "weight", "zz", "1"}, 1, `404 Not Found: no analyzer "zz"`},
+		{[]string{"--admin", url, "weight", "a1", "heavy"}, 2, `weight "heavy" is not a non-negative number`},
+		{[]string{"--admin", url, "drain"}, 2, "want 1 argument(s), got 0"},
+		{[]string{"--admin", url, "explode"}, 2, `unknown command "explode"`},
+		{[]string{"--admin", "127.0.0.1:1", "status"}, 1, "cannot reach logdist's admin API"},
+	} {
+		code, _, errs := ctl(tc.args...)
+		if code != tc.code || !strings.Contains(errs, tc.says) || strings.Count(errs, "\n") != 1 {
+			t.Errorf("ctl %v: exit %d, stderr %q; want %d and one line saying %q", tc.args, code, errs, tc.code, tc.says)
+		}
+	}
+}
