@@ -44,13 +44,12 @@ func needTool(t *testing.T, bin, pkg string) string {
 			cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 			return cmd.CombinedOutput()
 		}
-		out, err := install()
-		if err != nil { // the package lists may be missing or stale
+		if _, err := install(); err != nil { // the package lists may be missing or stale
 			if uout, uerr := exec.CommandContext(ctx, "apt-get", "update", "-q").CombinedOutput(); uerr != nil {
 				r.err = &installError{pkg, uerr, uout}
 				return
 			}
-			if out, err = install(); err != nil {
+			if out, err := install(); err != nil {
 				r.err = &installError{pkg, err, out}
 			}
 		}
