@@ -57,6 +57,10 @@ type changeAnswer struct {
 	Version uint64   `json:"version"`
 	Changed bool     `json:"changed"`
 	Changes []string `json:"changes,omitempty"`
+	// Persistent is false when logdist keeps no versions on disk (no
+	// --data-dir): a restart then starts from the config file and flags,
+	// undoing the change.
+	Persistent bool `json:"persistent"`
 	// Analyzer is the analyzer as it is now, for changes to one.
 	Analyzer *config.Analyzer `json:"analyzer,omitempty"`
 }
@@ -77,7 +81,7 @@ func (h *handler) answer(w http.ResponseWriter, res control.Result, err error, n
 		writeError(w, status, err.Error())
 		return
 	}
-	a := changeAnswer{Version: res.Version.Version, Changed: res.Changed}
+	a := changeAnswer{Version: res.Version.Version, Changed: res.Changed, Persistent: h.ctl.Persistent()}
 	if res.Changed {
 		a.Changes = res.Version.Changes
 	}

@@ -272,9 +272,10 @@ func (c *ctlClient) analyzers() error {
 // changes, or that nothing changed.
 func (c *ctlClient) change(method, path string, body any) error {
 	var a struct {
-		Version uint64   `json:"version"`
-		Changed bool     `json:"changed"`
-		Changes []string `json:"changes"`
+		Version    uint64   `json:"version"`
+		Changed    bool     `json:"changed"`
+		Changes    []string `json:"changes"`
+		Persistent bool     `json:"persistent"`
 	}
 	if err := c.call(method, path, body, &a); err != nil {
 		return err
@@ -289,6 +290,9 @@ func (c *ctlClient) change(method, path string, body any) error {
 	fmt.Fprintf(c.out, "version %d applied:\n", a.Version)
 	for _, ch := range a.Changes {
 		fmt.Fprintf(c.out, "  %s\n", ch)
+	}
+	if !a.Persistent {
+		fmt.Fprintln(c.out, "note: logdist runs without --data-dir: a restart starts from its config file and flags again, without this change")
 	}
 	return nil
 }

@@ -200,6 +200,10 @@ func (c *Controller) Attach(srv *proxy.Server, base proxy.Config, apply func(con
 	}
 }
 
+// Persistent reports whether versions are kept on disk (--data-dir), so
+// that run-time changes survive a restart.
+func (c *Controller) Persistent() bool { return c.store != nil }
+
 // Current returns the running version.
 func (c *Controller) Current() Version {
 	c.mu.Lock()
