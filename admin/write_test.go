@@ -2,8 +2,6 @@ package admin_test
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -15,6 +13,7 @@ import (
 	"github.com/logdist/logdist/admin"
 	"github.com/logdist/logdist/internal/config"
 	"github.com/logdist/logdist/internal/control"
+	"github.com/logdist/logdist/internal/control/controltest"
 	"github.com/logdist/logdist/proxy"
 	"github.com/logdist/logdist/proxy/status"
 )
@@ -34,30 +33,10 @@ type api struct {
 // built but not started: changes apply to its configuration, no socket
 // opens.
 func newAPI(t *testing.T) *api {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a := &api{t: t, audit: filepath.Join(t.TempDir(), "audit.jsonl")}
-	spec := config.Default()
-	spec.Listen, spec.SyslogUDP, spec.AuditLog = "127.0.0.1:0", "", a.audit
-	spec.Analyzers = []config.Analyzer{{Name: "a1", Addr: "127.0.0.1:1", Weight: 1}, {Name: "a2", Addr: "127.0.0.1:2", Weight: 1}}
-	var err error
-	if a.ctl, err = control.Open(control.Options{AuditLog: a.audit, Log: quiet}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.ctl.Close)
-	v, err := a.ctl.Start(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := proxy.DefaultConfig()
-	base.Logger, base.Balancer.Logger = quiet, quiet
-	cfg, err := v.Spec.Proxy(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.srv, err = proxy.New(cfg); err != nil {
-		t.Fatal(err)
-	}
-	a.ctl.Attach(a.srv, base, nil)
+	spec := controltest.Spec()
+	spec.AuditLog = a.audit
+	a.ctl, a.srv = controltest.New(t, spec, control.Options{AuditLog: a.audit})
 	a.acc = admin.NewAccess([]config.Token{{Identity: "alice", Secret: token}}, nil)
 	a.h = admin.New(admin.Config{Server: a.srv, Control: a.ctl, Access: a.acc})
 	return a

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/logdist/logdist/internal/config"
+	"github.com/logdist/logdist/internal/control"
 	"github.com/logdist/logdist/proxy/status"
 )
 
@@ -168,46 +169,24 @@ func (c *ctlClient) do(cmd string, args []string, weight float64, state string, 
 		}
 		return nil
 	case "config":
-		var v struct {
-			Version uint64    `json:"version"`
-			Time    time.Time `json:"time"`
-			Actor   struct {
-				Remote, Identity string
-			} `json:"actor"`
-			Action string      `json:"action"`
-			Spec   config.Spec `json:"config"`
-		}
+		var v control.Version
 		return c.get("/api/v1/config", &v, func() {
-			by := v.Actor.Remote
-			if v.Actor.Identity != "" {
-				by = v.Actor.Identity + "@" + by
-			}
-			fmt.Fprintf(c.out, "# version %d (%s), made %s by %s\n%s", v.Version, v.Action, v.Time.Local().Format(time.RFC3339), by, v.Spec.YAML())
+			fmt.Fprintf(c.out, "# version %d (%s), made %s by %s\n%s", v.Version, v.Action, v.Time.Local().Format(time.RFC3339), v.Actor, v.Spec.YAML())
 		})
 	case "versions":
 		var rows []struct {
-			Version uint64    `json:"version"`
-			Time    time.Time `json:"time"`
-			Actor   struct {
-				Remote, Identity string
-			} `json:"actor"`
-			Action  string   `json:"action"`
-			Changes []string `json:"changes"`
-			Running bool     `json:"running"`
+			control.Version
+			Running bool `json:"running"`
 		}
 		return c.get("/api/v1/config/versions", &rows, func() {
 			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "VERSION\tTIME\tBY\tACTION\tCHANGES")
 			for _, r := range rows {
-				by := r.Actor.Remote
-				if r.Actor.Identity != "" {
-					by = r.Actor.Identity + "@" + by
-				}
 				mark := ""
 				if r.Running {
 					mark = " (running)"
 				}
-				fmt.Fprintf(tw, "%d%s\t%s\t%s\t%s\t%s\n", r.Version, mark, r.Time.Local().Format("2006-01-02 15:04:05"), by, r.Action, strings.Join(r.Changes, "; "))
+				fmt.Fprintf(tw, "%d%s\t%s\t%s\t%s\t%s\n", r.Version.Version, mark, r.Time.Local().Format("2006-01-02 15:04:05"), r.Actor, r.Action, strings.Join(r.Changes, "; "))
 			}
 			tw.Flush()
 		})

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"io"
-	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -13,6 +11,7 @@ import (
 	"github.com/logdist/logdist/admin"
 	"github.com/logdist/logdist/internal/config"
 	"github.com/logdist/logdist/internal/control"
+	"github.com/logdist/logdist/internal/control/controltest"
 	"github.com/logdist/logdist/proxy"
 )
 
@@ -20,26 +19,7 @@ import (
 // not started) on a loopback port for logdist ctl to talk to.
 func ctlRig(t *testing.T) (url, tokenFile string, srv *proxy.Server) {
 	t.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	spec := config.Default()
-	spec.Listen, spec.SyslogUDP = "127.0.0.1:0", ""
-	spec.Analyzers = []config.Analyzer{{Name: "a1", Addr: "127.0.0.1:1", Weight: 1}, {Name: "a2", Addr: "127.0.0.1:2", Weight: 1}}
-	ctl, err := control.Open(control.Options{Log: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ctl.Close)
-	v, err := ctl.Start(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := proxy.DefaultConfig()
-	base.Logger, base.Balancer.Logger = quiet, quiet
-	cfg, _ := v.Spec.Proxy(base)
-	if srv, err = proxy.New(cfg); err != nil {
-		t.Fatal(err)
-	}
-	ctl.Attach(srv, base, nil)
+	ctl, srv := controltest.New(t, controltest.Spec(), control.Options{})
 	const tok = "ctl-test-0123456789abcdef"
 	tokenFile = filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte("ops "+tok+"\n"), 0o600); err != nil {

@@ -54,6 +54,14 @@ type Actor struct {
 	Identity string `json:"identity,omitempty"`
 }
 
+// String names the actor: identity@address, or the address.
+func (a Actor) String() string {
+	if a.Identity != "" {
+		return a.Identity + "@" + a.Remote
+	}
+	return a.Remote
+}
+
 // Kinds of refusal: a change's error Is one of them (errors.Is), and says
 // why in its own words.
 var (

@@ -45,14 +45,7 @@ func newCtlCluster(t *testing.T, weights []float64, listed int) *ctlCluster {
 	c.writeConfig(listed, nil, fmt.Sprintf("admin-token-file: %s\naudit-log: %s\ndata-dir: %s\n", tokens, c.audit, c.data))
 	c.logdist = start(t, binary(t, "logdist"), "--config", c.file)
 	c.listen, c.admin = c.logdist.fields["listen"], c.logdist.fields["admin"]
-	waitFor(t, "every listed analyzer healthy", 10*time.Second, func() bool {
-		for _, r := range c.rows() {
-			if !r.Healthy {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitHealthy()
 	return c
 }
 

@@ -90,7 +90,14 @@ func newCluster(t *testing.T, weights []float64, logdistArgs ...string) *cluster
 	args = append(args, logdistArgs...)
 	c.logdist = start(t, binary(t, "logdist"), args...)
 	c.listen, c.admin = c.logdist.fields["listen"], c.logdist.fields["admin"]
-	waitFor(t, "every analyzer healthy", 10*time.Second, func() bool {
+	c.waitHealthy()
+	return c
+}
+
+// waitHealthy waits until every analyzer logdist has is healthy.
+func (c *cluster) waitHealthy() {
+	c.t.Helper()
+	waitFor(c.t, "every analyzer healthy", 10*time.Second, func() bool {
 		for _, r := range c.rows() {
 			if !r.Healthy {
 				return false
@@ -98,7 +105,6 @@ func newCluster(t *testing.T, weights []float64, logdistArgs ...string) *cluster
 		}
 		return true
 	})
-	return c
 }
 
 // startAnalyzer (re)starts analyzer i on its address, appending to its
