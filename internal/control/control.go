@@ -445,7 +445,10 @@ func (c *Controller) changeBase(actor Actor, action, analyzer, base string, edit
 		}
 		c.audit.write(entry)
 	}()
-	next := cur.Spec.Clone()
+	// A ramp that has ended is the weight: compare without it, so that a
+	// change does not list "weight 1 → 1" for a ramp that finished.
+	running := endRamps(cur.Spec, now)
+	next := running.Clone()
 	if err := edit(&next); err != nil {
 		return Result{Version: cur}, err
 	}
@@ -459,7 +462,7 @@ func (c *Controller) changeBase(actor Actor, action, analyzer, base string, edit
 	if err != nil {
 		return Result{Version: cur}, refuse(ErrInvalid, "%v", err)
 	}
-	if len(config.Diff(cur.Spec, next)) == 0 {
+	if len(config.Diff(running, next)) == 0 {
 		if base != "" && base != cur.Base {
 			// Same settings, new file: record the new base so that the
 			// next reload with it changes nothing either.
@@ -494,7 +497,7 @@ func (c *Controller) changeBase(actor Actor, action, analyzer, base string, edit
 			}
 		}
 	}
-	v.Spec, v.Changes = next, config.Diff(cur.Spec, next)
+	v.Spec, v.Changes = next, config.Diff(running, next)
 	if err := c.record(v); err != nil {
 		// Not on disk: not made. Put the running version back.
 		if prev, perr := cur.Spec.Proxy(c.base); perr == nil {
@@ -524,6 +527,17 @@ func (c *Controller) record(v Version) error {
 	}
 	c.hist = hist
 	return nil
+}
+
+// endRamps returns a copy of s without the ramps that have ended by now.
+func endRamps(s config.Spec, now time.Time) config.Spec {
+	s = s.Clone()
+	for i, a := range s.Analyzers {
+		if r := a.Ramp; r != nil && !r.Start.IsZero() && !now.Before(r.Start.Add(time.Duration(r.Over))) {
+			s.Analyzers[i].Ramp = nil
+		}
+	}
+	return s
 }
 
 func analyzerIn(s config.Spec, name string) any {

@@ -281,3 +281,30 @@ func TestUnsavedChangeIsReverted(t *testing.T) {
 		t.Fatalf("after the failed save: server version %d weights %v controller at %d", r.srv.ConfigVersion(), r.weights(), r.ctl.Current().Version)
 	}
 }
+
+// A ramp that has ended is the weight: the next change lists only itself.
+func TestEndedRampIsNotAChange(t *testing.T) {
+	data := t.TempDir()
+	r := newRig(t, data)
+	r.ctl.Close()
+	// The saved version gets a ramp that ended an hour ago.
+	path := filepath.Join(data, versionsFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v Version
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	v.Spec.Analyzers[0].Ramp = &config.Ramp{From: 0.1, Start: time.Now().Add(-time.Hour), Over: config.Duration(time.Minute)}
+	line, _ := json.Marshal(v)
+	if err := os.WriteFile(path, append(line, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.open(data)
+	res, err := r.ctl.PatchAnalyzer(alice, "a2", Patch{Weight: ptr(3.0)})
+	if err != nil || strings.Join(res.Version.Changes, "|") != "analyzer a2: weight 0.5 → 3" || res.Version.Spec.Analyzers[0].Ramp != nil {
+		t.Fatalf("%q %v: want only a2's change, and a1's ended ramp gone", res.Version.Changes, err)
+	}
+}
