@@ -7,8 +7,11 @@ package admin
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -93,10 +96,18 @@ type handler struct {
 func (h *handler) route(mux *http.ServeMux, pattern string, need level, fn http.HandlerFunc) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if a := h.cfg.Access; a != nil {
-			identity, status, why := a.check(r, need)
+			identity, status, why, outside := a.check(r, need)
 			if status != 0 {
+				// A refused write is audited under its route's pattern
+				// (not its path, which the client chose, of any length),
+				// unless it came from outside the allow list: those are
+				// only counted.
 				if need == write && h.ctl != nil {
-					h.ctl.Refused(control.Actor{Remote: r.RemoteAddr, Identity: identity}, r.Method+" "+r.URL.Path, status, why)
+					action := pattern
+					if n := r.PathValue("name"); n != "" && proxy.ValidName(n) == nil {
+						action += " " + n
+					}
+					h.ctl.Refused(control.Actor{Remote: r.RemoteAddr, Identity: identity}, action, status, why, !outside)
 				}
 				if status == http.StatusUnauthorized {
 					w.Header().Set("WWW-Authenticate", `Bearer realm="logdist"`)
@@ -149,4 +160,61 @@ func writeError(w http.ResponseWriter, status int, why string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": why})
+}
+
+// Server returns the http.Server to serve the admin API on: bounded
+// headers (16 KiB), header and body read timeouts, a write timeout (longer
+// with pprof, whose CPU profile runs for its seconds), and a short idle
+// timeout. Serve it on a LimitListener.
+func Server(h http.Handler, pprof bool) *http.Server {
+	write := 30 * time.Second
+	if pprof {
+		write = 5 * time.Minute
+	}
+	return &http.Server{
+		Handler:           h,
+		MaxHeaderBytes:    16 << 10,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      write,
+		IdleTimeout:       30 * time.Second,
+	}
+}
+
+// MaxConns bounds the admin connections open at once (LimitListener).
+const MaxConns = 64
+
+// LimitListener accepts at most n connections at once from ln: the one
+// after waits in the kernel's backlog until one closes. The admin port
+// shares the process's file descriptors with the agents and analyzers;
+// a client holding connections open must not take them.
+func LimitListener(ln net.Listener, n int) net.Listener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n)}
+}
+
+type limitListener struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	l.sem <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

@@ -63,29 +63,47 @@ const (
 )
 
 // check returns the identity of the request's token ("" if none) and, when
-// it may not proceed, the HTTP status and why.
-func (a *Access) check(r *http.Request, need level) (identity string, status int, why string) {
+// it may not proceed, the HTTP status and why; outside tells that the
+// client's address is not in the allow list.
+func (a *Access) check(r *http.Request, need level) (identity string, status int, why string, outside bool) {
 	st := a.st.Load()
 	ip := remoteIP(r)
 	if len(st.allow) > 0 && !allowed(st.allow, ip) {
-		return "", http.StatusForbidden, "address " + ip.String() + " is not in --admin-allow"
+		return "", http.StatusForbidden, "address " + ip.String() + " is not in --admin-allow", true
 	}
 	identity, hasToken, valid := st.identify(r)
 	switch {
 	case need == public:
-		return identity, 0, ""
-	case need == read && ip.IsLoopback() && !(hasToken && !valid):
-		return identity, 0, ""
+		return identity, 0, "", false
+	case need == read && ip.IsLoopback() && localHost(r.Host) && !(hasToken && !valid):
+		// Loopback, and addressed as this host: a web page in a browser
+		// on this host cannot reach it through a name it controls (DNS
+		// rebinding), since the Host it sends would be that name.
+		return identity, 0, "", false
 	case len(st.tokens) == 0 && need == write:
-		return "", http.StatusForbidden, "admin writes are disabled: start logdist with --admin-token-file"
+		return "", http.StatusForbidden, "admin writes are disabled: start logdist with --admin-token-file", false
 	case len(st.tokens) == 0:
-		return "", http.StatusForbidden, "reads from other hosts need a token: start logdist with --admin-token-file"
+		return "", http.StatusForbidden, "reads need a token unless sent from this host to it by address or as localhost: start logdist with --admin-token-file", false
 	case hasToken && !valid:
-		return "", http.StatusUnauthorized, "invalid token"
+		return "", http.StatusUnauthorized, "invalid token", false
 	case valid:
-		return identity, 0, ""
+		return identity, 0, "", false
 	}
-	return "", http.StatusUnauthorized, "a token is needed (Authorization: Bearer TOKEN)"
+	return "", http.StatusUnauthorized, "a token is needed (Authorization: Bearer TOKEN)", false
+}
+
+// localHost reports whether a request's Host names this host: an IP
+// address, or localhost.
+func localHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	_, err := netip.ParseAddr(host)
+	return err == nil
 }
 
 // identify finds the request's bearer token among the tokens. Every token
@@ -103,7 +121,7 @@ func (st *accessState) identify(r *http.Request) (identity string, hasToken, val
 	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 	for _, t := range st.tokens {
 		if subtle.ConstantTimeCompare(sum[:], t.sum[:]) == 1 {
-			identity, valid = t.identity, true
+			identity, valid = t.identity, true // secrets are unique (config.ReadTokens)
 		}
 	}
 	return identity, true, valid

@@ -44,7 +44,7 @@ func decode(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("body: %v", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("body: data after the JSON object")
 	}
 	return nil
@@ -187,7 +187,7 @@ func (h *handler) reload(w http.ResponseWriter, r *http.Request) {
 
 // refuse answers a malformed request 400 and audits it.
 func (h *handler) refuse(w http.ResponseWriter, r *http.Request, action string, err error) {
-	h.ctl.Refused(actor(r), action, http.StatusBadRequest, err.Error())
+	h.ctl.Refused(actor(r), action, http.StatusBadRequest, err.Error(), true)
 	writeError(w, http.StatusBadRequest, err.Error())
 }
 

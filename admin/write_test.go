@@ -47,7 +47,7 @@ func newAPI(t *testing.T) *api {
 func (a *api) do(method, path, body, remote, tok string) (int, string) {
 	a.t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
-	req.RemoteAddr = remote
+	req.RemoteAddr, req.Host = remote, "127.0.0.1:7480"
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
@@ -199,5 +199,40 @@ func TestWriteAPI(t *testing.T) {
 	}
 	if code, b := a.do("GET", "/api/v1/config", "", local, ""); code != 200 || !strings.Contains(b, `"version": 6`) {
 		t.Fatalf("config: %d %s", code, b)
+	}
+}
+
+// Token-less reads need the request addressed to this host (an address or
+// localhost): a web page on this host reaching it through a name it
+// controls (DNS rebinding) gets 401. Refused writes are audited under
+// their route, whatever the path's length, and not at all from outside
+// the allow list; bodies with anything after the JSON are refused.
+func TestAccessHardening(t *testing.T) {
+	a := newAPI(t)
+	read := func(host string) int {
+		req := httptest.NewRequest("GET", "/api/v1/config", nil)
+		req.RemoteAddr, req.Host = local, host
+		rec := httptest.NewRecorder()
+		a.h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for host, want := range map[string]int{"127.0.0.1:7480": 200, "localhost:7480": 200, "[::1]:7480": 200, "attacker.example:7480": 401, "attacker.example": 401} {
+		if got := read(host); got != want {
+			t.Errorf("GET with Host %s from loopback: %d, want %d", host, got, want)
+		}
+	}
+	long := "/api/v1/analyzers/" + strings.Repeat("%3C", 3000)
+	a.do("PATCH", long, "{}", local, "")
+	a.acc.Set([]config.Token{{Identity: "alice", Secret: token}}, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	for range 5 {
+		a.do("PATCH", "/api/v1/analyzers/a1", "{}", remote, "")
+	}
+	a.acc.Set([]config.Token{{Identity: "alice", Secret: token}}, nil)
+	if code, body := a.do("POST", "/api/v1/config/rollback", `{"version":1}}}]]`, local, token); code != 400 || !strings.Contains(body, "data after the JSON") {
+		t.Fatalf("trailing brackets: %d %s", code, body)
+	}
+	b, _ := os.ReadFile(a.audit)
+	if len(b) > 4096 || !strings.Contains(string(b), `"action":"PATCH /api/v1/analyzers/{name}"`) || strings.Contains(string(b), "192.0.2.7") {
+		t.Fatalf("audit log (%d bytes):\n%s", len(b), b)
 	}
 }

@@ -246,6 +246,9 @@ func ValidName(name string) error {
 		}
 		return fmt.Errorf("analyzer name %q: character %q not allowed (use letters, digits, '.', '_', ':' and '-')", name, c)
 	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("analyzer name %q: not a name (it is a path segment in the admin API)", name)
+	}
 	return nil
 }
 

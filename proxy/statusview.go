@@ -18,6 +18,7 @@ func (s *Server) Status() status.Status {
 	reg := s.reg.Load()
 	conf := s.conf.Load()
 	st := status.Status{
+		Time:          time.Now().UTC(),
 		ConfigVersion: conf.version,
 		Draining:      s.draining.Load(),
 		Queue: status.Queue{

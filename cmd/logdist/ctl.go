@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -121,7 +123,7 @@ type usageError struct{ error }
 
 func (c *ctlClient) do(cmd string, args []string, weight float64, state string, ramp time.Duration) error {
 	setState := func(s string) error {
-		return c.change("PATCH", "/api/v1/analyzers/"+args[0], map[string]any{"state": s})
+		return c.change("PATCH", "/api/v1/analyzers/"+url.PathEscape(args[0]), map[string]any{"state": s})
 	}
 	switch cmd {
 	case "status":
@@ -129,6 +131,9 @@ func (c *ctlClient) do(cmd string, args []string, weight float64, state string, 
 	case "analyzers":
 		return c.analyzers()
 	case "add":
+		if weight < 0 || math.IsNaN(weight) || math.IsInf(weight, 0) {
+			return usageError{fmt.Errorf("--weight %v is not a non-negative number", weight)}
+		}
 		body := map[string]any{"name": args[0], "addr": args[1], "weight": weight}
 		if state != "" {
 			body["state"] = state
@@ -136,14 +141,14 @@ func (c *ctlClient) do(cmd string, args []string, weight float64, state string, 
 		return c.change("POST", "/api/v1/analyzers", body)
 	case "weight":
 		w, err := strconv.ParseFloat(args[1], 64)
-		if err != nil || w < 0 {
+		if err != nil || w < 0 || math.IsNaN(w) || math.IsInf(w, 0) {
 			return usageError{fmt.Errorf("weight %q is not a non-negative number", args[1])}
 		}
 		body := map[string]any{"weight": w}
 		if ramp > 0 {
 			body["ramp"] = ramp.String()
 		}
-		return c.change("PATCH", "/api/v1/analyzers/"+args[0], body)
+		return c.change("PATCH", "/api/v1/analyzers/"+url.PathEscape(args[0]), body)
 	case "drain":
 		return setState("drained")
 	case "enable":
@@ -153,7 +158,7 @@ func (c *ctlClient) do(cmd string, args []string, weight float64, state string, 
 	case "force-down":
 		return setState("forced-down")
 	case "remove":
-		return c.change("DELETE", "/api/v1/analyzers/"+args[0], nil)
+		return c.change("DELETE", "/api/v1/analyzers/"+url.PathEscape(args[0]), nil)
 	case "queue":
 		var q status.Queue
 		return c.get("/api/v1/queue", &q, func() {

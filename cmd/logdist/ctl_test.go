@@ -77,6 +77,8 @@ func TestCtl(t *testing.T) {
 		{[]string{"--admin", url, "--token-file", tokenFile, "weight", "zz", "1"}, 1, `404 Not Found: no analyzer "zz"`},
 		{[]string{"--admin", url, "weight", "a1", "heavy"}, 2, `weight "heavy" is not a non-negative number`},
 		{[]string{"--admin", url, "drain"}, 2, "want 1 argument(s), got 0"},
+		{[]string{"--admin", url, "weight", "a1", "NaN"}, 2, "not a non-negative number"},
+		{[]string{"--admin", url, "add", "a9", "127.0.0.1:9", "--weight", "Inf"}, 2, "not a non-negative number"},
 		{[]string{"--admin", url, "explode"}, 2, `unknown command "explode"`},
 		{[]string{"--admin", "127.0.0.1:1", "status"}, 1, "cannot reach logdist's admin API"},
 	} {

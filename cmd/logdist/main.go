@@ -146,14 +146,9 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 	}
 	var hs *http.Server
 	if adminLn != nil {
-		hs = &http.Server{
-			Handler:           admin.New(admin.Config{Server: srv, Control: ctl, Access: access, Pprof: spec.Pprof}),
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-		}
+		hs = admin.Server(admin.New(admin.Config{Server: srv, Control: ctl, Access: access, Pprof: spec.Pprof}), spec.Pprof)
 		go func() {
-			if err := hs.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := hs.Serve(admin.LimitListener(adminLn, admin.MaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin server failed", "addr", spec.Admin, "err", err)
 			}
 		}()

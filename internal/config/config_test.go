@@ -194,3 +194,16 @@ func TestYAMLRoundTrip(t *testing.T) {
 		t.Fatalf("read back:\n%+v\nwant\n%+v\nfile:\n%s", b, a, a.YAML())
 	}
 }
+
+// Two identities with one token are refused (the audit could not tell
+// them apart), and so is a line too long to read (it used to end the list
+// silently).
+func TestReadTokensRefusesAmbiguity(t *testing.T) {
+	if _, err := ReadTokens(writeFile(t, "alice 0123456789abcdef0123\nbob 0123456789abcdef0123\n")); err == nil || !strings.Contains(err.Error(), `"alice" and "bob" have the same token`) {
+		t.Fatalf("shared token: %v", err)
+	}
+	body := "alice 0123456789abcdef0123\n# " + strings.Repeat("x", 70<<10) + "\nbob fedcba9876543210fedc\n"
+	if toks, err := ReadTokens(writeFile(t, body)); err == nil {
+		t.Fatalf("a 70 KiB line: %d tokens, no error", len(toks))
+	}
+}

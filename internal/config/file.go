@@ -191,8 +191,18 @@ func ReadTokens(path string) ([]Token, error) {
 		}
 		out = append(out, t)
 	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("admin token file %s: %v", path, err)
+	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("admin token file %s: no token in it", path)
+	}
+	for i, t := range out {
+		for _, u := range out[:i] {
+			if t.Secret == u.Secret {
+				return nil, fmt.Errorf("admin token file %s: identities %q and %q have the same token; the audit log could not tell them apart", path, u.Identity, t.Identity)
+			}
+		}
 	}
 	return out, nil
 }

@@ -290,12 +290,13 @@ func Diff(a, b Spec) []string {
 		if x.Addr != y.Addr {
 			d = append(d, "addr "+x.Addr+" → "+y.Addr)
 		}
-		if x.Weight != y.Weight || (y.Ramp != nil) != (x.Ramp != nil) || (x.Ramp != nil && *x.Ramp != *y.Ramp) {
-			w := "weight " + fmtWeight(x.Weight) + " → " + fmtWeight(y.Weight)
-			if y.Ramp != nil && (x.Ramp == nil || *x.Ramp != *y.Ramp) {
-				w += " over " + y.Ramp.Over.String()
-			}
-			d = append(d, w)
+		switch {
+		case y.Ramp != nil && (x.Ramp == nil || *x.Ramp != *y.Ramp):
+			d = append(d, "weight "+fmtWeight(x.Weight)+" → "+fmtWeight(y.Weight)+" over "+y.Ramp.Over.String())
+		case x.Weight != y.Weight:
+			d = append(d, "weight "+fmtWeight(x.Weight)+" → "+fmtWeight(y.Weight))
+		case x.Ramp != nil && y.Ramp == nil:
+			d = append(d, "weight "+fmtWeight(y.Weight)+" at once (its ramp stopped)")
 		}
 		if x.state() != y.state() {
 			d = append(d, "state "+x.state()+" → "+y.state())

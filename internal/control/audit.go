@@ -42,10 +42,14 @@ type Entry struct {
 	Suppressed uint64 `json:"suppressed,omitempty"`
 }
 
-// Refusals written at most: a burst, then a steady rate.
+// Refusals of clients without a valid token written at most: a burst,
+// then a steady rate (a client retrying a bad token must not fill the
+// disk). Refusals of a token holder's requests are all written.
 const (
 	refusalBurst = 20
 	refusalRate  = 5 // per second
+	// maxEntryText bounds each text field of an entry.
+	maxEntryText = 512
 )
 
 // auditLog writes entries as JSON lines to a file (synced: an admin
@@ -87,12 +91,14 @@ func (a *auditLog) reopen(path string) error {
 	return nil
 }
 
-// write records e; refusals beyond the rate are counted, not written.
+// write records e; anonymous refusals beyond the rate are counted, not
+// written.
 func (a *auditLog) write(e Entry) {
+	e.Action, e.Error, e.Remote = clip(e.Action), clip(e.Error), clip(e.Remote)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if e.Result == "refused" {
-		now := e.Time
+	if e.Result == "refused" && e.Identity == "" {
+		now := time.Now() // monotonic, taken in order under the lock
 		a.tokens = min(refusalBurst, a.tokens+now.Sub(a.last).Seconds()*refusalRate)
 		a.last = now
 		if a.tokens < 1 {
@@ -127,6 +133,14 @@ func (a *auditLog) write(e Entry) {
 		a.log.Error("cannot write the audit log; entries go to this log only until it works again", "path", a.path, "err", err)
 	}
 	a.failed = err != nil
+}
+
+// clip bounds a text field of an entry.
+func clip(s string) string {
+	if len(s) <= maxEntryText {
+		return s
+	}
+	return s[:maxEntryText] + "…(clipped)"
 }
 
 func (a *auditLog) currentPath() string {

@@ -243,13 +243,17 @@ func (c *Controller) find(n uint64) (Version, error) {
 }
 
 // Refused records a request refused before it reached the Controller (no
-// token, a bad token, an address not allowed, a malformed body).
-func (c *Controller) Refused(actor Actor, action string, status int, reason string) {
+// token, a bad token, an address not allowed, a malformed body): always
+// counted, and written to the audit log when audit is set (refusals of
+// unknown clients at a bounded rate).
+func (c *Controller) Refused(actor Actor, action string, status int, reason string, audit bool) {
 	if c.m.refused != nil {
 		c.m.refused.Inc()
 	}
-	c.audit.write(Entry{Time: time.Now().UTC(), Remote: actor.Remote, Identity: actor.Identity, Action: action,
-		Result: "refused", Status: status, Error: reason, Version: c.Current().Version})
+	if audit {
+		c.audit.write(Entry{Time: time.Now().UTC(), Remote: actor.Remote, Identity: actor.Identity, Action: action,
+			Result: "refused", Status: status, Error: reason, Version: c.Current().Version})
+	}
 }
 
 // Audit records an action that changes no configuration (a queue flush).
@@ -315,8 +319,11 @@ func (c *Controller) PatchAnalyzer(actor Actor, name string, p Patch) (Result, e
 		}
 		a := &s.Analyzers[i]
 		if p.Weight != nil {
+			// A ramp to the weight already in force (no ramp running) is
+			// nothing to do.
+			still := a.Weight == *p.Weight && a.Ramp == nil
 			a.Weight, a.Ramp = *p.Weight, nil
-			if p.Ramp > 0 {
+			if p.Ramp > 0 && !still {
 				a.Ramp = &config.Ramp{Over: config.Duration(p.Ramp)} // the proxy starts it
 			}
 		}
@@ -345,14 +352,22 @@ func (c *Controller) RemoveAnalyzer(actor Actor, name string) (Result, error) {
 }
 
 // Rollback makes version n's configuration the running one, as a new
-// version. Settings only a restart can change must be the same.
+// version: its analyzers and the proxy's settings. Settings only a
+// restart can change must be the same; the admin access settings
+// (admin-allow, admin-token-file), audit-log and log-level stay as they
+// are.
 func (c *Controller) Rollback(actor Actor, n uint64) (Result, error) {
 	return c.change(actor, "rollback to "+strconv.FormatUint(n, 10), "", func(s *config.Spec) error {
 		v, err := c.find(n)
 		if err != nil {
 			return err
 		}
+		// The admin API's own access settings, the audit log and the log
+		// level are not rolled back: they come from the file (a reload
+		// takes them), never from an old version a token holder picks.
+		keep := *s
 		*s = v.Spec.Clone()
+		s.AdminAllow, s.AdminTokenFile, s.AuditLog, s.LogLevel = keep.AdminAllow, keep.AdminTokenFile, keep.AuditLog, keep.LogLevel
 		return nil
 	})
 }
@@ -380,6 +395,9 @@ func (c *Controller) Reload(actor Actor) (Result, error) {
 	c.m.reloads.Inc()
 	if cur := c.Current(); cur.Base == declared.Hash() {
 		if err := c.reapply(cur.Spec, true); err != nil {
+			c.m.reloadFailures.Inc()
+			c.audit.write(Entry{Time: time.Now().UTC(), Remote: actor.Remote, Identity: actor.Identity, Action: "reload",
+				Result: "error", Error: err.Error(), Version: cur.Version})
 			return Result{Version: cur}, err
 		}
 		c.log.Info("reload: the config file and flags are unchanged; the running configuration stays", "version", cur.Version)
@@ -397,19 +415,19 @@ func (c *Controller) Reload(actor Actor) (Result, error) {
 	return res, err
 }
 
-// reapply hands spec's outside settings to apply; on a reload (even one
-// that changed nothing) the audit log is reopened, after logrotate moved
-// it, and apply reads the token file again.
+// reapply hands spec's outside settings to apply (which reads the token
+// file again), then, on a reload (even one that changed nothing) or a new
+// path, reopens the audit log (after logrotate moved it). One failing
+// does not keep the other from being taken.
 func (c *Controller) reapply(spec config.Spec, reload bool) error {
-	if reload || spec.AuditLog != c.audit.currentPath() {
-		if err := c.audit.reopen(spec.AuditLog); err != nil {
-			return err
-		}
-	}
+	var errs []error
 	if c.apply != nil {
-		return c.apply(spec)
+		errs = append(errs, c.apply(spec))
 	}
-	return nil
+	if reload || spec.AuditLog != c.audit.currentPath() {
+		errs = append(errs, c.audit.reopen(spec.AuditLog))
+	}
+	return errors.Join(errs...)
 }
 
 // change applies edit to a copy of the running Spec, as a new version.
@@ -462,20 +480,10 @@ func (c *Controller) changeBase(actor Actor, action, analyzer, base string, edit
 	if err != nil {
 		return Result{Version: cur}, refuse(ErrInvalid, "%v", err)
 	}
-	if len(config.Diff(running, next)) == 0 {
-		if base != "" && base != cur.Base {
-			// Same settings, new file: record the new base so that the
-			// next reload with it changes nothing either.
-			v := cur
-			v.Version, v.Time, v.Actor, v.Action, v.Changes, v.Base = cur.Version+1, now, actor, action, nil, base
-			if err := c.srv.ReconfigureAs(pc, v.Version, action); err != nil {
-				return Result{Version: cur}, err
-			}
-			if err := c.record(v); err != nil {
-				return Result{Version: cur}, err
-			}
-			return Result{Version: v, Changed: true}, c.reapply(next, base != "")
-		}
+	// Nothing to change: unless it is a reload of a file that says the
+	// same in other words, which is recorded (a version with no changes)
+	// so that the next reload with that file changes nothing either.
+	if len(config.Diff(running, next)) == 0 && (base == "" || base == cur.Base) {
 		return Result{Version: cur}, nil
 	}
 	v := Version{Version: cur.Version + 1, Time: now, Actor: actor, Action: action, Base: cur.Base}
@@ -521,8 +529,12 @@ func (c *Controller) record(v Version) error {
 		hist = hist[len(hist)-c.opts.MaxVersions:]
 	}
 	if c.store != nil {
-		if err := c.store.append(v, hist); err != nil {
+		cerr, err := c.store.append(v, hist)
+		if err != nil {
 			return fmt.Errorf("data dir: %w", err)
+		}
+		if cerr != nil {
+			c.log.Warn("cannot compact the version history; it keeps growing until a compaction works", "dir", c.opts.DataDir, "err", cerr)
 		}
 	}
 	c.hist = hist

@@ -308,3 +308,24 @@ func TestEndedRampIsNotAChange(t *testing.T) {
 		t.Fatalf("%q %v: want only a2's change, and a1's ended ramp gone", res.Version.Changes, err)
 	}
 }
+
+// A rollback restores analyzers and proxy settings, not the admin API's
+// access settings, the audit log or the log level: those come from the
+// file, and a token holder cannot reopen the admin port by rolling back.
+func TestRollbackKeepsAccessSettings(t *testing.T) {
+	r := newRig(t, "")
+	r.writeFile(baseYAML + "audit-log: " + r.audit + "\nadmin-allow: [10.1.2.3]\nlog-level: warn\n")
+	if _, err := r.ctl.Reload(Actor{Remote: "signal"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ctl.PatchAnalyzer(alice, "a1", Patch{Weight: ptr(4.0)}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.ctl.Rollback(alice, 1)
+	if err != nil || !res.Changed || r.weights()["a1"] != 0.5 {
+		t.Fatalf("rollback: %+v %v, weights %v", res.Changed, err, r.weights())
+	}
+	if s := res.Version.Spec; len(s.AdminAllow) != 1 || s.LogLevel != "warn" || s.AuditLog != r.audit {
+		t.Fatalf("after rolling back to version 1: admin-allow %v, log-level %q, audit-log %q", s.AdminAllow, s.LogLevel, s.AuditLog)
+	}
+}

@@ -55,10 +55,10 @@ func openStore(dir string, max int) (st *store, hist []Version, torn bool, err e
 	}
 	_ = lock.Truncate(0)
 	_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	st = &store{dir: dir, lock: lock, max: max}
+	s := &store{dir: dir, lock: lock, max: max}
 	defer func() {
 		if err != nil {
-			st.close()
+			s.close() // not st: the error returns set it to nil
 		}
 	}()
 	path := filepath.Join(dir, versionsFile)
@@ -75,14 +75,14 @@ func openStore(dir string, max int) (st *store, hist []Version, torn bool, err e
 			return nil, nil, false, fmt.Errorf("data dir: dropping the torn last line: %w", err)
 		}
 	}
-	st.lines = len(hist)
+	s.lines = len(hist)
 	if len(hist) > max {
 		hist = hist[len(hist)-max:]
 	}
-	if st.f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err != nil {
+	if s.f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err != nil {
 		return nil, nil, false, fmt.Errorf("data dir: %w", err)
 	}
-	return st, hist, torn, nil
+	return s, hist, torn, nil
 }
 
 // parseVersions reads the lines of a versions file; good is the length of
@@ -116,24 +116,37 @@ func parseVersions(b []byte) (hist []Version, good int, torn bool, err error) {
 	return hist, good, false, nil
 }
 
-// append writes v and syncs it; past twice max lines it compacts to hist
-// (the newest versions, v included).
-func (st *store) append(v Version, hist []Version) error {
+// append writes v and syncs it. A failed write or sync is undone (the
+// file is cut back to its length before), so that a version reported as
+// not saved never comes back at the next start, and the next append does
+// not glue onto a fragment. Past twice max lines the file is compacted to
+// hist (the newest versions, v included); a compaction that fails leaves
+// the longer file, which is still right, and is only reported (compactErr).
+func (st *store) append(v Version, hist []Version) (compactErr, err error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := st.f.Write(append(b, '\n')); err != nil {
-		return err
+	fi, err := st.f.Stat()
+	if err != nil {
+		return nil, err
 	}
-	if err := st.f.Sync(); err != nil {
-		return err
+	size := fi.Size()
+	_, err = st.f.Write(append(b, '\n'))
+	if err == nil {
+		err = st.f.Sync()
+	}
+	if err != nil {
+		if terr := st.f.Truncate(size); terr != nil {
+			return nil, fmt.Errorf("%v (and cutting the partial line off failed: %v; the start will drop it)", err, terr)
+		}
+		return nil, err
 	}
 	st.lines++
 	if st.lines >= 2*st.max {
-		return st.compact(hist)
+		return st.compact(hist), nil
 	}
-	return nil
+	return nil, nil
 }
 
 // compact rewrites the file with hist only.

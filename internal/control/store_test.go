@@ -79,3 +79,44 @@ func TestStoreTornLineAndCompaction(t *testing.T) {
 		t.Fatalf("compacted file: %d versions, torn %v, %v", len(hist), torn, err)
 	}
 }
+
+// A damaged history stops the start with an error naming the line (it
+// used to panic closing a store it had already dropped).
+func TestDamagedHistoryIsAnError(t *testing.T) {
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, versionsFile), []byte("garbage\n{\"version\":2}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(Options{DataDir: data, Log: quiet})
+	if err == nil || !strings.Contains(err.Error(), "line 1 is damaged") {
+		t.Fatalf("Open on a damaged history: %v", err)
+	}
+	// The lock was released: a fixed history opens.
+	os.WriteFile(filepath.Join(data, versionsFile), nil, 0o600)
+	c, err := Open(Options{DataDir: data, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+}
+
+// A compaction that fails does not unmake a version that was written and
+// synced: the change stays applied, and a restart brings it back.
+func TestFailedCompactionKeepsTheVersion(t *testing.T) {
+	data := t.TempDir()
+	r := newRig(t, data)
+	r.ctl.opts.MaxVersions, r.ctl.store.max = 2, 2
+	if _, err := r.ctl.PatchAnalyzer(alice, "a1", Patch{Weight: ptr(2.0)}); err != nil {
+		t.Fatal(err)
+	}
+	r.ctl.store.dir = filepath.Join(data, "gone") // the temporary file cannot be made there
+	res, err := r.ctl.PatchAnalyzer(alice, "a1", Patch{Weight: ptr(9.0)})
+	if err != nil || !res.Changed || r.weights()["a1"] != 9 {
+		t.Fatalf("change whose compaction failed: %+v %v, weights %v", res, err, r.weights())
+	}
+	r.ctl.store.dir = data
+	r.ctl.Close()
+	if v := r.open(data); v.Version != 3 || r.weights()["a1"] != 9 {
+		t.Fatalf("after a restart: version %d weights %v, want 3 and a1 at 9", v.Version, r.weights())
+	}
+}

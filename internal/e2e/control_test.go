@@ -296,7 +296,7 @@ func TestReloadAndAudit(t *testing.T) {
 		if err := json.Unmarshal(line, &entry); err != nil {
 			t.Fatalf("audit line %q: %v", line, err)
 		}
-		if entry.Result == "refused" && entry.Status == 401 && entry.Action == "PATCH /api/v1/analyzers/a1" && strings.HasPrefix(entry.Remote, "127.0.0.1:") {
+		if entry.Result == "refused" && entry.Status == 401 && entry.Action == "PATCH /api/v1/analyzers/{name} a1" && strings.HasPrefix(entry.Remote, "127.0.0.1:") {
 			refused++
 		}
 		if entry.Action == "reload" && entry.Remote == "signal" {

@@ -8,6 +8,9 @@ import "time"
 
 // Status is a point-in-time view of one distributor.
 type Status struct {
+	// Time is when the status was taken: rates over two readings divide
+	// by the difference of their Times.
+	Time time.Time `json:"time"`
 	// ConfigVersion counts the run-time configurations applied since start
 	// (1 is the one it started with).
 	ConfigVersion uint64 `json:"config_version"`
