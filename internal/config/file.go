@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -117,6 +118,11 @@ func (s Spec) Check() error {
 	if s.AdminTokenFile != "" {
 		if _, err := ReadTokens(s.AdminTokenFile); err != nil {
 			return err
+		}
+	}
+	if s.AuditLog != "" {
+		if fi, err := os.Stat(filepath.Dir(s.AuditLog)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("audit-log %s: its directory does not exist", s.AuditLog)
 		}
 	}
 	return nil
