@@ -47,19 +47,19 @@ type agentConn struct {
 	lastIn     int64
 }
 
-// openAgent sets up an agent connection from remote (for one bridged in
+// openAgent sets up an agent connection from peer (for one bridged in
 // from the transport listener, the peer of the wrapped connection, not
-// the bridge's socket).
-func (lp *loop) openAgent(c gnet.Conn, remote net.Addr) (out []byte, action gnet.Action) {
+// the bridge's socket, and the identity of its verified certificate).
+func (lp *loop) openAgent(c gnet.Conn, peer session.Peer) (out []byte, action gnet.Action) {
 	now := lp.clock()
 	a := &agentConn{lp: lp, c: c, opened: now, lastIn: now}
-	if remote != nil {
+	if remote := peer.Addr; remote != nil {
 		a.remote = remote.String()
 		if ta, ok := remote.(*net.TCPAddr); ok {
 			a.ip = ta.AddrPort().Addr().Unmap()
 		}
 	}
-	a.sess.Reset(&lp.conf.agents, remote)
+	a.sess.Reset(&lp.conf.agents, peer)
 	c.SetContext(a)
 	lp.agents[a] = struct{}{}
 	lp.m.agentConns.Add(1)

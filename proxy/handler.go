@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/logdist/logdist/frame/session"
 	"github.com/panjf2000/gnet/v2"
 )
 
@@ -33,14 +34,14 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	case *upstream:
 		return x.onOpen(c)
 	case *bridgedAgent:
-		return h.s.loopFor(c.EventLoop(), false).openAgent(c, x.remote)
+		return h.s.loopFor(c.EventLoop(), false).openAgent(c, session.Peer{Addr: x.remote, Identity: x.identity})
 	}
 	if h.udp {
 		return nil, gnet.None
 	}
 	lp := h.s.loopFor(c.EventLoop(), false)
 	h.s.accepted.Add(1)
-	return lp.openAgent(c, c.RemoteAddr())
+	return lp.openAgent(c, session.Peer{Addr: c.RemoteAddr()})
 }
 
 func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/logdist/logdist/balancer"
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/session"
 )
 
 // fakeConn stands in for a gnet.Conn in tests that drive a loop's
@@ -154,7 +155,7 @@ func newHarnessOpts(tb testing.TB, o harnessOpts) *harness {
 		h.acks = append(h.acks, make([]byte, 0, frame.HeaderSize))
 	}
 	h.ac = &fakeConn{}
-	if _, action := h.lp.openAgent(h.ac, h.ac.RemoteAddr()); action != gnet.None {
+	if _, action := h.lp.openAgent(h.ac, session.Peer{Addr: h.ac.RemoteAddr()}); action != gnet.None {
 		tb.Fatal("agent refused")
 	}
 	h.agent = h.ac.ctx.(*agentConn)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/server/servertest"
+	"github.com/logdist/logdist/frame/session"
 	"github.com/logdist/logdist/proxy"
 )
 
@@ -243,7 +244,7 @@ func TestRefusalSurvivesUnreadPayload(t *testing.T) {
 func TestAuthHook(t *testing.T) {
 	as := []*analyzer{startAnalyzer(t, "a1", "127.0.0.1:0")}
 	s := startProxy(t, as, []float64{1}, func(c *proxy.Config) {
-		c.Auth = func(h *frame.Hello, _ net.Addr) (string, error) {
+		c.Auth = func(h *frame.Hello, _ session.Peer) (string, error) {
 			if string(h.Token) != "s3cret" {
 				return "", fmt.Errorf("unknown token for agent %s", h.AgentID)
 			}

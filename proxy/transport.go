@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/logdist/logdist/internal/tlsconf"
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 )
@@ -36,8 +38,12 @@ type Transport interface {
 }
 
 // bridgedAgent is the gnet context of an agent connection bridged in from
-// the transport listener, until OnOpen replaces it: the peer's address.
-type bridgedAgent struct{ remote net.Addr }
+// the transport listener, until OnOpen replaces it: the peer's address and
+// its verified certificate's identity ("" if none).
+type bridgedAgent struct {
+	remote   net.Addr
+	identity string
+}
 
 // bridge connects wrapped to a new socketpair and returns the pair's
 // other end, to be enrolled on a loop. Two goroutines pump bytes between
@@ -183,7 +189,12 @@ func (t *transportListener) enroll(ctx context.Context, nc net.Conn, conf *setti
 		w.Close()
 		return err
 	}
-	ch, err := lp.el.Enroll(gnet.NewContext(s.ctx, &bridgedAgent{remote: nc.RemoteAddr()}), loopEnd)
+	ba := &bridgedAgent{remote: nc.RemoteAddr()}
+	if tc, ok := w.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		cs := tc.ConnectionState()
+		ba.identity = tlsconf.Identity(&cs)
+	}
+	ch, err := lp.el.Enroll(gnet.NewContext(s.ctx, ba), loopEnd)
 	if err != nil {
 		loopEnd.Close()
 		return err

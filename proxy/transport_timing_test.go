@@ -106,7 +106,7 @@ func startSink(tb testing.TB) net.Listener {
 			}
 			go func() {
 				defer nc.Close()
-				s := session.NewServer(cfg, nil)
+				s := session.NewServer(cfg, session.Peer{})
 				rd := frame.NewReader(nc, &cfg.Limits)
 				rd.SetAdmit(s.CheckHeader)
 				bw := bufio.NewWriterSize(nc, 16<<10)

@@ -57,7 +57,7 @@ func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
 		cancel: cancel,
 		rd:     frame.NewReader(nc, &s.cfg.Limits),
 		start:  time.Now(),
-		sess:   session.NewServer(&s.sess, nc.RemoteAddr()),
+		sess:   session.NewServer(&s.sess, session.Peer{Addr: nc.RemoteAddr()}),
 		bw:     bufio.NewWriterSize(nc, 16<<10),
 		dec:    frame.NewDecoder(s.cfg.Limits),
 	}

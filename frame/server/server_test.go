@@ -14,6 +14,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/server"
+	"github.com/logdist/logdist/frame/session"
 )
 
 func TestHandshake(t *testing.T) {
@@ -41,7 +42,7 @@ func TestHandshake(t *testing.T) {
 }
 
 func TestHandshakeRejected(t *testing.T) {
-	auth := func(h *frame.Hello, _ net.Addr) (string, error) {
+	auth := func(h *frame.Hello, _ session.Peer) (string, error) {
 		if string(h.Token) != "secret" {
 			return "", errors.New("unknown token for agent " + string(h.AgentID))
 		}

@@ -75,7 +75,7 @@ func TestPairNeverViolates(t *testing.T) {
 		ccfg := &ClientConfig{AgentID: "agent", Offer: offer, Window: window}
 		res := &outcomes{t: t, how: map[int]string{}}
 		cli := NewClient[int](ccfg, res)
-		srv := NewServer(scfg, nil)
+		srv := NewServer(scfg, Peer{})
 		var c2s, s2c []byte
 		var pending []uint64 // DATA the server holds unresolved
 		data := dataFrame()

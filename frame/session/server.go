@@ -9,15 +9,25 @@ import (
 	"github.com/logdist/logdist/frame"
 )
 
-// Auth decides whether a HELLO may go on to WELCOME. remote is the peer's
-// address (nil if unknown). It returns the identity the connection acts as
-// ("" means the HELLO's agent id), or an error to refuse it: ERROR auth
-// with the error's text as the reason, or, if the error carries a
-// *frame.Error with another connection code (overloaded, say), that code.
+// Auth decides whether a HELLO may go on to WELCOME, from the peer that
+// sent it. It returns the identity the connection acts as ("" means the
+// peer's certificate identity, or else the HELLO's agent id), or an error
+// to refuse it: ERROR auth with the error's text as the reason, or, if the
+// error carries a *frame.Error with another connection code (overloaded,
+// say), that code.
 //
 // The hello and its byte slices are valid only during the call. On logdist
 // it runs on an event loop, so it must not block: look tokens up in memory.
-type Auth func(hello *frame.Hello, remote net.Addr) (identity string, err error)
+type Auth func(hello *frame.Hello, peer Peer) (identity string, err error)
+
+// Peer is what the connection knows about the other end before HELLO.
+type Peer struct {
+	// Addr is its address (nil if unknown).
+	Addr net.Addr
+	// Identity names the client certificate it presented over TLS, once
+	// verified (tlsconf.Identity); "" without one.
+	Identity string
+}
 
 // ServerConfig is what a Server grants and enforces. Owners share one
 // among many sessions and may give a session a new one between calls
@@ -76,7 +86,7 @@ const (
 // The zero value is not usable: call Reset.
 type Server struct {
 	cfg    *ServerConfig
-	remote net.Addr
+	peer   Peer
 	state  serverState
 	// draining is set by GoAway: DATA after it gets BUSY 0, a HELLO after
 	// it ERROR shutdown.
@@ -121,19 +131,18 @@ type Server struct {
 	out    []byte
 }
 
-// NewServer returns a session for a new connection from remote (nil if
-// unknown) under cfg.
-func NewServer(cfg *ServerConfig, remote net.Addr) *Server {
+// NewServer returns a session for a new connection from peer under cfg.
+func NewServer(cfg *ServerConfig, peer Peer) *Server {
 	s := &Server{}
-	s.Reset(cfg, remote)
+	s.Reset(cfg, peer)
 	return s
 }
 
 // Reset makes s a fresh session for a new connection, keeping its buffers.
-func (s *Server) Reset(cfg *ServerConfig, remote net.Addr) {
+func (s *Server) Reset(cfg *ServerConfig, peer Peer) {
 	out, ranges, res, id := s.out[:0], s.ranges[:0], s.res, s.agentID[:0]
 	res.reset()
-	*s = Server{cfg: cfg, remote: remote, out: out, ranges: ranges, res: res, agentID: id, unreportedMin: ^uint64(0)}
+	*s = Server{cfg: cfg, peer: peer, out: out, ranges: ranges, res: res, agentID: id, unreportedMin: ^uint64(0)}
 }
 
 // SetConfig makes cfg the configuration for the frames that follow.
@@ -238,7 +247,7 @@ func (s *Server) hello(h frame.Header, payload []byte) (Event, error) {
 	}
 	identity := ""
 	if auth := s.cfg.Auth; auth != nil {
-		id, err := auth(&hello, s.remote)
+		id, err := auth(&hello, s.peer)
 		if err != nil {
 			code := frame.CodeAuth
 			var fe *frame.Error
@@ -250,6 +259,9 @@ func (s *Server) hello(h frame.Header, payload []byte) (Event, error) {
 		identity = id
 	}
 	s.agentID = append(s.agentID[:0], hello.AgentID...)
+	if identity == "" {
+		identity = s.peer.Identity
+	}
 	if identity == "" {
 		identity = string(hello.AgentID)
 	}

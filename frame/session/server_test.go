@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -78,11 +77,11 @@ func TestServerHandshake(t *testing.T) {
 	t.Run("negotiates", func(t *testing.T) {
 		cfg := serverConfig()
 		var sawToken string
-		cfg.Auth = func(h *frame.Hello, remote net.Addr) (string, error) {
+		cfg.Auth = func(h *frame.Hello, peer Peer) (string, error) {
 			sawToken = string(h.Token)
 			return "fleet-a", nil
 		}
-		s := NewServer(cfg, nil)
+		s := NewServer(cfg, Peer{})
 		evs, err := push(s, hello(64, frame.CapZstd|frame.CapSack|1<<7))
 		if err != nil || len(evs) != 1 || evs[0] != EvHello {
 			t.Fatalf("events %v, err %v", evs, err)
@@ -99,7 +98,7 @@ func TestServerHandshake(t *testing.T) {
 	})
 	f := func(name string, cfg *ServerConfig, in []byte, draining bool, want string) {
 		t.Helper()
-		s := NewServer(cfg, nil)
+		s := NewServer(cfg, Peer{})
 		if draining {
 			s.GoAway(frame.CodeShutdown, "bye")
 		}
@@ -119,17 +118,17 @@ func TestServerHandshake(t *testing.T) {
 	f("bad hello", serverConfig(), frame.AppendFrame(nil, frame.TypeHello, 0, 0, []byte{1, 2, 3}), false, "ERROR 0 bad_handshake")
 	f("draining", serverConfig(), hello(4, 0), true, "ERROR 0 shutdown")
 	refusing := serverConfig()
-	refusing.Auth = func(*frame.Hello, net.Addr) (string, error) { return "", errors.New("unknown token") }
+	refusing.Auth = func(*frame.Hello, Peer) (string, error) { return "", errors.New("unknown token") }
 	f("auth", refusing, hello(4, 0), false, "ERROR 0 auth")
 	full := serverConfig()
-	full.Auth = func(*frame.Hello, net.Addr) (string, error) {
+	full.Auth = func(*frame.Hello, Peer) (string, error) {
 		return "", fmt.Errorf("agent over its connections: %w", &frame.Error{Code: frame.CodeOverloaded, Msg: "full"})
 	}
 	f("auth overloaded", full, hello(4, 0), false, "ERROR 0 overloaded")
 
 	// Before HELLO, a header announcing a large payload is refused as soon
 	// as its 32 bytes are in: nothing of the payload is needed.
-	s := NewServer(serverConfig(), nil)
+	s := NewServer(serverConfig(), Peer{})
 	big := frame.AppendHeader(nil, frame.TypeData, 0, 1, 1, 1<<20, 1<<20, 0)
 	if _, err := s.Admit(big); err == nil {
 		t.Fatal("a 1 MiB DATA header before HELLO was admitted")
@@ -139,7 +138,7 @@ func TestServerHandshake(t *testing.T) {
 func TestServerSequenceRules(t *testing.T) {
 	f := func(name string, in []byte, want string) {
 		t.Helper()
-		s := NewServer(serverConfig(), nil)
+		s := NewServer(serverConfig(), Peer{})
 		if _, err := push(s, hello(4, 0)); err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +163,7 @@ func TestServerSequenceRules(t *testing.T) {
 // The window counts what the client can see: DATA whose resolution has
 // not been written. Resolving without flushing does not make room.
 func TestServerWindowCountsWrittenResolutions(t *testing.T) {
-	s := NewServer(serverConfig(), nil)
+	s := NewServer(serverConfig(), Peer{})
 	push(s, hello(4, 0))
 	s.Flush(0)
 	evs, err := push(s, datas(1, 4))
@@ -182,7 +181,7 @@ func TestServerWindowCountsWrittenResolutions(t *testing.T) {
 		t.Fatalf("answers %q: what was accepted is acknowledged first", got)
 	}
 
-	s = NewServer(serverConfig(), nil)
+	s = NewServer(serverConfig(), Peer{})
 	push(s, hello(4, 0))
 	push(s, datas(1, 4))
 	s.Accept(1)
@@ -201,7 +200,7 @@ func TestServerWindowCountsWrittenResolutions(t *testing.T) {
 // Resolutions go out in order: BUSY and ERROR before the ACK that covers
 // them, and SACK ranges only to a client granted sack, after SackDelay.
 func TestServerAnswerOrder(t *testing.T) {
-	s := NewServer(serverConfig(), nil)
+	s := NewServer(serverConfig(), Peer{})
 	push(s, hello(4, 0))
 	s.Flush(0)
 	push(s, datas(1, 4))
@@ -215,7 +214,7 @@ func TestServerAnswerOrder(t *testing.T) {
 
 	cfg := serverConfig()
 	cfg.SackDelay = 1000
-	s = NewServer(cfg, nil)
+	s = NewServer(cfg, Peer{})
 	push(s, hello(4, frame.CapSack))
 	s.Flush(0)
 	push(s, datas(1, 4))
@@ -240,7 +239,7 @@ func TestServerAnswerOrder(t *testing.T) {
 func TestServerPerPacketHeaderLimits(t *testing.T) {
 	cfg := serverConfig()
 	cfg.Limits.MaxMessages = 1
-	s := NewServer(cfg, nil)
+	s := NewServer(cfg, Peer{})
 	push(s, hello(4, 0))
 	s.Flush(0)
 	p := &frame.Packet{ID: 1, AgentID: []byte("a"), Messages: []frame.Message{{Body: []byte("x")}, {Body: []byte("y")}}}
@@ -256,7 +255,7 @@ func TestServerPerPacketHeaderLimits(t *testing.T) {
 }
 
 func TestServerGoAwayAndErrors(t *testing.T) {
-	s := NewServer(serverConfig(), nil)
+	s := NewServer(serverConfig(), Peer{})
 	push(s, hello(4, 0))
 	push(s, datas(1, 1))
 	s.GoAway(frame.CodeShutdown, "bye")
@@ -286,7 +285,7 @@ func TestServerGoAwayAndErrors(t *testing.T) {
 // Per DATA frame, admitting, handling, accepting and flushing allocate
 // nothing once the rings have grown.
 func TestServerAllocs(t *testing.T) {
-	s := NewServer(serverConfig(), nil)
+	s := NewServer(serverConfig(), Peer{})
 	push(s, hello(4, frame.CapSack))
 	s.Flush(0)
 	d := dataFrame()
@@ -338,3 +337,22 @@ type nopResolver struct{ n int }
 func (r *nopResolver) Acked(int)                        { r.n++ }
 func (r *nopResolver) Busy(int, time.Duration)          {}
 func (r *nopResolver) Rejected(int, frame.Code, []byte) {}
+
+// Without an Auth hook, a verified client certificate's identity is the
+// connection's identity; without a certificate, the agent id is.
+func TestPeerIdentity(t *testing.T) {
+	s := NewServer(serverConfig(), Peer{Identity: "spiffe://logs/web-1"})
+	if _, err := push(s, hello(64, frame.CapZstd)); err != nil {
+		t.Fatal(err)
+	}
+	if s.Identity() != "spiffe://logs/web-1" || string(s.AgentID()) != "agent-1" {
+		t.Fatalf("identity %q agent %q", s.Identity(), s.AgentID())
+	}
+	s = NewServer(serverConfig(), Peer{})
+	if _, err := push(s, hello(64, frame.CapZstd)); err != nil {
+		t.Fatal(err)
+	}
+	if s.Identity() != "agent-1" {
+		t.Fatalf("identity without a certificate: %q", s.Identity())
+	}
+}
