@@ -92,6 +92,8 @@ func (e *Error) Error() string { return e.Msg }
 // the code sent in the ERROR frame.
 var (
 	ErrBadMagic        = &Error{CodeBadMagic, "frame: bad magic (not a logdist frame, or the stream lost sync)"}
+	ErrTLSOnPlaintext  = &Error{CodeBadMagic, "frame: a TLS handshake on a plaintext port: connect without TLS, or to the TLS port"}
+	ErrHTTPOnFramePort = &Error{CodeBadMagic, "frame: an HTTP request on the frame port: the HTTP API is on the admin port"}
 	ErrBadVersion      = &Error{CodeBadVersion, "frame: unsupported protocol version"}
 	ErrBadType         = &Error{CodeBadType, "frame: unknown frame type"}
 	ErrBadFlags        = &Error{CodeProtocol, "frame: unknown flags or compression on a frame type that forbids it"}

@@ -17,6 +17,8 @@ var sentinels = []struct {
 	code Code
 }{
 	{"ErrBadMagic", ErrBadMagic, CodeBadMagic},
+	{"ErrTLSOnPlaintext", ErrTLSOnPlaintext, CodeBadMagic},
+	{"ErrHTTPOnFramePort", ErrHTTPOnFramePort, CodeBadMagic},
 	{"ErrBadVersion", ErrBadVersion, CodeBadVersion},
 	{"ErrBadType", ErrBadType, CodeBadType},
 	{"ErrBadFlags", ErrBadFlags, CodeProtocol},

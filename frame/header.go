@@ -20,6 +20,18 @@ var ErrShortHeader = errors.New("frame: fewer than 32 bytes buffered for the hea
 // the bytes it views are; copy them to keep it longer.
 type Header []byte
 
+// badMagic says what a stream that is not logdist frames looks like, for
+// the two mistakes a peer makes most: TLS on a plaintext port, HTTP.
+func badMagic(b []byte) error {
+	switch {
+	case b[0] == 0x16 && b[1] == 0x03 && b[2] <= 0x04: // a TLS record: handshake, version 3.x
+		return ErrTLSOnPlaintext
+	case string(b[:4]) == "GET " || string(b[:4]) == "POST" || string(b[:4]) == "PUT " || string(b[:4]) == "HEAD":
+		return ErrHTTPOnFramePort
+	}
+	return ErrBadMagic
+}
+
 // Magic returns bytes 0-1 of the header.
 func (h Header) Magic() uint16 { return binary.BigEndian.Uint16(h[0:2]) }
 
@@ -105,7 +117,7 @@ func ParseHeader(b []byte, lim *Limits) (Header, error) {
 	}
 	h := Header(b[:HeaderSize])
 	if h.Magic() != Magic {
-		return nil, ErrBadMagic
+		return nil, badMagic(b)
 	}
 	if h.Version() != Version {
 		return nil, ErrBadVersion

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -66,6 +67,12 @@ type Config struct {
 	// Block makes Send wait, when MaxPending is reached, until there is room
 	// or its context is done. Without it Send returns ErrFull at once.
 	Block bool
+
+	// TLS, if not nil, makes every connection TLS (tlsconf.NewClient builds
+	// one from PEM files: a CA to verify the server with, and a client
+	// certificate for mTLS). With no ServerName, the host of the address
+	// dialled is the name the server's certificate must have.
+	TLS *tls.Config
 
 	// DialTimeout bounds connecting to an address and the HELLO/WELCOME
 	// handshake.

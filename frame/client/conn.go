@@ -12,6 +12,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/internal/tlsconf"
 )
 
 // connEvent tells the connection manager (run) what became of the active
@@ -207,6 +208,16 @@ func (c *Client) dial(addr string) (*conn, error) {
 	}
 	// Close interrupts a handshake in progress.
 	stop := context.AfterFunc(c.ctx, func() { nc.SetDeadline(time.Now()) })
+	if cfg := c.cfg.TLS; cfg != nil {
+		nc.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
+		tc, err := tlsconf.Handshake(c.ctx, nc, cfg, addr)
+		if err != nil {
+			stop()
+			nc.Close()
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		nc = tc
+	}
 	cn, err := c.handshake(nc, addr)
 	if !stop() && err == nil {
 		err = c.ctx.Err()

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,13 @@ type Config struct {
 	// ServerID is sent in WELCOME (free text, at most 255 bytes), e.g.
 	// "analyzerd/a1".
 	ServerID string
+
+	// TLS, if not nil, makes every connection TLS (tlsconf.NewServer builds
+	// one from PEM files, reloadable; with a client CA, clients must present
+	// a certificate, whose identity the connection then acts as). The
+	// handshake counts against HandshakeTimeout; a plaintext client gets
+	// ERROR bad_handshake in the clear.
+	TLS *tls.Config
 
 	// Auth, if not nil, is asked about every HELLO (see session.Auth: the
 	// same hook logdist uses); an error refuses the connection with ERROR

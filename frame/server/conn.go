@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/internal/tlsconf"
 )
 
 // lingerTimeout bounds how long a connection closed after an ERROR keeps
@@ -67,6 +69,36 @@ func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
 	return c
 }
 
+// startTLS runs the TLS handshake (within HandshakeTimeout) and moves the
+// connection onto it. A plaintext client is told so in its own protocol:
+// an ERROR bad_handshake frame, in the clear.
+func (c *conn) startTLS(cfg *tls.Config) bool {
+	tc := tls.Server(c.nc, cfg)
+	ctx, cancel := context.WithDeadline(c.ctx, c.start.Add(c.s.cfg.HandshakeTimeout))
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.s.m.tlsFailures.Inc()
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) && rh.Conn != nil {
+			c.log.Info("plaintext client on the TLS port", "err", err)
+			c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+			c.nc.Write(frame.AppendError(nil, 0, frame.CodeBadHandshake, "this port speaks TLS: connect with TLS"))
+			c.lingerClose()
+			return false
+		}
+		c.log.Info("TLS handshake failed", "err", err)
+		c.nc.Close()
+		return false
+	}
+	cs := tc.ConnectionState()
+	c.nc = tc
+	c.rd = frame.NewReader(tc, &c.s.cfg.Limits)
+	c.rd.SetAdmit(c.admit)
+	c.bw = bufio.NewWriterSize(tc, 16<<10)
+	c.sess.Reset(&c.s.sess, session.Peer{Addr: c.remote, Identity: tlsconf.Identity(&cs)})
+	return true
+}
+
 func (c *conn) admit(h frame.Header) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -77,6 +109,9 @@ func (c *conn) admit(h frame.Header) error {
 func (c *conn) serve() {
 	defer c.s.untrack(c)
 	defer c.cancel()
+	if cfg := c.s.cfg.TLS; cfg != nil && !c.startTLS(cfg) {
+		return
+	}
 	if limit := c.s.cfg.MaxConns; limit > 0 && int(c.s.m.active.Load()) > limit {
 		c.fatal(frame.CodeOverloaded, fmt.Sprintf("more than %d connections; retry later or elsewhere", limit))
 		return
@@ -119,6 +154,7 @@ func (c *conn) serve() {
 		case session.EvHello:
 			c.md.Remote = c.remote
 			c.md.AgentID = string(c.sess.AgentID())
+			c.md.Identity = c.sess.Identity()
 			c.log = c.log.With("agent", c.md.AgentID)
 			c.log.Debug("client connected", "window", c.sess.Window(), "caps", uint32(c.sess.Granted()))
 		case session.EvData:

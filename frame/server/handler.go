@@ -52,6 +52,9 @@ type Meta struct {
 	// forwarded by logdist it names logdist; the packet's own AgentID
 	// names the agent that made it.
 	AgentID string
+	// Identity is who the connection acts as: the Auth hook's answer, or
+	// the client certificate's identity over TLS, or else AgentID.
+	Identity string
 	// Seq is the DATA frame's sequence number on this connection.
 	Seq uint64
 	// PayloadBytes is the payload size as received (compressed or not).

@@ -25,6 +25,7 @@ type serverMetrics struct {
 	acked       *metrics.Counter // logdist_server_packets_acked_total
 	busy        *metrics.Counter // logdist_server_packets_busy_total
 	acks        *metrics.Counter // logdist_server_acks_sent_total: ACK frames written (one per batch)
+	tlsFailures *metrics.Counter // logdist_server_tls_handshake_failures_total
 }
 
 func newServerMetrics() *serverMetrics {
@@ -37,6 +38,7 @@ func newServerMetrics() *serverMetrics {
 		acked:       s.NewCounter("logdist_server_packets_acked_total"),
 		busy:        s.NewCounter("logdist_server_packets_busy_total"),
 		acks:        s.NewCounter("logdist_server_acks_sent_total"),
+		tlsFailures: s.NewCounter("logdist_server_tls_handshake_failures_total"),
 	}
 	s.NewGauge("logdist_server_connections_active", func() float64 { return float64(m.active.Load()) })
 	for t := frame.TypeHello; t <= frame.MaxType; t++ {

@@ -13,13 +13,17 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/logdist/logdist/frame"
 )
 
 // Files names the PEM files of one end of a hop.
@@ -227,4 +231,28 @@ func Identity(cs *tls.ConnectionState) string {
 		return leaf.EmailAddresses[0]
 	}
 	return leaf.Subject.CommonName
+}
+
+// Handshake runs a client's TLS handshake on nc within ctx. With no
+// ServerName in cfg, the host of addr is the name the server's certificate
+// must have. A server that answers in the clear (a logdist or analyzer
+// port without TLS) is named as such in the error.
+func Handshake(ctx context.Context, nc net.Conn, cfg *tls.Config, addr string) (*tls.Conn, error) {
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg.ServerName = host
+	}
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) && binary.BigEndian.Uint16(rh.RecordHeader[:2]) == frame.Magic {
+			return nil, fmt.Errorf("TLS handshake with %s: the server answered in plaintext logdist frames: its port does not speak TLS", addr)
+		}
+		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	return tc, nil
 }
