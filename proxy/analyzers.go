@@ -241,7 +241,7 @@ func (s *Server) applyAnalyzers(from, to []AnalyzerConfig) {
 		old[a.Name] = a
 	}
 	for _, a := range from {
-		if n, ok := findAnalyzer(to, a.Name); !ok || n.Addr != a.Addr || n.TLS != a.TLS {
+		if n, ok := findAnalyzer(to, a.Name); !ok || n.Addr != a.Addr || n.TLS != a.TLS || n.ServerName != a.ServerName {
 			s.removeAnalyzer(a.Name)
 		}
 	}
@@ -249,7 +249,7 @@ func (s *Server) applyAnalyzers(from, to []AnalyzerConfig) {
 		a := &to[i]
 		o, ok := old[a.Name]
 		switch {
-		case !ok || o.Addr != a.Addr || o.TLS != a.TLS:
+		case !ok || o.Addr != a.Addr || o.TLS != a.TLS || o.ServerName != a.ServerName:
 			if a.Ramp.Start.IsZero() {
 				a.Ramp = balancer.Ramp{} // nothing to ramp from
 			}

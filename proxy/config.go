@@ -64,6 +64,9 @@ type AnalyzerConfig struct {
 	Admin balancer.AdminState
 	// TLS sends the analyzer's connections through Config.UpstreamTransport.
 	TLS bool
+	// ServerName is the name its certificate must have (TLS); empty: the
+	// host of Addr.
+	ServerName string
 }
 
 // Config configures a Server. Build it from DefaultConfig.
@@ -73,7 +76,8 @@ type AnalyzerConfig struct {
 // re-weighted to match, and the loops take the other settings as one
 // immutable snapshot.
 type Config struct {
-	// Listen is the TCP address agents connect to, e.g. ":7400".
+	// Listen is the TCP address agents connect to in plaintext, e.g.
+	// ":7400"; empty turns plaintext off (TransportListen must be set).
 	Listen string
 	// Analyzers are the backends packets are distributed over.
 	Analyzers []AnalyzerConfig
@@ -296,8 +300,13 @@ func (c *Config) Validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, a...))
 	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return bad("listen address %q: %v", c.Listen, err)
+	switch {
+	case c.Listen == "" && c.TransportListen == "":
+		return bad("no listener for agents: give a listen address, a TLS one, or both")
+	case c.Listen != "":
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return bad("listen address %q: %v", c.Listen, err)
+		}
 	}
 	if len(c.Analyzers) == 0 {
 		return bad("no analyzers: give at least one --analyzer name=...,addr=host:port,weight=...")

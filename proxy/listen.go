@@ -13,8 +13,8 @@ import (
 // listenerAddr reads the bound address from a duplicate of the listener's
 // socket (gnet does not expose it; with port 0 it is the only way to learn
 // the port).
-func listenerAddr(eng gnet.Engine, addr string) (net.Addr, error) {
-	fd, err := eng.DupListener("tcp", addr)
+func listenerAddr(eng gnet.Engine, network, addr string) (net.Addr, error) {
+	fd, err := eng.DupListener(network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -28,6 +28,8 @@ func listenerAddr(eng gnet.Engine, addr string) (net.Addr, error) {
 		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}, nil
 	case *syscall.SockaddrInet6:
 		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
+	case *syscall.SockaddrUnix:
+		return &net.UnixAddr{Name: a.Name, Net: "unix"}, nil
 	}
 	return nil, fmt.Errorf("unexpected socket address %T", sa)
 }
@@ -59,15 +61,18 @@ func claimUDPPort(addr string) (*net.UDPAddr, error) {
 // our own listener reach every loop. A failure here is harmless: a loop
 // also sets itself up when its first agent connects.
 func (s *Server) discoverLoops() {
-	addr := s.addr.(*net.TCPAddr)
-	dial := &net.TCPAddr{IP: addr.IP, Port: addr.Port}
-	if dial.IP == nil || dial.IP.IsUnspecified() {
-		dial.IP = net.IPv4(127, 0, 0, 1)
+	var dial net.Addr = s.addr
+	if addr, ok := s.addr.(*net.TCPAddr); ok {
+		d := &net.TCPAddr{IP: addr.IP, Port: addr.Port}
+		if d.IP == nil || d.IP.IsUnspecified() {
+			d.IP = net.IPv4(127, 0, 0, 1)
+		}
+		dial = d
 	}
 	want := s.conf.Load().loops()
 	for i := 0; i < 4*want && s.loopCount() < want; i++ {
 		n0 := s.accepted.Load()
-		c, err := net.DialTimeout("tcp", dial.String(), time.Second)
+		c, err := net.DialTimeout(dial.Network(), dial.String(), time.Second)
 		if err != nil {
 			s.log.Debug("loop discovery: cannot dial own listener; loops will set up on first agent", "addr", dial.String(), "err", err)
 			return

@@ -48,11 +48,15 @@ type analyzer struct {
 	busy  bool
 	// gate, while set, holds every packet until it is closed (release).
 	gate chan struct{}
+	// identity is the connection identity of the last packet (logdist's
+	// certificate over TLS).
+	identity string
 }
 
-func (a *analyzer) HandlePacket(ctx context.Context, _ *server.Meta, p *frame.Packet) error {
+func (a *analyzer) HandlePacket(ctx context.Context, md *server.Meta, p *frame.Packet) error {
 	a.mu.Lock()
 	gate := a.gate
+	a.identity = md.Identity
 	a.mu.Unlock()
 	if gate != nil {
 		select {

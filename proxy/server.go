@@ -57,6 +57,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,6 +93,11 @@ type Server struct {
 	draining  atomic.Bool
 	started   atomic.Bool  // Start succeeded: Stop has engines to stop
 	created   time.Time    // when New built it (the status's start time)
+	loopsDir  string       // without a plaintext listener: the loops' private socket directory
+
+	// transportFailures counts agents' TLS (transport) handshakes that
+	// failed: plaintext clients, bad certificates, timeouts.
+	transportFailures *metrics.Counter
 	accepted  atomic.Int64 // agent connections opened, ever
 	stopOnce  sync.Once
 
@@ -157,6 +164,7 @@ func New(cfg Config) (*Server, error) {
 	s.warnIfNoTraffic(cfg.Analyzers)
 	s.conf.Store(newSettings(cfg, 1))
 	mset.RegisterMetricsWriter(s.writeAnalyzerMetrics)
+	s.transportFailures = mset.NewCounter("logdist_transport_handshake_failures_total")
 	return s, nil
 }
 
@@ -169,7 +177,12 @@ func (s *Server) Balancer() *balancer.Set { return s.set }
 func (s *Server) Metrics() *metrics.Set { return s.mset }
 
 // Addr returns the address agents connect to, once Start has returned.
-func (s *Server) Addr() net.Addr { return s.addr }
+func (s *Server) Addr() net.Addr {
+	if s.loopsDir != "" {
+		return nil // plaintext off: the loops' socket is not for agents
+	}
+	return s.addr
+}
 
 // Draining reports whether a graceful shutdown has begun.
 func (s *Server) Draining() bool { return s.draining.Load() }
@@ -199,9 +212,23 @@ func (s *Server) Start() (err error) {
 		}
 		cleanup = append(cleanup, s.wrapped.close)
 	}
+	// The event loops run on gnet's listener. Without a plaintext agent
+	// listener they listen on a Unix socket in a private directory, which
+	// only loop discovery dials: no plaintext port is open.
+	gnetAddr, network, listenAddr := "tcp://"+conf.Listen, "tcp", conf.Listen
+	if conf.Listen == "" {
+		dir, derr := os.MkdirTemp("", "logdist-loops-")
+		if derr != nil {
+			return fmt.Errorf("proxy: cannot make the loops' private socket directory: %w", derr)
+		}
+		cleanup = append(cleanup, func() { os.RemoveAll(dir) })
+		s.loopsDir = dir
+		listenAddr = filepath.Join(dir, "loops.sock")
+		gnetAddr, network = "unix://"+listenAddr, "unix"
+	}
 	h := &handler{s: s, booted: make(chan struct{})}
 	go func() {
-		s.runErr <- gnet.Run(h, "tcp://"+conf.Listen,
+		s.runErr <- gnet.Run(h, gnetAddr,
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(conf.loops()),
 			gnet.WithReusePort(false),
@@ -217,11 +244,11 @@ func (s *Server) Start() (err error) {
 		if err == nil {
 			err = errors.New("engine stopped before it booted")
 		}
-		return fmt.Errorf("proxy: cannot listen on %s: %w", conf.Listen, err)
+		return fmt.Errorf("proxy: cannot listen on %s: %w", listenAddr, err)
 	}
 	cleanup = append(cleanup, func() { _ = s.eng.Stop(context.Background()); <-s.runErr })
-	if s.addr, err = listenerAddr(s.eng, conf.Listen); err != nil {
-		return fmt.Errorf("proxy: cannot read the bound address of %s: %w", conf.Listen, err)
+	if s.addr, err = listenerAddr(s.eng, network, listenAddr); err != nil {
+		return fmt.Errorf("proxy: cannot read the bound address of %s: %w", listenAddr, err)
 	}
 	if conf.SyslogUDP != "" {
 		if s.udp, err = startSyslogUDP(s, conf); err != nil {
@@ -231,7 +258,11 @@ func (s *Server) Start() (err error) {
 	s.started.Store(true)
 	s.bg.Add(1)
 	go s.ticker()
-	s.log.Info("listening", "addr", s.addr.String(), "loops", conf.loops(), "inspect", conf.Inspect.String())
+	if s.loopsDir != "" {
+		s.log.Info("no plaintext agent listener (listen is empty): agents connect over TLS only", "loops", conf.loops(), "inspect", conf.Inspect.String())
+	} else {
+		s.log.Info("listening", "addr", s.addr.String(), "loops", conf.loops(), "inspect", conf.Inspect.String())
+	}
 	s.discoverLoops()
 	if s.tcp != nil {
 		s.tcp.start()
@@ -452,6 +483,9 @@ func (s *Server) stop(ctx context.Context) error {
 	}
 	if dropped > 0 {
 		s.log.Warn("dropped syslog messages that arrived during the shutdown", "messages", dropped)
+	}
+	if s.loopsDir != "" {
+		os.RemoveAll(s.loopsDir)
 	}
 	s.log.Info("stopped", "addr", s.addr.String())
 	if err != nil {

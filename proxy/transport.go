@@ -32,9 +32,10 @@ type Transport interface {
 	// Server wraps a connection accepted on Config.TransportListen and
 	// completes its handshake; ctx bounds it (HandshakeTimeout).
 	Server(ctx context.Context, nc net.Conn) (net.Conn, error)
-	// Client wraps a connection dialed to the analyzer at addr and
-	// completes its handshake; ctx bounds it (DialTimeout).
-	Client(ctx context.Context, nc net.Conn, addr string) (net.Conn, error)
+	// Client wraps a connection dialed to the analyzer at addr, whose
+	// identity must be serverName (empty: the host of addr), and completes
+	// its handshake; ctx bounds it (DialTimeout).
+	Client(ctx context.Context, nc net.Conn, addr, serverName string) (net.Conn, error)
 }
 
 // bridgedAgent is the gnet context of an agent connection bridged in from
@@ -110,13 +111,13 @@ func (p *pump) closeBoth() {
 
 // bridgeDialed wraps a connection dialed to an analyzer with the upstream
 // transport and bridges it, for the upstream's dial goroutine.
-func (s *Server) bridgeDialed(ctx context.Context, nc net.Conn, addr string) (net.Conn, error) {
+func (s *Server) bridgeDialed(ctx context.Context, nc net.Conn, addr, serverName string) (net.Conn, error) {
 	t := s.conf.Load().UpstreamTransport
 	if t == nil {
 		nc.Close()
 		return nil, errors.New("proxy: no upstream transport configured")
 	}
-	w, err := t.Client(ctx, nc, addr)
+	w, err := t.Client(ctx, nc, addr, serverName)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("transport handshake with %s: %w", addr, err)
@@ -177,6 +178,7 @@ func (t *transportListener) enroll(ctx context.Context, nc net.Conn, conf *setti
 	s := t.s
 	w, err := conf.AgentTransport.Server(ctx, nc)
 	if err != nil {
+		s.transportFailures.Inc()
 		return fmt.Errorf("transport handshake: %w", err)
 	}
 	lp := s.nextLoop()

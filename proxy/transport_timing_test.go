@@ -25,7 +25,7 @@ func (passTransport) Server(_ context.Context, nc net.Conn) (net.Conn, error) {
 	return passConn{nc}, nil
 }
 
-func (passTransport) Client(_ context.Context, nc net.Conn, _ string) (net.Conn, error) {
+func (passTransport) Client(_ context.Context, nc net.Conn, _, _ string) (net.Conn, error) {
 	return passConn{nc}, nil
 }
 

@@ -39,7 +39,7 @@ func (u *upstream) dial() {
 		var conn net.Conn
 		var err error
 		if conn, err = d.DialContext(ctx, "tcp", u.addr); err == nil && wrap {
-			conn, err = s.bridgeDialed(ctx, conn, u.addr)
+			conn, err = s.bridgeDialed(ctx, conn, u.addr, u.st.cfg.ServerName)
 		}
 		if err == nil {
 			var ch <-chan gnet.RegisteredResult
