@@ -18,6 +18,7 @@
 package bench
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -92,6 +93,9 @@ type Config struct {
 
 	// DialTimeout bounds each connect and handshake.
 	DialTimeout time.Duration
+
+	// TLS, if not nil, makes every connection TLS (idle ones included).
+	TLS *tls.Config
 
 	// Progress, if not nil, receives a progress line every
 	// ProgressInterval.

@@ -146,7 +146,7 @@ func (c *agentConn) run() {
 			return
 		}
 		l := &link{c: c}
-		nc, sess, err := dialHandshake(c.r.ctx, c.r.cfg.Target, &c.r.sess, l, c.r.cfg.DialTimeout)
+		nc, sess, err := dialHandshake(c.r.ctx, c.r.cfg.Target, c.r.cfg.TLS, &c.r.sess, l, c.r.cfg.DialTimeout)
 		if err == nil {
 			err = c.r.checkWelcome(sess)
 			if err != nil {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/internal/tlsconf"
 )
 
 // errPermanent marks a handshake failure that retrying will not fix (auth,
@@ -28,14 +30,22 @@ type item struct {
 // protocol session, reading the answer without buffering beyond it, so
 // that the caller may wrap the connection in any reader afterwards (idle
 // connections keep no 64 KiB buffer).
-func dialHandshake(ctx context.Context, target string, cfg *session.ClientConfig, r session.Resolver[item], timeout time.Duration) (net.Conn, *session.Client[item], error) {
+func dialHandshake(ctx context.Context, target string, tlsCfg *tls.Config, cfg *session.ClientConfig, r session.Resolver[item], timeout time.Duration) (net.Conn, *session.Client[item], error) {
 	d := net.Dialer{Timeout: timeout}
 	nc, err := d.DialContext(ctx, "tcp", target)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot connect to %s: %w", target, err)
 	}
-	sess := session.NewClient[item](cfg, r)
 	_ = nc.SetDeadline(time.Now().Add(timeout))
+	if tlsCfg != nil {
+		tc, err := tlsconf.Handshake(ctx, nc, tlsCfg, target)
+		if err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+		nc = tc
+	}
+	sess := session.NewClient[item](cfg, r)
 	if _, err := nc.Write(sess.AppendHello(nil)); err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("cannot send HELLO to %s: %w", target, err)

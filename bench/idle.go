@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -27,7 +28,7 @@ type idleSet struct {
 
 // openIdle opens n connections to target (64 dials at a time) and returns
 // once each is handshaken or has failed.
-func openIdle(ctx context.Context, target string, cfg *session.ClientConfig, n int, timeout time.Duration) *idleSet {
+func openIdle(ctx context.Context, target string, tlsCfg *tls.Config, cfg *session.ClientConfig, n int, timeout time.Duration) *idleSet {
 	s := &idleSet{conns: make([]net.Conn, n)}
 	idles := make([]time.Duration, n)
 	var next atomic.Int64
@@ -41,7 +42,7 @@ func openIdle(ctx context.Context, target string, cfg *session.ClientConfig, n i
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				nc, sess, err := dialHandshake(ctx, target, cfg, nil, timeout)
+				nc, sess, err := dialHandshake(ctx, target, tlsCfg, cfg, nil, timeout)
 				if err == nil {
 					s.conns[i], idles[i] = nc, sess.IdleTimeout()
 				}

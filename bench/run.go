@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	var idle *idleSet
 	if cfg.IdleConns > 0 {
-		idle = openIdle(ctx, cfg.Target, &r.sess, cfg.IdleConns, cfg.DialTimeout)
+		idle = openIdle(ctx, cfg.Target, cfg.TLS, &r.sess, cfg.IdleConns, cfg.DialTimeout)
 		res.IdleConns = idle.open()
 		if cfg.OnIdleReady != nil {
 			cfg.OnIdleReady(res.IdleConns)

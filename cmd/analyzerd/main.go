@@ -19,12 +19,14 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/logdist/logdist/analyzerd"
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/internal/cli"
+	"github.com/logdist/logdist/internal/tlsconf"
 )
 
 func main() {
@@ -34,7 +36,7 @@ func main() {
 // run is main without the process: it returns the exit code (0 after a
 // graceful shutdown on SIGINT/SIGTERM, 2 for bad flags or addresses).
 func run(args []string, stdout, stderr io.Writer) int {
-	cfg, log, err := parseFlags(args, stdout, stderr)
+	cfg, log, tc, err := parseFlags(args, stdout, stderr)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -49,6 +51,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if tc != nil {
+		go tc.Watch(ctx, 5*time.Second) // new certificates reach new connections
+	}
 	if err := a.Start(); err != nil {
 		fmt.Fprintf(stderr, "analyzerd: cannot start: %v\n", err)
 		return 2
@@ -77,7 +82,7 @@ func fail(stderr io.Writer, err error) {
 	fmt.Fprintln(stderr, msg)
 }
 
-func parseFlags(args []string, stdout, stderr io.Writer) (analyzerd.Config, *slog.Logger, error) {
+func parseFlags(args []string, stdout, stderr io.Writer) (analyzerd.Config, *slog.Logger, *tlsconf.Config, error) {
 	cfg := analyzerd.DefaultConfig()
 	fs := pflag.NewFlagSet("analyzerd", pflag.ContinueOnError)
 	fs.SortFlags = false
@@ -113,24 +118,25 @@ Flags:
 	fs.DurationVar(&cfg.Server.DrainTimeout, "drain-timeout", cfg.Server.DrainTimeout, "on SIGINT/SIGTERM, how long clients get after GOAWAY before their connections are closed")
 	fs.StringVar(&logLevel, "log-level", logLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", logFormat, "log format: text or json")
+	tlsFlags := cli.AddTLSServer(fs)
 	showVersion := cli.VersionFlag(fs, "analyzerd")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return cfg, nil, err // pflag printed the usage
+			return cfg, nil, nil, err // pflag printed the usage
 		}
-		return cfg, nil, fmt.Errorf("%w (see --help)", err)
+		return cfg, nil, nil, fmt.Errorf("%w (see --help)", err)
 	}
 	if showVersion(stdout) {
-		return cfg, nil, pflag.ErrHelp
+		return cfg, nil, nil, pflag.ErrHelp
 	}
 	if fs.NArg() > 0 {
-		return cfg, nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
+		return cfg, nil, nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
 	}
 	if window < 1 || window > 1<<32-1 {
-		return cfg, nil, fmt.Errorf("--window %d: must be in [1, 4294967295]", window)
+		return cfg, nil, nil, fmt.Errorf("--window %d: must be in [1, 4294967295]", window)
 	}
 	if maxFrame < frame.MaxControlPayload || maxFrame > frame.HardMaxFrame {
-		return cfg, nil, fmt.Errorf("--max-frame %d: must be in [%d, %d]", maxFrame, frame.MaxControlPayload, frame.HardMaxFrame)
+		return cfg, nil, nil, fmt.Errorf("--max-frame %d: must be in [%d, %d]", maxFrame, frame.MaxControlPayload, frame.HardMaxFrame)
 	}
 	cfg.Server.Window = uint32(window)
 	cfg.Server.Limits.MaxFrame = uint32(maxFrame)
@@ -139,12 +145,19 @@ Flags:
 
 	log, err := cli.NewLogger(stderr, logFormat, logLevel)
 	if err != nil {
-		return cfg, nil, err
+		return cfg, nil, nil, err
 	}
 	cfg.Logger = log
 	cfg.Stdout = stdout
-	if err := cfg.Validate(); err != nil {
-		return cfg, nil, err
+	tc, err := tlsFlags.Config(log)
+	if err != nil {
+		return cfg, nil, nil, err
 	}
-	return cfg, log, nil
+	if tc != nil {
+		cfg.Server.TLS = tc.Get()
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, nil, nil, err
+	}
+	return cfg, log, tc, nil
 }

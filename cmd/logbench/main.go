@@ -111,12 +111,17 @@ func parseFlags(args []string, stdout, stderr io.Writer) (bench.Config, bool, bo
 	fs.StringVar(&cfg.AgentID, "agent-id", "", "agent id in HELLO and in the packets (default logbench-<pid>)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "after sending stops, how long to wait for outstanding ACKs")
 	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", cfg.DialTimeout, "bound on each connect and handshake")
+	tlsFlags := cli.AddTLSClient(fs, "the target")
 	showVersion := cli.VersionFlag(fs, "logbench")
 	if err := fs.Parse(args); err != nil {
 		return cfg, false, false, err
 	}
 	if showVersion(stdout) {
 		return cfg, false, false, pflag.ErrHelp
+	}
+	var err error
+	if cfg.TLS, err = tlsFlags.Config(nil); err != nil {
+		return cfg, false, false, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, false, false, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,12 +17,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/spf13/pflag"
 
 	"github.com/logdist/logdist/admin"
 	"github.com/logdist/logdist/internal/cli"
 	"github.com/logdist/logdist/internal/config"
 	"github.com/logdist/logdist/internal/control"
+	"github.com/logdist/logdist/internal/tlsconf"
 	"github.com/logdist/logdist/internal/version"
 	"github.com/logdist/logdist/proxy"
 )
@@ -117,13 +120,35 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 	spec := v.Spec
 	base := proxy.DefaultConfig()
 	base.Logger, base.Balancer.Logger = log, log
+	agentTLS, upTLS, err := spec.TLS(log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
+		return 2
+	}
+	tt := proxy.TLSTransport{ClientConfig: upTLS.Get}
+	if agentTLS != nil {
+		tt.ServerConfig = agentTLS.Get
+		base.AgentTransport = tt
+	}
+	base.UpstreamTransport = tt
 	cfg, err := spec.Proxy(base)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: configuration version %d: %v\n", v.Version, err)
 		return 2
 	}
 	access := admin.NewAccess(nil, nil)
-	outside := func(s config.Spec) error { return applyOutside(s, level, access) }
+	tlsConfigs := []*tlsconf.Config{upTLS}
+	if agentTLS != nil {
+		tlsConfigs = append(tlsConfigs, agentTLS)
+	}
+	outside := func(s config.Spec) error {
+		// A reload (SIGHUP) also rereads the certificates that changed;
+		// a broken one is logged and the ones in force stay.
+		for _, c := range tlsConfigs {
+			_, _ = c.ReloadChanged()
+		}
+		return applyOutside(s, level, access)
+	}
 	if err := outside(spec); err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
 		return 2
@@ -140,6 +165,12 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 		}
 	}
 	ctl.Attach(srv, base, outside)
+	registerTLSMetrics(srv, agentTLS, upTLS)
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	for _, c := range tlsConfigs {
+		go c.Watch(watchCtx, tlsWatchPeriod)
+	}
 	if err := srv.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
 		return 1
@@ -156,8 +187,8 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 	}
 	// Machine-readable line for scripts and tests that start logdist on
 	// port 0.
-	fmt.Fprintf(os.Stderr, "logdist ready listen=%s admin=%s syslog=%s syslog_tcp=%s version=%d\n",
-		srv.Addr(), addrOf(adminLn), addrString(srv.SyslogAddr()), addrString(srv.SyslogTCPAddr()), v.Version)
+	fmt.Fprintf(os.Stderr, "logdist ready listen=%s tls=%s admin=%s syslog=%s syslog_tcp=%s version=%d\n",
+		addrString(srv.Addr()), addrString(srv.TransportAddr()), addrOf(adminLn), addrString(srv.SyslogAddr()), addrString(srv.SyslogTCPAddr()), v.Version)
 
 	for s := range sig {
 		if s == syscall.SIGHUP {
@@ -207,6 +238,29 @@ func applyOutside(s config.Spec, level *slog.LevelVar, access *admin.Access) err
 	level.Set(lvl)
 	access.Set(tokens, allow)
 	return nil
+}
+
+// tlsWatchPeriod is how often the TLS files are checked for changes.
+const tlsWatchPeriod = 5 * time.Second
+
+// registerTLSMetrics exports the TLS reloads and the certificates' expiry.
+func registerTLSMetrics(srv *proxy.Server, agents, upstream *tlsconf.Config) {
+	srv.Metrics().RegisterMetricsWriter(func(w io.Writer) {
+		for _, h := range []struct {
+			hop string
+			c   *tlsconf.Config
+		}{{"agents", agents}, {"upstream", upstream}} {
+			if h.c == nil {
+				continue
+			}
+			lbl := `{hop="` + h.hop + `"}`
+			metrics.WriteCounterUint64(w, "logdist_tls_reloads_total"+lbl, h.c.Reloads.Load())
+			metrics.WriteCounterUint64(w, "logdist_tls_reload_failures_total"+lbl, h.c.Failures.Load())
+			if t := h.c.NotAfter(); !t.IsZero() {
+				metrics.WriteGaugeUint64(w, "logdist_tls_certificate_expiry_timestamp_seconds"+lbl, uint64(t.Unix()))
+			}
+		}
+	})
 }
 
 func addrOf(ln net.Listener) string {

@@ -70,6 +70,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "overall deadline for every line to be acknowledged")
 	fs.BoolVar(&o.noCompress, "no-compress", false, "send packets uncompressed")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log connection events to stderr")
+	tlsFlags := cli.AddTLSClient(fs, "logdist")
 	help := fs.BoolP("help", "h", false, "show this help")
 	showVersion := cli.VersionFlag(fs, "logsend")
 
@@ -119,6 +120,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	cfg.AgentID = o.agentID
 	cfg.Token = o.token
+	if cfg.TLS, err = tlsFlags.Config(nil); err != nil {
+		return usageErr("%v", err)
+	}
 	cfg.BatchMessages = o.batch
 	cfg.Compress = !o.noCompress
 	cfg.Block = true

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/logdist/logdist/internal/cli"
+	"github.com/logdist/logdist/internal/tlsconf"
 	"github.com/logdist/logdist/proxy"
 )
 
@@ -72,8 +74,12 @@ func (a *Analyzer) UnmarshalYAML(n *yaml.Node) error {
 			}
 		case "state":
 			err = val.Decode(&v.State)
+		case "tls":
+			err = val.Decode(&v.TLS)
+		case "server-name":
+			err = val.Decode(&v.ServerName)
 		default:
-			err = fmt.Errorf("unknown key %q (want name, addr, weight, state)", k.Value)
+			err = fmt.Errorf("unknown key %q (want name, addr, weight, state, tls, server-name)", k.Value)
 		}
 		if err != nil {
 			return fmt.Errorf("line %d: analyzer: %v", k.Line, strings.TrimPrefix(err.Error(), "yaml: "))
@@ -101,7 +107,12 @@ func (s Spec) YAML() []byte {
 // Check reports the first setting s cannot run with: everything
 // proxy.Config checks, and the admin, log and file settings.
 func (s Spec) Check() error {
-	if _, err := s.Proxy(proxy.DefaultConfig()); err != nil {
+	base := proxy.DefaultConfig()
+	base.AgentTransport, base.UpstreamTransport = proxy.TLSTransport{}, proxy.TLSTransport{} // the files are checked below
+	if _, err := s.Proxy(base); err != nil {
+		return err
+	}
+	if _, _, err := s.TLS(nil); err != nil {
 		return err
 	}
 	if _, err := cli.NewLogger(io.Discard, s.LogFormat, s.LogLevel); err != nil {
@@ -126,6 +137,26 @@ func (s Spec) Check() error {
 		}
 	}
 	return nil
+}
+
+// TLS builds the TLS configurations s asks for: the agents' listener's
+// (nil without tls-listen) and the analyzers' client's (always: an
+// analyzer added at run time may have tls=true; without upstream-tls-ca it
+// verifies against the system's roots). Their files are read now.
+func (s Spec) TLS(log *slog.Logger) (agents, upstream *tlsconf.Config, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if s.TLSListen != "" {
+		if agents, err = tlsconf.NewServer(tlsconf.Files{Cert: s.TLSCert, Key: s.TLSKey, CA: s.TLSClientCA}, log); err != nil {
+			return nil, nil, fmt.Errorf("tls-listen: %v", err)
+		}
+	}
+	upstream, err = tlsconf.NewClient(tlsconf.Files{Cert: s.UpstreamTLSCert, Key: s.UpstreamTLSKey, CA: s.UpstreamTLSCA}, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upstream TLS: %v", err)
+	}
+	return agents, upstream, nil
 }
 
 // checkAddr checks a host:port to listen on.

@@ -62,8 +62,15 @@ func FlagSet(s *Spec, cmd *Command) *pflag.FlagSet {
 	fs.SortFlags = false
 	fs.StringVar(&cmd.File, "config", "", "read the settings from this YAML file (keys are these flags' names; flags given on the command line win); SIGHUP reloads it")
 	fs.Var(&checkFlag{cmd}, "check-config", "check the YAML file FILE with the other flags given, print the effective settings and exit (0: valid, 2: not)")
-	fs.StringVar(&s.Listen, "listen", s.Listen, "TCP address agents connect to")
-	fs.Var(&analyzersFlag{s: s}, "analyzer", "an analyzer as name=NAME,addr=HOST:PORT,weight=W[,state=drained] (repeat the flag for each analyzer; given on the command line, they replace the config file's); weight defaults to 1 and name to the address; names are 1-64 letters, digits, '.', '_', ':' or '-'; two analyzers may not share an address")
+	fs.StringVar(&s.Listen, "listen", s.Listen, "TCP address agents connect to in plaintext; empty: none (with --tls-listen, agents use TLS only)")
+	fs.StringVar(&s.TLSListen, "tls-listen", s.TLSListen, "TCP address agents connect to over TLS (1.2 or later; needs --tls-cert and --tls-key); empty: none")
+	fs.StringVar(&s.TLSCert, "tls-cert", s.TLSCert, "PEM certificate (chain) of the TLS listeners; reloaded on SIGHUP and when the file changes")
+	fs.StringVar(&s.TLSKey, "tls-key", s.TLSKey, "PEM private key of --tls-cert")
+	fs.StringVar(&s.TLSClientCA, "tls-client-ca", s.TLSClientCA, "PEM CA certificates: TLS clients must present a certificate that chains to one (mTLS); its identity (URI, DNS name or CN) is the agent's identity")
+	fs.StringVar(&s.UpstreamTLSCA, "upstream-tls-ca", s.UpstreamTLSCA, "PEM CA certificates that analyzers with tls=true must chain to (empty: the system's roots)")
+	fs.StringVar(&s.UpstreamTLSCert, "upstream-tls-cert", s.UpstreamTLSCert, "PEM client certificate logdist presents to analyzers with tls=true (mTLS); empty: none")
+	fs.StringVar(&s.UpstreamTLSKey, "upstream-tls-key", s.UpstreamTLSKey, "PEM private key of --upstream-tls-cert")
+	fs.Var(&analyzersFlag{s: s}, "analyzer", "an analyzer as name=NAME,addr=HOST:PORT,weight=W[,state=drained][,tls=true[,server-name=NAME]] (repeat the flag for each analyzer; given on the command line, they replace the config file's); weight defaults to 1 and name to the address; names are 1-64 letters, digits, '.', '_', ':' or '-'; two analyzers may not share an address")
 	fs.StringVar(&s.Balance, "balance", s.Balance, "picking strategy: swrr (exact smooth weighted round robin), random (weighted random), hash (sticky by agent id)")
 	fs.IntVar(&s.MaxAnalyzers, "max-analyzers", s.MaxAnalyzers, "most analyzers the set may hold, added ones included (1-4096; a restart changes it)")
 	fs.StringVar(&s.Admin, "admin", s.Admin, "HTTP address of the admin API and status page (/, /healthz, /readyz, /metrics, /api/v1/...); empty disables it")
@@ -164,8 +171,16 @@ func ParseAnalyzer(s string) (Analyzer, error) {
 			a.Weight = w
 		case "state":
 			a.State = v
+		case "tls":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return a, fmt.Errorf("tls %q is not true or false", v)
+			}
+			a.TLS = b
+		case "server-name":
+			a.ServerName = v
 		default:
-			return a, fmt.Errorf("unknown key %q (want name, addr, weight, state)", k)
+			return a, fmt.Errorf("unknown key %q (want name, addr, weight, state, tls, server-name)", k)
 		}
 	}
 	return a.complete()

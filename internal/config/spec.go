@@ -24,6 +24,17 @@ import (
 // flags' names.
 type Spec struct {
 	Listen    string     `json:"listen" yaml:"listen"`
+	// TLS for agents: a second listener, its certificate, and the CA that
+	// client certificates must chain to (empty: none asked for).
+	TLSListen   string `json:"tls-listen" yaml:"tls-listen"`
+	TLSCert     string `json:"tls-cert" yaml:"tls-cert"`
+	TLSKey      string `json:"tls-key" yaml:"tls-key"`
+	TLSClientCA string `json:"tls-client-ca" yaml:"tls-client-ca"`
+	// TLS to analyzers (those with tls=true): the CA their certificates
+	// chain to (empty: the system's), and logdist's client certificate.
+	UpstreamTLSCA   string `json:"upstream-tls-ca" yaml:"upstream-tls-ca"`
+	UpstreamTLSCert string `json:"upstream-tls-cert" yaml:"upstream-tls-cert"`
+	UpstreamTLSKey  string `json:"upstream-tls-key" yaml:"upstream-tls-key"`
 	Analyzers []Analyzer `json:"analyzers" yaml:"analyzers"`
 	Balance   string     `json:"balance" yaml:"balance"`
 	// MaxAnalyzers bounds the analyzers in the set (restart to change).
@@ -82,6 +93,10 @@ type Analyzer struct {
 	// State is enabled (also when empty), drained, forced-down or
 	// forced-up.
 	State string `json:"state,omitempty" yaml:"state,omitempty"`
+	// TLS dials it over TLS (upstream-tls-*); ServerName is the name its
+	// certificate must have (empty: the host of Addr).
+	TLS        bool   `json:"tls,omitempty" yaml:"tls,omitempty"`
+	ServerName string `json:"server-name,omitempty" yaml:"server-name,omitempty"`
 	// Ramp is a weight ramp under way; run time only (the admin API sets
 	// it, the version history keeps it), never in the file.
 	Ramp *Ramp `json:"ramp,omitempty" yaml:"-"`
@@ -171,7 +186,7 @@ func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
 	bad := func(key string, err error) (proxy.Config, error) {
 		return proxy.Config{}, fmt.Errorf("%s: %v", key, err)
 	}
-	c.Listen = s.Listen
+	c.Listen, c.TransportListen = s.Listen, s.TLSListen
 	st, err := balancer.ParseStrategy(s.Balance)
 	if err != nil {
 		return bad("balance", err)
@@ -206,7 +221,7 @@ func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
 	c.Loops = s.Loops
 	c.Analyzers = make([]proxy.AnalyzerConfig, 0, len(s.Analyzers))
 	for _, a := range s.Analyzers {
-		ac := proxy.AnalyzerConfig{Name: a.Name, Addr: a.Addr, Weight: a.Weight}
+		ac := proxy.AnalyzerConfig{Name: a.Name, Addr: a.Addr, Weight: a.Weight, TLS: a.TLS, ServerName: a.ServerName}
 		if a.State != "" {
 			if ac.Admin, err = balancer.ParseAdminState(a.State); err != nil {
 				return bad("analyzer "+a.Name, err)
@@ -249,6 +264,10 @@ func Restart(a, b Spec) []string {
 		}
 	}
 	add(a.Listen != b.Listen, "listen")
+	add(a.TLSListen != b.TLSListen, "tls-listen")
+	add(a.TLSCert != b.TLSCert || a.TLSKey != b.TLSKey || a.TLSClientCA != b.TLSClientCA, "tls-cert/tls-key/tls-client-ca (their contents reload)")
+	add(a.UpstreamTLSCA != b.UpstreamTLSCA || a.UpstreamTLSCert != b.UpstreamTLSCert || a.UpstreamTLSKey != b.UpstreamTLSKey,
+		"upstream-tls-ca/cert/key (their contents reload)")
 	add(a.Admin != b.Admin, "admin")
 	add(a.DataDir != b.DataDir, "data-dir")
 	add(a.Pprof != b.Pprof, "pprof")
@@ -301,6 +320,9 @@ func Diff(a, b Spec) []string {
 		if x.state() != y.state() {
 			d = append(d, "state "+x.state()+" → "+y.state())
 		}
+		if x.TLS != y.TLS || x.ServerName != y.ServerName {
+			d = append(d, fmt.Sprintf("tls %v → %v (server name %q → %q)", x.TLS, y.TLS, x.ServerName, y.ServerName))
+		}
 		if len(d) > 0 {
 			out = append(out, fmt.Sprintf("analyzer %s: %s", x.Name, strings.Join(d, ", ")))
 		}
@@ -324,6 +346,9 @@ func (a Analyzer) describe() string {
 	s := "addr " + a.Addr + ", weight " + fmtWeight(a.Weight)
 	if a.state() != "enabled" {
 		s += ", " + a.state()
+	}
+	if a.TLS {
+		s += ", tls"
 	}
 	return s
 }

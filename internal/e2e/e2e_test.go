@@ -179,6 +179,13 @@ type agent struct {
 }
 
 func newAgent(t *testing.T, addr, id string) *agent {
+	return newAgentWith(t, addr, id, nil)
+}
+
+type clientConfig = client.Config
+
+// newAgentWith is newAgent with edit applied to the client's config.
+func newAgentWith(t *testing.T, addr, id string, edit func(*clientConfig)) *agent {
 	a := &agent{acked: map[uint64]bool{}}
 	cfg := client.DefaultConfig()
 	cfg.Addrs = []string{addr}
@@ -193,6 +200,9 @@ func newAgent(t *testing.T, addr, id string) *agent {
 			a.acked[r.PacketID] = true
 			a.mu.Unlock()
 		}
+	}
+	if edit != nil {
+		edit(&cfg)
 	}
 	c, err := client.New(cfg)
 	if err != nil {

@@ -142,24 +142,40 @@ func (c *Config) Watch(ctx context.Context, period time.Duration) {
 			return
 		case <-t.C:
 		}
-		c.mu.Lock()
-		changed := false
-		for path, old := range c.stamps {
-			if st, err := stamp(path); err != nil || st != old {
-				changed = true
-				c.stamps[path] = st // do not retry the same broken state every period
-			}
-		}
-		c.mu.Unlock()
-		if !changed {
-			continue
-		}
-		if err := c.Reload(); err != nil {
-			c.log.Error("TLS files changed but cannot be used; the ones in force stay", "files", c.files, "err", err)
-		} else {
-			c.log.Info("TLS files changed: reloaded", "cert", c.files.Cert, "ca", c.files.CA)
+		_, _ = c.ReloadChanged()
+	}
+}
+
+// ReloadChanged reloads the configuration if one of its files changed
+// since it was last read (SIGHUP calls it; Watch does, periodically), and
+// logs what happened. A broken change is logged once, not at every call.
+func (c *Config) ReloadChanged() (reloaded bool, err error) {
+	c.mu.Lock()
+	changed := false
+	for path, old := range c.stamps {
+		if st, serr := stamp(path); serr != nil || st != old {
+			changed = true
+			c.stamps[path] = st // do not retry the same broken state every time
 		}
 	}
+	c.mu.Unlock()
+	if !changed {
+		return false, nil
+	}
+	if err := c.Reload(); err != nil {
+		c.log.Error("TLS files changed but cannot be used; the ones in force stay", "cert", c.files.Cert, "ca", c.files.CA, "err", err)
+		return false, err
+	}
+	c.log.Info("TLS files changed: reloaded", "cert", c.files.Cert, "ca", c.files.CA)
+	return true, nil
+}
+
+// NotAfter returns when the certificate in force expires (zero: none).
+func (c *Config) NotAfter() time.Time {
+	if cs := c.cur.Load().Certificates; len(cs) > 0 && cs[0].Leaf != nil {
+		return cs[0].Leaf.NotAfter
+	}
+	return time.Time{}
 }
 
 // build reads the files and makes a *tls.Config of them.
