@@ -91,15 +91,15 @@ type Server struct {
 	tcp       *syslogTCP // nil when disabled
 	wrapped   *transportListener
 	draining  atomic.Bool
-	started   atomic.Bool  // Start succeeded: Stop has engines to stop
-	created   time.Time    // when New built it (the status's start time)
-	loopsDir  string       // without a plaintext listener: the loops' private socket directory
+	started   atomic.Bool // Start succeeded: Stop has engines to stop
+	created   time.Time   // when New built it (the status's start time)
+	loopsDir  string      // without a plaintext listener: the loops' private socket directory
 
 	// transportFailures counts agents' TLS (transport) handshakes that
 	// failed: plaintext clients, bad certificates, timeouts.
 	transportFailures *metrics.Counter
-	accepted  atomic.Int64 // agent connections opened, ever
-	stopOnce  sync.Once
+	accepted          atomic.Int64 // agent connections opened, ever
+	stopOnce          sync.Once
 
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loop

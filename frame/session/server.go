@@ -85,9 +85,9 @@ const (
 // Server is the accepting side of one connection (see the package doc).
 // The zero value is not usable: call Reset.
 type Server struct {
-	cfg    *ServerConfig
-	peer   Peer
-	state  serverState
+	cfg   *ServerConfig
+	peer  Peer
+	state serverState
 	// draining is set by GoAway: DATA after it gets BUSY 0, a HELLO after
 	// it ERROR shutdown.
 	draining bool

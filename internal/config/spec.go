@@ -23,7 +23,7 @@ import (
 // Spec is every setting of logdist. The keys (YAML and JSON) are the
 // flags' names.
 type Spec struct {
-	Listen    string     `json:"listen" yaml:"listen"`
+	Listen string `json:"listen" yaml:"listen"`
 	// TLS for agents: a second listener, its certificate, and the CA that
 	// client certificates must chain to (empty: none asked for).
 	TLSListen   string `json:"tls-listen" yaml:"tls-listen"`
@@ -32,11 +32,11 @@ type Spec struct {
 	TLSClientCA string `json:"tls-client-ca" yaml:"tls-client-ca"`
 	// TLS to analyzers (those with tls=true): the CA their certificates
 	// chain to (empty: the system's), and logdist's client certificate.
-	UpstreamTLSCA   string `json:"upstream-tls-ca" yaml:"upstream-tls-ca"`
-	UpstreamTLSCert string `json:"upstream-tls-cert" yaml:"upstream-tls-cert"`
-	UpstreamTLSKey  string `json:"upstream-tls-key" yaml:"upstream-tls-key"`
-	Analyzers []Analyzer `json:"analyzers" yaml:"analyzers"`
-	Balance   string     `json:"balance" yaml:"balance"`
+	UpstreamTLSCA   string     `json:"upstream-tls-ca" yaml:"upstream-tls-ca"`
+	UpstreamTLSCert string     `json:"upstream-tls-cert" yaml:"upstream-tls-cert"`
+	UpstreamTLSKey  string     `json:"upstream-tls-key" yaml:"upstream-tls-key"`
+	Analyzers       []Analyzer `json:"analyzers" yaml:"analyzers"`
+	Balance         string     `json:"balance" yaml:"balance"`
 	// MaxAnalyzers bounds the analyzers in the set (restart to change).
 	MaxAnalyzers int `json:"max-analyzers" yaml:"max-analyzers"`
 
