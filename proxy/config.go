@@ -153,6 +153,10 @@ type Config struct {
 	// SyslogTCP is the TCP address for syslog streams framed as RFC 6587
 	// (octet counting or newline), e.g. ":5514"; empty disables it.
 	SyslogTCP string
+	// SyslogTLS is the TCP address for syslog over TLS (RFC 5425: octet-
+	// counted frames inside TLS), wrapped by AgentTransport; empty
+	// disables it.
+	SyslogTLS string
 	// SyslogBatchMessages closes a syslog batch into a packet at this many
 	// messages.
 	SyslogBatchMessages int
@@ -358,6 +362,14 @@ func (c *Config) Validate() error {
 	if c.MaxConns < 0 || c.MaxConnsPerIP < 0 || c.MaxPartialBytes < 0 {
 		return bad("max conns, max conns per IP and max partial bytes must not be negative (0: no bound)")
 	}
+	if c.SyslogTLS != "" {
+		if _, _, err := net.SplitHostPort(c.SyslogTLS); err != nil {
+			return bad("syslog tls address %q: %v", c.SyslogTLS, err)
+		}
+		if c.AgentTransport == nil {
+			return bad("syslog tls address %q without an agent transport (TLS certificate)", c.SyslogTLS)
+		}
+	}
 	if c.SyslogTCP != "" {
 		if _, _, err := net.SplitHostPort(c.SyslogTCP); err != nil {
 			return bad("syslog tcp address %q: %v", c.SyslogTCP, err)
@@ -371,7 +383,7 @@ func (c *Config) Validate() error {
 			return bad("transport listen address %q without an agent transport", c.TransportListen)
 		}
 	}
-	if c.SyslogUDP != "" || c.SyslogTCP != "" {
+	if c.SyslogUDP != "" || c.SyslogTCP != "" || c.SyslogTLS != "" {
 		if _, _, err := net.SplitHostPort(c.SyslogUDP); c.SyslogUDP != "" && err != nil {
 			return bad("syslog udp address %q: %v", c.SyslogUDP, err)
 		}

@@ -89,6 +89,7 @@ type Server struct {
 	batchWake chan struct{}
 	udp       *syslogUDP // nil when disabled
 	tcp       *syslogTCP // nil when disabled
+	tlsSyslog *syslogTCP // syslog over TLS; nil when disabled
 	wrapped   *transportListener
 	draining  atomic.Bool
 	started   atomic.Bool // Start succeeded: Stop has engines to stop
@@ -201,10 +202,16 @@ func (s *Server) Start() (err error) {
 		}
 	}()
 	if conf.SyslogTCP != "" {
-		if s.tcp, err = listenSyslogTCP(s, conf.SyslogTCP); err != nil {
+		if s.tcp, err = listenSyslogTCP(s, conf.SyslogTCP, nil); err != nil {
 			return err
 		}
 		cleanup = append(cleanup, s.tcp.close)
+	}
+	if conf.SyslogTLS != "" {
+		if s.tlsSyslog, err = listenSyslogTCP(s, conf.SyslogTLS, conf.AgentTransport); err != nil {
+			return err
+		}
+		cleanup = append(cleanup, s.tlsSyslog.close)
 	}
 	if conf.TransportListen != "" {
 		if s.wrapped, err = listenTransport(s, conf.TransportListen); err != nil {
@@ -266,6 +273,9 @@ func (s *Server) Start() (err error) {
 	s.discoverLoops()
 	if s.tcp != nil {
 		s.tcp.start()
+	}
+	if s.tlsSyslog != nil {
+		s.tlsSyslog.start()
 	}
 	if s.wrapped != nil {
 		s.wrapped.start()
@@ -449,6 +459,9 @@ func (s *Server) stop(ctx context.Context) error {
 	if s.tcp != nil {
 		s.tcp.close()
 	}
+	if s.tlsSyslog != nil {
+		s.tlsSyslog.close()
+	}
 	for _, lp := range s.snapshotLoops() {
 		lp.exec(lp.goAwayFn)
 	}
@@ -480,6 +493,9 @@ func (s *Server) stop(ctx context.Context) error {
 	}
 	if s.tcp != nil {
 		dropped += s.tcp.shutdownDropped.Load()
+	}
+	if s.tlsSyslog != nil {
+		dropped += s.tlsSyslog.shutdownDropped.Load()
 	}
 	if dropped > 0 {
 		s.log.Warn("dropped syslog messages that arrived during the shutdown", "messages", dropped)

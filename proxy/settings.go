@@ -50,7 +50,7 @@ func newSettings(cfg Config, version uint64) *settings {
 // time).
 func (st *settings) tick() time.Duration {
 	d := st.timer
-	if (st.SyslogUDP != "" || st.SyslogTCP != "") && d > st.SyslogLinger {
+	if (st.SyslogUDP != "" || st.SyslogTCP != "" || st.SyslogTLS != "") && d > st.SyslogLinger {
 		d = max(st.SyslogLinger, time.Millisecond)
 	}
 	return d
@@ -74,6 +74,7 @@ func restartChanges(a, b *Config) error {
 	add(a.loops() != b.loops(), "loops")
 	add(a.SyslogUDP != b.SyslogUDP, "syslog-udp")
 	add(a.SyslogTCP != b.SyslogTCP, "syslog-tcp")
+	add(a.SyslogTLS != b.SyslogTLS, "syslog-tls")
 	add(a.SyslogRecvBuffer != b.SyslogRecvBuffer, "syslog-rcvbuf")
 	add(a.TransportListen != b.TransportListen, "transport-listen")
 	ab, bb := a.Balancer.WithDefaults(), b.Balancer.WithDefaults()

@@ -80,10 +80,14 @@ func nextSyslogFrame(b []byte, max int) (msg []byte, n int, clipped bool, err er
 	return bytes.TrimSuffix(msg, []byte{'\r'}), lf + 1, clipped, nil
 }
 
-// syslogTCP is the TCP syslog listener and its connections.
+// syslogTCP is a TCP syslog listener and its connections: plaintext
+// (SyslogTCP) or TLS (SyslogTLS, RFC 5425: the same octet-counted frames
+// inside TLS, wrapped by the agents' transport).
 type syslogTCP struct {
-	s  *Server
-	ac *acceptor
+	s         *Server
+	ac        *acceptor
+	transport Transport // nil: plaintext
+	failures  *metrics.Counter
 
 	messages, bytes, framing, clipped *metrics.Counter
 	paused                            *metrics.Counter
@@ -91,22 +95,33 @@ type syslogTCP struct {
 	shutdownDroppedCounter            *metrics.Counter
 }
 
-func listenSyslogTCP(s *Server, addr string) (*syslogTCP, error) {
+// listenSyslogTCP listens for syslog streams on addr, through transport
+// when not nil (TLS). The TLS listener's metrics carry transport="tls".
+func listenSyslogTCP(s *Server, addr string, transport Transport) (*syslogTCP, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("proxy: cannot listen for syslog on tcp %s: %w", addr, err)
+		kind := "tcp"
+		if transport != nil {
+			kind = "tls"
+		}
+		return nil, fmt.Errorf("proxy: cannot listen for syslog on %s %s: %w", kind, addr, err)
 	}
-	t := &syslogTCP{s: s}
-	t.ac = newAcceptor("syslog", s.log, ln, t.serve)
+	t := &syslogTCP{s: s, transport: transport}
+	what, scheme, lbl := "syslog", "tcp://", ""
+	if transport != nil {
+		what, scheme, lbl = "syslog over TLS", "tls://", `{transport="tls"}`
+		t.failures = s.mset.GetOrCreateCounter("logdist_syslog_tls_handshake_failures_total")
+	}
+	t.ac = newAcceptor(what, s.log, ln, t.serve)
 	set := s.mset
-	t.messages = set.GetOrCreateCounter("logdist_syslog_tcp_messages_total")
-	t.bytes = set.GetOrCreateCounter("logdist_syslog_tcp_bytes_total")
-	t.framing = set.GetOrCreateCounter("logdist_syslog_tcp_framing_errors_total")
-	t.clipped = set.GetOrCreateCounter("logdist_syslog_tcp_clipped_total")
-	t.paused = set.GetOrCreateCounter("logdist_syslog_tcp_paused_total")
-	t.shutdownDroppedCounter = set.GetOrCreateCounter("logdist_syslog_tcp_shutdown_dropped_total")
-	set.GetOrCreateGauge("logdist_syslog_tcp_connections", func() float64 { return float64(t.ac.active.Load()) })
-	s.log.Info("listening for syslog", "addr", "tcp://"+ln.Addr().String())
+	t.messages = set.GetOrCreateCounter("logdist_syslog_tcp_messages_total" + lbl)
+	t.bytes = set.GetOrCreateCounter("logdist_syslog_tcp_bytes_total" + lbl)
+	t.framing = set.GetOrCreateCounter("logdist_syslog_tcp_framing_errors_total" + lbl)
+	t.clipped = set.GetOrCreateCounter("logdist_syslog_tcp_clipped_total" + lbl)
+	t.paused = set.GetOrCreateCounter("logdist_syslog_tcp_paused_total" + lbl)
+	t.shutdownDroppedCounter = set.GetOrCreateCounter("logdist_syslog_tcp_shutdown_dropped_total" + lbl)
+	set.GetOrCreateGauge("logdist_syslog_tcp_connections"+lbl, func() float64 { return float64(t.ac.active.Load()) })
+	s.log.Info("listening for syslog", "addr", scheme+ln.Addr().String())
 	return t, nil
 }
 
@@ -116,6 +131,14 @@ func (s *Server) SyslogTCPAddr() net.Addr {
 		return nil
 	}
 	return s.tcp.ac.ln.Addr()
+}
+
+// SyslogTLSAddr returns the syslog-over-TLS address, or nil when disabled.
+func (s *Server) SyslogTLSAddr() net.Addr {
+	if s.tlsSyslog == nil {
+		return nil
+	}
+	return s.tlsSyslog.ac.ln.Addr()
 }
 
 func (t *syslogTCP) start() { t.ac.start() }
@@ -128,6 +151,18 @@ func (t *syslogTCP) close() { t.ac.close() }
 // event loop.
 func (t *syslogTCP) serve(nc net.Conn) {
 	defer nc.Close()
+	if t.transport != nil {
+		ctx, cancel := context.WithTimeout(t.s.ctx, t.s.conf.Load().HandshakeTimeout)
+		w, err := t.transport.Server(ctx, nc)
+		cancel()
+		if err != nil {
+			t.failures.Inc()
+			t.s.log.Debug("syslog TLS handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+			return
+		}
+		defer w.Close()
+		nc = w
+	}
 	lp := t.s.nextLoop()
 	if lp == nil {
 		return

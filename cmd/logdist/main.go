@@ -187,8 +187,9 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 	}
 	// Machine-readable line for scripts and tests that start logdist on
 	// port 0.
-	fmt.Fprintf(os.Stderr, "logdist ready listen=%s tls=%s admin=%s syslog=%s syslog_tcp=%s version=%d\n",
-		addrString(srv.Addr()), addrString(srv.TransportAddr()), addrOf(adminLn), addrString(srv.SyslogAddr()), addrString(srv.SyslogTCPAddr()), v.Version)
+	fmt.Fprintf(os.Stderr, "logdist ready listen=%s tls=%s admin=%s syslog=%s syslog_tcp=%s syslog_tls=%s version=%d\n",
+		addrString(srv.Addr()), addrString(srv.TransportAddr()), addrOf(adminLn), addrString(srv.SyslogAddr()),
+		addrString(srv.SyslogTCPAddr()), addrString(srv.SyslogTLSAddr()), v.Version)
 
 	for s := range sig {
 		if s == syscall.SIGHUP {

@@ -139,17 +139,17 @@ func (s Spec) Check() error {
 	return nil
 }
 
-// TLS builds the TLS configurations s asks for: the agents' listener's
-// (nil without tls-listen) and the analyzers' client's (always: an
+// TLS builds the TLS configurations s asks for: the TLS listeners'
+// (agents' and syslog's; nil without tls-listen and syslog-tls) and the analyzers' client's (always: an
 // analyzer added at run time may have tls=true; without upstream-tls-ca it
 // verifies against the system's roots). Their files are read now.
 func (s Spec) TLS(log *slog.Logger) (agents, upstream *tlsconf.Config, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if s.TLSListen != "" {
+	if s.TLSListen != "" || s.SyslogTLS != "" {
 		if agents, err = tlsconf.NewServer(tlsconf.Files{Cert: s.TLSCert, Key: s.TLSKey, CA: s.TLSClientCA}, log); err != nil {
-			return nil, nil, fmt.Errorf("tls-listen: %v", err)
+			return nil, nil, fmt.Errorf("tls-listen, syslog-tls: %v", err)
 		}
 	}
 	upstream, err = tlsconf.NewClient(tlsconf.Files{Cert: s.UpstreamTLSCert, Key: s.UpstreamTLSKey, CA: s.UpstreamTLSCA}, log)

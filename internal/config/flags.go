@@ -101,6 +101,7 @@ func FlagSet(s *Spec, cmd *Command) *pflag.FlagSet {
 	fs.Var(&s.SackDelay, "sack-delay", "for agents that take selective ACKs: how long packets an analyzer accepted may wait behind the cumulative ACK point (held by a slower analyzer) before a SACK reports them (0: at once)")
 	fs.StringVar(&s.SyslogUDP, "syslog-udp", s.SyslogUDP, "UDP address for syslog datagrams (RFC 3164/5424); empty disables")
 	fs.StringVar(&s.SyslogTCP, "syslog-tcp", s.SyslogTCP, "TCP address for syslog streams (RFC 6587 octet counting or newline framing); empty disables")
+	fs.StringVar(&s.SyslogTLS, "syslog-tls", s.SyslogTLS, "TCP address for syslog over TLS (RFC 5425), with --tls-cert, --tls-key and, for mTLS, --tls-client-ca; empty disables")
 	fs.IntVar(&s.SyslogBatchMessages, "syslog-batch-messages", s.SyslogBatchMessages, "syslog messages per packet at most")
 	fs.IntVar(&s.SyslogBatchBytes, "syslog-batch-bytes", s.SyslogBatchBytes, "raw bytes per syslog packet at most")
 	fs.Var(&s.SyslogLinger, "syslog-linger", "longest a syslog message waits for its batch to fill")

@@ -73,6 +73,7 @@ type Spec struct {
 
 	SyslogUDP           string   `json:"syslog-udp" yaml:"syslog-udp"`
 	SyslogTCP           string   `json:"syslog-tcp" yaml:"syslog-tcp"`
+	SyslogTLS           string   `json:"syslog-tls" yaml:"syslog-tls"`
 	SyslogBatchMessages int      `json:"syslog-batch-messages" yaml:"syslog-batch-messages"`
 	SyslogBatchBytes    int      `json:"syslog-batch-bytes" yaml:"syslog-batch-bytes"`
 	SyslogLinger        Duration `json:"syslog-linger" yaml:"syslog-linger"`
@@ -211,7 +212,7 @@ func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
 	c.HandshakeTimeout, c.IdleTimeout = time.Duration(s.HandshakeTimeout), time.Duration(s.IdleTimeout)
 	c.MaxConns, c.MaxConnsPerIP, c.MaxPartialBytes = s.MaxConns, s.MaxConnsPerIP, s.MaxPartialBytes
 	c.SackDelay = time.Duration(s.SackDelay)
-	c.SyslogUDP, c.SyslogTCP = s.SyslogUDP, s.SyslogTCP
+	c.SyslogUDP, c.SyslogTCP, c.SyslogTLS = s.SyslogUDP, s.SyslogTCP, s.SyslogTLS
 	c.SyslogBatchMessages, c.SyslogBatchBytes = s.SyslogBatchMessages, s.SyslogBatchBytes
 	c.SyslogLinger = time.Duration(s.SyslogLinger)
 	c.SyslogRecvBuffer, c.SyslogCompress = s.SyslogRcvbuf, s.SyslogCompress
@@ -282,6 +283,7 @@ func Restart(a, b Spec) []string {
 	add(a.BreakerMaxBackoff != b.BreakerMaxBackoff, "breaker-max-backoff")
 	add(a.SyslogUDP != b.SyslogUDP, "syslog-udp")
 	add(a.SyslogTCP != b.SyslogTCP, "syslog-tcp")
+	add(a.SyslogTLS != b.SyslogTLS, "syslog-tls")
 	add(a.SyslogRcvbuf != b.SyslogRcvbuf, "syslog-rcvbuf")
 	return keys
 }

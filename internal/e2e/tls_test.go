@@ -25,6 +25,7 @@ type tlsCluster struct {
 	analyzer, logdist   *proc
 	out                 string
 	tlsAddr, admin      string
+	syslogTLS           string
 	agentCert, agentKey string
 }
 
@@ -40,11 +41,12 @@ func newTLSCluster(t *testing.T) *tlsCluster {
 	c.analyzer = start(t, binary(t, "analyzerd"), "--name", "a1", "--listen", "127.0.0.1:0", "--admin", "", "--out", c.out,
 		"--log-level", "warn", "--tls-cert", an.Cert, "--tls-key", an.Key, "--tls-client-ca", ca.File)
 	c.logdist = start(t, binary(t, "logdist"), "--listen", "", "--tls-listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--syslog-udp", "",
+		"--syslog-tls", "127.0.0.1:0", "--syslog-linger", "20ms",
 		"--tls-cert", c.logdistPair.Cert, "--tls-key", c.logdistPair.Key, "--tls-client-ca", ca.File,
 		"--upstream-tls-ca", ca.File, "--upstream-tls-cert", up.Cert, "--upstream-tls-key", up.Key,
 		"--analyzer", fmt.Sprintf("name=a1,addr=%s,tls=true,server-name=analyzer.internal", c.analyzer.fields["listen"]),
 		"--heartbeat-interval", "100ms", "--log-level", "info")
-	c.tlsAddr, c.admin = c.logdist.fields["tls"], c.logdist.fields["admin"]
+	c.tlsAddr, c.admin, c.syslogTLS = c.logdist.fields["tls"], c.logdist.fields["admin"], c.logdist.fields["syslog_tls"]
 	if c.logdist.fields["listen"] != "" {
 		t.Fatalf("logdist with --listen \"\" reports a plaintext address %q", c.logdist.fields["listen"])
 	}
@@ -181,6 +183,30 @@ func TestTLSOldVersionsRefused(t *testing.T) {
 			t.Errorf("openssl s_client %s: %v; want logdist's protocol version alert:\n%s", old, err, out)
 		}
 	}
+}
+
+// Syslog over TLS (RFC 5425): octet-counted messages sent through Debian's
+// openssl as the TLS client arrive at the analyzer.
+func TestSyslogOverTLS(t *testing.T) {
+	openssl := needTool(t, "openssl", "openssl")
+	c := newTLSCluster(t)
+	var b strings.Builder
+	for i := range 50 {
+		m := fmt.Sprintf("<30>1 2026-12-06T10:00:00Z web-1 tlsapp 1 - - syslog over tls %d", i)
+		fmt.Fprintf(&b, "%d %s", len(m), m)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, openssl, "s_client", "-quiet", "-no_ign_eof", "-connect", c.syslogTLS, "-CAfile", c.ca.File,
+		"-cert", c.agentCert, "-key", c.agentKey, "-servername", "localhost")
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("openssl s_client: %v\n%s", err, out)
+	}
+	waitFor(t, "every syslog-over-TLS message at the analyzer", 15*time.Second, func() bool {
+		data, _ := os.ReadFile(c.out)
+		return strings.Count(string(data), "syslog over tls ") == 50
+	})
 }
 
 // newTLSAgent is newAgent over TLS.
