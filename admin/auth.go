@@ -69,7 +69,7 @@ func (a *Access) check(r *http.Request, need level) (identity string, status int
 	st := a.st.Load()
 	ip := remoteIP(r)
 	if len(st.allow) > 0 && !allowed(st.allow, ip) {
-		return "", http.StatusForbidden, "address " + ip.String() + " is not in --admin-allow", true
+		return "", http.StatusForbidden, "address " + ip.String() + " is not in --admin-allow (or --allow, when --admin-allow is empty)", true
 	}
 	identity, hasToken, valid := st.identify(r)
 	switch {

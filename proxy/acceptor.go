@@ -19,6 +19,9 @@ type acceptor struct {
 	log   *slog.Logger
 	ln    net.Listener
 	serve func(net.Conn)
+	// admit, if set, decides each accepted connection before serve: one
+	// it refuses is closed at once (the allow-list).
+	admit func(net.Conn) bool
 
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -58,6 +61,10 @@ func (a *acceptor) accept() {
 			return
 		}
 		backoff = 0
+		if a.admit != nil && !a.admit(nc) {
+			nc.Close()
+			continue
+		}
 		if !a.track(nc) {
 			nc.Close()
 			return

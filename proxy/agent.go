@@ -13,6 +13,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/internal/ratelimit"
 )
 
 // agentConn is logdist's side of one agent connection, owned by its loop.
@@ -39,6 +40,11 @@ type agentConn struct {
 	// draining what the agent still sends (linger).
 	lingerUntil int64
 
+	// lim is the rate limiter of the agent's identity (Config.AgentLimits),
+	// from the handshake on.
+	lim    *ratelimit.Limiter
+	limSrc AgentLimits // where lim came from, to release it
+
 	dirty      bool
 	sackQueued bool // on the loop's SACK list
 	closed     bool
@@ -64,6 +70,13 @@ func (lp *loop) openAgent(c gnet.Conn, peer session.Peer) (out []byte, action gn
 	lp.agents[a] = struct{}{}
 	lp.m.agentConns.Add(1)
 	switch {
+	case !lp.conf.allows(a.ip) && !lp.s.ownDial(a.ip):
+		// Not on --allow: closed without a word, as HAProxy's
+		// "tcp-request connection reject" does.
+		lp.s.allowRefused.agent.Inc()
+		lp.s.log.Debug("agent connection refused: address not in --allow", "remote", a.remote)
+		a.closed = true
+		return nil, gnet.Close
 	case lp.s.draining.Load():
 		a.sess.Fatal(frame.CodeShutdown, "logdist is shutting down; connect to another instance")
 	case !lp.s.admitConn(a.ip, lp.conf):
@@ -89,6 +102,10 @@ func (a *agentConn) onClose(err error) {
 	}
 	if a.counted {
 		lp.s.releaseConn(a.ip)
+	}
+	if a.lim != nil {
+		a.limSrc.Release(a.sess.Identity())
+		a.lim, a.limSrc = nil, nil
 	}
 	if err != nil && !errors.Is(err, errClosedByUs) {
 		lp.s.log.Debug("agent connection closed", "remote", a.remote, "agent", string(a.sess.AgentID()), "err", err)
@@ -180,6 +197,13 @@ func (a *agentConn) event(ev session.Event, h frame.Header, fb, payload []byte) 
 		lp.pend.frames++
 		lp.pend.messages += int(h.Count())
 		lp.pend.bytes += len(fb)
+		if a.lim != nil {
+			if wait := a.lim.Take(lp.wall0+lp.preciseNow(), len(fb)); wait > 0 {
+				lp.m.rateLimited.Inc()
+				a.resolveBusy(h.Seq(), uint32(min((wait+time.Millisecond-1)/time.Millisecond, maxRetryAfter)))
+				return
+			}
+		}
 		if lp.conf.Inspect == InspectFull {
 			if err := lp.dec.Decode(h, payload, &lp.pkt); err != nil {
 				a.resolveError(h.Seq(), frame.CodeOf(err), err.Error())
@@ -189,6 +213,9 @@ func (a *agentConn) event(ev session.Event, h frame.Header, fb, payload []byte) 
 		lp.dispatch(lp.newRecord(fb, a, h.Seq(), h.Count()))
 	case session.EvHello:
 		lp.m.handshakes.Inc()
+		if al := lp.conf.AgentLimits; al != nil {
+			a.lim, a.limSrc = al.Acquire(a.sess.Identity()), al
+		}
 		if lp.s.draining.Load() {
 			a.goAway()
 		}
@@ -233,6 +260,10 @@ func (a *agentConn) ended(err error) gnet.Action {
 	a.closed = true
 	return a.linger()
 }
+
+// maxRetryAfter caps the retry-after of a rate-limit BUSY: an agent is
+// told to come back within a minute, whatever one packet's debt.
+const maxRetryAfter = 60_000 // ms
 
 // lingerTimeout is how long a connection ended by an ERROR keeps reading
 // (and discarding) what the agent still sends.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/logdist/logdist/balancer"
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/internal/ratelimit"
 )
 
 // Inspect says how much of each DATA frame logdist checks before forwarding.
@@ -188,6 +190,16 @@ type Config struct {
 	// close. It runs on an event loop, so it must not block: look tokens
 	// up in memory.
 	Auth session.Auth
+	// Allow lists the peers the agent and syslog listeners accept (CIDR
+	// prefixes); empty accepts any. Others are closed at once (TCP) or
+	// dropped (UDP), and counted by listener. It may change while the
+	// server runs; connections already open stay.
+	Allow []netip.Prefix
+	// AgentLimits, if not nil, gives each agent connection the rate
+	// limiter of its identity at the handshake; over its limit a DATA is
+	// answered BUSY with the time until it fits (backpressure, nothing
+	// dropped).
+	AgentLimits AgentLimits
 	// ServerID is sent in WELCOME; defaults to "logdist".
 	ServerID string
 	// Logger receives structured logs; nil means slog.Default().
@@ -195,6 +207,14 @@ type Config struct {
 	// Metrics is where the server registers its metrics; nil means a new
 	// set, reachable with Server.Metrics.
 	Metrics *metrics.Set
+}
+
+// AgentLimits hands out per-identity rate limiters, shared by every
+// connection and loop of one identity (agentauth.Guard). Both methods run
+// on event loops at the handshake and the close, and must not block long.
+type AgentLimits interface {
+	Acquire(identity string) *ratelimit.Limiter
+	Release(identity string)
 }
 
 // DefaultConfig returns a configuration that works on one host.
@@ -417,5 +437,6 @@ func (c *Config) loops() int {
 func (c *Config) clone() Config {
 	d := *c
 	d.Analyzers = append([]AnalyzerConfig(nil), c.Analyzers...)
+	d.Allow = append([]netip.Prefix(nil), c.Allow...)
 	return d
 }

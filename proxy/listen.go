@@ -58,7 +58,8 @@ func claimUDPPort(addr string) (*net.UDPAddr, error) {
 // (and so heartbeats and health) before the first agent arrives. gnet hands
 // out loops only through connections, and its round-robin balancer gives
 // consecutive connections consecutive loops, so a few short connections to
-// our own listener reach every loop. A failure here is harmless: a loop
+// our own listener reach every loop (--allow lets them in: they come from
+// this host, see openAgent). A failure here is harmless: a loop
 // also sets itself up when its first agent connects.
 func (s *Server) discoverLoops() {
 	var dial net.Addr = s.addr
@@ -70,6 +71,8 @@ func (s *Server) discoverLoops() {
 		dial = d
 	}
 	want := s.conf.Load().loops()
+	s.discovering.Store(true)
+	defer s.discovering.Store(false)
 	for i := 0; i < 4*want && s.loopCount() < want; i++ {
 		n0 := s.accepted.Load()
 		c, err := net.DialTimeout(dial.Network(), dial.String(), time.Second)

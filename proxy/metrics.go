@@ -24,6 +24,7 @@ type loopMetrics struct {
 	handshakes              *metrics.Counter
 	agentAcks               *metrics.Counter
 	busy, rejected          *metrics.Counter
+	rateLimited             *metrics.Counter
 	queueFull               *metrics.Counter
 	redispatched            *metrics.Counter
 	spilled                 *metrics.Counter
@@ -66,6 +67,7 @@ func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
 		handshakes:     c("logdist_agent_handshakes_total"),
 		agentAcks:      c("logdist_agent_acked_packets_total"),
 		busy:           c("logdist_agent_busy_total"),
+		rateLimited:    c("logdist_agent_rate_limited_total"),
 		rejected:       c("logdist_agent_rejected_packets_total"),
 		queueFull:      c("logdist_queue_full_total"),
 		redispatched:   c("logdist_redispatched_packets_total"),

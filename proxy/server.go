@@ -92,13 +92,16 @@ type Server struct {
 	tlsSyslog *syslogTCP // syslog over TLS; nil when disabled
 	wrapped   *transportListener
 	draining  atomic.Bool
-	started   atomic.Bool // Start succeeded: Stop has engines to stop
-	created   time.Time   // when New built it (the status's start time)
-	loopsDir  string      // without a plaintext listener: the loops' private socket directory
+	// discovering: discoverLoops is dialing our own listener.
+	discovering atomic.Bool
+	started     atomic.Bool // Start succeeded: Stop has engines to stop
+	created     time.Time   // when New built it (the status's start time)
+	loopsDir    string      // without a plaintext listener: the loops' private socket directory
 
 	// transportFailures counts agents' TLS (transport) handshakes that
 	// failed: plaintext clients, bad certificates, timeouts.
 	transportFailures *metrics.Counter
+	allowRefused      allowRefused
 	accepted          atomic.Int64 // agent connections opened, ever
 	stopOnce          sync.Once
 
@@ -166,6 +169,7 @@ func New(cfg Config) (*Server, error) {
 	s.conf.Store(newSettings(cfg, 1))
 	mset.RegisterMetricsWriter(s.writeAnalyzerMetrics)
 	s.transportFailures = mset.NewCounter("logdist_transport_handshake_failures_total")
+	s.allowRefused = newAllowRefused(mset)
 	return s, nil
 }
 

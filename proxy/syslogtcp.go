@@ -113,6 +113,17 @@ func listenSyslogTCP(s *Server, addr string, transport Transport) (*syslogTCP, e
 		t.failures = s.mset.GetOrCreateCounter("logdist_syslog_tls_handshake_failures_total")
 	}
 	t.ac = newAcceptor(what, s.log, ln, t.serve)
+	refused := s.allowRefused.syslogTCP
+	if transport != nil {
+		refused = s.allowRefused.syslogTLS
+	}
+	t.ac.admit = func(nc net.Conn) bool {
+		if s.conf.Load().allowsConn(nc) {
+			return true
+		}
+		refused.Inc()
+		return false
+	}
 	set := s.mset
 	t.messages = set.GetOrCreateCounter("logdist_syslog_tcp_messages_total" + lbl)
 	t.bytes = set.GetOrCreateCounter("logdist_syslog_tcp_bytes_total" + lbl)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -100,9 +99,10 @@ func (lp *loop) onDatagram(c gnet.Conn) {
 		m.syslogShutdownDropped.Inc() // see Server.stop
 		return
 	}
-	var addr netip.Addr
-	if ua, ok := c.RemoteAddr().(*net.UDPAddr); ok {
-		addr = ua.AddrPort().Addr().Unmap()
+	addr := addrOf(c.RemoteAddr())
+	if !lp.conf.allows(addr) {
+		lp.s.allowRefused.syslogUDP.Inc()
+		return
 	}
 	lp.ingestSyslog(data, addr)
 	lp.requestFlush()

@@ -148,6 +148,13 @@ func listenTransport(s *Server, addr string) (*transportListener, error) {
 	s.log.Info("listening for wrapped agent connections", "addr", ln.Addr().String())
 	t := &transportListener{s: s}
 	t.ac = newAcceptor("wrapped agent", s.log, ln, t.open)
+	t.ac.admit = func(nc net.Conn) bool {
+		if s.conf.Load().allowsConn(nc) {
+			return true
+		}
+		s.allowRefused.agentTLS.Inc()
+		return false
+	}
 	return t, nil
 }
 

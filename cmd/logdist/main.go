@@ -1,7 +1,7 @@
 // Command logdist is the logs distributor: it accepts framed log packets
 // from agents and spreads them over analyzers by weight. See README.md and
 // docs/OPERATIONS.md. "logdist ctl ..." speaks to a running logdist's
-// admin API (ctl.go).
+// admin API (ctl.go); "logdist auth hash" hashes agent tokens (auth.go).
 package main
 
 import (
@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/logdist/logdist/admin"
+	"github.com/logdist/logdist/internal/agentauth"
 	"github.com/logdist/logdist/internal/cli"
 	"github.com/logdist/logdist/internal/config"
 	"github.com/logdist/logdist/internal/control"
@@ -36,6 +38,7 @@ func main() {
 func usage(fs *pflag.FlagSet) {
 	fmt.Fprintf(os.Stderr, `Usage: logdist [flags]
        logdist ctl [flags] COMMAND ...   (logdist ctl --help)
+       logdist auth hash [--new | TOKEN] (logdist auth --help)
 
 logdist accepts framed log packets from agents on --listen and forwards each packet
 to one of the --analyzer backends, in proportion to their weights.
@@ -56,6 +59,9 @@ Flags:
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "ctl" {
 		return runCtl(args[1:], os.Stdout, os.Stderr)
+	}
+	if len(args) > 0 && args[0] == "auth" {
+		return runAuth(args[1:], os.Stdin, os.Stdout, os.Stderr)
 	}
 	spec, cmd, err := config.Load(args, usage)
 	if err != nil {
@@ -131,6 +137,23 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 		base.AgentTransport = tt
 	}
 	base.UpstreamTransport = tt
+	base.Metrics = metrics.NewSet()
+	var auditRefusal func(agentauth.Refusal)
+	if spec.AuditLog != "" { // without an audit file the log has them already
+		auditRefusal = func(r agentauth.Refusal) {
+			ctl.Record(control.Entry{Time: r.Time.UTC(), Remote: r.Remote, Action: "agent handshake as " + strconv.Quote(r.AgentID),
+				Result: "refused", Error: r.Reason + ": " + r.Detail})
+		}
+	}
+	guard, err := spec.Guard(log, base.Metrics, auditRefusal)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
+		return 2
+	}
+	if guard != nil {
+		base.Auth, base.AgentLimits = guard.Auth, guard
+		log.Info("agent authentication", "auth", guard.Mode().String(), "auth_file", spec.AuthFile, "identities", guard.Policy().Len())
+	}
 	cfg, err := spec.Proxy(base)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: configuration version %d: %v\n", v.Version, err)
@@ -146,6 +169,11 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 		// a broken one is logged and the ones in force stay.
 		for _, c := range tlsConfigs {
 			_, _ = c.ReloadChanged()
+		}
+		if guard != nil {
+			if err := guard.Reload(); err != nil {
+				log.Error("auth file reload failed; the identities in force stay", "err", err)
+			}
 		}
 		return applyOutside(s, level, access)
 	}
@@ -170,6 +198,9 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 	defer stopWatch()
 	for _, c := range tlsConfigs {
 		go c.Watch(watchCtx, tlsWatchPeriod)
+	}
+	if guard != nil {
+		go guard.Run(watchCtx)
 	}
 	if err := srv.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
@@ -226,9 +257,14 @@ func applyOutside(s config.Spec, level *slog.LevelVar, access *admin.Access) err
 	if err != nil {
 		return err
 	}
-	allow, err := config.ParseAllow(s.AdminAllow)
+	// --admin-allow, or else --allow: one list can guard every listener.
+	list := s.AdminAllow
+	if len(list) == 0 {
+		list = s.Allow
+	}
+	allow, err := config.ParseAllow(list)
 	if err != nil {
-		return err
+		return fmt.Errorf("admin-allow: %v", err)
 	}
 	var tokens []config.Token
 	if s.AdminTokenFile != "" {

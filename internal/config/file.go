@@ -16,6 +16,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/logdist/logdist/internal/agentauth"
 	"github.com/logdist/logdist/internal/cli"
 	"github.com/logdist/logdist/internal/tlsconf"
 	"github.com/logdist/logdist/proxy"
@@ -126,6 +128,9 @@ func (s Spec) Check() error {
 	if _, err := ParseAllow(s.AdminAllow); err != nil {
 		return err
 	}
+	if _, err := s.Guard(nil, nil, nil); err != nil {
+		return err
+	}
 	if s.AdminTokenFile != "" {
 		if _, err := ReadTokens(s.AdminTokenFile); err != nil {
 			return err
@@ -185,7 +190,7 @@ func ParseAllow(list []string) ([]netip.Prefix, error) {
 		}
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("admin-allow %q: want a CIDR prefix (10.0.0.0/8) or an address", s)
+			return nil, fmt.Errorf("%q: want a CIDR prefix (10.0.0.0/8) or an address", s)
 		}
 		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
@@ -258,4 +263,30 @@ func readSmall(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: larger than %d MiB", path, maxFileSize>>20)
 	}
 	return b, nil
+}
+
+// Guard builds the agents' authentication and rate limits from auth and
+// auth-file (the file is read now). Without either it returns nil.
+func (s Spec) Guard(log *slog.Logger, set *metrics.Set, audit func(agentauth.Refusal)) (*agentauth.Guard, error) {
+	mode := agentauth.Off
+	if s.AuthFile != "" {
+		mode = agentauth.Required
+	}
+	if s.Auth != "" {
+		var err error
+		if mode, err = agentauth.ParseMode(s.Auth); err != nil {
+			return nil, err
+		}
+	}
+	if s.AuthFile == "" {
+		if mode != agentauth.Off {
+			return nil, fmt.Errorf("--auth %s needs --auth-file", mode)
+		}
+		return nil, nil
+	}
+	pol, err := agentauth.Load(s.AuthFile)
+	if err != nil {
+		return nil, err
+	}
+	return agentauth.New(agentauth.Options{Mode: mode, Policy: pol, Log: log, Audit: audit, Metrics: set})
 }

@@ -36,7 +36,17 @@ type Spec struct {
 	UpstreamTLSCert string     `json:"upstream-tls-cert" yaml:"upstream-tls-cert"`
 	UpstreamTLSKey  string     `json:"upstream-tls-key" yaml:"upstream-tls-key"`
 	Analyzers       []Analyzer `json:"analyzers" yaml:"analyzers"`
-	Balance         string     `json:"balance" yaml:"balance"`
+	// Auth is required, optional or off; empty: required with auth-file,
+	// else off. AuthFile maps tokens and certificate identities to agent
+	// identities, agent ids and rate limits (agentauth).
+	Auth     string `json:"auth" yaml:"auth"`
+	AuthFile string `json:"auth-file" yaml:"auth-file"`
+	// Allow lists the peers the agent and syslog listeners accept (and the
+	// admin API's, when admin-allow is empty).
+	Allow []string `json:"allow" yaml:"allow"`
+	// Redact is the redaction rules file (redact); empty: none.
+	Redact  string `json:"redact" yaml:"redact"`
+	Balance string `json:"balance" yaml:"balance"`
 	// MaxAnalyzers bounds the analyzers in the set (restart to change).
 	MaxAnalyzers int `json:"max-analyzers" yaml:"max-analyzers"`
 
@@ -119,6 +129,7 @@ func Default() Spec {
 		Balance:             b.Strategy.String(),
 		MaxAnalyzers:        b.MaxAnalyzers,
 		Admin:               "127.0.0.1:7480",
+		Allow:               []string{},
 		HeartbeatInterval:   Duration(c.HeartbeatInterval),
 		HeartbeatTimeout:    Duration(c.HeartbeatTimeout),
 		Rise:                b.Rise,
@@ -157,6 +168,7 @@ func Default() Spec {
 // Clone returns a copy of s that shares nothing with it.
 func (s Spec) Clone() Spec {
 	s.AdminAllow = append([]string(nil), s.AdminAllow...)
+	s.Allow = append([]string(nil), s.Allow...)
 	as := make([]Analyzer, len(s.Analyzers))
 	for i, a := range s.Analyzers {
 		if a.Ramp != nil {
@@ -220,6 +232,9 @@ func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
 		return bad("inspect", err)
 	}
 	c.Loops = s.Loops
+	if c.Allow, err = ParseAllow(s.Allow); err != nil {
+		return bad("allow", err)
+	}
 	c.Analyzers = make([]proxy.AnalyzerConfig, 0, len(s.Analyzers))
 	for _, a := range s.Analyzers {
 		ac := proxy.AnalyzerConfig{Name: a.Name, Addr: a.Addr, Weight: a.Weight, TLS: a.TLS, ServerName: a.ServerName}
@@ -269,6 +284,8 @@ func Restart(a, b Spec) []string {
 	add(a.TLSCert != b.TLSCert || a.TLSKey != b.TLSKey || a.TLSClientCA != b.TLSClientCA, "tls-cert/tls-key/tls-client-ca (their contents reload)")
 	add(a.UpstreamTLSCA != b.UpstreamTLSCA || a.UpstreamTLSCert != b.UpstreamTLSCert || a.UpstreamTLSKey != b.UpstreamTLSKey,
 		"upstream-tls-ca/cert/key (their contents reload)")
+	add(a.Auth != b.Auth || a.AuthFile != b.AuthFile, "auth/auth-file (the file's contents reload)")
+	add(a.Redact != b.Redact, "redact (the file's contents reload)")
 	add(a.Admin != b.Admin, "admin")
 	add(a.DataDir != b.DataDir, "data-dir")
 	add(a.Pprof != b.Pprof, "pprof")

@@ -256,6 +256,11 @@ func (c *Controller) Refused(actor Actor, action string, status int, reason stri
 	}
 }
 
+// Record writes e to the audit log as it is: an event from elsewhere in
+// logdist (an agent refused at its handshake). Refusals without an
+// identity are written at a bounded rate, like the API's.
+func (c *Controller) Record(e Entry) { c.audit.write(e) }
+
 // Audit records an action that changes no configuration (a queue flush).
 func (c *Controller) Audit(actor Actor, action string) {
 	c.audit.write(Entry{Time: time.Now().UTC(), Remote: actor.Remote, Identity: actor.Identity, Action: action,
