@@ -14,6 +14,7 @@ import (
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
 	"github.com/logdist/logdist/internal/ratelimit"
+	"github.com/logdist/logdist/internal/redact"
 )
 
 // agentConn is logdist's side of one agent connection, owned by its loop.
@@ -204,10 +205,13 @@ func (a *agentConn) event(ev session.Event, h frame.Header, fb, payload []byte) 
 				return
 			}
 		}
-		if lp.conf.Inspect == InspectFull {
+		if lp.conf.Inspect == InspectFull || lp.conf.Redactor != nil {
 			if err := lp.dec.Decode(h, payload, &lp.pkt); err != nil {
 				a.resolveError(h.Seq(), frame.CodeOf(err), err.Error())
 				return
+			}
+			if rd := lp.conf.Redactor; rd != nil {
+				fb = lp.redact(rd, h, fb)
 			}
 		}
 		lp.dispatch(lp.newRecord(fb, a, h.Seq(), h.Count()))
@@ -385,4 +389,20 @@ func (lp *loop) expireAgents(now int64) {
 		a.closed = true
 		_ = a.c.Close()
 	}
+}
+
+// redact applies rd to the packet just decoded into lp.pkt and returns
+// the frame to forward: fb itself when nothing was redacted, else the
+// packet encoded again (compressed if it came compressed), valid until
+// the next call.
+func (lp *loop) redact(rd *redact.Redactor, h frame.Header, fb []byte) []byte {
+	lp.red.buf = lp.red.buf[:0]
+	n := rd.Packet(&lp.pkt, &lp.red.buf, &lp.conf.Limits)
+	if n == 0 {
+		return fb
+	}
+	lp.m.redactedMessages.Add(n)
+	lp.m.redactedPackets.Inc()
+	lp.red.frame = lp.red.enc.AppendData(lp.red.frame[:0], h.Seq(), &lp.pkt, h.Compressed())
+	return lp.red.frame
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
 	"github.com/logdist/logdist/internal/ratelimit"
+	"github.com/logdist/logdist/internal/redact"
 )
 
 // Inspect says how much of each DATA frame logdist checks before forwarding.
@@ -195,6 +196,11 @@ type Config struct {
 	// dropped (UDP), and counted by listener. It may change while the
 	// server runs; connections already open stay.
 	Allow []netip.Prefix
+	// Redactor, if not nil, redacts every message before it is forwarded:
+	// agents' packets are decoded (as with InspectFull), redacted and, if
+	// anything changed, encoded again (zstd at its fastest level when the
+	// agent compressed); syslog messages are redacted as they are parsed.
+	Redactor *redact.Redactor
 	// AgentLimits, if not nil, gives each agent connection the rate
 	// limiter of its identity at the handshake; over its limit a DATA is
 	// answered BUSY with the time until it fits (backpressure, nothing

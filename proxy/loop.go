@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/logdist/logdist/balancer"
@@ -46,6 +47,13 @@ type loop struct {
 	sacks  sackScheduler
 	dec    *frame.Decoder
 	pkt    frame.Packet
+	// red is the redaction scratch (Config.Redactor): the replaced text
+	// of the packet being redacted, its encoder and its new frame.
+	red struct {
+		buf   []byte
+		enc   frame.Encoder
+		frame []byte
+	}
 
 	// now is the loop's coarse monotonic clock in ns since base, refreshed
 	// by every tick (at most 50 ms old), by every flush and by rare
@@ -89,6 +97,7 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 		dec:    frame.NewDecoder(conf.Limits),
 		base:   time.Now(),
 	}
+	lp.red.enc.Level = zstd.SpeedFastest
 	lp.upCfg = session.ClientConfig{
 		AgentID:  fmt.Sprintf("%s/loop%d", conf.ServerID, idx),
 		Software: "logdist",

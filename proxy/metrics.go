@@ -25,14 +25,18 @@ type loopMetrics struct {
 	agentAcks               *metrics.Counter
 	busy, rejected          *metrics.Counter
 	rateLimited             *metrics.Counter
-	queueFull               *metrics.Counter
-	redispatched            *metrics.Counter
-	spilled                 *metrics.Counter
-	orphansDropped          *metrics.Counter
-	forwarded               *metrics.Counter
-	queued                  *metrics.Counter // used as a gauge via Set
-	agentConns              atomic.Int64
-	oldestQueuedNs          atomic.Int64
+	// redactedPackets counts agents' packets encoded again after
+	// redaction; redactedMessages the replacements made (the per-rule
+	// split is logdist_redactions_total{rule}).
+	redactedPackets, redactedMessages *metrics.Counter
+	queueFull                         *metrics.Counter
+	redispatched                      *metrics.Counter
+	spilled                           *metrics.Counter
+	orphansDropped                    *metrics.Counter
+	forwarded                         *metrics.Counter
+	queued                            *metrics.Counter // used as a gauge via Set
+	agentConns                        atomic.Int64
+	oldestQueuedNs                    atomic.Int64
 
 	// ackLatency is sampled (one packet in ackSample): VictoriaMetrics
 	// histograms take a mutex per update and a precise clock read costs
@@ -59,23 +63,25 @@ func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
 	l := fmt.Sprintf(`loop="%d"`, idx)
 	c := func(name string) *metrics.Counter { return set.GetOrCreateCounter(name + "{" + l + "}") }
 	m := &loopMetrics{
-		set:            set,
-		loop:           l,
-		frames:         c("logdist_ingest_packets_total"),
-		messages:       c("logdist_ingest_messages_total"),
-		bytes:          c("logdist_ingest_bytes_total"),
-		handshakes:     c("logdist_agent_handshakes_total"),
-		agentAcks:      c("logdist_agent_acked_packets_total"),
-		busy:           c("logdist_agent_busy_total"),
-		rateLimited:    c("logdist_agent_rate_limited_total"),
-		rejected:       c("logdist_agent_rejected_packets_total"),
-		queueFull:      c("logdist_queue_full_total"),
-		redispatched:   c("logdist_redispatched_packets_total"),
-		spilled:        c("logdist_spilled_packets_total"),
-		orphansDropped: c("logdist_orphaned_packets_dropped_total"),
-		forwarded:      c("logdist_forwarded_packets_total"),
-		queued:         c("logdist_queue_packets"),
-		ackLatency:     set.GetOrCreateHistogram(`logdist_forward_ack_seconds{` + l + `}`),
+		set:              set,
+		loop:             l,
+		frames:           c("logdist_ingest_packets_total"),
+		messages:         c("logdist_ingest_messages_total"),
+		bytes:            c("logdist_ingest_bytes_total"),
+		handshakes:       c("logdist_agent_handshakes_total"),
+		agentAcks:        c("logdist_agent_acked_packets_total"),
+		busy:             c("logdist_agent_busy_total"),
+		rateLimited:      c("logdist_agent_rate_limited_total"),
+		redactedPackets:  c("logdist_redacted_packets_total"),
+		redactedMessages: c("logdist_redacted_replacements_total"),
+		rejected:         c("logdist_agent_rejected_packets_total"),
+		queueFull:        c("logdist_queue_full_total"),
+		redispatched:     c("logdist_redispatched_packets_total"),
+		spilled:          c("logdist_spilled_packets_total"),
+		orphansDropped:   c("logdist_orphaned_packets_dropped_total"),
+		forwarded:        c("logdist_forwarded_packets_total"),
+		queued:           c("logdist_queue_packets"),
+		ackLatency:       set.GetOrCreateHistogram(`logdist_forward_ack_seconds{` + l + `}`),
 	}
 	m.syslogDatagrams = c("logdist_syslog_datagrams_total")
 	m.syslogBytes = c("logdist_syslog_bytes_total")

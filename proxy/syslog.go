@@ -33,6 +33,7 @@ type syslogIngest struct {
 	free           []*syslogBatch
 	nextID         uint64
 	enc            frame.Encoder
+	redBuf         []byte // the redacted text of the message being batched
 }
 
 type syslogBatch struct {
@@ -95,6 +96,12 @@ func (lp *loop) ingestSyslog(data []byte, addr netip.Addr) {
 		a.Key = clipField(a.Key, int(lim.MaxField))
 		if len(a.Value) > int(lim.MaxBody) {
 			a.Value = a.Value[:lim.MaxBody]
+		}
+	}
+	if rd := conf.Redactor; rd != nil {
+		si.redBuf = si.redBuf[:0]
+		if k := rd.Message(fm, &si.redBuf, lim); k > 0 {
+			m.redactedMessages.Add(k)
 		}
 	}
 

@@ -26,6 +26,7 @@ import (
 	"github.com/logdist/logdist/internal/cli"
 	"github.com/logdist/logdist/internal/config"
 	"github.com/logdist/logdist/internal/control"
+	"github.com/logdist/logdist/internal/redact"
 	"github.com/logdist/logdist/internal/tlsconf"
 	"github.com/logdist/logdist/internal/version"
 	"github.com/logdist/logdist/proxy"
@@ -154,6 +155,13 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 		base.Auth, base.AgentLimits = guard.Auth, guard
 		log.Info("agent authentication", "auth", guard.Mode().String(), "auth_file", spec.AuthFile, "identities", guard.Policy().Len())
 	}
+	if spec.Redact != "" {
+		if base.Redactor, err = redact.Load(spec.Redact, base.Metrics); err != nil {
+			fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
+			return 2
+		}
+		log.Info("redacting messages", "redact", spec.Redact, "rules", base.Redactor.Rules())
+	}
 	cfg, err := spec.Proxy(base)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: configuration version %d: %v\n", v.Version, err)
@@ -173,6 +181,11 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 		if guard != nil {
 			if err := guard.Reload(); err != nil {
 				log.Error("auth file reload failed; the identities in force stay", "err", err)
+			}
+		}
+		if rd := base.Redactor; rd != nil {
+			if err := rd.Reload(); err != nil {
+				log.Error("redaction rules reload failed; the rules in force stay", "err", err)
 			}
 		}
 		return applyOutside(s, level, access)

@@ -19,6 +19,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/logdist/logdist/internal/agentauth"
 	"github.com/logdist/logdist/internal/cli"
+	"github.com/logdist/logdist/internal/redact"
 	"github.com/logdist/logdist/internal/tlsconf"
 	"github.com/logdist/logdist/proxy"
 )
@@ -130,6 +131,11 @@ func (s Spec) Check() error {
 	}
 	if _, err := s.Guard(nil, nil, nil); err != nil {
 		return err
+	}
+	if s.Redact != "" {
+		if _, err := redact.Load(s.Redact, nil); err != nil {
+			return err
+		}
 	}
 	if s.AdminTokenFile != "" {
 		if _, err := ReadTokens(s.AdminTokenFile); err != nil {

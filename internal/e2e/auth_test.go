@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -110,4 +111,58 @@ func TestAgentTokens(t *testing.T) {
 	if b, _ := os.ReadFile(c.analyzers[0].out); strings.Contains(string(b), "line from web-2") || strings.Contains(string(b), "line from web-3") {
 		t.Fatal("a refused agent's line reached the analyzer")
 	}
+}
+
+// --redact end to end: what logsend sends and a syslog datagram carry
+// reaches the analyzer redacted, by a built-in and by a rule; a SIGHUP
+// picks up a changed rules file.
+func TestRedaction(t *testing.T) {
+	rules := filepath.Join(t.TempDir(), "redact.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(rules, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("builtins: [email, credit-card]\nrules:\n  - name: password\n    pattern: 'password=\\S+'\n    replace: 'password=***'\n")
+	c := newCluster(t, []float64{1}, "--redact", rules, "--syslog-linger", "20ms")
+	send := exec.Command(binary(t, "logsend"), "--target", c.listen, "--agent-id", "web-1", "--timeout", "10s")
+	send.Stdin = strings.NewReader("agent line: mail jane@example.com paid 4111 1111 1111 1111 password=hunter2\n")
+	if out, err := send.CombinedOutput(); err != nil {
+		t.Fatalf("logsend: %v\n%s", err, out)
+	}
+	conn, err := net.Dial("udp", c.logdist.fields["syslog"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("<13>Dec  6 10:00:00 host app: syslog line: mail bob@example.org password=s3cret")); err != nil {
+		t.Fatal(err)
+	}
+	read := func() string { b, _ := os.ReadFile(c.analyzers[0].out); return string(b) }
+	waitFor(t, "both lines at the analyzer", 10*time.Second, func() bool {
+		return strings.Contains(read(), "agent line") && strings.Contains(read(), "syslog line")
+	})
+	out := read()
+	for _, secret := range []string{"jane@example.com", "bob@example.org", "4111 1111", "hunter2", "s3cret"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("%q reached the analyzer:\n%s", secret, out)
+		}
+	}
+	for _, want := range []string{"mail [REDACTED:email] paid [REDACTED:credit-card] password=***", "mail [REDACTED:email] password=***"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("analyzer lacks %q:\n%s", want, out)
+		}
+	}
+	if m := metricsText(t, c.admin); !strings.Contains(m, `logdist_redactions_total{rule="email"} 2`) || !strings.Contains(m, `logdist_redactions_total{rule="password"} 2`) {
+		t.Errorf("redaction counters:\n%s", grepLines(m, "redact"))
+	}
+
+	write("builtins: [ipv4]\n")
+	c.logdist.signal(syscall.SIGHUP)
+	waitFor(t, "the new rules in force", 10*time.Second, func() bool {
+		if _, err := conn.Write([]byte("<13>Dec  6 10:00:01 host app: after reload from 10.9.8.7")); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(read(), "after reload from [REDACTED:ipv4]")
+	})
 }

@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
 	"go.yaml.in/yaml/v3"
@@ -94,10 +95,11 @@ type rule struct {
 }
 
 // Redactor applies a File's rules, built-ins first, then the file's rules
-// in their order.
+// in their order. Reload swaps in the file's new rules while it is used.
 type Redactor struct {
-	Path  string
-	rules []rule
+	path  string
+	set   *metrics.Set
+	rules atomic.Pointer[[]rule]
 }
 
 // maxFileBytes bounds the rules file.
@@ -125,8 +127,25 @@ func Load(path string, set *metrics.Set) (*Redactor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redact %s: %w", path, err)
 	}
-	r.Path = path
+	r.path = path
 	return r, nil
+}
+
+// Path is the file the rules came from ("" if compiled from a File).
+func (r *Redactor) Path() string { return r.path }
+
+// Reload reads the rules file again and applies its rules from the next
+// message on; on an error the rules in force stay.
+func (r *Redactor) Reload() error {
+	if r.path == "" {
+		return nil
+	}
+	n, err := Load(r.path, r.set)
+	if err != nil {
+		return err
+	}
+	r.rules.Store(n.rules.Load())
+	return nil
 }
 
 // Parse compiles a rules file's text.
@@ -165,12 +184,13 @@ func Compile(f File, set *metrics.Set) (*Redactor, error) {
 	if len(f.Rules)+len(want) > maxRules {
 		return nil, fmt.Errorf("more than %d rules", maxRules)
 	}
-	r := &Redactor{}
+	r := &Redactor{set: set}
+	var rules []rule
 	seen := map[string]bool{}
 	for _, d := range detectors {
 		if want[d.name] {
 			d.fields = bf
-			r.rules = append(r.rules, d)
+			rules = append(rules, d)
 			seen[d.name] = true
 		}
 	}
@@ -195,20 +215,22 @@ func Compile(f File, set *metrics.Set) (*Redactor, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %v", where, err)
 		}
-		r.rules = append(r.rules, rule{name: u.Name, fields: fields, re: re, replace: []byte(u.Replace),
+		rules = append(rules, rule{name: u.Name, fields: fields, re: re, replace: []byte(u.Replace),
 			literal: !strings.Contains(u.Replace, "$")})
 	}
-	for i := range r.rules {
-		r.rules[i].count = set.GetOrCreateCounter(`logdist_redactions_total{rule="` + r.rules[i].name + `"}`)
+	for i := range rules {
+		rules[i].count = set.GetOrCreateCounter(`logdist_redactions_total{rule="` + rules[i].name + `"}`)
 	}
+	r.rules.Store(&rules)
 	return r, nil
 }
 
 // Rules returns the rules' names in the order they apply.
 func (r *Redactor) Rules() []string {
-	out := make([]string, len(r.rules))
-	for i := range r.rules {
-		out[i] = r.rules[i].name
+	rules := *r.rules.Load()
+	out := make([]string, len(rules))
+	for i := range rules {
+		out[i] = rules[i].name
 	}
 	return out
 }
@@ -220,12 +242,16 @@ func (r *Redactor) Rules() []string {
 // replaced. A message with nothing to redact is left as it was, and
 // nothing is allocated.
 func (r *Redactor) Message(m *frame.Message, buf *[]byte, lim *frame.Limits) int {
+	return message(*r.rules.Load(), m, buf, lim)
+}
+
+func message(rules []rule, m *frame.Message, buf *[]byte, lim *frame.Limits) int {
 	n, maxBody, maxField := 0, 0, 0
 	if lim != nil {
 		maxBody, maxField = int(lim.MaxBody), int(lim.MaxField)
 	}
-	for i := range r.rules {
-		ru := &r.rules[i]
+	for i := range rules {
+		ru := &rules[i]
 		k := 0
 		if ru.fields&Body != 0 {
 			m.Body, k = ru.apply(m.Body, buf, k, maxBody)
@@ -251,9 +277,10 @@ func (r *Redactor) Message(m *frame.Message, buf *[]byte, lim *frame.Limits) int
 
 // Packet redacts every message of p; see Message.
 func (r *Redactor) Packet(p *frame.Packet, buf *[]byte, lim *frame.Limits) int {
+	rules := *r.rules.Load()
 	n := 0
 	for i := range p.Messages {
-		n += r.Message(&p.Messages[i], buf, lim)
+		n += message(rules, &p.Messages[i], buf, lim)
 	}
 	return n
 }

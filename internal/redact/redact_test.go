@@ -2,6 +2,7 @@ package redact
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 
@@ -205,5 +206,31 @@ func BenchmarkMessage(b *testing.B) {
 				r.Message(&m, &buf, nil)
 			}
 		})
+	}
+}
+
+// Reload swaps the file's new rules in; a broken file leaves the old.
+func TestReload(t *testing.T) {
+	path := t.TempDir() + "/redact.yaml"
+	write := func(s string) {
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("builtins: [email]")
+	r, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("builtins: [ipv4]")
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := redactBody(r, "a@b.cd 10.0.0.1"); got != "a@b.cd [REDACTED:ipv4]" {
+		t.Fatalf("after reload: %q", got)
+	}
+	write("builtins: [nope]")
+	if err := r.Reload(); err == nil || r.Rules()[0] != "ipv4" {
+		t.Fatalf("a broken file: err %v, rules %v", err, r.Rules())
 	}
 }

@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/internal/redact"
+)
+
+// redactHarness is the harness with a redactor (every built-in, and with
+// rule a password rule), its packets' bodies being body.
+func redactHarness(tb testing.TB, msgs int, body string, rule bool) *harness {
+	f := redact.File{Builtins: []string{"all"}}
+	if rule {
+		f.Rules = []redact.Rule{{Name: "password", Pattern: `password=\S+`, Replace: "password=[REDACTED]"}}
+	}
+	set := metrics.NewSet()
+	rd, err := redact.Compile(f, set)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := newHarnessOpts(tb, harnessOpts{msgs: msgs, caps: frame.CapZstd, edit: func(c *Config) { c.Redactor, c.Metrics = rd, set }})
+	p := &frame.Packet{ID: 1, AgentID: []byte("bench-agent")}
+	for i := 0; i < msgs; i++ {
+		p.Messages = append(p.Messages, frame.Message{Timestamp: int64(i), Hostname: []byte("web-1"), App: []byte("api"), Body: []byte(body)})
+	}
+	h.data = (&frame.Encoder{}).AppendData(nil, 1, p, true)
+	return h
+}
+
+const (
+	cleanBody = "2026-11-26T21:00:00Z INFO request id=3f2a9c path=/api/v1/items status=200 duration_ms=12"
+	dirtyBody = "2026-11-26T21:00:00Z INFO login user=jane.doe@example.com from 10.1.2.3 password=hunter2"
+)
+
+// What an analyzer gets is redacted, compressed again, and whole.
+func TestRedactedForwarding(t *testing.T) {
+	h := redactHarness(t, 3, dirtyBody, true)
+	for _, u := range h.ups {
+		u.keep, u.out = true, nil
+	}
+	h.send()
+	h.lp.flush()
+	var got []byte
+	for _, u := range h.ups {
+		got = append(got, u.out...)
+	}
+	if len(got) < frame.HeaderSize {
+		t.Fatal("nothing forwarded")
+	}
+	hd := frame.Header(got)
+	if hd.Type() != frame.TypeData || !hd.Compressed() || hd.FrameLen() > len(got) {
+		t.Fatalf("forwarded frame: %v compressed=%v", hd.Type(), hd.Compressed())
+	}
+	var p frame.Packet
+	if err := frame.NewDecoder(frame.DefaultLimits()).Decode(hd, got[frame.HeaderSize:hd.FrameLen()], &p); err != nil {
+		t.Fatal(err)
+	}
+	want := "2026-11-26T21:00:00Z INFO login user=[REDACTED:email] from [REDACTED:ipv4] password=[REDACTED]"
+	if len(p.Messages) != 3 || string(p.Messages[2].Body) != want || string(p.AgentID) != "bench-agent" {
+		t.Fatalf("analyzer got %d messages, the last %q", len(p.Messages), p.Messages[len(p.Messages)-1].Body)
+	}
+	var sb strings.Builder
+	h.lp.s.Metrics().WritePrometheus(&sb)
+	for _, m := range []string{`logdist_redactions_total{rule="email"} 3`, `logdist_redactions_total{rule="password"} 3`, `logdist_redacted_packets_total{loop="0"} 1`} {
+		if !strings.Contains(sb.String(), m) {
+			t.Errorf("metrics lack %s", m)
+		}
+	}
+}
+
+// Redaction keeps the per-packet path free of allocations, for packets
+// with nothing to redact and for packets the built-ins redact and that
+// are encoded again. A user rule (a regular expression) that matches
+// costs two per field it changes: Go's regexp returns match indexes in
+// new slices.
+func TestRedactPathAllocs(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		rule bool
+		want float64
+	}{{cleanBody, true, 0}, {dirtyBody, false, 0}, {dirtyBody, true, 2 * 10}} {
+		h := redactHarness(t, 10, c.body, c.rule)
+		for i := 0; i < 1000; i++ {
+			h.cycle()
+		}
+		if allocs := testing.AllocsPerRun(2000, h.cycle); allocs != c.want {
+			t.Errorf("body %q, user rule %v: %.2f allocations per 10-message packet, want %v", c.body, c.rule, allocs, c.want)
+		}
+	}
+}
+
+// BenchmarkRedactPath is BenchmarkForwardPath with a redactor (every
+// built-in and one rule): decode, redact and, for the dirty body, encode
+// again. Compare with BenchmarkForwardPath for the cost of redaction.
+func BenchmarkRedactPath(b *testing.B) {
+	for _, c := range []struct{ name, body string }{{"clean", cleanBody}, {"dirty", dirtyBody}} {
+		for _, msgs := range []int{1, 10} {
+			b.Run(fmt.Sprintf("%s/msgs=%d", c.name, msgs), func(b *testing.B) {
+				h := redactHarness(b, msgs, c.body, true)
+				for i := 0; i < 1000; i++ {
+					h.cycle()
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					h.cycle()
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*msgs), "ns/msg")
+			})
+		}
+	}
+}
