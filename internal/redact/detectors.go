@@ -242,7 +242,9 @@ func findEmail(b []byte, from int) (int, int) {
 	local := func(c byte) bool {
 		return isDigit(c) || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte("._%+-", c) >= 0
 	}
-	domain := func(c byte) bool { return isDigit(c) || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '.' || c == '-' }
+	domain := func(c byte) bool {
+		return isDigit(c) || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '.' || c == '-'
+	}
 	for from < len(b) {
 		at := bytes.IndexByte(b[from:], '@')
 		if at < 0 {
