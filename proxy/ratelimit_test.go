@@ -93,7 +93,7 @@ agents:
 	// Measure past the burst.
 	time.Sleep(200 * time.Millisecond)
 	n0, f0, t0 := acked(), fast.Stats().PacketsAcked, time.Now()
-	waitFor(t, "3 s of traffic", 10*time.Second, func() bool { return time.Since(t0) >= 3*time.Second })
+	waitFor(t, "10 s of traffic", 20*time.Second, func() bool { return time.Since(t0) >= 10*time.Second })
 	n1, f1, t1 := acked(), fast.Stats().PacketsAcked, time.Now()
 	cancel()
 	wg.Wait()

@@ -61,7 +61,7 @@ func hello(id, token string) *frame.Hello {
 	return &frame.Hello{AgentID: []byte(id), Token: []byte(token), Window: 1}
 }
 
-func newGuard(t *testing.T, mode Mode, audit func(Refusal)) (*Guard, *metrics.Set, string) {
+func newGuard(t testing.TB, mode Mode, audit func(Refusal)) (*Guard, *metrics.Set, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "auth.yaml")
 	if err := os.WriteFile(path, []byte(policyText()), 0o600); err != nil {
