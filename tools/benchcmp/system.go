@@ -14,32 +14,49 @@ import (
 	"time"
 
 	"github.com/logdist/logdist/bench"
+	"github.com/logdist/logdist/internal/tlsconf/tlstest"
 )
 
 var weights = []float64{0.4, 0.3, 0.2, 0.1}
 
 // system is the processes under test: one analyzerd for the direct path,
-// four behind logdist and HAProxy.
+// four behind logdist and HAProxy; with --tls, logdist also takes agents
+// over TLS (the logdist-tls path), and a second logdist takes agents over
+// TLS only and reaches four more analyzerd over TLS (logdist-tls2: both
+// hops encrypted).
 type system struct {
-	cfg       config
-	direct    *proc
-	analyzers []*proc
-	logdist   *proc
-	haproxy   *proc
-	hapAddr   string
-	tmp       string
+	cfg          config
+	direct       *proc
+	analyzers    []*proc
+	logdist      *proc
+	haproxy      *proc
+	hapAddr      string
+	tmp          string
+	tlsCA        string
+	tlsAnalyzers []*proc
+	logdistTLS2  *proc
 }
+
+// Paths with TLS.
+const (
+	pathTLSAgent = "logdist-tls"  // logbench -TLS-> logdist -> analyzerd
+	pathTLSBoth  = "logdist-tls2" // logbench -TLS-> logdist -TLS-> analyzerd
+)
 
 func (s *system) bin(name string) string { return filepath.Join(s.cfg.bin, name) }
 
-func startAnalyzerd(bin, name string) (*proc, error) {
-	return start(name, bin, "analyzerd ready ", "--name", name, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn")
+func startAnalyzerd(bin, name string, extra ...string) (*proc, error) {
+	return start(name, bin, "analyzerd ready ", append([]string{"--name", name, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn"}, extra...)...)
 }
 
-func startLogdist(bin string, analyzers []*proc, extra ...string) (*proc, error) {
-	args := []string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn", "--pprof"}
+func startLogdist(bin string, analyzers []*proc, tlsAnalyzers bool, extra ...string) (*proc, error) {
+	args := []string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--syslog-udp", "", "--log-level", "warn", "--pprof"}
 	for i, a := range analyzers {
-		args = append(args, "--analyzer", fmt.Sprintf("name=a%d,addr=%s,weight=%g", i+1, a.fields["listen"], weights[i]))
+		spec := fmt.Sprintf("name=a%d,addr=%s,weight=%g", i+1, a.fields["listen"], weights[i])
+		if tlsAnalyzers {
+			spec += ",tls=true"
+		}
+		args = append(args, "--analyzer", spec)
 	}
 	p, err := start("logdist", bin, "logdist ready ", append(args, extra...)...)
 	if err != nil {
@@ -81,7 +98,29 @@ func startSystem(cfg config, haproxy string) (*system, error) {
 		}
 		s.analyzers = append(s.analyzers, a)
 	}
-	if s.logdist, err = startLogdist(s.bin("logdist"), s.analyzers); err != nil {
+	if s.tmp, err = os.MkdirTemp("", "benchcmp-"); err != nil {
+		return nil, err
+	}
+	var tlsArgs []string
+	if cfg.tls {
+		ca := tlstest.NewCA(tmpT{s.tmp}, "benchcmp")
+		pair := ca.Issue(tmpT{s.tmp}, tlstest.Localhost("localhost"))
+		s.tlsCA = ca.File
+		tlsArgs = []string{"--tls-cert", pair.Cert, "--tls-key", pair.Key}
+		for i := range weights {
+			a, err := startAnalyzerd(s.bin("analyzerd"), fmt.Sprintf("tls-a%d", i+1), tlsArgs...)
+			if err != nil {
+				return nil, err
+			}
+			s.tlsAnalyzers = append(s.tlsAnalyzers, a)
+		}
+		if s.logdistTLS2, err = startLogdist(s.bin("logdist"), s.tlsAnalyzers, true,
+			append([]string{"--listen", "", "--tls-listen", "127.0.0.1:0", "--upstream-tls-ca", ca.File}, tlsArgs...)...); err != nil {
+			return nil, err
+		}
+		tlsArgs = append([]string{"--tls-listen", "127.0.0.1:0"}, tlsArgs...)
+	}
+	if s.logdist, err = startLogdist(s.bin("logdist"), s.analyzers, false, tlsArgs...); err != nil {
 		return nil, err
 	}
 	if haproxy != "" {
@@ -100,9 +139,6 @@ func (s *system) startHAProxy(bin string) error {
 		return err
 	}
 	s.hapAddr = "127.0.0.1:" + strconv.Itoa(port)
-	if s.tmp, err = os.MkdirTemp("", "benchcmp-"); err != nil {
-		return err
-	}
 	addrs := make([]string, len(s.analyzers))
 	for i, a := range s.analyzers {
 		addrs[i] = a.fields["listen"]
@@ -154,7 +190,7 @@ func (s *system) healthCounters() (missed, lost float64) {
 }
 
 func (s *system) stop() {
-	for _, p := range append([]*proc{s.haproxy, s.logdist, s.direct}, s.analyzers...) {
+	for _, p := range append(append([]*proc{s.haproxy, s.logdist, s.logdistTLS2, s.direct}, s.analyzers...), s.tlsAnalyzers...) {
 		if p != nil {
 			p.stop()
 		}
@@ -203,14 +239,30 @@ func (s *system) target(path string) (string, *proc) {
 		return s.direct.fields["listen"], nil
 	case "logdist":
 		return s.logdist.fields["listen"], s.logdist
+	case pathTLSAgent:
+		return s.logdist.fields["tls"], s.logdist
+	case pathTLSBoth:
+		return s.logdistTLS2.fields["tls"], s.logdistTLS2
 	default:
 		return s.hapAddr, s.haproxy
 	}
 }
 
-func (s *system) analyzerCounts() ([]uint64, error) {
-	out := make([]uint64, len(s.analyzers))
-	for i, a := range s.analyzers {
+// behind returns the analyzers path forwards to.
+func (s *system) behind(path string) []*proc {
+	switch path {
+	case "direct":
+		return []*proc{s.direct}
+	case pathTLSBoth:
+		return s.tlsAnalyzers
+	}
+	return s.analyzers
+}
+
+func (s *system) analyzerCounts(path string) ([]uint64, error) {
+	as := s.behind(path)
+	out := make([]uint64, len(as))
+	for i, a := range as {
 		var st analyzerStats
 		if err := getJSON("http://"+a.fields["admin"]+"/stats", &st); err != nil {
 			return nil, err
@@ -234,12 +286,8 @@ func (s *system) logbench(ctx context.Context, limit time.Duration, args ...stri
 
 // analyzerCPU sums the CPU seconds of the analyzers path sends to.
 func (s *system) analyzerCPU(path string) (float64, error) {
-	procs := s.analyzers
-	if path == "direct" {
-		procs = []*proc{s.direct}
-	}
 	sum := 0.0
-	for _, p := range procs {
+	for _, p := range s.behind(path) {
 		v, err := cpuSeconds(p.pid())
 		if err != nil {
 			return 0, err
@@ -254,7 +302,7 @@ func (s *system) measure(ctx context.Context, path string, rate float64, d time.
 	m := measurement{path: path, rate: rate, cpu: -1, anCPU: -1}
 	target, proxy := s.target(path)
 	an0, anErr := s.analyzerCPU(path)
-	before, err := s.analyzerCounts()
+	before, err := s.analyzerCounts(path)
 	if err != nil {
 		return m, err
 	}
@@ -263,8 +311,12 @@ func (s *system) measure(ctx context.Context, path string, rate float64, d time.
 	if proxy != nil {
 		cpu0, cpuErr = cpuSeconds(proxy.pid())
 	}
-	m.res, err = s.logbench(ctx, d+2*time.Minute, "--target", target, "--conns", strconv.Itoa(s.cfg.conns),
-		"--window", strconv.Itoa(s.cfg.window), "--duration", d.String(), "--rate", strconv.FormatFloat(rate, 'f', -1, 64))
+	args := []string{"--target", target, "--conns", strconv.Itoa(s.cfg.conns),
+		"--window", strconv.Itoa(s.cfg.window), "--duration", d.String(), "--rate", strconv.FormatFloat(rate, 'f', -1, 64)}
+	if path == pathTLSAgent || path == pathTLSBoth {
+		args = append(args, "--tls-ca", s.tlsCA)
+	}
+	m.res, err = s.logbench(ctx, d+2*time.Minute, args...)
 	if err != nil {
 		return m, fmt.Errorf("%s: %w", path, err)
 	}
@@ -276,7 +328,7 @@ func (s *system) measure(ctx context.Context, path string, rate float64, d time.
 	if an1, err := s.analyzerCPU(path); err == nil && anErr == nil {
 		m.anCPU = an1 - an0
 	}
-	after, err := s.analyzerCounts()
+	after, err := s.analyzerCounts(path)
 	if err != nil {
 		return m, err
 	}
@@ -334,7 +386,7 @@ func measureIdle(ctx context.Context, cfg config) (*idleResult, error) {
 		}
 		as = append(as, a)
 	}
-	ld, err := startLogdist(filepath.Join(cfg.bin, "logdist"), as)
+	ld, err := startLogdist(filepath.Join(cfg.bin, "logdist"), as, false)
 	if err != nil {
 		return nil, err
 	}
@@ -427,4 +479,14 @@ backend analyzers
 		conf += fmt.Sprintf("    server a%d %s weight %d\n", i+1, a, int(weights[i]*10+0.5))
 	}
 	return conf
+}
+
+// tmpT lets tlstest write its files into a directory of the run, and
+// fail the run (a certificate that cannot be made is a bug).
+type tmpT struct{ dir string }
+
+func (tmpT) Helper()           {}
+func (t tmpT) TempDir() string { return t.dir }
+func (tmpT) Fatal(args ...any) {
+	panic(fmt.Sprint(append([]any{"benchcmp: making test certificates: "}, args...)...))
 }

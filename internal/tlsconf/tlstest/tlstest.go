@@ -1,6 +1,6 @@
 // Package tlstest makes certificate authorities and certificates for
-// tests (crypto/x509, ECDSA P-256), written as PEM files in a test's
-// temporary directory.
+// tests and benchmarks (crypto/x509, ECDSA P-256), written as PEM files in
+// a temporary directory.
 package tlstest
 
 import (
@@ -15,9 +15,16 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"testing"
 	"time"
 )
+
+// T is what the package needs of its caller: testing.TB has it, and a
+// tool passes its own (tools/benchcmp).
+type T interface {
+	Helper()
+	Fatal(args ...any)
+	TempDir() string
+}
 
 // CA is a certificate authority whose certificate is in File.
 type CA struct {
@@ -29,7 +36,7 @@ type CA struct {
 }
 
 // NewCA makes a CA named name.
-func NewCA(t testing.TB, name string) *CA {
+func NewCA(t T, name string) *CA {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
@@ -71,7 +78,7 @@ type Pair struct {
 }
 
 // Issue signs a certificate for l, for use by servers and clients both.
-func (ca *CA) Issue(t testing.TB, l Leaf) Pair {
+func (ca *CA) Issue(t T, l Leaf) Pair {
 	t.Helper()
 	key := newKey(t)
 	nb, na := time.Now().Add(-time.Hour), time.Now().Add(12*time.Hour)
@@ -114,7 +121,7 @@ func Localhost(name string) Leaf {
 	return Leaf{Name: name, DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}}
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
+func newKey(t T) *ecdsa.PrivateKey {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +129,7 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 	return key
 }
 
-func serial(t testing.TB) *big.Int {
+func serial(t T) *big.Int {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +137,7 @@ func serial(t testing.TB) *big.Int {
 	return n
 }
 
-func writePEM(t testing.TB, path, kind string, der []byte) {
+func writePEM(t T, path, kind string, der []byte) {
 	t.Helper()
 	// Write then rename: a watcher never reads half a file.
 	tmp := path + ".tmp"
