@@ -53,6 +53,13 @@ func TestHelpSaysAnalyzerDefaults(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "weight defaults to 1 and name to the address") || !strings.Contains(out, "--max-conns-per-ip") {
 		t.Fatalf("exit %d, help lacks the analyzer defaults or the connection limits:\n%s", code, out)
 	}
+	// Every default is printed, not the zero value (it once said
+	// "(default 0s)" for a 500 ms heartbeat).
+	for _, want := range []string{"(default 500ms)", `(default ":7400")`, "(default 256)", "(default 100000)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help lacks %s", want)
+		}
+	}
 }
 
 // --check-config validates a file with the flags given and prints the

@@ -27,8 +27,9 @@ type Command struct {
 // again with the same arguments: the file is read afresh, the flags still
 // win.
 func Load(args []string, usage func(*pflag.FlagSet)) (Spec, Command, error) {
-	// First pass: find the file (and any bad flag) before reading it.
-	var scratch Spec
+	// First pass: find the file (and any bad flag) before reading it. Its
+	// Spec holds the defaults, which --help prints.
+	scratch := Default()
 	var cmd Command
 	fs := FlagSet(&scratch, &cmd)
 	fs.Usage = func() { usage(fs) }
