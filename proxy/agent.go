@@ -71,7 +71,7 @@ func (lp *loop) openAgent(c gnet.Conn, peer session.Peer) (out []byte, action gn
 	lp.agents[a] = struct{}{}
 	lp.m.agentConns.Add(1)
 	switch {
-	case !lp.conf.allows(a.ip) && !lp.s.ownDial(a.ip):
+	case !lp.conf.allows(a.ip) && !lp.s.ownDial(peer.Addr):
 		// Not on --allow: closed without a word, as HAProxy's
 		// "tcp-request connection reject" does.
 		lp.s.allowRefused.agent.Inc()
@@ -195,23 +195,27 @@ func (a *agentConn) event(ev session.Event, h frame.Header, fb, payload []byte) 
 	lp := a.lp
 	switch ev {
 	case session.EvData:
-		lp.pend.frames++
-		lp.pend.messages += int(h.Count())
-		lp.pend.bytes += len(fb)
-		if a.lim != nil {
+		if a.lim != nil { // before the ingest counters: a resend is not new data
 			if wait := a.lim.Take(lp.wall0+lp.preciseNow(), len(fb)); wait > 0 {
 				lp.m.rateLimited.Inc()
 				a.resolveBusy(h.Seq(), uint32(min((wait+time.Millisecond-1)/time.Millisecond, maxRetryAfter)))
 				return
 			}
 		}
+		lp.pend.frames++
+		lp.pend.messages += int(h.Count())
+		lp.pend.bytes += len(fb)
 		if lp.conf.Inspect == InspectFull || lp.conf.Redactor != nil {
 			if err := lp.dec.Decode(h, payload, &lp.pkt); err != nil {
 				a.resolveError(h.Seq(), frame.CodeOf(err), err.Error())
 				return
 			}
 			if rd := lp.conf.Redactor; rd != nil {
-				fb = lp.redact(rd, h, fb)
+				var err error
+				if fb, err = lp.redact(rd, h, fb); err != nil {
+					a.resolveError(h.Seq(), frame.CodeRawTooLarge, err.Error())
+					return
+				}
 			}
 		}
 		lp.dispatch(lp.newRecord(fb, a, h.Seq(), h.Count()))
@@ -394,15 +398,22 @@ func (lp *loop) expireAgents(now int64) {
 // redact applies rd to the packet just decoded into lp.pkt and returns
 // the frame to forward: fb itself when nothing was redacted, else the
 // packet encoded again (compressed if it came compressed), valid until
-// the next call.
-func (lp *loop) redact(rd *redact.Redactor, h frame.Header, fb []byte) []byte {
+// the next call. Replacements are mostly longer than what they replace: a
+// packet that grows past --max-frame or --max-raw is refused (an analyzer
+// would close its connection on it), with a reason that says why.
+func (lp *loop) redact(rd *redact.Redactor, h frame.Header, fb []byte) ([]byte, error) {
 	lp.red.buf = lp.red.buf[:0]
 	n := rd.Packet(&lp.pkt, &lp.red.buf, &lp.conf.Limits)
 	if n == 0 {
-		return fb
+		return fb, nil
 	}
 	lp.m.redactedMessages.Add(n)
 	lp.m.redactedPackets.Inc()
 	lp.red.frame = lp.red.enc.AppendData(lp.red.frame[:0], h.Seq(), &lp.pkt, h.Compressed())
-	return lp.red.frame
+	nh := frame.Header(lp.red.frame)
+	if lim := &lp.conf.Limits; nh.PayloadLen() > lim.MaxFrame || nh.RawLen() > lim.MaxRaw {
+		return nil, fmt.Errorf("redacted, the packet is %d bytes (%d raw), beyond --max-frame %d or --max-raw %d; send smaller packets",
+			nh.PayloadLen(), nh.RawLen(), lim.MaxFrame, lim.MaxRaw)
+	}
+	return lp.red.frame, nil
 }

@@ -24,6 +24,7 @@ func (st *settings) allows(ip netip.Addr) bool {
 	if len(st.Allow) == 0 || !ip.IsValid() {
 		return true
 	}
+	ip = ip.WithZone("") // fe80::1%eth0 is matched as fe80::1
 	for _, p := range st.Allow {
 		if p.Contains(ip) {
 			return true
@@ -32,19 +33,15 @@ func (st *settings) allows(ip netip.Addr) bool {
 	return false
 }
 
-// ownDial reports whether a connection from ip may be one of
-// discoverLoops' to our own listener, which --allow must not refuse: while
-// it runs, connections from this host (loopback, or the listen address
-// itself) are let through.
-func (s *Server) ownDial(ip netip.Addr) bool {
-	if !s.discovering.Load() {
+// ownDial reports whether a connection from peer is one of
+// discoverLoops' to our own listener, which --allow must not refuse.
+func (s *Server) ownDial(peer net.Addr) bool {
+	ta, ok := peer.(*net.TCPAddr)
+	if !ok {
 		return false
 	}
-	if ip.IsLoopback() {
-		return true
-	}
-	ta, ok := s.addr.(*net.TCPAddr)
-	return ok && ta.AddrPort().Addr().Unmap() == ip
+	_, own := s.ownPorts.Load(ta.Port)
+	return own
 }
 
 // allowsConn is allows for an accepted connection's peer.

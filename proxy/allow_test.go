@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"crypto/tls"
 	"context"
 	"errors"
 	"fmt"
@@ -21,9 +22,11 @@ import (
 func TestAllowList(t *testing.T) {
 	col, srv := startCollector(t)
 	defer srv.Close()
+	tt, _, agentTLS := testTLS(t)
 	s := startProxy(t, nil, nil, func(c *proxy.Config) {
 		c.Analyzers = []proxy.AnalyzerConfig{{Name: "c", Addr: srv.Addr().String(), Weight: 1}}
-		c.SyslogUDP, c.SyslogTCP = "127.0.0.1:0", "127.0.0.1:0"
+		c.SyslogUDP, c.SyslogTCP, c.SyslogTLS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		c.TransportListen, c.AgentTransport = "127.0.0.1:0", tt
 		c.SyslogLinger = 2 * time.Millisecond
 		c.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
 	})
@@ -74,6 +77,28 @@ func TestAllowList(t *testing.T) {
 		defer c.Close()
 		_, _ = fmt.Fprintf(c, "<13>Nov 26 21:00:00 h app: %s\n", body)
 	}
+	// The TLS listeners close a refused peer before any handshake: the
+	// client's handshake fails on a closed connection.
+	for _, addr := range []string{s.TransportAddr().String(), s.SyslogTLSAddr().String()} {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}, Timeout: 5 * time.Second}
+		cfg := agentTLS.Clone()
+		cfg.ServerName = "localhost"
+		c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+		if err == nil {
+			c.Close()
+			t.Fatalf("TLS listener %s completed a handshake with a peer outside --allow", addr)
+		}
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}
+		c, err = tls.DialWithDialer(d, "tcp", addr, cfg)
+		if err != nil {
+			t.Fatalf("TLS listener %s refused a peer in --allow: %v", addr, err)
+		}
+		c.Close()
+	}
+	waitFor(t, "TLS refusals counted", 5*time.Second, func() bool {
+		return metricSum(s, `logdist_allow_refused_total{listener="agent_tls"}`) == 1 &&
+			metricSum(s, `logdist_allow_refused_total{listener="syslog_tls"}`) == 1
+	})
 	sendUDP("127.0.0.1", "udp-refused")
 	sendTCP("127.0.0.1", "tcp-refused")
 	waitFor(t, "refusals counted", 5*time.Second, func() bool {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 )
 
 // listenerAddr reads the bound address from a duplicate of the listener's
@@ -58,8 +59,8 @@ func claimUDPPort(addr string) (*net.UDPAddr, error) {
 // (and so heartbeats and health) before the first agent arrives. gnet hands
 // out loops only through connections, and its round-robin balancer gives
 // consecutive connections consecutive loops, so a few short connections to
-// our own listener reach every loop (--allow lets them in: they come from
-// this host, see openAgent). A failure here is harmless: a loop
+// our own listener reach every loop (--allow lets them in: bindOwnDial). A
+// failure here is harmless: a loop
 // also sets itself up when its first agent connects.
 func (s *Server) discoverLoops() {
 	var dial net.Addr = s.addr
@@ -71,11 +72,14 @@ func (s *Server) discoverLoops() {
 		dial = d
 	}
 	want := s.conf.Load().loops()
-	s.discovering.Store(true)
-	defer s.discovering.Store(false)
+	d := net.Dialer{Timeout: time.Second}
+	if ta, ok := dial.(*net.TCPAddr); ok {
+		d.Control = s.bindOwnDial(ta.IP)
+	}
+	defer s.ownPorts.Clear()
 	for i := 0; i < 4*want && s.loopCount() < want; i++ {
 		n0 := s.accepted.Load()
-		c, err := net.DialTimeout(dial.Network(), dial.String(), time.Second)
+		c, err := d.Dial(dial.Network(), dial.String())
 		if err != nil {
 			s.log.Debug("loop discovery: cannot dial own listener; loops will set up on first agent", "addr", dial.String(), "err", err)
 			return
@@ -86,5 +90,42 @@ func (s *Server) discoverLoops() {
 			time.Sleep(time.Millisecond)
 		}
 		_ = c.Close()
+	}
+}
+
+// bindOwnDial binds a discovery dial's socket to ip and a port the kernel
+// picks, and records the port before the connect, so that openAgent knows
+// the connection as ours however fast a loop opens it: --allow lets in
+// exactly these connections, not every local peer.
+func (s *Server) bindOwnDial(ip net.IP) func(network, address string, rc syscall.RawConn) error {
+	return func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		cerr := rc.Control(func(fd uintptr) {
+			var sa unix.Sockaddr
+			if ip4 := ip.To4(); ip4 != nil {
+				sa = &unix.SockaddrInet4{Addr: [4]byte(ip4)}
+			} else {
+				sa6 := &unix.SockaddrInet6{}
+				copy(sa6.Addr[:], ip.To16())
+				sa = sa6
+			}
+			if err = unix.Bind(int(fd), sa); err != nil {
+				return
+			}
+			var got unix.Sockaddr
+			if got, err = unix.Getsockname(int(fd)); err != nil {
+				return
+			}
+			switch g := got.(type) {
+			case *unix.SockaddrInet4:
+				s.ownPorts.Store(g.Port, struct{}{})
+			case *unix.SockaddrInet6:
+				s.ownPorts.Store(g.Port, struct{}{})
+			}
+		})
+		if cerr != nil {
+			return cerr
+		}
+		return err
 	}
 }

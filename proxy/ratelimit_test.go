@@ -120,6 +120,12 @@ agents:
 			t.Error(err)
 		}
 	}
+	// Every connection gave its limiter back, and a refused one never took
+	// one.
+	bad := newClient("fast-9", "wrong-token-0123456789")
+	_ = bad.Send(context.Background(), frame.Message{Body: []byte("x")})
+	_ = bad.Close()
+	waitFor(t, "every limiter released", 10*time.Second, func() bool { return guard.Held() == 0 })
 	var sent uint64
 	for _, c := range append(slow, fast) {
 		st := c.Stats()

@@ -92,11 +92,12 @@ type Server struct {
 	tlsSyslog *syslogTCP // syslog over TLS; nil when disabled
 	wrapped   *transportListener
 	draining  atomic.Bool
-	// discovering: discoverLoops is dialing our own listener.
-	discovering atomic.Bool
-	started     atomic.Bool // Start succeeded: Stop has engines to stop
-	created     time.Time   // when New built it (the status's start time)
-	loopsDir    string      // without a plaintext listener: the loops' private socket directory
+	// ownPorts holds the local ports of discoverLoops' dials to our own
+	// listener while it runs (bindOwnDial).
+	ownPorts sync.Map
+	started  atomic.Bool // Start succeeded: Stop has engines to stop
+	created  time.Time   // when New built it (the status's start time)
+	loopsDir string      // without a plaintext listener: the loops' private socket directory
 
 	// transportFailures counts agents' TLS (transport) handshakes that
 	// failed: plaintext clients, bad certificates, timeouts.

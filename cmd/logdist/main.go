@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -193,6 +195,14 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 	if err := outside(spec); err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
 		return 2
+	}
+	if len(spec.AdminAllow) == 0 && len(spec.Allow) > 0 && spec.Admin != "" {
+		allow, _ := config.ParseAllow(spec.Allow)
+		local := slices.ContainsFunc(allow, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr("127.0.0.1")) })
+		log.Info("the admin API takes --allow, --admin-allow being empty", "allow", spec.Allow)
+		if !local {
+			log.Warn("--allow leaves out 127.0.0.1: logdist ctl on this host will be refused; add it, or set --admin-allow")
+		}
 	}
 	srv, err := proxy.New(cfg)
 	if err != nil {

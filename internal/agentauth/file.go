@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -117,6 +118,9 @@ func Parse(b []byte) (*Policy, error) {
 			return nil, fmt.Errorf("%s: identity is empty", where)
 		}
 		where = fmt.Sprintf("agents[%d] (%s)", i, e.Identity)
+		if strings.HasPrefix(e.Identity, PrefixAnonymous) || strings.HasPrefix(e.Identity, PrefixCertificate) {
+			return nil, fmt.Errorf("%s: identities starting with %q or %q name agents the file does not authenticate", where, PrefixAnonymous, PrefixCertificate)
+		}
 		if _, dup := p.byIdent[e.Identity]; dup {
 			return nil, fmt.Errorf("%s: identity listed twice", where)
 		}
@@ -150,6 +154,11 @@ func Parse(b []byte) (*Policy, error) {
 func checkLimits(where string, l ratelimit.Limits) error {
 	if l.PacketsPerSecond < 0 || l.PacketsBurst < 0 || l.BytesPerSecond < 0 || l.BytesBurst < 0 {
 		return fmt.Errorf("%s: rates and bursts cannot be negative", where)
+	}
+	for _, r := range []float64{l.PacketsPerSecond, l.BytesPerSecond} {
+		if r > 0 && r < ratelimit.MinRate {
+			return fmt.Errorf("%s: a rate below %g per second (0 is no limit)", where, ratelimit.MinRate)
+		}
 	}
 	return nil
 }

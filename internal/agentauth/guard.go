@@ -79,9 +79,8 @@ type Guard struct {
 	pol  atomic.Pointer[Policy] // nil: no auth file
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	lims     map[string]*lease
-	releases int
+	mu   sync.Mutex
+	lims map[string]*lease
 
 	events  chan Refusal
 	audit   func(Refusal)
@@ -146,7 +145,7 @@ func New(o Options) (*Guard, error) {
 	g.reloads[0] = set.NewCounter(`logdist_auth_reloads_total{result="ok"}`)
 	g.reloads[1] = set.NewCounter(`logdist_auth_reloads_total{result="error"}`)
 	set.NewGauge(`logdist_auth_identities`, func() float64 { return float64(g.pol.Load().Len()) })
-	set.NewGauge(`logdist_rate_limited_identities`, func() float64 {
+	set.NewGauge(`logdist_auth_limiters`, func() float64 {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		return float64(len(g.lims))
@@ -164,7 +163,7 @@ func (g *Guard) Policy() *Policy { return g.pol.Load() }
 func (g *Guard) Auth(hello *frame.Hello, peer session.Peer) (string, error) {
 	if g.mode == Off {
 		g.okAnon.Inc()
-		return "", nil
+		return unauthenticated(hello, peer), nil
 	}
 	pol := g.pol.Load()
 	if len(hello.Token) == 0 {
@@ -181,7 +180,7 @@ func (g *Guard) Auth(hello *frame.Hello, peer session.Peer) (string, error) {
 			return "", g.refuse(peer, hello, ReasonMissing, "this logdist requires a token (or a client certificate it knows); none was sent")
 		}
 		g.okAnon.Inc()
-		return "", nil
+		return unauthenticated(hello, peer), nil
 	}
 	sum := sha256.Sum256(hello.Token)
 	// The lookup is by the token's hash: its timing tells at most how much
@@ -196,6 +195,22 @@ func (g *Guard) Auth(hello *frame.Hello, peer session.Peer) (string, error) {
 	}
 	g.okToken.Inc()
 	return e.Identity, nil
+}
+
+// Prefixes of the identities of agents the auth file did not
+// authenticate: they keep them apart from the file's identities (which may
+// not start with them), so that an agent naming itself "web-fleet" never
+// shares web-fleet's rate limiter or gets its limits.
+const (
+	PrefixAnonymous   = "anonymous:"   // + the agent id (no token, no certificate)
+	PrefixCertificate = "certificate:" // + a verified certificate's identity the file does not list
+)
+
+func unauthenticated(hello *frame.Hello, peer session.Peer) string {
+	if peer.Identity != "" {
+		return PrefixCertificate + peer.Identity
+	}
+	return PrefixAnonymous + printable(hello.AgentID)
 }
 
 // refuse counts a refusal and queues it for Run; it returns the error the
@@ -225,7 +240,7 @@ func printable(b []byte) string {
 	return strconv.QuoteToASCII(string(b))
 }
 
-// Run logs and audits refusals until ctx ends. The log gets at most one
+// Run logs and audits refusals, and sweeps idle limiters, until ctx ends. The log gets at most one
 // line per reason a second, with how many it left out; the audit gets
 // each (it bounds anonymous refusals itself).
 func (g *Guard) Run(ctx context.Context) {
@@ -234,10 +249,14 @@ func (g *Guard) Run(ctx context.Context) {
 		suppressed int
 	}
 	th := map[string]*throttle{}
+	tick := time.NewTicker(sweepEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			g.sweep()
 		case r := <-g.events:
 			t := th[r.Reason]
 			if t == nil {
@@ -271,9 +290,10 @@ func (g *Guard) Reload() error {
 		return err
 	}
 	g.pol.Store(pol)
+	now := time.Now().UnixNano()
 	g.mu.Lock()
 	for id, l := range g.lims {
-		l.lim.SetLimits(pol.LimitsFor(id))
+		l.lim.SetLimits(pol.LimitsFor(id), now)
 	}
 	g.mu.Unlock()
 	g.reloads[0].Inc()
@@ -289,32 +309,50 @@ func (g *Guard) Acquire(identity string) *ratelimit.Limiter {
 	l := g.lims[identity]
 	if l == nil {
 		l = &lease{}
-		l.lim.SetLimits(g.pol.Load().LimitsFor(identity))
+		l.lim.SetLimits(g.pol.Load().LimitsFor(identity), time.Now().UnixNano())
 		g.lims[identity] = l
 	}
 	l.refs++
 	return &l.lim
 }
 
-// Release gives back a limiter from Acquire. A limiter no connection
-// holds is forgotten once its buckets are full again, so that closing
-// every connection and reconnecting does not refill them early.
+// Release gives back a limiter from Acquire. One no connection holds is
+// forgotten as soon as its buckets are full again (closing every
+// connection and reconnecting does not refill them early): at once if
+// they are, else by the sweep in Run.
 func (g *Guard) Release(identity string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if l := g.lims[identity]; l != nil {
-		l.refs--
-	}
-	if g.releases++; g.releases%sweepEvery == 0 {
-		now := time.Now().UnixNano()
-		for id, l := range g.lims {
-			if l.refs <= 0 && l.lim.Idle(now) {
-				delete(g.lims, id)
-			}
+		if l.refs--; l.refs <= 0 && l.lim.Idle(time.Now().UnixNano()) {
+			delete(g.lims, identity)
 		}
 	}
 }
 
-// sweepEvery is how many releases pass between sweeps of the limiters
-// nobody holds.
-const sweepEvery = 64
+// Held returns how many connections hold a limiter (Acquire without its
+// Release yet).
+func (g *Guard) Held() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, l := range g.lims {
+		n += max(l.refs, 0)
+	}
+	return n
+}
+
+// sweep forgets the limiters nobody holds whose buckets are full.
+func (g *Guard) sweep() {
+	now := time.Now().UnixNano()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, l := range g.lims {
+		if l.refs <= 0 && l.lim.Idle(now) {
+			delete(g.lims, id)
+		}
+	}
+}
+
+// sweepEvery is how often Run sweeps the limiters.
+const sweepEvery = 10 * time.Second

@@ -151,7 +151,7 @@ func TestDecisions(t *testing.T) {
 
 func TestOptionalAndOff(t *testing.T) {
 	g, _, _ := newGuard(t, Optional, nil)
-	if id, err := g.Auth(hello("legacy-1", ""), session.Peer{}); err != nil || id != "" {
+	if id, err := g.Auth(hello("legacy-1", ""), session.Peer{}); err != nil || id != "anonymous:legacy-1" {
 		t.Fatalf("optional, no token: %q %v", id, err)
 	}
 	if _, err := g.Auth(hello("legacy-1", "wrong-token-0123456789"), session.Peer{}); err == nil {
@@ -160,9 +160,23 @@ func TestOptionalAndOff(t *testing.T) {
 	if id, _ := g.Auth(hello("web-1", "web-secret-0123456789"), session.Peer{}); id != "web-fleet" {
 		t.Fatalf("optional, good token: identity %q", id)
 	}
+	// An agent naming itself after a listed identity is not that
+	// identity, and does not get its limiter.
+	if id, _ := g.Auth(hello("web-fleet", ""), session.Peer{}); id != "anonymous:web-fleet" || g.Acquire(id) == g.Acquire("web-fleet") {
+		t.Fatalf("anonymous agent id web-fleet: identity %q, or it shares web-fleet's limiter", id)
+	}
+	if id, _ := g.Auth(hello("x", ""), session.Peer{Identity: "CN=unlisted"}); id != "certificate:CN=unlisted" {
+		t.Fatalf("unlisted certificate: identity %q", id)
+	}
 	off, _, _ := newGuard(t, Off, nil)
-	if _, err := off.Auth(hello("x", "wrong"), session.Peer{}); err != nil {
-		t.Fatal("off refused a token")
+	if id, err := off.Auth(hello("x", "wrong"), session.Peer{}); err != nil || id != "anonymous:x" {
+		t.Fatalf("off: identity %q, err %v", id, err)
+	}
+	if _, err := Parse([]byte("agents: [{identity: 'anonymous:x', token-sha256: " + HashToken("t") + "}]")); err == nil {
+		t.Fatal("a file identity with the anonymous prefix accepted")
+	}
+	if _, err := Parse([]byte("default-limits: {packets-per-second: 0.0000001}")); err == nil {
+		t.Fatal("a rate below ratelimit.MinRate accepted")
 	}
 	if _, err := New(Options{Mode: Required}); err == nil {
 		t.Fatal("--auth required without a file accepted")
@@ -208,10 +222,8 @@ func TestLimitersAndReload(t *testing.T) {
 	}
 	g.Release("web-fleet")
 	g.Release("web-fleet")
-	g.Release("anonymous-agent")
-	for range sweepEvery {
-		g.Release("nobody")
-	}
+	g.Release("anonymous-agent") // idle: forgotten at once
+	g.sweep()
 	g.mu.Lock()
 	_, kept := g.lims["web-fleet"]
 	_, anon := g.lims["anonymous-agent"]

@@ -49,16 +49,21 @@ type params struct {
 // at the cost of an atomic load.
 func New(l Limits) *Limiter {
 	lim := &Limiter{}
-	lim.SetLimits(l)
+	lim.SetLimits(l, 0)
 	return lim
 }
 
-// SetLimits makes l the limits from now on.
-func (l *Limiter) SetLimits(lim Limits) {
+// SetLimits makes l the limits from now on (now on Take's clock). A
+// debt run up under the old limits is cut to what the new ones allow: an
+// agent held back by a limit an operator just raised gets the new rate at
+// once.
+func (l *Limiter) SetLimits(lim Limits, now int64) {
 	p := &params{limits: lim}
 	p.pkt.init(lim.PacketsPerSecond, lim.PacketsBurst)
 	p.byt.init(lim.BytesPerSecond, lim.BytesBurst)
 	l.p.Store(p)
+	p.pkt.cap(&l.pkt, now)
+	p.byt.cap(&l.byt, now)
 }
 
 // Limits returns what it enforces.
@@ -104,8 +109,38 @@ func (c *cell) init(rate, burst float64) {
 		burst = max(rate, 1)
 	}
 	c.on = true
-	c.interval = 1e9 / rate
-	c.tolerance = int64(math.Min(burst*c.interval, math.MaxInt64/4))
+	// Below MinRate the interval would overflow the clock's arithmetic.
+	c.interval = 1e9 / max(rate, MinRate)
+	c.tolerance = int64(math.Min(burst*c.interval, maxAhead))
+}
+
+// MinRate is the lowest rate a Limiter keeps (one unit in 1000 s); lower
+// ones are raised to it.
+const MinRate = 1e-3
+
+// maxDebt bounds how far past the tolerance one request larger than the
+// whole burst may push the theoretical arrival time: a single 1 MiB
+// packet at 1,000 bytes/s must not shut its agent out for 17 minutes.
+// Beyond it the rate is not kept exactly for such requests.
+const maxDebt = int64(60 * time.Second)
+
+// maxAhead bounds the tolerance (and so a burst) to keep the arithmetic
+// far from overflow.
+const maxAhead = float64(1 << 60)
+
+// cap cuts tat to at most now + tolerance (after a change of limits): the
+// bucket is then empty under the new limits, no debt left from the old.
+func (c *cell) cap(tat *atomic.Int64, now int64) {
+	if !c.on || now == 0 {
+		return
+	}
+	limit := now + c.tolerance
+	for {
+		t := tat.Load()
+		if t <= limit || tat.CompareAndSwap(t, limit) {
+			return
+		}
+	}
 }
 
 // take advances the theoretical arrival time tat by units; it returns how
@@ -117,13 +152,14 @@ func (c *cell) take(tat *atomic.Int64, now int64, units float64) int64 {
 	if !c.on {
 		return 0
 	}
-	cost := int64(units * c.interval)
+	cost := int64(math.Min(units*c.interval, maxAhead))
 	for {
 		t := tat.Load()
 		next := max(t, now) + cost
 		if ahead := next - now; ahead > c.tolerance && t > now {
 			return ahead - c.tolerance
 		}
+		next = min(next, now+c.tolerance+maxDebt)
 		if tat.CompareAndSwap(t, next) {
 			return 0
 		}

@@ -93,7 +93,7 @@ func TestSetLimits(t *testing.T) {
 			t.Fatal("refused without limits")
 		}
 	}
-	l.SetLimits(Limits{PacketsPerSecond: 10, PacketsBurst: 2})
+	l.SetLimits(Limits{PacketsPerSecond: 10, PacketsBurst: 2}, now)
 	if l.Take(now, 1) != 0 || l.Take(now, 1) != 0 {
 		t.Fatal("the burst of new limits refused")
 	}
@@ -102,6 +102,32 @@ func TestSetLimits(t *testing.T) {
 	}
 	if l.Limits().PacketsPerSecond != 10 {
 		t.Fatal("Limits does not say what it enforces")
+	}
+
+	// A debt run up under a low limit is cut when the limit is raised.
+	b := New(Limits{BytesPerSecond: 1000, BytesBurst: 1000})
+	if b.Take(now, 1<<20) != 0 {
+		t.Fatal("a 1 MiB packet on an idle bucket refused")
+	}
+	if w := b.Take(now, 1); w > 61*time.Second {
+		t.Fatalf("after a 1 MiB packet at 1000 B/s: wait %v, want the debt capped at a minute", w)
+	}
+	b.SetLimits(Limits{BytesPerSecond: 1e9}, now)
+	if w := b.Take(now, 1000); w > time.Millisecond {
+		t.Fatalf("after raising the limit to 1 GB/s: wait %v, want at most the new rate's", w)
+	}
+}
+
+// A rate too small to compute with is raised to MinRate, not turned into
+// no limit by an overflow.
+func TestTinyRate(t *testing.T) {
+	l := New(Limits{PacketsPerSecond: 1e-11, PacketsBurst: 1})
+	var now int64 = 1e18
+	if l.Take(now, 1) != 0 {
+		t.Fatal("the first packet refused")
+	}
+	if w := l.Take(now, 1); w < time.Second {
+		t.Fatalf("second packet at a tiny rate: wait %v, want a long one", w)
 	}
 }
 

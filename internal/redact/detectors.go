@@ -13,8 +13,14 @@ import (
 var detectors = []rule{
 	{
 		name: "bearer",
-		re:   regexp.MustCompile(`(?i)\bbearer[ \t]+[A-Za-z0-9\-._~+/]+=*`),
-		pre:  func(b []byte) bool { return containsFold(b, "bearer") },
+		// A token has 8 or more characters, one at least a digit or a
+		// symbol: "the bearer of bad news" is not one.
+		re:  regexp.MustCompile(`(?i)\bbearer[ \t]+[A-Za-z0-9\-._~+/]*[0-9\-._~+/][A-Za-z0-9\-._~+/]*=*`),
+		pre: func(b []byte) bool { return containsFold(b, "bearer") },
+		valid: func(m []byte) bool {
+			i := bytes.LastIndexAny(m, " \t")
+			return len(bytes.TrimRight(m[i+1:], "=")) >= 8
+		},
 	},
 	{
 		name: "jwt",
@@ -28,8 +34,10 @@ var detectors = []rule{
 	},
 	{
 		name: "aws-secret",
-		re:   regexp.MustCompile(`(?i)aws.{0,20}?(?:secret|sk).{0,20}?['"]?\s*[:=]\s*['"]?[A-Za-z0-9/+]{40}\b`),
-		pre:  func(b []byte) bool { return containsFold(b, "aws") },
+		// aws_secret_access_key = ..., AWS_SECRET_ACCESS_KEY: ...,
+		// "SecretAccessKey": "...", with the 40 characters of a key.
+		re:  regexp.MustCompile(`(?i)\b(?:aws_?)?secret_?access_?key["']?\s*[:=]\s*["']?[A-Za-z0-9/+]{40}\b`),
+		pre: func(b []byte) bool { return containsFold(b, "secret") },
 	},
 	{name: "email", find: findEmail, pre: func(b []byte) bool { return bytes.IndexByte(b, '@') >= 0 }},
 	{name: "credit-card", find: findCard, pre: func(b []byte) bool { return digitRun(b, 13) }},
@@ -169,11 +177,13 @@ func endsToken(b []byte, e, j int) bool {
 
 func findIPv4(b []byte, from int) (int, int) {
 	for i := from; i < len(b); i++ {
-		if !isDigit(b[i]) || i > 0 && wordByte(b[i-1]) {
+		// An address starts after a non-word byte or a colon (key:10.0.0.1)
+		// and ends before one or before a port (10.0.0.1:8080).
+		if !isDigit(b[i]) || i > 0 && wordByte(b[i-1]) && b[i-1] != ':' {
 			continue
 		}
 		j, e := token(b, i, func(c byte) bool { return isDigit(c) || c == '.' })
-		if (j == len(b) || !wordByte(b[j]) && b[j] != '%') && isIPv4(b[i:e]) {
+		if (j == len(b) || !wordByte(b[j]) && b[j] != '%' || e < j || b[j] == ':' && j+1 < len(b) && isDigit(b[j+1])) && isIPv4(b[i:e]) {
 			return i, e
 		}
 		i = j
@@ -217,7 +227,7 @@ func findIPv6(b []byte, from int) (int, int) {
 				j, e = z, z
 			}
 		}
-		if (j == len(b) || !wordByte(b[j]) || e < j) && maybeIPv6(b[i:e]) {
+		if (j == len(b) || !wordByte(b[j]) || e < j) && maybeIPv6(b[i:e]) && hasDigit(b[i:e]) {
 			if a, err := netip.ParseAddr(string(b[i:e])); err == nil && a.Is6() {
 				return i, e
 			}
@@ -226,6 +236,9 @@ func findIPv6(b []byte, from int) (int, int) {
 	}
 	return -1, -1
 }
+
+// hasDigit: an address without one (Cafe::Bad) is far more likely a name.
+func hasDigit(b []byte) bool { return bytes.ContainsAny(b, "0123456789") }
 
 // maybeIPv6 is a cheap test before parsing: an address has "::" or seven
 // colons (six before a dotted quad), and at most 45 bytes before a zone.
@@ -239,6 +252,7 @@ func maybeIPv6(b []byte) bool {
 }
 
 func findEmail(b []byte, from int) (int, int) {
+	lo := from // never reach back into what came before (a match already made)
 	local := func(c byte) bool {
 		return isDigit(c) || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte("._%+-", c) >= 0
 	}
@@ -252,7 +266,7 @@ func findEmail(b []byte, from int) (int, int) {
 		}
 		at += from
 		s := at
-		for s > 0 && local(b[s-1]) {
+		for s > lo && local(b[s-1]) {
 			s--
 		}
 		_, e := token(b, at+1, domain)
@@ -282,18 +296,37 @@ func validDomain(d []byte) bool {
 	return true
 }
 
-// findCard finds 13 to 19 digits, single spaces or dashes between them
-// allowed, standing alone, that pass the Luhn check.
+// findCard finds a card number standing alone: 13 to 19 digits, single
+// spaces or dashes between groups allowed, starting with a card network's
+// first digit (2-6: Mastercard, Amex and Diners, Visa, Mastercard,
+// Discover; a 13-digit millisecond timestamp starts with 1) and passing the
+// Luhn check. Where the run goes on past a group ("4111 1111 1111 1111
+// 12 26"), the longest prefix of whole groups that passes is the number.
 func findCard(b []byte, from int) (int, int) {
 	for i := from; i < len(b); i++ {
-		if !isDigit(b[i]) || i > 0 && (wordByte(b[i-1]) && b[i-1] != '.' || b[i-1] == '.' && i > 1 && isDigit(b[i-2])) {
+		if b[i] < '2' || b[i] > '6' || i > 0 && (wordByte(b[i-1]) && b[i-1] != '.' || b[i-1] == '.' && i > 1 && isDigit(b[i-2])) {
+			if isDigit(b[i]) {
+				for i+1 < len(b) && isDigit(b[i+1]) {
+					i++
+				}
+			}
 			continue
 		}
-		e, digits := i, 0
+		// Walk the run; at the end of each group, remember the longest
+		// prefix that is a card number.
+		best, digits, end := -1, 0, i
 		for k := i; k < len(b); k++ {
 			if isDigit(b[k]) {
 				digits++
-				e = k + 1
+				end = k + 1
+				if digits > 19 {
+					break
+				}
+				if k+1 == len(b) || !isDigit(b[k+1]) { // a group ends
+					if digits >= 13 && standsAlone(b, k+1) && luhn(b[i:k+1]) {
+						best = k + 1
+					}
+				}
 				continue
 			}
 			if (b[k] == ' ' || b[k] == '-') && k+1 < len(b) && isDigit(b[k+1]) && isDigit(b[k-1]) {
@@ -301,10 +334,17 @@ func findCard(b []byte, from int) (int, int) {
 			}
 			break
 		}
-		if digits >= 13 && digits <= 19 && (e == len(b) || !wordByte(b[e]) || b[e] == '.' && (e+1 == len(b) || !isDigit(b[e+1]))) && luhn(b[i:e]) {
-			return i, e
+		if best > 0 {
+			return i, best
 		}
-		i = e
+		i = end
 	}
 	return -1, -1
+}
+
+// standsAlone reports whether a number ending at e is not part of a longer
+// word: the end, a non-word byte, a space or dash before more digits, or a
+// final dot.
+func standsAlone(b []byte, e int) bool {
+	return e == len(b) || !wordByte(b[e]) || b[e] == '.' && (e+1 == len(b) || !isDigit(b[e+1]))
 }

@@ -90,7 +90,10 @@ type rule struct {
 	pre func([]byte) bool
 	// find, for a built-in without re, returns the next match at or
 	// after from (-1 when none).
-	find  func(src []byte, from int) (start, end int)
+	find func(src []byte, from int) (start, end int)
+	// valid, for a built-in with re, confirms a match (what RE2 cannot
+	// say: a length, a count).
+	valid func(match []byte) bool
 	count *metrics.Counter
 }
 
@@ -208,7 +211,7 @@ func Compile(f File, set *metrics.Set) (*Redactor, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %v", where, err)
 		}
-		if u.Pattern == "" || re.Match(nil) {
+		if u.Pattern == "" || re.Match(nil) || matchesEmpty(re) {
 			return nil, fmt.Errorf("%s: pattern %q matches empty text; it would insert its replacement everywhere", where, u.Pattern)
 		}
 		fields, err := parseFields(u.Fields, Body)
@@ -306,6 +309,10 @@ func (ru *rule) apply(src []byte, buf *[]byte, n, limit int) ([]byte, int) {
 			if s < 0 {
 				break
 			}
+			if s < last || e <= s { // a finder's bug must not panic a loop
+				from = max(e, from+1)
+				continue
+			}
 			*buf = append(*buf, src[last:s]...)
 			*buf = append(*buf, ru.replace...)
 			last, from = e, e
@@ -322,6 +329,9 @@ func (ru *rule) apply(src []byte, buf *[]byte, n, limit int) ([]byte, int) {
 		return src, n
 	}
 	for _, loc := range locs {
+		if loc[1] == loc[0] || ru.valid != nil && !ru.valid(src[loc[0]:loc[1]]) {
+			continue // an empty match (\b) inserts nothing
+		}
 		*buf = append(*buf, src[last:loc[0]]...)
 		if ru.literal {
 			*buf = append(*buf, ru.replace...)
@@ -332,8 +342,23 @@ func (ru *rule) apply(src []byte, buf *[]byte, n, limit int) ([]byte, int) {
 		made++
 	}
 	if made == 0 {
+		*buf = (*buf)[:start]
 		return src, n
 	}
 	*buf = append(*buf, src[last:]...)
 	return clip((*buf)[start:len(*buf):len(*buf)], limit), n + made
+}
+
+// matchesEmpty reports whether re matches empty text somewhere in a few
+// samples (\b, ^, a*): such a match would insert the replacement between
+// characters.
+func matchesEmpty(re *regexp.Regexp) bool {
+	for _, s := range []string{"ab cd", "a", " ", "a1-b2.c3"} {
+		for _, loc := range re.FindAllStringIndex(s, -1) {
+			if loc[0] == loc[1] {
+				return true
+			}
+		}
+	}
+	return false
 }
