@@ -1,8 +1,8 @@
 package proxy_test
 
 import (
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
