@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/logdist/logdist/internal/tlsconf"
 	"github.com/panjf2000/gnet/v2"
@@ -91,7 +92,12 @@ type pump struct {
 func (p *pump) run(s *Server, from, to net.Conn, inbound bool) {
 	defer s.bg.Done()
 	buf := make([]byte, 32<<10)
-	_, err := io.CopyBuffer(to, from, buf)
+	var err error
+	if tc, ok := from.(*tls.Conn); ok {
+		err = copyRecords(to, tc, buf)
+	} else {
+		_, err = io.CopyBuffer(to, from, buf)
+	}
 	if inbound && err == nil {
 		// The peer finished sending: pass the end of stream on and let the
 		// loop's answers still flow out until it closes.
@@ -100,6 +106,47 @@ func (p *pump) run(s *Server, from, to net.Conn, inbound bool) {
 		}
 	}
 	p.closeBoth()
+}
+
+// copyRecords copies from a TLS connection to w until EOF (nil) or an
+// error, writing once per batch of records rather than once per record:
+// crypto/tls returns one record per Read, while one read from the socket
+// often brings many (an agent writes a record per frame). After a
+// blocking Read, Reads under an expired deadline take the records already
+// received without waiting (crypto/tls keeps a timeout from being sticky),
+// until the buffer is nearly full or none is left. One system call to the
+// socketpair, and one wake-up of the loop, per batch.
+func copyRecords(w io.Writer, tc *tls.Conn, buf []byte) error {
+	const maxRecord = 16 << 10 // the largest plaintext a record carries
+	past := time.Unix(1, 0)
+	for {
+		n, err := tc.Read(buf)
+		if err == nil && n > 0 {
+			_ = tc.SetReadDeadline(past)
+			for n <= len(buf)-maxRecord {
+				m, rerr := tc.Read(buf[n:])
+				n += m
+				if rerr != nil {
+					if ne, ok := rerr.(net.Error); !ok || !ne.Timeout() {
+						err = rerr
+					}
+					break
+				}
+			}
+			_ = tc.SetReadDeadline(time.Time{})
+		}
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 func (p *pump) closeBoth() {
