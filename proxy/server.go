@@ -244,6 +244,10 @@ func (s *Server) Start() (err error) {
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(conf.loops()),
 			gnet.WithReusePort(false),
+			// SO_REUSEADDR, as Go's own listeners have: a restart after
+			// kill -9 binds at once, not after the dead process's
+			// connections leave TIME_WAIT (about 60 s).
+			gnet.WithReuseAddr(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithReadBufferCap(64<<10),
 			gnet.WithLogger(gnetLogger{s.log}),
