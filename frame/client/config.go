@@ -81,7 +81,11 @@ type Config struct {
 	// BackoffMin and BackoffMax bound the exponential backoff, with jitter,
 	// between reconnect attempts. The delay doubles after every failed
 	// attempt and starts again from BackoffMin once a connection has
-	// proved useful (an ACK, or it lived longer than BackoffMax).
+	// proved useful (an ACK, or it lived longer than BackoffMax). Each
+	// wait is drawn from [d/2, d], so a fleet that lost its server comes
+	// back spread over half the cap rather than all at once. The default
+	// cap, 2 s, brings agents back within 2 s of a restarted server (it
+	// was 10 s: agents came back up to 8 s after logdist did).
 	BackoffMin, BackoffMax time.Duration
 
 	// Limits are the receiver's limits; every message is checked against
@@ -132,7 +136,7 @@ func DefaultConfig() Config {
 		MaxPending:    64 << 20,
 		DialTimeout:   5 * time.Second,
 		BackoffMin:    100 * time.Millisecond,
-		BackoffMax:    10 * time.Second,
+		BackoffMax:    2 * time.Second,
 		Limits:        frame.DefaultLimits(),
 		PingInterval:  30 * time.Second,
 		PongTimeout:   10 * time.Second,
