@@ -3,6 +3,7 @@ package balancer
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -119,8 +120,14 @@ func (a AdminState) String() string {
 // by Set.mu.
 type health struct {
 	state      HealthState
-	succ, fail int // consecutive successes, failures
-	since      time.Time
+	succ, fail int // consecutive successes; the most consecutive failures of one source
+	// fails counts the consecutive failures each source (a proxy event
+	// loop, with its own connection) reported: an analyzer is down when
+	// one source saw Fall in a row, as that source's connection closes
+	// then. Summed over sources, two loops took it down after 2+1 misses
+	// while no connection had closed.
+	fails []int
+	since time.Time
 
 	breaker       BreakerState
 	trips         int       // trips since the analyzer was last up
@@ -157,12 +164,21 @@ type health struct {
 // with weights that need the full 65536-slot sequence (BenchmarkBuildSnapshot).
 // Events for an ID that is not in use (an analyzer removed while its
 // connections were closing) are dropped.
-func (s *Set) Report(id int, ev Event) { s.ReportGen(id, 0, ev) }
+func (s *Set) Report(id int, ev Event) { s.ReportFrom(id, 0, 0, ev) }
 
 // ReportGen is Report for the analyzer with ID id and generation gen
 // (AnalyzerView.Gen): an event about an analyzer that was removed, its ID
 // since given to another, is dropped. gen 0 matches any generation.
-func (s *Set) ReportGen(id int, gen uint64, ev Event) {
+func (s *Set) ReportGen(id int, gen uint64, ev Event) { s.ReportFrom(id, gen, 0, ev) }
+
+// ReportFrom is ReportGen from source src (0 to MaxSources-1): a proxy
+// event loop and its connection to the analyzer. Failures count per
+// source: Fall of them in a row from one source take the analyzer down,
+// whatever the others report.
+func (s *Set) ReportFrom(id int, gen uint64, src int, ev Event) {
+	if src < 0 || src >= MaxSources {
+		panic("BUG: balancer: report from a source out of range")
+	}
 	if ev >= numEvents {
 		panic("BUG: balancer: Report with unknown event")
 	}
@@ -175,7 +191,7 @@ func (s *Set) ReportGen(id int, gen uint64, ev Event) {
 	now := s.cfg.Now()
 	a.h.events[ev]++
 	changed := s.advanceBreaker(a, now)
-	if s.apply(a, ev, now) {
+	if s.apply(a, src, ev, now) {
 		changed = true
 	}
 	if changed || s.due(now) {
@@ -185,7 +201,7 @@ func (s *Set) ReportGen(id int, gen uint64, ev Event) {
 
 // apply runs the rise/fall and breaker rules for one event and reports
 // whether anything changed.
-func (s *Set) apply(a *analyzer, ev Event, now time.Time) bool {
+func (s *Set) apply(a *analyzer, src int, ev Event, now time.Time) bool {
 	h := &a.h
 	switch h.breaker {
 	case Open:
@@ -199,16 +215,21 @@ func (s *Set) apply(a *analyzer, ev Event, now time.Time) bool {
 		h.probes = 0
 		s.log.Info("analyzer breaker closed", "component", "balancer",
 			"analyzer", a.name, "addr", a.addr, "id", a.id, "event", ev.String())
-		h.succ, h.fail = 0, 0
-		s.success(a, ev, now)
+		h.clearFails()
+		h.succ = 0
+		s.success(a, src, ev, now)
 		return true
 	}
 	if ev.Success() {
-		return s.success(a, ev, now)
+		return s.success(a, src, ev, now)
 	}
 	h.succ = 0
-	h.fail++
-	if h.fail < s.cfg.Fall {
+	if n := src + 1; len(h.fails) < n {
+		h.fails = append(h.fails, make([]int, n-len(h.fails))...)
+	}
+	h.fails[src]++
+	h.fail = max(h.fail, h.fails[src])
+	if h.fails[src] < s.cfg.Fall {
 		return false
 	}
 	if h.state == Up {
@@ -220,9 +241,12 @@ func (s *Set) apply(a *analyzer, ev Event, now time.Time) bool {
 	return true
 }
 
-func (s *Set) success(a *analyzer, ev Event, now time.Time) bool {
+func (s *Set) success(a *analyzer, src int, ev Event, now time.Time) bool {
 	h := &a.h
-	h.fail = 0
+	if src < len(h.fails) {
+		h.fails[src] = 0
+		h.fail = slices.Max(h.fails)
+	}
 	h.succ++
 	if h.state == Up || h.succ < s.cfg.Rise {
 		return false
@@ -233,6 +257,14 @@ func (s *Set) success(a *analyzer, ev Event, now time.Time) bool {
 		"analyzer", a.name, "addr", a.addr, "id", a.id, "event", ev.String(), "rise", s.cfg.Rise)
 	return true
 }
+
+func (h *health) clearFails() {
+	clear(h.fails)
+	h.fail = 0
+}
+
+// MaxSources bounds the sources of ReportFrom (a proxy's event loops).
+const MaxSources = 1024
 
 // trip opens a's breaker for the next backoff: BreakerBackoff doubled per
 // trip since the analyzer was last up, capped at BreakerMaxBackoff, and
@@ -247,7 +279,8 @@ func (s *Set) trip(a *analyzer, now time.Time, reason string) {
 	d = min(d, s.cfg.BreakerMaxBackoff)
 	wait := d/2 + time.Duration(s.rng.Uint64()%uint64(d-d/2))
 	h.breaker, h.openUntil = Open, now.Add(wait)
-	h.succ, h.fail, h.probes = 0, 0, 0
+	h.succ, h.probes = 0, 0
+	h.clearFails()
 	s.log.Warn("analyzer breaker open", "component", "balancer",
 		"analyzer", a.name, "addr", a.addr, "id", a.id, "reason", reason,
 		"trips", h.trips, "retry_in", wait)

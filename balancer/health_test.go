@@ -384,3 +384,40 @@ func TestEventStrings(t *testing.T) {
 		t.Fatal("Connected and WriteError count alike")
 	}
 }
+
+// Failures count per source (a proxy event loop and its connection): an
+// analyzer is down when one source saw Fall in a row, as that source's
+// connection closes then, not when misses from several loops add up to
+// Fall while every connection stays open (2 loops: down after 2+1 misses
+// with nothing re-dispatched for ~500 ms). A success from one source does
+// not clear another's run.
+func TestFallPerSource(t *testing.T) {
+	clk := newFakeClock()
+	s, err := New(testConfig(SWRR, clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := s.Add(AnalyzerConfig{Name: "a", Addr: "x:1", Weight: 1})
+	for range s.cfg.Rise {
+		s.ReportFrom(id, 0, 0, HeartbeatOK)
+	}
+	health := func() HealthState { return analyzerView(t, s, id).Health }
+	if health() != Up {
+		t.Fatal("not up")
+	}
+	for i := 0; i < s.cfg.Fall-1; i++ {
+		s.ReportFrom(id, 0, 0, HeartbeatMissed)
+		s.ReportFrom(id, 0, 1, HeartbeatMissed)
+	}
+	if health() != Up {
+		t.Fatalf("down after %d misses from each of two loops; Fall is %d per loop", s.cfg.Fall-1, s.cfg.Fall)
+	}
+	if f := analyzerView(t, s, id).Failures; f != s.cfg.Fall-1 {
+		t.Fatalf("view says %d failures, want the worst loop's %d", f, s.cfg.Fall-1)
+	}
+	s.ReportFrom(id, 0, 1, HeartbeatOK) // loop 1 recovers; loop 0's run goes on
+	s.ReportFrom(id, 0, 0, HeartbeatMissed)
+	if health() != Down {
+		t.Fatalf("up after %d misses in a row from loop 0", s.cfg.Fall)
+	}
+}

@@ -235,7 +235,7 @@ func (u *upstream) publishInflight() {
 // analyzer was removed (its ID may be someone else's by now).
 func (u *upstream) report(ev balancer.Event) {
 	if !u.retiring && ev != noEvent {
-		u.lp.s.set.ReportGen(u.id, u.gen, ev)
+		u.lp.s.set.ReportFrom(u.id, u.gen, u.lp.idx, ev)
 	}
 }
 
