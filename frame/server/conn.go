@@ -105,6 +105,13 @@ func (c *conn) admit(h frame.Header) error {
 	return c.sess.CheckHeader(h)
 }
 
+// answerEvery bounds how long answers wait while frames stay buffered. A
+// client counts a heartbeat missed only when nothing at all came back
+// after its PING (session.Client.Missed), so ACKs flowing this often keep
+// a slow but alive server up; with a 5 ms handler and a full buffer the
+// server used to say nothing for seconds and was marked down.
+const answerEvery = 10 * time.Millisecond
+
 // serve runs the connection until it ends.
 func (c *conn) serve() {
 	defer c.s.untrack(c)
@@ -116,14 +123,19 @@ func (c *conn) serve() {
 		c.fatal(frame.CodeOverloaded, fmt.Sprintf("more than %d connections; retry later or elsewhere", limit))
 		return
 	}
+	lastFlush := time.Now()
 	for {
-		if !c.rd.Ready() {
-			// The next read may block: answer what we have first.
+		// Answer what we have before a read that may block, and at least
+		// every answerEvery while a backlog keeps frames buffered: a slow
+		// handler behind a full buffer must still send ACKs (and the PONGs
+		// queued behind the DATA), or the client takes silence for death.
+		if !c.rd.Ready() || time.Since(lastFlush) >= answerEvery {
 			if err := c.flush(); err != nil {
 				c.log.Debug("connection closed: cannot write", "err", err)
 				c.nc.Close()
 				return
 			}
+			lastFlush = time.Now()
 		}
 		c.mu.Lock()
 		ready := c.sess.Ready()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -723,4 +724,49 @@ func TestZipBombFromZstdCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, c, frame.TypeError, 1, frame.CodeRawTooLarge)
+}
+
+// A slow handler behind a backlog still answers while the backlog lasts:
+// ACKs at least every answerEvery (plus a packet's handling), not only
+// once the read buffer is empty. With 5 ms per packet and 150 packets
+// buffered, the server used to be silent for 750 ms, longer than a
+// client's heartbeat timeout: logdist marked a slow, live analyzer down.
+func TestSlowHandlerAnswersDuringBacklog(t *testing.T) {
+	rec := &recorder{result: func(*frame.Packet) error {
+		time.Sleep(5 * time.Millisecond) // the slow analyzer being simulated, not a wait
+		return nil
+	}}
+	_, addr := start(t, rec, nil)
+	c := dial(t, addr)
+	var b []byte
+	const n = 150
+	for i := range n {
+		b = c.AppendData(b, packet(uint64(1+i), 1), false)
+	}
+	sent := time.Now()
+	if err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	var gaps []time.Duration
+	last, prev := uint64(0), sent
+	for last < n {
+		f, err := c.Next()
+		if err != nil {
+			t.Fatalf("after ACK %d: %v", last, err)
+		}
+		if f.Type != frame.TypeAck {
+			continue
+		}
+		now := time.Now()
+		gaps = append(gaps, now.Sub(prev))
+		prev, last = now, f.Seq
+	}
+	worst := slices.Max(gaps)
+	t.Logf("%d ACKs over %v, longest silence %v", len(gaps), time.Since(sent), worst)
+	if worst > 200*time.Millisecond {
+		t.Fatalf("silent for %v with a backlog of a 5 ms handler; want answers every ~10 ms", worst)
+	}
+	if len(gaps) < 10 {
+		t.Fatalf("%d ACKs for %d packets handled over ~750 ms; want them spread", len(gaps), n)
+	}
 }
