@@ -46,6 +46,7 @@ type analyzerProc struct {
 	listen string
 	admin  string
 	out    string
+	extra  []string // more analyzerd flags (--delay 5ms)
 }
 
 type analyzerStats struct {
@@ -76,9 +77,14 @@ type cluster struct {
 
 // newCluster starts len(weights) analyzerd and a logdist over them.
 func newCluster(t *testing.T, weights []float64, logdistArgs ...string) *cluster {
+	return newClusterWith(t, weights, nil, logdistArgs...)
+}
+
+// newClusterWith is newCluster with analyzerArgs added to every analyzerd.
+func newClusterWith(t *testing.T, weights []float64, analyzerArgs []string, logdistArgs ...string) *cluster {
 	c := &cluster{t: t, dir: t.TempDir(), weights: weights}
 	for i := range weights {
-		c.analyzers = append(c.analyzers, &analyzerProc{name: fmt.Sprintf("a%d", i+1), listen: "127.0.0.1:0"})
+		c.analyzers = append(c.analyzers, &analyzerProc{name: fmt.Sprintf("a%d", i+1), listen: "127.0.0.1:0", extra: analyzerArgs})
 		c.startAnalyzer(i)
 	}
 	args := []string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--syslog-udp", "127.0.0.1:0", "--loops", "2",
@@ -112,7 +118,7 @@ func (c *cluster) waitHealthy() {
 func (c *cluster) startAnalyzer(i int) {
 	a := c.analyzers[i]
 	a.out = filepath.Join(c.dir, a.name+".jsonl")
-	a.proc = start(c.t, binary(c.t, "analyzerd"), "--name", a.name, "--listen", a.listen, "--admin", "127.0.0.1:0", "--out", a.out, "--log-level", "warn")
+	a.proc = start(c.t, binary(c.t, "analyzerd"), append([]string{"--name", a.name, "--listen", a.listen, "--admin", "127.0.0.1:0", "--out", a.out, "--log-level", "warn"}, a.extra...)...)
 	a.listen, a.admin = a.fields["listen"], a.fields["admin"]
 }
 

@@ -1,13 +1,16 @@
 package e2e
 
 import (
+	"encoding/json"
 	"io"
 	"net"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/logdist/logdist/bench"
 	"github.com/logdist/logdist/frame"
 )
 
@@ -71,4 +74,50 @@ func TestRestartAfterKillBindsAtOnce(t *testing.T) {
 		}
 		q.kill() // the next round starts a fresh one on the same ports
 	}
+}
+
+// A slow analyzer that is alive is not a dead one: four analyzerd taking
+// 5 ms per packet, loaded past what they can take at 2,500 packets/s (one
+// connection each: --loops 1), with logdist's tight test heartbeats (100
+// ms, timeout 400 ms). None is marked
+// down, no connection is lost, nothing is re-dispatched (the only way
+// logdist makes a duplicate; analyzerd's own duplicate count means nothing
+// here, logbench cycling a pool of packets whose ids repeat). Before
+// frame/server answered during a backlog, a4 went down here (33 missed
+// heartbeats, 10 connections lost, 2,331 packets re-dispatched).
+func TestSlowAnalyzerIsNotDead(t *testing.T) {
+	c := newClusterWith(t, []float64{0.4, 0.3, 0.2, 0.1}, []string{"--delay", "5ms"}, "--loops", "1")
+	// Small packets (one 50-byte message): many fit in the analyzer's read
+	// buffer, which is what kept it silent.
+	out, err := exec.Command(binary(t, "logbench"), "--target", c.listen, "--conns", "4", "--window", "64", "--msgs-per-packet", "1", "--msg-size", "50",
+		"--rate", "2500", "--duration", "3s", "--json", "-q").Output()
+	var res bench.Result
+	if jerr := json.Unmarshal(out, &res); jerr != nil {
+		t.Fatalf("logbench: %v %v\n%s", err, jerr, out)
+	}
+	t.Logf("logbench: %d sent, %d acked, %.0f packets/s, p99 %.1f ms, %d BUSY", res.PacketsSent, res.PacketsAcked, res.PacketsPerSec, res.LatencyMs.P99, res.Busy)
+	for _, a := range c.analyzers {
+		if ev := c.downEvent(a.name); ev != "" {
+			t.Errorf("%s marked down (%s) while alive and answering", a.name, ev)
+		}
+	}
+	m := metricsText(t, c.admin)
+	for _, name := range []string{"logdist_upstream_connections_lost_total", "logdist_redispatched_packets_total", "logdist_upstream_heartbeats_missed_total"} {
+		if v := sumMetric(m, name); v != 0 {
+			t.Errorf("%s = %v, want 0", name, v)
+		}
+	}
+}
+
+// sumMetric adds up a metric's series in a /metrics text.
+func sumMetric(text, name string) float64 {
+	var sum float64
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			sum += v
+		}
+	}
+	return sum
 }
