@@ -341,6 +341,35 @@ func (s *Set) AllowProbeGen(id int, gen uint64) bool {
 	return allow
 }
 
+// RetryDown makes every enabled analyzer whose breaker is open eligible
+// for a probe at once, and returns how many. For the end of a total
+// outage: when one analyzer comes back the others may well be back too (a
+// partition healed, a rack powered up), and waiting out their backoffs,
+// up to BreakerMaxBackoff, would hand the first one everything.
+func (s *Set) RetryDown() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	n := 0
+	for _, a := range s.byID {
+		if a != nil && a.admin == Enabled && a.weight > 0 && a.h.breaker == Open {
+			a.h.openUntil = now
+			n++
+		}
+	}
+	return n
+}
+
+// Rising reports whether analyzer id is on its way up: enabled with a
+// weight, not selectable yet, and its breaker closed (connected, counting
+// successes towards Rise) or half-open (being probed).
+func (s *Set) Rising(id int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.lookupID(id)
+	return a != nil && a.admin == Enabled && a.weight > 0 && a.h.state == Down && a.h.breaker != Open
+}
+
 // Tick applies what is due by the set's clock: slow-start steps, breakers
 // turning half-open, probes timing out. It returns when it next has
 // something to do (zero: nothing scheduled). Report and AllowProbe also do

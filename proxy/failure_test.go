@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/logdist/logdist/balancer"
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/server"
 	"github.com/logdist/logdist/frame/server/servertest"
@@ -403,4 +404,73 @@ func TestAgentThatDoesNotReadIsClosed(t *testing.T) {
 	waitFor(t, "the overload counted", 5*time.Second, func() bool {
 		return metricSum(s, `logdist_protocol_errors_total{loop="0",code="overloaded"}`)+metricSum(s, `logdist_protocol_errors_total{loop="1",code="overloaded"}`) >= 1
 	})
+}
+
+// After a total outage the backlog is spread by weight over the analyzers
+// that come back, not handed to the first one whose breaker happens to
+// reopen: when one is back, the others are probed at once and the backlog
+// waits (at most 2 s) until they answer. All four analyzers are back at the
+// same moment, their breakers backed off for up to 3 s.
+func TestBacklogSpreadAfterTotalOutage(t *testing.T) {
+	weights := []float64{0.4, 0.3, 0.2, 0.1}
+	names := []string{"a1", "a2", "a3", "a4"}
+	var addrs []string
+	for range weights {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, ln.Addr().String())
+		ln.Close() // nothing listens there yet
+	}
+	s := startProxy(t, nil, nil, func(c *proxy.Config) {
+		for i := range names {
+			c.Analyzers = append(c.Analyzers, proxy.AnalyzerConfig{Name: names[i], Addr: addrs[i], Weight: weights[i]})
+		}
+		c.Balancer.BreakerBackoff = 1500 * time.Millisecond
+		c.Balancer.BreakerMaxBackoff = 3 * time.Second
+		c.QueueMaxPackets = 10_000
+	})
+	defer s.Stop(t.Context())
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 200
+	var buf []byte
+	for i := uint64(1); i <= n; i++ {
+		buf = c.AppendData(buf, pkt("agent-1", i), true)
+	}
+	if err := c.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+	// Every breaker opens (three failed dials each), then backs off.
+	waitFor(t, "every breaker open", 10*time.Second, func() bool {
+		for _, a := range s.Balancer().View().Analyzers {
+			if a.Breaker != balancer.Open {
+				return false
+			}
+		}
+		return true
+	})
+	var as []*analyzer
+	for i := range names {
+		as = append(as, startAnalyzer(t, names[i], addrs[i]))
+	}
+	defer func() {
+		for _, a := range as {
+			a.srv.Close()
+		}
+	}()
+	if err := c.WaitAck(n); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range as {
+		share := float64(a.unique()) / n
+		t.Logf("%s (weight %.1f): %d of %d packets", names[i], weights[i], a.unique(), n)
+		if share < weights[i]-0.1 || share > weights[i]+0.1 {
+			t.Errorf("%s took %.2f of the backlog, weight %.1f", names[i], share, weights[i])
+		}
+	}
 }

@@ -43,6 +43,7 @@ type loop struct {
 
 	agents map[*agentConn]struct{}
 	led    ledger
+	rg     regather
 	fl     flusher
 	sacks  sackScheduler
 	dec    *frame.Decoder
