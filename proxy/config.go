@@ -138,6 +138,14 @@ type Config struct {
 	// this long, and closes that analyzer connection. A removed analyzer's
 	// connections get this long to settle what they carry.
 	AckTimeout time.Duration
+	// LateAfter is the least silence, with packets waiting, after which an
+	// analyzer connection is late: it gets no new packets and the packets
+	// in flight on it are copied to the other analyzers (the connection's
+	// own threshold is 10 times its recent ack latency, when higher). It
+	// keeps one hung analyzer from stalling every agent for the heartbeat
+	// detection time, at the cost of duplicates for what the late analyzer
+	// handles in the end. 0 disables it.
+	LateAfter time.Duration
 	// QueueMaxPackets and QueueMaxBytes bound the packets waiting because no
 	// analyzer can take them. Past either bound agents get BUSY, and TCP
 	// syslog connections are not read.
@@ -244,6 +252,7 @@ func DefaultConfig() Config {
 		RedialMin:         50 * time.Millisecond,
 		RedialMax:         5 * time.Second,
 		AckTimeout:        10 * time.Second,
+		LateAfter:         150 * time.Millisecond,
 		QueueMaxPackets:   100000,
 		QueueMaxBytes:     256 << 20,
 		BusyRetryAfter:    200 * time.Millisecond,
@@ -378,6 +387,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SackDelay < 0 {
 		return bad("sack delay must not be negative, got %v", c.SackDelay)
+	}
+	if c.LateAfter < 0 {
+		return bad("late after must not be negative (0 disables it), got %v", c.LateAfter)
 	}
 	if c.RedialMax < c.RedialMin {
 		return bad("redial max %v below redial min %v", c.RedialMax, c.RedialMin)

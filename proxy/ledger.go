@@ -91,6 +91,10 @@ type record struct {
 	// for it, and it is dropped (counted) where an agent would get BUSY.
 	syslog bool
 	state  recState
+	// hedged marks a packet in flight to a late analyzer that was copied
+	// to another (upstream.checkLate): the copy carries its delivery, so
+	// this one is never dispatched again.
+	hedged bool
 	own    []byte // the record's own buffer, kept across reuse, for frames not in the arena
 
 	buf    []byte // the DATA frame; its header sequence is rewritten per upstream
@@ -151,7 +155,7 @@ func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uin
 		r.buf = r.own
 	}
 	r.agent, r.aseq, r.msgs = a, aseq, msgs
-	r.sentAt, r.stamp, r.notBefore, r.syslog = 0, 0, 0, false
+	r.sentAt, r.stamp, r.notBefore, r.syslog, r.hedged = 0, 0, 0, false, false
 	l.live++
 	return r
 }
@@ -452,6 +456,9 @@ func (lp *loop) runRedo() {
 			lp.dropOrphan(r)
 			continue
 		}
+		if lp.settled(r) {
+			continue
+		}
 		lp.m.redispatched.Inc()
 		lp.dispatch(r)
 	}
@@ -462,8 +469,23 @@ func (lp *loop) runRedo() {
 			lp.dropOrphan(r)
 			continue
 		}
+		if lp.settled(r) {
+			continue
+		}
 		lp.dispatch(r)
 	}
+}
+
+// settled frees r instead of dispatching it again when its delivery is
+// no longer its own: a hedged original (its copy went to another
+// analyzer), or a packet whose agent sequence the other copy already
+// resolved.
+func (lp *loop) settled(r *record) bool {
+	if !r.hedged && (r.agent == nil || r.agent.sess.Open(r.aseq)) {
+		return false
+	}
+	lp.freeRecord(r)
+	return true
 }
 
 // recordQueue is a FIFO of records on a ring buffer that grows as needed;

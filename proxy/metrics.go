@@ -25,6 +25,7 @@ type loopMetrics struct {
 	agentAcks               *metrics.Counter
 	busy, rejected          *metrics.Counter
 	rateLimited             *metrics.Counter
+	hedged                  *metrics.Counter // packets copied from a late analyzer to another
 	// redactedPackets counts agents' packets encoded again after
 	// redaction; redactedMessages the replacements made (the per-rule
 	// split is logdist_redactions_total{rule}).
@@ -77,6 +78,7 @@ func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
 		rejected:         c("logdist_agent_rejected_packets_total"),
 		queueFull:        c("logdist_queue_full_total"),
 		redispatched:     c("logdist_redispatched_packets_total"),
+		hedged:           c("logdist_hedged_packets_total"),
 		spilled:          c("logdist_spilled_packets_total"),
 		orphansDropped:   c("logdist_orphaned_packets_dropped_total"),
 		forwarded:        c("logdist_forwarded_packets_total"),

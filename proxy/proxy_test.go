@@ -152,6 +152,9 @@ func startProxy(t *testing.T, as []*analyzer, weights []float64, edit func(*prox
 	// analyzers flap. Short breaker backoff: recoveries are quick.
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.HeartbeatTimeout = 3 * time.Second
+	// Likewise lateness (copies to other analyzers: duplicates that tests
+	// counting exact deliveries would see); the tests of it set their own.
+	cfg.LateAfter = time.Second
 	cfg.Balancer.BreakerBackoff = 50 * time.Millisecond
 	cfg.Balancer.BreakerMaxBackoff = 200 * time.Millisecond
 	cfg.RedialMax = 200 * time.Millisecond
@@ -235,11 +238,18 @@ func sendAll(t *testing.T, c *servertest.Client, agent string, first uint64, n i
 // analyzer is selectable.
 func startCluster(t *testing.T, weights ...float64) (*proxy.Server, []*analyzer) {
 	t.Helper()
+	return startClusterWith(t, nil, weights...)
+}
+
+// startClusterWith is startCluster with the proxy's configuration changed
+// by edit.
+func startClusterWith(t *testing.T, edit func(*proxy.Config), weights ...float64) (*proxy.Server, []*analyzer) {
+	t.Helper()
 	var as []*analyzer
 	for i := range weights {
 		as = append(as, startAnalyzer(t, fmt.Sprintf("a%d", i+1), "127.0.0.1:0"))
 	}
-	s := startProxy(t, as, weights, nil)
+	s := startProxy(t, as, weights, edit)
 	t.Cleanup(func() { stopAll(t, s, as) })
 	waitFor(t, "every analyzer up", 5*time.Second, allHealthy(s, len(weights)))
 	return s, as

@@ -113,6 +113,7 @@ func (u *upstream) onClose(err error) {
 	draining := u.sess.Draining()
 	u.c = nil
 	u.state = upIdle
+	u.late, u.latency = false, 0
 	clear(u.iov)
 	u.iov = u.iov[:0]
 	n := 0
@@ -174,6 +175,7 @@ func (u *upstream) tick(now int64) {
 				return
 			}
 		}
+		u.checkLate(now)
 		if now-u.sess.LastPing() >= int64(conf.HeartbeatInterval) && u.sess.AppendPing(now) {
 			lp.markUp(u)
 		}

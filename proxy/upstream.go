@@ -67,6 +67,13 @@ type upstream struct {
 
 	openedAt int64
 	misses   int // heartbeats missed in a row
+	// late is set while this analyzer's oldest packet has waited far
+	// longer than its recent latency (checkLate): it gets no new packets,
+	// and its late ones are copied to the others.
+	late bool
+	// latency is an average of this connection's sampled ack latencies
+	// (ns), the yardstick of lateness.
+	latency int64
 	redialAt int64
 	backoff  time.Duration
 }
@@ -80,7 +87,7 @@ func newUpstream(lp *loop, st *analyzerState) *upstream {
 // slow analyzer's overflow goes to the other analyzers, then to the loop's
 // bounded queue, then to BUSY — never to an unbounded backlog.
 func (u *upstream) accepting() bool {
-	return u.state == upReady && !u.retiring && !u.sess.Draining() && u.sess.Unresolved()+u.backlog.len() < 2*u.window
+	return u.state == upReady && !u.retiring && !u.late && !u.sess.Draining() && u.sess.Unresolved()+u.backlog.len() < 2*u.window
 }
 
 type upstreamAcct struct{ packets, messages, bytes int }
@@ -136,6 +143,11 @@ func (u *upstream) Acked(r *record) {
 	}
 	if r.stamp != 0 {
 		d := lp.preciseNow() - r.stamp
+		if u.latency == 0 {
+			u.latency = d
+		} else {
+			u.latency += (d - u.latency) / 8
+		}
 		lp.m.ackLatency.Update(float64(d) / 1e9)
 		u.st.ackSamples.Add(1)
 		u.st.ackNanos.Add(d)
@@ -358,4 +370,68 @@ func (u *upstream) ended(c gnet.Conn, err error) gnet.Action {
 	u.st.setError(err.Error())
 	u.lp.s.log.Warn("closing analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", u.lp.idx, "err", err)
 	return gnet.Close
+}
+
+// Lateness: an analyzer that stops answering without closing (hung,
+// SIGSTOPped, a black hole) is found down only after the heartbeats fail,
+// a second or more; meanwhile every agent's window fills with packets
+// waiting on it and acknowledgements stop for everyone. So a connection
+// that has said nothing for lateFactor times its recent ack latency (at
+// least Config.LateAfter) while packets wait on it is late: it is given no new
+// packets, what waits in its backlog goes elsewhere, and each packet in
+// flight on it is copied to another analyzer, whose answer resolves the
+// agent's packet. Silence, not the age of the oldest packet, is the
+// signal: a slow analyzer working through a backlog keeps answering
+// (frame/server answers at least every 10 ms), and must keep its share.
+// The cost is duplicates: a packet the late analyzer does handle in the
+// end reaches two analyzers (each sees it once). The original is never
+// dispatched again.
+const lateFactor = 10
+
+// lateAfter is how long this connection may stay silent with packets
+// waiting before it is late.
+func (u *upstream) lateAfter() int64 {
+	d := max(lateFactor*u.latency, int64(u.lp.conf.LateAfter))
+	return min(d, int64(u.lp.conf.AckTimeout))
+}
+
+// checkLate applies the lateness rule at now (from the loop's tick).
+func (u *upstream) checkLate(now int64) {
+	lp := u.lp
+	if lp.conf.LateAfter <= 0 {
+		u.late = false
+		return
+	}
+	var oldest *record
+	for i, n := 0, u.sess.InFlight(); i < n && oldest == nil; i++ {
+		if r, live := u.sess.Peek(i); live {
+			oldest = r
+		}
+	}
+	after := u.lateAfter()
+	if oldest == nil || now-max(u.sess.LastRx(), oldest.sentAt) < after {
+		if u.late {
+			lp.s.log.Info("analyzer answering again", "analyzer", u.name, "loop", lp.idx)
+		}
+		u.late = false
+		return
+	}
+	if !u.late {
+		u.late = true // before dispatching copies: picks skip it
+		lp.s.log.Warn("analyzer silent with packets waiting: no new packets to it, those in flight copied to the others",
+			"analyzer", u.name, "loop", lp.idx, "silent_ms", (now-max(u.sess.LastRx(), oldest.sentAt))/1e6,
+			"late_after_ms", after/1e6, "in_flight", u.sess.Unresolved())
+	}
+	for i, n := 0, u.sess.InFlight(); i < n; i++ {
+		r, live := u.sess.Peek(i)
+		if !live || r.hedged || r.syslog || r.orphan() || !r.agent.sess.Open(r.aseq) {
+			continue
+		}
+		r.hedged = true
+		lp.m.hedged.Inc()
+		lp.dispatch(lp.newRecord(r.buf, r.agent, r.aseq, r.msgs))
+	}
+	for u.backlog.len() > 0 { // never sent: they simply go elsewhere
+		lp.toRedo(u.backlog.pop())
+	}
 }

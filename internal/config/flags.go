@@ -94,6 +94,7 @@ func FlagSet(s *Spec, cmd *Command) *pflag.FlagSet {
 	fs.IntVar(&s.MaxRaw, "max-raw", s.MaxRaw, "largest decompressed DATA payload, in bytes (zip-bomb bound)")
 	fs.IntVar(&s.Window, "window", s.Window, "most packets an agent may have unacknowledged")
 	fs.Var(&s.AckTimeout, "ack-timeout", "re-dispatch a packet an analyzer has not acknowledged in this long")
+	fs.Var(&s.LateAfter, "late-after", "an analyzer silent this long (or 10× its recent ack latency, if more) with packets waiting gets no new ones, and those it holds are copied to the others: one hung analyzer costs agents a short bump, not the heartbeat detection time; what it handles in the end reaches two analyzers (0 disables)")
 	fs.IntVar(&s.QueueMaxPackets, "queue-max-packets", s.QueueMaxPackets, "packets that may wait when no analyzer can take them; past it agents get BUSY")
 	fs.Int64Var(&s.QueueMaxBytes, "queue-max-bytes", s.QueueMaxBytes, "bytes that may wait when no analyzer can take them; past it agents get BUSY")
 	fs.Var(&s.BusyRetryAfter, "busy-retry-after", "retry-after sent to agents with BUSY")

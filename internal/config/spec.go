@@ -69,6 +69,7 @@ type Spec struct {
 	MaxRaw          int      `json:"max-raw" yaml:"max-raw"`
 	Window          int      `json:"window" yaml:"window"`
 	AckTimeout      Duration `json:"ack-timeout" yaml:"ack-timeout"`
+	LateAfter       Duration `json:"late-after" yaml:"late-after"`
 	QueueMaxPackets int      `json:"queue-max-packets" yaml:"queue-max-packets"`
 	QueueMaxBytes   int64    `json:"queue-max-bytes" yaml:"queue-max-bytes"`
 	BusyRetryAfter  Duration `json:"busy-retry-after" yaml:"busy-retry-after"`
@@ -141,6 +142,7 @@ func Default() Spec {
 		MaxRaw:              int(c.Limits.MaxRaw),
 		Window:              int(c.Window),
 		AckTimeout:          Duration(c.AckTimeout),
+		LateAfter:           Duration(c.LateAfter),
 		QueueMaxPackets:     c.QueueMaxPackets,
 		QueueMaxBytes:       c.QueueMaxBytes,
 		BusyRetryAfter:      Duration(c.BusyRetryAfter),
@@ -219,6 +221,7 @@ func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
 	}
 	c.Limits.MaxFrame, c.Limits.MaxRaw, c.Window = uint32(s.MaxFrame), uint32(s.MaxRaw), uint32(s.Window)
 	c.AckTimeout = time.Duration(s.AckTimeout)
+	c.LateAfter = time.Duration(s.LateAfter)
 	c.QueueMaxPackets, c.QueueMaxBytes = s.QueueMaxPackets, s.QueueMaxBytes
 	c.BusyRetryAfter, c.DrainTimeout = time.Duration(s.BusyRetryAfter), time.Duration(s.DrainTimeout)
 	c.HandshakeTimeout, c.IdleTimeout = time.Duration(s.HandshakeTimeout), time.Duration(s.IdleTimeout)

@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,6 +105,7 @@ func TestSlowAnalyzerIsNotDead(t *testing.T) {
 		}
 	}
 	m := metricsText(t, c.admin)
+	t.Logf("hedged: %v", sumMetric(m, "logdist_hedged_packets_total"))
 	for _, name := range []string{"logdist_upstream_connections_lost_total", "logdist_redispatched_packets_total", "logdist_upstream_heartbeats_missed_total"} {
 		if v := sumMetric(m, name); v != 0 {
 			t.Errorf("%s = %v, want 0", name, v)
@@ -120,4 +124,77 @@ func sumMetric(text, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// One analyzer SIGSTOPped under load, logdist's default heartbeats (500 ms,
+// timeout 1 s), an agent sending 5,000 packets/s: its acknowledgement
+// rate stays above half its normal rate but for at most 300 ms (the hung
+// analyzer's packets are copied to the others once it has been silent
+// 150 ms, and it gets no new ones), where it used to stop for the whole
+// detection time. Nothing
+// acknowledged is lost.
+func TestStoppedAnalyzerDoesNotStallAgents(t *testing.T) {
+	c := newCluster(t, []float64{0.4, 0.3, 0.2, 0.1}, "--heartbeat-interval", "500ms", "--heartbeat-timeout", "1s")
+	ag := newAgentWith(t, c.listen, "steady", func(cfg *clientConfig) { cfg.Window = 64; cfg.Compress = false })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { // about 5,000 packets/s: 50 every 10 ms
+		defer close(done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ctx.Err() == nil; {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for range 50 {
+				m := frame.Message{Timestamp: time.Now().UnixNano(), Body: []byte(fmt.Sprintf("steady %d", i))}
+				if ag.Send(ctx, m) != nil {
+					return
+				}
+				i++
+			}
+		}
+	}()
+	sample := func(d time.Duration) []uint64 {
+		var out []uint64
+		last := ag.Stats().PacketsAcked
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			next := time.Now().Add(100 * time.Millisecond)
+			waitFor(t, "the next 100 ms", time.Second, func() bool { return !time.Now().Before(next) })
+			now := ag.Stats().PacketsAcked
+			out = append(out, now-last)
+			last = now
+		}
+		return out
+	}
+	waitFor(t, "traffic", 10*time.Second, func() bool { return ag.Stats().PacketsAcked > 2000 })
+	var normal uint64
+	before := sample(time.Second)
+	for _, r := range before {
+		normal += r
+	}
+	normal /= uint64(len(before))
+	c.analyzers[0].signal(syscall.SIGSTOP)
+	after := sample(3 * time.Second)
+	c.analyzers[0].signal(syscall.SIGCONT)
+	cancel()
+	<-done
+	run, worst := 0, 0
+	for _, r := range after {
+		if r*2 < normal {
+			run++
+			worst = max(worst, run)
+		} else {
+			run = 0
+		}
+	}
+	t.Logf("acks per 100 ms: normal %d; after SIGSTOP of a1 (weight 0.4): %v", normal, after)
+	if worst > 3 {
+		t.Errorf("acknowledgements below half their normal rate for %d00 ms in a row; want at most 300 ms", worst)
+	}
+	ag.flush(t)
+	c.checkNoLoss(ag)
+	t.Logf("copied from the stopped analyzer: %v", sumMetric(metricsText(t, c.admin), "logdist_hedged_packets_total"))
 }
