@@ -73,7 +73,7 @@ type upstream struct {
 	late bool
 	// latency is an average of this connection's sampled ack latencies
 	// (ns), the yardstick of lateness.
-	latency int64
+	latency  int64
 	redialAt int64
 	backoff  time.Duration
 }

@@ -342,7 +342,7 @@ func (s *Server) Reject(seq uint64, code frame.Code, reason string) bool {
 
 // Open reports whether DATA seq was received and is not resolved yet.
 func (s *Server) Open(seq uint64) bool {
-	return s.state == srvReady && seq > s.acked && seq <= s.lastSeq && *s.res.at(int(seq-s.acked-1)) == seqOpen
+	return s.state == srvReady && seq > s.acked && seq <= s.lastSeq && *s.res.at(int(seq - s.acked - 1)) == seqOpen
 }
 
 func (s *Server) resolve(seq uint64, st uint8) bool {
