@@ -94,8 +94,10 @@ func TestSetLimits(t *testing.T) {
 		}
 	}
 	l.SetLimits(Limits{PacketsPerSecond: 10, PacketsBurst: 2}, now)
-	if l.Take(now, 1) != 0 || l.Take(now, 1) != 0 {
-		t.Fatal("the burst of new limits refused")
+	for i := range 2 {
+		if l.Take(now, 1) != 0 {
+			t.Fatalf("packet %d of the new limits' burst of 2 refused", i+1)
+		}
 	}
 	if w := l.Take(now, 1); w <= 0 || w > 100*time.Millisecond {
 		t.Fatalf("past the new burst: wait %v", w)

@@ -169,12 +169,6 @@ func token(b []byte, i int, in func(byte) bool) (end, trimmed int) {
 	return j, e
 }
 
-// endsToken reports whether a token ending at e (its run at j) stands
-// alone: what follows is not part of a word.
-func endsToken(b []byte, e, j int) bool {
-	return j == len(b) || !wordByte(b[j]) || e < j && !wordByte(b[j])
-}
-
 func findIPv4(b []byte, from int) (int, int) {
 	for i := from; i < len(b); i++ {
 		// An address starts after a non-word byte or a colon (key:10.0.0.1)
