@@ -9,7 +9,7 @@ BENCHFLAGS ?=
 FUZZTIME ?= 1m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-race test-short run bench bench-go fuzz fmt vet lint clean
+.PHONY: chaos all build test test-race test-short run bench bench-go fuzz fmt vet lint clean
 
 all: build
 
@@ -50,6 +50,10 @@ bench: build
 ## bench-go: Go micro-benchmarks of the hot paths.
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./frame/... ./balancer/... ./proxy/...
+
+## chaos: every fault scenario (real processes, Toxiproxy in-process) and its table in docs/chaos-table.md (make test runs a short subset).
+chaos:
+	LOGDIST_CHAOS=full LOGDIST_CHAOS_OUT=$(CURDIR)/docs/chaos-table.md $(GO) test -count=1 -timeout 20m -run 'TestChaos$$' -v ./internal/e2e/
 
 ## fuzz: every fuzz target for FUZZTIME each (default 1m). Minimizing a new
 ## input may take 3 s, not Go's default minute, during which the other
