@@ -64,7 +64,8 @@ soak:
 ## workers wait: with the default a run spent most of its time stalled.
 fuzz:
 	@set -e; for t in frame:FuzzParseHeader frame:FuzzDecodePacket frame:FuzzDecodeData frame:FuzzReader frame:FuzzControl \
-		internal/syslog:FuzzParse internal/syslog/oracle:FuzzOracle proxy:FuzzNextSyslogFrame; do \
+		internal/syslog:FuzzParse internal/syslog/oracle:FuzzOracle proxy:FuzzNextSyslogFrame \
+		internal/redact:FuzzRedact internal/agentauth:FuzzHandshakeWithAuth; do \
 		echo "== $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./$${t%%:*}/; \
 	done
