@@ -1,10 +1,10 @@
 package e2e
 
 import (
-	"net"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -17,8 +17,6 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
-
-	"github.com/logdist/logdist/frame"
 )
 
 // The chaos suite: four analyzerd (0.4/0.3/0.2/0.1) behind Toxiproxy
@@ -216,27 +214,7 @@ func runScenario(t *testing.T, sc scenario) string {
 		ag := newAgentWith(t, c.listen, fmt.Sprintf("chaos-%d", i), func(cfg *clientConfig) { cfg.Window = 256; cfg.MaxPending = 8 << 20; cfg.Block = true })
 		e.agents = append(e.agents, ag)
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			for n := 0; ; {
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-				for range chaosRate / 100 {
-					if err := ag.Send(ctx, frame.Message{Timestamp: time.Now().UnixNano(), Body: []byte(fmt.Sprintf("%s %d", sc.name, n))}); err != nil {
-						if ctx.Err() == nil {
-							t.Errorf("agent stopped sending: %v", err)
-						}
-						return
-					}
-					n++
-				}
-			}
-		}()
+		go ag.sendPaced(ctx, t, &wg, chaosRate, sc.name)
 	}
 	acked := func() (n uint64) {
 		for _, a := range e.agents {

@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -466,4 +467,44 @@ func countLines(s string) int {
 		}
 	}
 	return n
+}
+
+// sendPaced sends rate packets/s (in bursts every 10 ms), bodies label and
+// a counter, until ctx ends; it reports on t if Send fails before that.
+// Run it on its own goroutine; wg is done when it returns.
+func (a *agent) sendPaced(ctx context.Context, t *testing.T, wg *sync.WaitGroup, rate int, label string) {
+	defer wg.Done()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for n := 0; ; {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for range rate / 100 {
+			if err := a.Send(ctx, frame.Message{Timestamp: time.Now().UnixNano(), Body: []byte(label + " " + strconv.Itoa(n))}); err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("agent stopped sending: %v", err)
+				}
+				return
+			}
+			n++
+		}
+	}
+}
+
+// ackRates samples a's acknowledged count every 100 ms for d and returns
+// the acknowledgements in each interval.
+func (a *agent) ackRates(t *testing.T, d time.Duration) []uint64 {
+	var out []uint64
+	last := a.Stats().PacketsAcked
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		next := time.Now().Add(100 * time.Millisecond)
+		waitFor(t, "the next 100 ms", time.Second, func() bool { return !time.Now().Before(next) })
+		now := a.Stats().PacketsAcked
+		out = append(out, now-last)
+		last = now
+	}
+	return out
 }

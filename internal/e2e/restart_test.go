@@ -3,12 +3,12 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -137,50 +137,21 @@ func TestStoppedAnalyzerDoesNotStallAgents(t *testing.T) {
 	c := newCluster(t, []float64{0.4, 0.3, 0.2, 0.1}, "--heartbeat-interval", "500ms", "--heartbeat-timeout", "1s")
 	ag := newAgentWith(t, c.listen, "steady", func(cfg *clientConfig) { cfg.Window = 64; cfg.Compress = false })
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { // about 5,000 packets/s: 50 every 10 ms
-		defer close(done)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ctx.Err() == nil; {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			for range 50 {
-				m := frame.Message{Timestamp: time.Now().UnixNano(), Body: []byte(fmt.Sprintf("steady %d", i))}
-				if ag.Send(ctx, m) != nil {
-					return
-				}
-				i++
-			}
-		}
-	}()
-	sample := func(d time.Duration) []uint64 {
-		var out []uint64
-		last := ag.Stats().PacketsAcked
-		for end := time.Now().Add(d); time.Now().Before(end); {
-			next := time.Now().Add(100 * time.Millisecond)
-			waitFor(t, "the next 100 ms", time.Second, func() bool { return !time.Now().Before(next) })
-			now := ag.Stats().PacketsAcked
-			out = append(out, now-last)
-			last = now
-		}
-		return out
-	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go ag.sendPaced(ctx, t, &wg, 5000, "steady")
 	waitFor(t, "traffic", 10*time.Second, func() bool { return ag.Stats().PacketsAcked > 2000 })
 	var normal uint64
-	before := sample(time.Second)
+	before := ag.ackRates(t, time.Second)
 	for _, r := range before {
 		normal += r
 	}
 	normal /= uint64(len(before))
 	c.analyzers[0].signal(syscall.SIGSTOP)
-	after := sample(3 * time.Second)
+	after := ag.ackRates(t, 3*time.Second)
 	c.analyzers[0].signal(syscall.SIGCONT)
 	cancel()
-	<-done
+	wg.Wait()
 	run, worst := 0, 0
 	for _, r := range after {
 		if r*2 < normal {

@@ -17,8 +17,6 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
-
-	"github.com/logdist/logdist/frame"
 )
 
 // The soak: the seed's sustained profile (2,000 packets/s) through logdist
@@ -49,27 +47,7 @@ func TestSoak(t *testing.T) {
 		ag := newAgentWith(t, c.listen, fmt.Sprintf("soak-%d", i), func(cfg *clientConfig) { cfg.Window = 256; cfg.MaxPending = 8 << 20; cfg.Block = true })
 		agents = append(agents, ag)
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			for n := 0; ; {
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-				for range 10 { // 1,000 packets/s per agent
-					if err := ag.Send(ctx, frame.Message{Timestamp: time.Now().UnixNano(), Body: []byte("soak " + strconv.Itoa(n))}); err != nil {
-						if ctx.Err() == nil {
-							t.Errorf("agent stopped sending: %v", err)
-						}
-						return
-					}
-					n++
-				}
-			}
-		}()
+		go ag.sendPaced(ctx, t, &wg, 1000, "soak")
 	}
 
 	type sample struct {
@@ -219,4 +197,3 @@ func goroutines(t *testing.T, admin string) int {
 	n, _ := strconv.Atoi(strings.TrimPrefix(first, "goroutine profile: total "))
 	return n
 }
-
