@@ -59,14 +59,19 @@ func TestRestartAfterKillBindsAtOnce(t *testing.T) {
 			t.Fatalf("round %d: no WELCOME: %v", round, err)
 		}
 		p.kill()
+		killed := time.Now()
 		for _, nc := range conns { // read the FIN, then close: logdist's side is in TIME_WAIT
 			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 			_, _ = io.Copy(io.Discard, nc)
 			nc.Close()
 		}
 		began := time.Now()
-		q := start(t, binary(t, "logdist"), args...)
-		if d := time.Since(began); d > time.Second {
+		q := start(t, binary(t, "logdist"), args...) // fails at once on "address already in use"
+		d := time.Since(began)
+		t.Logf("round %d: restarted %v after kill -9, ready %v later", round, began.Sub(killed).Round(time.Millisecond), d.Round(time.Millisecond))
+		// Its start-up takes ~100 ms; the bound leaves room for a loaded CI
+		// machine without letting a 60 s TIME_WAIT wait through.
+		if d > 3*time.Second {
 			t.Fatalf("round %d: logdist took %v to be ready again after kill -9", round, d)
 		}
 		if round == 5 { // SO_REUSEADDR does not let a second logdist share a live port
