@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -416,4 +417,36 @@ func (lp *loop) redact(rd *redact.Redactor, h frame.Header, fb []byte) ([]byte, 
 			nh.PayloadLen(), nh.RawLen(), lim.MaxFrame, lim.MaxRaw)
 	}
 	return lp.red.frame, nil
+}
+
+// Revoke ends the connections of agents acting as any of identities (their
+// credentials were revoked, by a reload of the auth file): each gets
+// GOAWAY auth, so that what it has in flight is still answered, and its
+// next HELLO is refused. It returns at once; the loops do the work.
+func (s *Server) Revoke(identities []string) {
+	if len(identities) == 0 {
+		return
+	}
+	set := make(map[string]bool, len(identities))
+	for _, id := range identities {
+		set[id] = true
+	}
+	for _, lp := range s.snapshotLoops() {
+		lp.exec(func(context.Context) error {
+			n := 0
+			for a := range lp.agents {
+				if !a.closed && a.sess.Ready() && !a.sess.Draining() && set[a.sess.Identity()] {
+					a.sess.GoAway(frame.CodeAuth, "credentials revoked (the auth file no longer lists this token); reconnecting will be refused")
+					lp.markAgent(a)
+					n++
+				}
+			}
+			if n > 0 {
+				lp.m.revoked.Add(n)
+				lp.s.log.Info("agent connections told their credentials were revoked", "loop", lp.idx, "connections", n)
+				lp.flush()
+			}
+			return nil
+		})
+	}
 }

@@ -26,6 +26,7 @@ type loopMetrics struct {
 	busy, rejected          *metrics.Counter
 	rateLimited             *metrics.Counter
 	hedged                  *metrics.Counter // packets copied from a late analyzer to another
+	revoked                 *metrics.Counter // agent connections told their credentials were revoked
 	// redactedPackets counts agents' packets encoded again after
 	// redaction; redactedMessages the replacements made (the per-rule
 	// split is logdist_redactions_total{rule}).
@@ -79,6 +80,7 @@ func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
 		queueFull:        c("logdist_queue_full_total"),
 		redispatched:     c("logdist_redispatched_packets_total"),
 		hedged:           c("logdist_hedged_packets_total"),
+		revoked:          c("logdist_agent_revoked_total"),
 		spilled:          c("logdist_spilled_packets_total"),
 		orphansDropped:   c("logdist_orphaned_packets_dropped_total"),
 		forwarded:        c("logdist_forwarded_packets_total"),

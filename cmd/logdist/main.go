@@ -174,6 +174,7 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 	if agentTLS != nil {
 		tlsConfigs = append(tlsConfigs, agentTLS)
 	}
+	var srv *proxy.Server // set below; a reload before it exists revokes nothing
 	outside := func(s config.Spec) error {
 		// A reload (SIGHUP) also rereads the certificates that changed;
 		// a broken one is logged and the ones in force stay.
@@ -181,8 +182,13 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 			_, _ = c.ReloadChanged()
 		}
 		if guard != nil {
-			if err := guard.Reload(); err != nil {
+			revoked, err := guard.Reload()
+			if err != nil {
 				log.Error("auth file reload failed; the identities in force stay", "err", err)
+			}
+			if len(revoked) > 0 && srv != nil {
+				log.Info("auth file reload revokes identities; their connections are told to go", "identities", revoked)
+				srv.Revoke(revoked)
 			}
 		}
 		if rd := base.Redactor; rd != nil {
@@ -204,7 +210,7 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 			log.Warn("--allow leaves out 127.0.0.1: logdist ctl on this host will be refused; add it, or set --admin-allow")
 		}
 	}
-	srv, err := proxy.New(cfg)
+	srv, err = proxy.New(cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
 		return 2

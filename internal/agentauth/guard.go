@@ -277,17 +277,24 @@ func (g *Guard) Run(ctx context.Context) {
 }
 
 // Reload reads the auth file again. On an error the old one stays.
-// Connections already accepted stay; limits change at once for every
-// connection of an identity.
-func (g *Guard) Reload() error {
+// Limits change at once for every connection of an identity. It returns
+// the identities whose credentials the new file revokes (gone, or a
+// different token): their open connections should be ended (the proxy's
+// Revoke); new ones are refused already.
+func (g *Guard) Reload() (revoked []string, err error) {
 	old := g.pol.Load()
 	if old.Path == "" {
-		return nil
+		return nil, nil
 	}
 	pol, err := Load(old.Path)
 	if err != nil {
 		g.reloads[1].Inc()
-		return err
+		return nil, err
+	}
+	for id, e := range old.byIdent {
+		if n := pol.byIdent[id]; n == nil || n.TokenSHA256 != e.TokenSHA256 {
+			revoked = append(revoked, id)
+		}
 	}
 	g.pol.Store(pol)
 	now := time.Now().UnixNano()
@@ -297,7 +304,7 @@ func (g *Guard) Reload() error {
 	}
 	g.mu.Unlock()
 	g.reloads[0].Inc()
-	return nil
+	return revoked, nil
 }
 
 // Acquire returns the rate limiter of identity, shared by all its

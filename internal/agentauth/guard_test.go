@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -205,8 +206,8 @@ func TestLimitersAndReload(t *testing.T) {
 	if err := os.WriteFile(path, []byte(strings.Replace(policyText(), "packets-per-second: 5000", "packets-per-second: 7", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Reload(); err != nil {
-		t.Fatal(err)
+	if revoked, err := g.Reload(); err != nil || len(revoked) != 0 {
+		t.Fatalf("reload with new limits only: revoked %v, err %v", revoked, err)
 	}
 	if a.Limits().PacketsPerSecond != 7 {
 		t.Fatalf("after reload the held limiter enforces %+v", a.Limits())
@@ -214,7 +215,7 @@ func TestLimitersAndReload(t *testing.T) {
 	if err := os.WriteFile(path, []byte("agents: [{identity: x, token-sha256: bad}]"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Reload(); err == nil || g.Policy().Len() != 3 {
+	if _, err := g.Reload(); err == nil || g.Policy().Len() != 3 {
 		t.Fatalf("a bad file: err %v, %d identities in force (want the old 3)", err, g.Policy().Len())
 	}
 	now := time.Now().UnixNano()
@@ -244,3 +245,22 @@ func TestHashToken(t *testing.T) {
 }
 
 var _ net.Addr = peerAddr("")
+
+// A reload names the identities it revokes: gone from the file, or given
+// another token.
+func TestReloadRevokes(t *testing.T) {
+	g, _, path := newGuard(t, Required, nil)
+	text := strings.Replace(policyText(), HashToken("any-secret-0123456789"), HashToken("new-secret-0123456789"), 1)
+	text = strings.Replace(text, "  - identity: spiffe://example.org/db\n    agent-ids: [\"db-?\"]\n", "", 1)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	revoked, err := g.Reload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(revoked)
+	if want := []string{"any-id", "spiffe://example.org/db"}; !slices.Equal(revoked, want) {
+		t.Fatalf("revoked %v, want %v", revoked, want)
+	}
+}

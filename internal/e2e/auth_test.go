@@ -111,6 +111,25 @@ func TestAgentTokens(t *testing.T) {
 	if b, _ := os.ReadFile(c.analyzers[0].out); strings.Contains(string(b), "line from web-2") || strings.Contains(string(b), "line from web-3") {
 		t.Fatal("a refused agent's line reached the analyzer")
 	}
+
+	// Revocation: an agent connected with web-fleet's token, web-fleet
+	// removed from the file, SIGHUP: the agent is told to go (GOAWAY, what
+	// it sent is still answered) and its reconnection is refused.
+	live := newAgentWith(t, c.listen, "web-9", func(cfg *clientConfig) { cfg.Token = "web-token-0123456789abcdef" })
+	live.send(t, 10, "before revocation")
+	live.flush(t)
+	if err := os.WriteFile(authFile, []byte("agents:\n  - identity: db-fleet\n    token-sha256: "+authHash(t, "db-token-0123456789abcdef")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.logdist.signal(syscall.SIGHUP)
+	waitFor(t, "the revoked agent refused", 10*time.Second, func() bool {
+		err := live.Stats().LastError
+		return err != nil && strings.Contains(err.Error(), "unknown token")
+	})
+	if m := metricsText(t, c.admin); sumMetric(m, "logdist_agent_revoked_total") != 1 {
+		t.Errorf("logdist_agent_revoked_total = %v, want 1", sumMetric(m, "logdist_agent_revoked_total"))
+	}
+	c.checkNoLoss(live)
 }
 
 // --redact end to end: what logsend sends and a syslog datagram carry
