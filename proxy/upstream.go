@@ -253,6 +253,9 @@ func (u *upstream) report(ev balancer.Event) {
 
 func (u *upstream) onTraffic(c gnet.Conn) gnet.Action {
 	lp := u.lp
+	// A fresh clock per read (not per frame): the session stamps what it
+	// receives with it, and lateness (checkLate) measures silence from it.
+	lp.clock()
 	action := gnet.None
 	for action == gnet.None {
 		hb, _ := c.Peek(frame.HeaderSize)
