@@ -367,7 +367,14 @@ func (s *Set) Rising(id int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.lookupID(id)
-	return a != nil && a.admin == Enabled && a.weight > 0 && a.h.state == Down && a.h.breaker != Open
+	if a == nil {
+		return false
+	}
+	now := s.cfg.Now()
+	if s.advanceBreaker(a, now) { // RetryDown's breakers turn half-open here
+		s.commit(now, true)
+	}
+	return a.admin == Enabled && a.weight > 0 && a.h.state == Down && a.h.breaker != Open
 }
 
 // Tick applies what is due by the set's clock: slow-start steps, breakers

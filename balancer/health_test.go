@@ -421,3 +421,38 @@ func TestFallPerSource(t *testing.T) {
 		t.Fatalf("up after %d misses in a row from loop 0", s.cfg.Fall)
 	}
 }
+
+// RetryDown makes down analyzers' open breakers probe-able at once;
+// Rising tells an analyzer on its way up from one that is out.
+func TestRetryDownAndRising(t *testing.T) {
+	clk := newFakeClock()
+	cfg := testConfig(SWRR, clk)
+	cfg.BreakerBackoff, cfg.BreakerMaxBackoff = time.Minute, time.Minute
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := s.Add(AnalyzerConfig{Name: "a", Addr: "x:1", Weight: 1})
+	for range cfg.Fall {
+		s.Report(id, ConnectFailed)
+	}
+	if s.AllowProbe(id) || s.Rising(id) {
+		t.Fatal("a fresh open breaker allows a probe, or the analyzer reads as rising")
+	}
+	if n := s.RetryDown(); n != 1 {
+		t.Fatalf("RetryDown reopened %d breakers, want 1", n)
+	}
+	if !s.Rising(id) {
+		t.Fatal("after RetryDown the analyzer is not rising (its breaker should be half-open)")
+	}
+	if !s.AllowProbe(id) || s.AllowProbe(id) {
+		t.Fatal("after RetryDown: want exactly one probe granted")
+	}
+	s.Report(id, Connected)
+	for range cfg.Rise {
+		s.Report(id, HeartbeatOK)
+	}
+	if s.Rising(id) {
+		t.Fatal("an analyzer that is up reads as rising")
+	}
+}

@@ -412,6 +412,13 @@ func TestAgentThatDoesNotReadIsClosed(t *testing.T) {
 // waits (at most 2 s) until they answer. All four analyzers are back at the
 // same moment, their breakers backed off for up to 3 s.
 func TestBacklogSpreadAfterTotalOutage(t *testing.T) {
+	t.Run("2 loops, 100 ms heartbeats, 1 agent", func(t *testing.T) { backlogSpread(t, 2, 100*time.Millisecond, 1) })
+	// Several loops at the default heartbeat: a half-open breaker lets one
+	// loop probe; the others wait for it rather than end their wait.
+	t.Run("4 loops, 500 ms heartbeats, 8 agents", func(t *testing.T) { backlogSpread(t, 4, 500*time.Millisecond, 8) })
+}
+
+func backlogSpread(t *testing.T, loops int, heartbeat time.Duration, agents int) {
 	weights := []float64{0.4, 0.3, 0.2, 0.1}
 	names := []string{"a1", "a2", "a3", "a4"}
 	var addrs []string
@@ -430,20 +437,28 @@ func TestBacklogSpreadAfterTotalOutage(t *testing.T) {
 		c.Balancer.BreakerBackoff = 1500 * time.Millisecond
 		c.Balancer.BreakerMaxBackoff = 3 * time.Second
 		c.QueueMaxPackets = 10_000
+		c.Loops = loops
+		c.HeartbeatInterval, c.HeartbeatTimeout = heartbeat, 2*heartbeat
 	})
 	defer s.Stop(t.Context())
-	c, err := servertest.Dial(s.Addr().String(), "agent-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	const n = 200
-	var buf []byte
-	for i := uint64(1); i <= n; i++ {
-		buf = c.AppendData(buf, pkt("agent-1", i), true)
-	}
-	if err := c.Write(buf); err != nil {
-		t.Fatal(err)
+	const each = 200
+	n := each * agents
+	var clients []*servertest.Client
+	for a := range agents {
+		name := fmt.Sprintf("agent-%d", a)
+		c, err := servertest.Dial(s.Addr().String(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var buf []byte
+		for i := uint64(1); i <= each; i++ {
+			buf = c.AppendData(buf, pkt(name, i), true)
+		}
+		if err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
 	}
 	// Every breaker opens (three failed dials each), then backs off.
 	waitFor(t, "every breaker open", 10*time.Second, func() bool {
@@ -463,11 +478,13 @@ func TestBacklogSpreadAfterTotalOutage(t *testing.T) {
 			a.srv.Close()
 		}
 	}()
-	if err := c.WaitAck(n); err != nil {
-		t.Fatal(err)
+	for _, c := range clients {
+		if err := c.WaitAck(each); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i, a := range as {
-		share := float64(a.unique()) / n
+		share := float64(a.unique()) / float64(n)
 		t.Logf("%s (weight %.1f): %d of %d packets", names[i], weights[i], a.unique(), n)
 		if share < weights[i]-0.1 || share > weights[i]+0.1 {
 			t.Errorf("%s took %.2f of the backlog, weight %.1f", names[i], share, weights[i])

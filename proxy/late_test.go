@@ -9,6 +9,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/client"
+	"github.com/logdist/logdist/frame/server/servertest"
 	"github.com/logdist/logdist/proxy"
 )
 
@@ -109,5 +110,42 @@ func TestHungAnalyzerDoesNotStallAgents(t *testing.T) {
 	t.Logf("%d packets acknowledged, %v copied from the hung analyzer", st.PacketsAcked, hedged)
 	if hedged == 0 {
 		t.Error("no packet was copied from the hung analyzer")
+	}
+}
+
+// With nowhere else to go, a late analyzer's packets are not copied: a
+// copy could only come back to it, a duplicate for nothing. One analyzer,
+// held for 400 ms (past --late-after) with packets in flight, then
+// released: every packet reaches it once.
+func TestLateAloneMakesNoCopies(t *testing.T) {
+	s, as := startClusterWith(t, func(c *proxy.Config) { c.LateAfter = 150 * time.Millisecond }, 1)
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	as[0].hold()
+	var buf []byte
+	for i := uint64(1); i <= 50; i++ {
+		buf = c.AppendData(buf, pkt("agent-1", i), true)
+	}
+	if err := c.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(400 * time.Millisecond)
+	waitFor(t, "400 ms of a held analyzer", time.Second, func() bool { return !time.Now().Before(deadline) })
+	as[0].release()
+	if err := c.WaitAck(50); err != nil {
+		t.Fatal(err)
+	}
+	as[0].mu.Lock()
+	defer as[0].mu.Unlock()
+	for k, n := range as[0].seen {
+		if n != 1 {
+			t.Fatalf("%s reached the analyzer %d times", k, n)
+		}
+	}
+	if h := metricSum(s, "logdist_hedged_packets_total"); h != 0 {
+		t.Fatalf("%v packets copied with no other analyzer", h)
 	}
 }

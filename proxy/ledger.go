@@ -248,8 +248,9 @@ type regather struct {
 }
 
 const (
-	// regatherMin lets the probes RetryDown allowed start before the
-	// loop judges whether any is under way.
+	// regatherMin (and at least three timer ticks) lets the probes
+	// RetryDown allowed start before the loop judges whether any is under
+	// way.
 	regatherMin = 50 * time.Millisecond
 	// regatherMax bounds the wait: an analyzer slow to come back must not
 	// hold the backlog long.
@@ -274,9 +275,9 @@ func (lp *loop) regathering() bool {
 			lp.s.log.Info("an analyzer is back after all were down: probing the others now and holding the backlog until they answer",
 				"loop", lp.idx, "probing", n, "waiting", lp.led.waiting.len(), "at_most", regatherMax)
 		}
-		for _, u := range lp.ups {
-			if u != nil && u.state == upIdle {
-				u.redialAt = now
+		for _, u := range lp.ups { // dial now, not at the next tick
+			if u != nil && u.state == upIdle && !u.retiring && lp.s.set.AllowProbeGen(u.id, u.gen) {
+				u.dial()
 			}
 		}
 	}
@@ -287,7 +288,7 @@ func (lp *loop) regathering() bool {
 		rg.until = 0
 		return false
 	}
-	if now-rg.from < int64(regatherMin) {
+	if now-rg.from < max(int64(regatherMin), 3*int64(lp.conf.timer)) {
 		return true
 	}
 	for _, u := range lp.ups {
@@ -297,7 +298,10 @@ func (lp *loop) regathering() bool {
 		switch u.state {
 		case upDialing, upHandshake:
 			return true
-		case upReady:
+		case upReady, upIdle:
+			// Rising: connected and counting successes, or being probed
+			// (by this loop or another: a half-open breaker lets one
+			// probe through, so the other loops' connections wait idle).
 			if lp.s.set.Rising(u.id) {
 				return true
 			}
@@ -427,6 +431,14 @@ func (lp *loop) drainWaiting() {
 	q := &lp.led.waiting
 	for q.len() > 0 {
 		r := q.peek()
+		if !r.orphan() && !r.syslog && !r.agent.sess.Open(r.aseq) {
+			// A copy of a late analyzer's packet whose original was
+			// answered meanwhile: nothing waits for it.
+			q.pop()
+			lp.dequeued(r)
+			lp.freeRecord(r)
+			continue
+		}
 		if !r.orphan() && !lp.tryDispatch(r) {
 			return
 		}

@@ -430,9 +430,15 @@ func (u *upstream) checkLate(now int64) {
 		if !live || r.hedged || r.syslog || r.orphan() || !r.agent.sess.Open(r.aseq) {
 			continue
 		}
+		// Copy only to an analyzer that takes it now: a copy that would
+		// wait could only go back here, a duplicate that gains nothing.
+		c := lp.newRecord(r.buf, r.agent, r.aseq, r.msgs)
+		if !lp.tryDispatch(c) {
+			lp.freeRecord(c)
+			break // nobody has room: the rest would fare no better
+		}
 		r.hedged = true
 		lp.m.hedged.Inc()
-		lp.dispatch(lp.newRecord(r.buf, r.agent, r.aseq, r.msgs))
 	}
 	for u.backlog.len() > 0 { // never sent: they simply go elsewhere
 		lp.toRedo(u.backlog.pop())
