@@ -51,11 +51,10 @@ func TestSoak(t *testing.T) {
 	}
 
 	type sample struct {
-		at                float64 // seconds since start
-		rssMiB            float64
-		fds, goroutines   int
-		acked             uint64
-		analyzersUpAtTime int
+		at              float64 // seconds since start
+		rssMiB          float64
+		fds, goroutines int
+		acked           uint64
 	}
 	var samples []sample
 	began := time.Now()
