@@ -33,11 +33,10 @@ import (
 // every scenario and writes the table to $LOGDIST_CHAOS_OUT.
 
 type chaosEnv struct {
-	c       *cluster
-	tox     []*toxiproxy.Proxy
-	ldArgs  []string
-	agents  []*agent
-	faulted string // the analyzer the scenario hurts, if one
+	c      *cluster
+	tox    []*toxiproxy.Proxy
+	ldArgs []string
+	agents []*agent
 }
 
 type scenario struct {
