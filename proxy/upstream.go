@@ -253,9 +253,6 @@ func (u *upstream) report(ev balancer.Event) {
 
 func (u *upstream) onTraffic(c gnet.Conn) gnet.Action {
 	lp := u.lp
-	// A fresh clock per read (not per frame): the session stamps what it
-	// receives with it, and lateness (checkLate) measures silence from it.
-	lp.clock()
 	action := gnet.None
 	for action == gnet.None {
 		hb, _ := c.Peek(frame.HeaderSize)
@@ -412,7 +409,10 @@ func (u *upstream) checkLate(now int64) {
 		}
 	}
 	after := u.lateAfter()
-	if oldest == nil || now-max(u.sess.LastRx(), oldest.sentAt) < after {
+	// The session stamps what it receives with the loop's coarse clock,
+	// up to a timer tick old: count the silence from a tick later, so that
+	// a late connection is one that surely was silent that long.
+	if oldest == nil || now-max(u.sess.LastRx(), oldest.sentAt)-int64(lp.conf.timer) < after {
 		if u.late {
 			lp.s.log.Info("analyzer answering again", "analyzer", u.name, "loop", lp.idx)
 		}
@@ -422,7 +422,7 @@ func (u *upstream) checkLate(now int64) {
 	if !u.late {
 		u.late = true // before dispatching copies: picks skip it
 		lp.s.log.Warn("analyzer silent with packets waiting: no new packets to it, those in flight copied to the others",
-			"analyzer", u.name, "loop", lp.idx, "silent_ms", (now-max(u.sess.LastRx(), oldest.sentAt))/1e6,
+			"analyzer", u.name, "loop", lp.idx, "silent_ms", (now-max(u.sess.LastRx(), oldest.sentAt)-int64(lp.conf.timer))/1e6,
 			"late_after_ms", after/1e6, "in_flight", u.sess.Unresolved())
 	}
 	for i, n := 0, u.sess.InFlight(); i < n; i++ {
