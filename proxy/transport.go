@@ -91,12 +91,12 @@ type pump struct {
 
 func (p *pump) run(s *Server, from, to net.Conn, inbound bool) {
 	defer s.bg.Done()
-	buf := pumpBuf{b: make([]byte, pumpMin)}
+	buf := make([]byte, 32<<10)
 	var err error
 	if tc, ok := from.(*tls.Conn); ok {
-		err = copyRecords(to, tc, &buf)
+		err = copyRecords(to, tc, buf)
 	} else {
-		err = copyPlain(to, from, &buf)
+		_, err = io.CopyBuffer(to, from, buf)
 	}
 	if inbound && err == nil {
 		// The peer finished sending: pass the end of stream on and let the
@@ -116,20 +116,14 @@ func (p *pump) run(s *Server, from, to net.Conn, inbound bool) {
 // received without waiting (crypto/tls keeps a timeout from being sticky),
 // until the buffer is nearly full or none is left. One system call to the
 // socketpair, and one wake-up of the loop, per batch.
-func copyRecords(w io.Writer, tc *tls.Conn, pb *pumpBuf) error {
+func copyRecords(w io.Writer, tc *tls.Conn, buf []byte) error {
 	const maxRecord = 16 << 10 // the largest plaintext a record carries
 	past := time.Unix(1, 0)
 	for {
-		buf := pb.b
 		n, err := tc.Read(buf)
-		full := false
 		if err == nil && n > 0 {
 			_ = tc.SetReadDeadline(past)
-			for {
-				if n > len(buf)-maxRecord {
-					full = true
-					break
-				}
+			for n <= len(buf)-maxRecord {
 				m, rerr := tc.Read(buf[n:])
 				n += m
 				if rerr != nil {
@@ -152,58 +146,6 @@ func copyRecords(w io.Writer, tc *tls.Conn, pb *pumpBuf) error {
 			}
 			return err
 		}
-		pb.fit(full, n)
-	}
-}
-
-// copyPlain copies from r to w until EOF (nil) or an error, one write per
-// read, the buffer sized to the traffic (pumpBuf).
-func copyPlain(w io.Writer, r io.Reader, pb *pumpBuf) error {
-	for {
-		n, err := r.Read(pb.b)
-		if n > 0 {
-			if _, werr := w.Write(pb.b[:n]); werr != nil {
-				return werr
-			}
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		pb.fit(n == len(pb.b), n)
-	}
-}
-
-// A pump's buffer starts at pumpMin and doubles, up to pumpMax, while its
-// batches fill it (a busy connection: fewer, larger writes across the
-// bridge, and fewer wake-ups of the loop); after pumpIdle batches in a row
-// that use less than an eighth of it, it shrinks back to pumpMin. An idle
-// TLS connection holds 2 × pumpMin; only busy ones hold more.
-const (
-	pumpMin  = 32 << 10
-	pumpMax  = 256 << 10
-	pumpIdle = 64
-)
-
-type pumpBuf struct {
-	b     []byte
-	small int // batches in a row under an eighth of b
-}
-
-func (pb *pumpBuf) fit(full bool, n int) {
-	switch {
-	case full && len(pb.b) < pumpMax:
-		pb.b = make([]byte, 2*len(pb.b))
-		pb.small = 0
-	case n < len(pb.b)/8 && len(pb.b) > pumpMin:
-		if pb.small++; pb.small >= pumpIdle {
-			pb.b = make([]byte, pumpMin)
-			pb.small = 0
-		}
-	default:
-		pb.small = 0
 	}
 }
 
