@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"time"
 
@@ -63,9 +62,7 @@ func (lp *loop) openAgent(c gnet.Conn, peer session.Peer) (out []byte, action gn
 	a := &agentConn{lp: lp, c: c, opened: now, lastIn: now}
 	if remote := peer.Addr; remote != nil {
 		a.remote = remote.String()
-		if ta, ok := remote.(*net.TCPAddr); ok {
-			a.ip = ta.AddrPort().Addr().Unmap()
-		}
+		a.ip = addrOf(remote)
 	}
 	a.sess.Reset(&lp.conf.agents, peer)
 	c.SetContext(a)

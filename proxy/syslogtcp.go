@@ -178,10 +178,7 @@ func (t *syslogTCP) serve(nc net.Conn) {
 	if lp == nil {
 		return
 	}
-	var addr netip.Addr
-	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		addr = ta.AddrPort().Addr().Unmap()
-	}
+	addr := addrOf(nc.RemoteAddr())
 	buf := make([]byte, 0, 2*maxSyslogFrame)
 	var msgs [][]byte
 	done := make(chan int, 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -226,7 +227,7 @@ func (g *Guard) refuse(peer session.Peer, hello *frame.Hello, reason, detail str
 	default:
 		g.dropped.Inc()
 	}
-	return fmt.Errorf("%s", detail)
+	return errors.New(detail)
 }
 
 // printable bounds and cleans an agent id for messages and logs.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -277,19 +276,6 @@ func runScenario(t *testing.T, sc scenario) string {
 	}
 	pause(afterFor / 2)
 	after := c.rows()
-	if os.Getenv("LOGDIST_CHAOS_DEBUG") != "" {
-		for i, a := range c.analyzers {
-			nc, err := net.Dial("tcp", a.listen)
-			t.Logf("analyzer %s at %s: dial err %v; proxy %s -> %s", a.name, a.listen, err, e.tox[i].Listen, e.tox[i].Upstream)
-			if err == nil {
-				nc.Close()
-			}
-		}
-		for _, a := range e.agents {
-			t.Logf("agent stats %+v", a.Stats())
-		}
-		t.Logf("logdist:\n%s", c.logdist.logs())
-	}
 	cancel()
 	wg.Wait()
 	for _, a := range e.agents {
