@@ -23,6 +23,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/server"
+	"github.com/logdist/logdist/internal/promexp"
 )
 
 // Config configures an Analyzer. Start from DefaultConfig.
@@ -103,9 +104,11 @@ type Stats struct {
 	Name string `json:"name"`
 	// Packets counts unique (agent id, packet id) pairs processed.
 	Packets uint64 `json:"packets"`
-	// Messages and Bytes (decoded packet size) count unique packets only.
-	Messages uint64 `json:"messages"`
-	Bytes    uint64 `json:"bytes"`
+	// Messages and DecodedBytes (the packets' size after decompression)
+	// count unique packets only. (logdist's own byte counts are wire
+	// bytes: what crossed the network, compressed.)
+	Messages     uint64 `json:"messages"`
+	DecodedBytes uint64 `json:"decoded_bytes"`
 	// Duplicates counts packets received again after being processed.
 	Duplicates uint64 `json:"duplicates"`
 }
@@ -150,6 +153,9 @@ func New(cfg Config) (*Analyzer, error) {
 	if cfg.Server.Logger == nil {
 		cfg.Server.Logger = lg.With("analyzer", cfg.Name)
 	}
+	if cfg.Server.MetricsPrefix == "" {
+		cfg.Server.MetricsPrefix = "analyzerd_server"
+	}
 	if cfg.Server.ServerID == "" {
 		cfg.Server.ServerID = clipID("analyzerd/" + cfg.Name)
 	}
@@ -158,17 +164,17 @@ func New(cfg Config) (*Analyzer, error) {
 		cfg:          cfg,
 		log:          lg.With("component", "analyzerd", "analyzer", cfg.Name),
 		set:          set,
-		packets:      set.NewCounter("logdist_analyzerd_packets_total"),
-		messages:     set.NewCounter("logdist_analyzerd_messages_total"),
-		bytes:        set.NewCounter("logdist_analyzerd_bytes_total"),
-		duplicates:   set.NewCounter("logdist_analyzerd_duplicates_total"),
-		evicted:      set.NewCounter("logdist_analyzerd_dedup_evicted_agents_total"),
-		tooOld:       set.NewCounter("logdist_analyzerd_dedup_too_old_total"),
-		inflightBusy: set.NewCounter("logdist_analyzerd_inflight_copy_busy_total"),
+		packets:      set.NewCounter("analyzerd_packets_total"),
+		messages:     set.NewCounter("analyzerd_messages_total"),
+		bytes:        set.NewCounter("analyzerd_decoded_bytes_total"),
+		duplicates:   set.NewCounter("analyzerd_duplicates_total"),
+		evicted:      set.NewCounter("analyzerd_dedup_evicted_agents_total"),
+		tooOld:       set.NewCounter("analyzerd_dedup_too_old_total"),
+		inflightBusy: set.NewCounter("analyzerd_inflight_copy_busy_total"),
 		dedup:        newDedup(cfg.DedupWindow, cfg.DedupAgents),
 		inflight:     make(map[packetKey]struct{}),
 	}
-	set.NewGauge("logdist_analyzerd_dedup_agents", func() float64 {
+	set.NewGauge("analyzerd_dedup_agents", func() float64 {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return float64(len(a.dedup.agents))
@@ -309,19 +315,32 @@ func (a *Analyzer) AdminAddr() net.Addr {
 // Stats returns the analyzer's counters.
 func (a *Analyzer) Stats() Stats {
 	return Stats{
-		Name:       a.cfg.Name,
-		Packets:    a.packets.Get(),
-		Messages:   a.messages.Get(),
-		Bytes:      a.bytes.Get(),
-		Duplicates: a.duplicates.Get(),
+		Name:         a.cfg.Name,
+		Packets:      a.packets.Get(),
+		Messages:     a.messages.Get(),
+		DecodedBytes: a.bytes.Get(),
+		Duplicates:   a.duplicates.Get(),
 	}
 }
 
-// WriteMetrics writes the analyzer's and its frame server's metrics in
-// Prometheus text format.
+// MetricFamilies documents analyzerd's own metrics (its frame server's
+// are server.MetricFamilies("analyzerd_server")).
+var MetricFamilies = []promexp.Family{
+	{Name: "analyzerd_packets_total", Type: "counter", Help: "Unique packets (agent id, packet id) processed."},
+	{Name: "analyzerd_messages_total", Type: "counter", Help: "Log messages in the unique packets processed."},
+	{Name: "analyzerd_decoded_bytes_total", Type: "counter", Help: "Bytes of the unique packets processed, after decompression (logdist's byte counts are wire bytes)."},
+	{Name: "analyzerd_duplicates_total", Type: "counter", Help: "Packets received again after they were processed (acknowledged, not processed twice)."},
+	{Name: "analyzerd_dedup_agents", Type: "gauge", Help: "Agents the duplicate detector remembers packet ids for."},
+	{Name: "analyzerd_dedup_evicted_agents_total", Type: "counter", Help: "Agents the duplicate detector forgot to stay within --dedup-agents (their duplicates are no longer detected)."},
+	{Name: "analyzerd_dedup_too_old_total", Type: "counter", Help: "Packets older than the duplicate window of their agent (processed; a duplicate of one would not be detected)."},
+	{Name: "analyzerd_inflight_copy_busy_total", Type: "counter", Help: "Copies of a packet answered BUSY because another connection was processing the same packet."},
+}
+
+// WriteMetrics writes the analyzer's, its frame server's and the
+// process's metrics in the Prometheus text format, with HELP and TYPE.
 func (a *Analyzer) WriteMetrics(w io.Writer) {
-	a.set.WritePrometheus(w)
-	a.srv.Metrics().WritePrometheus(w)
+	c := promexp.NewCatalog(MetricFamilies, server.MetricFamilies(a.cfg.Server.MetricsPrefix), promexp.Runtime)
+	_ = promexp.Write(w, c, a.set.WritePrometheus, a.srv.Metrics().WritePrometheus, promexp.WriteProcess)
 }
 
 // HandlePacket implements server.Handler: it counts the packet, or the

@@ -101,8 +101,8 @@ func TestDuplicatesCounted(t *testing.T) {
 
 	got := a.Stats()
 	want := analyzerd.Stats{Name: "a1", Packets: 2, Messages: 3, Duplicates: 2}
-	want.Bytes = got.Bytes
-	if got != want || got.Bytes == 0 {
+	want.DecodedBytes = got.DecodedBytes
+	if got != want || got.DecodedBytes == 0 {
 		t.Fatalf("stats %+v, want %+v", got, want)
 	}
 }
@@ -230,12 +230,12 @@ func TestAdminEndpoints(t *testing.T) {
 		keys = append(keys, k)
 	}
 	if len(stats) != 5 || stats["name"] != "a1" || stats["packets"] != 1.0 || stats["messages"] != 3.0 ||
-		stats["duplicates"] != 0.0 || stats["bytes"].(float64) <= 0 {
+		stats["duplicates"] != 0.0 || stats["decoded_bytes"].(float64) <= 0 {
 		t.Fatalf("/stats = %s (keys %v)", body, keys)
 	}
 
 	_, body = get("/metrics")
-	for _, want := range []string{"logdist_analyzerd_packets_total 1", "logdist_server_packets_acked_total 1", "logdist_analyzerd_dedup_agents 1"} {
+	for _, want := range []string{"analyzerd_packets_total 1", "analyzerd_server_packets_acked_total 1", "analyzerd_dedup_agents 1"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, body)
 		}

@@ -3,6 +3,7 @@ package frame
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Code is a machine-readable error code carried in ERROR frames.
@@ -69,6 +70,17 @@ var codeNames = map[Code]string{
 	CodeBadCompression:   "bad_compression",
 	CodeRawTooLarge:      "raw_too_large",
 	CodeRejected:         "rejected",
+}
+
+// Codes returns every code this version defines, connection codes first,
+// in ascending order (metric label values that exist from the start).
+func Codes() []Code {
+	cs := make([]Code, 0, len(codeNames))
+	for c := range codeNames {
+		cs = append(cs, c)
+	}
+	slices.Sort(cs)
+	return cs
 }
 
 // String returns the code's short snake_case name, usable as a metric label.

@@ -188,7 +188,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := getStats(t, p.admin)
-	if s.Name != "e2e" || s.Packets != 10 || s.Messages != 20 || s.Duplicates != 1 || s.Bytes == 0 {
+	if s.Name != "e2e" || s.Packets != 10 || s.Messages != 20 || s.Duplicates != 1 || s.DecodedBytes == 0 {
 		t.Fatalf("/stats %+v", s)
 	}
 	data, err := os.ReadFile(out)

@@ -22,6 +22,11 @@ type Config struct {
 	// is the max frame size granted in WELCOME.
 	Limits frame.Limits
 
+	// MetricsPrefix starts the names of the server's metrics
+	// (DefaultMetricsPrefix, "frame_server", when empty): an application
+	// names them after itself, as analyzerd does with "analyzerd_server".
+	MetricsPrefix string
+
 	// Window is the most DATA frames a client may have unresolved at once.
 	// A client asking for less gets what it asked for.
 	Window uint32

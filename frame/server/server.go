@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/internal/promexp"
 )
 
 // ErrClosed is returned by Serve, ListenAndServe and Start once Close has
@@ -72,15 +74,23 @@ func New(cfg Config, h Handler) (*Server, error) {
 		sess:      cfg.sessionConfig(),
 		handler:   h,
 		log:       lg.With("component", "frame/server"),
-		m:         newServerMetrics(),
+		m:         newServerMetrics(cfg.MetricsPrefix),
 		rejectLog: throttle{interval: time.Second},
 		conns:     make(map[*conn]struct{}),
 	}, nil
 }
 
 // Metrics returns the set holding the server's metrics
-// (logdist_server_*), for an admin endpoint to write out.
+// (Config.MetricsPrefix_*), for an admin endpoint to write out with
+// other sets; WriteMetrics writes them alone.
 func (s *Server) Metrics() *metrics.Set { return s.m.set }
+
+// WriteMetrics writes the server's metrics and the process's in the
+// Prometheus text format, with HELP and TYPE (what GET /metrics serves).
+func (s *Server) WriteMetrics(w io.Writer) error {
+	c := promexp.NewCatalog(MetricFamilies(s.cfg.MetricsPrefix), promexp.Runtime)
+	return promexp.Write(w, c, s.m.set.WritePrometheus, promexp.WriteProcess)
+}
 
 // Start listens on Config.Addr and serves in the background until Close.
 func (s *Server) Start() error {

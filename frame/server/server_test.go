@@ -125,10 +125,10 @@ func TestAckBatched(t *testing.T) {
 	var out bytes.Buffer
 	srv.Metrics().WritePrometheus(&out)
 	for _, want := range []string{
-		"logdist_server_packets_acked_total 100\n",
-		"logdist_server_messages_total 300\n",
-		`logdist_server_frames_total{type="DATA"} 100` + "\n",
-		"logdist_server_connections_active 1\n",
+		"frame_server_packets_acked_total 100\n",
+		"frame_server_messages_total 300\n",
+		`frame_server_frames_total{type="DATA"} 100` + "\n",
+		"frame_server_connections_active 1\n",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, out.String())
@@ -273,7 +273,7 @@ func TestPacketErrorKeepsConnection(t *testing.T) {
 	}
 	var out bytes.Buffer
 	srv.Metrics().WritePrometheus(&out)
-	if !strings.Contains(out.String(), `logdist_server_packets_rejected_total{code="malformed"} 1`) {
+	if !strings.Contains(out.String(), `frame_server_packets_rejected_total{code="malformed"} 1`) {
 		t.Fatalf("rejects not counted:\n%s", out.String())
 	}
 }
@@ -510,7 +510,7 @@ func TestServersShareNothing(t *testing.T) {
 	for i, srv := range srvs {
 		var out bytes.Buffer
 		srv.Metrics().WritePrometheus(&out)
-		want := "logdist_server_packets_acked_total " + string(rune('1'+i)) + "\n"
+		want := "frame_server_packets_acked_total " + string(rune('1'+i)) + "\n"
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("server %d: want %q in\n%s", i, want, out.String())
 		}
@@ -547,7 +547,7 @@ func activeConns(srv *server.Server) int {
 	var out bytes.Buffer
 	srv.Metrics().WritePrometheus(&out)
 	for _, line := range strings.Split(out.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, "logdist_server_connections_active "); ok {
+		if v, ok := strings.CutPrefix(line, "frame_server_connections_active "); ok {
 			return int(v[0] - '0')
 		}
 	}
