@@ -13,9 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
+	"github.com/logdist/logdist/internal/agentauth"
 	"github.com/logdist/logdist/internal/control"
+	"github.com/logdist/logdist/internal/promexp"
+	"github.com/logdist/logdist/internal/redact"
+	"github.com/logdist/logdist/internal/tlsconf"
 	"github.com/logdist/logdist/proxy"
 )
 
@@ -143,8 +145,17 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 
 func (h *handler) metrics(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	h.s.Metrics().WritePrometheus(w)
-	metrics.WriteProcessMetrics(w)
+	_ = promexp.Write(w, catalog, h.s.Metrics().WritePrometheus, promexp.WriteProcess)
+}
+
+// catalog documents every family GET /metrics serves.
+var catalog = MetricCatalog()
+
+// MetricCatalog returns the families logdist's GET /metrics serves, with
+// their HELP texts (docs/OBSERVABILITY.md is checked against it).
+func MetricCatalog() promexp.Catalog {
+	return promexp.NewCatalog(proxy.MetricFamilies, control.MetricFamilies, agentauth.MetricFamilies,
+		redact.MetricFamilies, tlsconf.MetricFamilies, promexp.Runtime)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -85,7 +85,7 @@ type record struct {
 	agent *agentConn   // nil once the agent connection is gone
 	aseq  uint64       // the agent's sequence for this packet
 	ch    *arena.Chunk // the arena chunk buf is in, or nil if buf is own
-	stamp int64        // precise send time of a packet sampled for ack latency; 0 if not sampled
+	stamp int64        // precise receive time of a packet sampled for latency (one in ackSample); 0 if not sampled
 	msgs  uint32
 	// syslog marks a packet built from syslog messages: no agent waits
 	// for it, and it is dropped (counted) where an agent would get BUSY.
@@ -101,7 +101,10 @@ type record struct {
 	sentAt int64  // the loop's coarse clock when queued or written upstream (queue age, ack timeout)
 	// notBefore delays a re-dispatch after an analyzer said BUSY.
 	notBefore int64
-	_         [24]byte // to 128 bytes
+	// dispatched is the precise time a sampled packet (stamp != 0) was
+	// last written to an analyzer.
+	dispatched int64
+	_          [16]byte // to 128 bytes
 }
 
 // orphan reports whether r's agent connection is gone: nobody waits for
@@ -156,6 +159,9 @@ func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uin
 	}
 	r.agent, r.aseq, r.msgs = a, aseq, msgs
 	r.sentAt, r.stamp, r.notBefore, r.syslog, r.hedged = 0, 0, 0, false, false
+	if lp.m.sampleNow() {
+		r.stamp = lp.preciseNow()
+	}
 	l.live++
 	return r
 }

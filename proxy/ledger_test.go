@@ -11,7 +11,7 @@ import (
 // arena.MaxFrame to the record's own buffer, and freeing the record gives
 // the arena bytes back.
 func TestRecordsUseTheArena(t *testing.T) {
-	lp := &loop{}
+	lp := &loop{m: newLoopMetrics(nil)}
 	lp.led.maxBuf = maxRecordBuf
 	lp.led.arena.MaxChunks = 2
 	small := make([]byte, 1400)

@@ -109,7 +109,7 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 	lp.warming = true
 	lp.led.maxBuf = maxRecordBuf
 	lp.led.arena.MaxChunks = arena.DefaultChunks
-	lp.m = newLoopMetrics(s.mset, idx)
+	lp.m = newLoopMetrics(s.agentAckLatency)
 	lp.tickFn = func(context.Context) error { lp.tick(); return nil }
 	lp.goAwayFn = func(context.Context) error { lp.goAway(); return nil }
 	lp.reconfigureFn = func(context.Context) error { lp.reconfigure(); return nil }
@@ -367,7 +367,6 @@ func (lp *loop) tick() {
 		lp.expireAgents(now)
 	}
 	q := &lp.led.waiting
-	lp.m.queued.Set(uint64(q.len()))
 	if q.len() > 0 {
 		lp.m.oldestQueuedNs.Store(now - q.peek().sentAt)
 	} else {

@@ -11,14 +11,17 @@ import (
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/internal/syslog"
 	"github.com/logdist/logdist/internal/version"
+	"github.com/logdist/logdist/proxy/status"
 )
 
-// loopMetrics are one event loop's counters. Each loop has its own (the
-// loop="N" label), so the per-packet increments are uncontended atomics on
-// cache lines no other core writes.
+// loopMetrics are one event loop's counters. Each loop has its own, in a
+// set of its own that is never exported as such: the per-packet
+// increments are uncontended atomics on cache lines no other core writes,
+// and the server sums the loops at scrape time (writeLoopMetrics), so the
+// exported series have no loop label and exist from the start, before any
+// loop has seen a connection.
 type loopMetrics struct {
-	set  *metrics.Set
-	loop string
+	set *metrics.Set
 
 	frames, messages, bytes *metrics.Counter
 	handshakes              *metrics.Counter
@@ -36,18 +39,20 @@ type loopMetrics struct {
 	spilled                           *metrics.Counter
 	orphansDropped                    *metrics.Counter
 	forwarded                         *metrics.Counter
-	queued                            *metrics.Counter // used as a gauge via Set
 	agentConns                        atomic.Int64
 	oldestQueuedNs                    atomic.Int64
+	protocolErrors                    [len(errorCodes)]*metrics.Counter
 
-	// ackLatency is sampled (one packet in ackSample): VictoriaMetrics
-	// histograms take a mutex per update and a precise clock read costs
-	// tens to hundreds of ns, both of which the hot path avoids.
-	ackLatency *metrics.Histogram
-	// ackSampleRNG picks the sampled packets at random (xorshift): every
-	// 32nd packet would alias with the picker's period (weights 5:3:2
-	// repeat every 10 picks, and one analyzer never got a sample).
+	// ackSampleRNG picks the packets whose latencies are measured (one in
+	// ackSample) at random (xorshift): every 32nd packet would alias with
+	// the picker's period (weights 5:3:2 repeat every 10 picks, and one
+	// analyzer never got a sample). Histograms take a mutex per update
+	// and a precise clock read costs tens to hundreds of ns, both of which
+	// the hot path avoids.
 	ackSampleRNG uint32
+	// agentAckLatency (receive to the agent's ACK) is the server's,
+	// shared by the loops: sampled updates do not contend.
+	agentAckLatency *metrics.PrometheusHistogram
 
 	// Syslog ingest.
 	syslogDatagrams, syslogBytes   *metrics.Counter
@@ -61,54 +66,161 @@ type loopMetrics struct {
 
 const ackSample = 32
 
-func newLoopMetrics(set *metrics.Set, idx int) *loopMetrics {
-	l := fmt.Sprintf(`loop="%d"`, idx)
-	c := func(name string) *metrics.Counter { return set.GetOrCreateCounter(name + "{" + l + "}") }
+// Latency buckets, in seconds. Acks: from a loopback analyzer's 100 µs to
+// an ack timeout's tens of seconds. Heartbeats: a round trip that takes
+// more than a few seconds has already been judged missed.
+var (
+	ackBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+	rttBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+)
+
+// errorCodes are the codes logdist_protocol_errors_total is split by,
+// every one exported from the start.
+var errorCodes = [...]frame.Code{
+	frame.CodeProtocol, frame.CodeBadMagic, frame.CodeBadVersion, frame.CodeBadType,
+	frame.CodeFrameTooLarge, frame.CodeBadChecksum, frame.CodeBadHandshake, frame.CodeAuth,
+	frame.CodeHandshakeTimeout, frame.CodeIdleTimeout, frame.CodeWindowExceeded, frame.CodeBadSequence,
+	frame.CodeShutdown, frame.CodeInternal, frame.CodeOverloaded,
+	frame.CodeMalformed, frame.CodeTooManyMessages, frame.CodeFieldTooLong, frame.CodeBadCompression,
+	frame.CodeRawTooLarge, frame.CodeRejected,
+}
+
+func newLoopMetrics(agentAckLatency *metrics.PrometheusHistogram) *loopMetrics {
+	set := metrics.NewSet()
+	c := func(name string) *metrics.Counter { return set.NewCounter(name) }
 	m := &loopMetrics{
 		set:              set,
-		loop:             l,
-		frames:           c("logdist_ingest_packets_total"),
-		messages:         c("logdist_ingest_messages_total"),
-		bytes:            c("logdist_ingest_bytes_total"),
-		handshakes:       c("logdist_agent_handshakes_total"),
-		agentAcks:        c("logdist_agent_acked_packets_total"),
-		busy:             c("logdist_agent_busy_total"),
-		rateLimited:      c("logdist_agent_rate_limited_total"),
-		redactedPackets:  c("logdist_redacted_packets_total"),
-		redactedMessages: c("logdist_redacted_replacements_total"),
-		rejected:         c("logdist_agent_rejected_packets_total"),
-		queueFull:        c("logdist_queue_full_total"),
-		redispatched:     c("logdist_redispatched_packets_total"),
-		hedged:           c("logdist_hedged_packets_total"),
-		revoked:          c("logdist_agent_revoked_total"),
-		spilled:          c("logdist_spilled_packets_total"),
-		orphansDropped:   c("logdist_orphaned_packets_dropped_total"),
-		forwarded:        c("logdist_forwarded_packets_total"),
-		queued:           c("logdist_queue_packets"),
-		ackLatency:       set.GetOrCreateHistogram(`logdist_forward_ack_seconds{` + l + `}`),
+		frames:           c("ingest_packets"),
+		messages:         c("ingest_messages"),
+		bytes:            c("ingest_bytes"),
+		handshakes:       c("handshakes"),
+		agentAcks:        c("agent_acks"),
+		busy:             c("busy"),
+		rateLimited:      c("rate_limited"),
+		redactedPackets:  c("redacted_packets"),
+		redactedMessages: c("redacted_messages"),
+		rejected:         c("rejected"),
+		queueFull:        c("queue_full"),
+		redispatched:     c("redispatched"),
+		hedged:           c("hedged"),
+		revoked:          c("revoked"),
+		spilled:          c("spilled"),
+		orphansDropped:   c("orphans_dropped"),
+		forwarded:        c("forwarded"),
+		agentAckLatency:  agentAckLatency,
 	}
-	m.syslogDatagrams = c("logdist_syslog_datagrams_total")
-	m.syslogBytes = c("logdist_syslog_bytes_total")
-	m.syslogTruncated = c("logdist_syslog_truncated_total")
-	m.syslogEmpty = c("logdist_syslog_empty_total")
-	m.syslogClipped = c("logdist_syslog_clipped_total")
+	for i := range errorCodes {
+		m.protocolErrors[i] = set.NewCounter(fmt.Sprintf("protocol_errors_%d", i))
+	}
+	m.syslogDatagrams = c("syslog_datagrams")
+	m.syslogBytes = c("syslog_bytes")
+	m.syslogTruncated = c("syslog_truncated")
+	m.syslogEmpty = c("syslog_empty")
+	m.syslogClipped = c("syslog_clipped")
 	for f := syslog.Unparsed; f <= syslog.RFC5424; f++ {
-		m.syslogFormat[f] = set.GetOrCreateCounter(`logdist_syslog_messages_parsed_total{` + l + `,format="` + f.String() + `"}`)
+		m.syslogFormat[f] = c("syslog_format_" + f.String())
 	}
-	m.syslogBatches = c("logdist_syslog_batches_total")
-	m.syslogMessages = c("logdist_syslog_batched_messages_total")
-	m.syslogDropped = c("logdist_syslog_dropped_packets_total")
-	m.syslogForwarded = c("logdist_syslog_forwarded_messages_total")
-	m.syslogShutdownDropped = c("logdist_syslog_shutdown_dropped_total")
-	set.GetOrCreateGauge(`logdist_agent_connections{`+l+`}`, func() float64 { return float64(m.agentConns.Load()) })
-	set.GetOrCreateGauge(`logdist_queue_oldest_age_seconds{`+l+`}`, func() float64 { return float64(m.oldestQueuedNs.Load()) / 1e9 })
+	m.syslogBatches = c("syslog_batches")
+	m.syslogMessages = c("syslog_messages")
+	m.syslogDropped = c("syslog_dropped")
+	m.syslogForwarded = c("syslog_forwarded")
+	m.syslogShutdownDropped = c("syslog_shutdown_dropped")
 	return m
+}
+
+// loopCounters are the exported families summed over the loops at scrape
+// time, each with the loop counter it sums.
+var loopCounters = []struct {
+	family string
+	get    func(*loopMetrics) *metrics.Counter
+}{
+	{"logdist_ingest_packets_total", func(m *loopMetrics) *metrics.Counter { return m.frames }},
+	{"logdist_ingest_messages_total", func(m *loopMetrics) *metrics.Counter { return m.messages }},
+	{"logdist_ingest_wire_bytes_total", func(m *loopMetrics) *metrics.Counter { return m.bytes }},
+	{"logdist_agent_handshakes_total", func(m *loopMetrics) *metrics.Counter { return m.handshakes }},
+	{"logdist_agent_acked_packets_total", func(m *loopMetrics) *metrics.Counter { return m.agentAcks }},
+	{"logdist_agent_busy_total", func(m *loopMetrics) *metrics.Counter { return m.busy }},
+	{"logdist_agent_rate_limited_total", func(m *loopMetrics) *metrics.Counter { return m.rateLimited }},
+	{"logdist_agent_rejected_packets_total", func(m *loopMetrics) *metrics.Counter { return m.rejected }},
+	{"logdist_agent_revoked_total", func(m *loopMetrics) *metrics.Counter { return m.revoked }},
+	{"logdist_redacted_packets_total", func(m *loopMetrics) *metrics.Counter { return m.redactedPackets }},
+	{"logdist_redacted_replacements_total", func(m *loopMetrics) *metrics.Counter { return m.redactedMessages }},
+	{"logdist_queue_full_total", func(m *loopMetrics) *metrics.Counter { return m.queueFull }},
+	{"logdist_redispatched_packets_total", func(m *loopMetrics) *metrics.Counter { return m.redispatched }},
+	{"logdist_hedged_packets_total", func(m *loopMetrics) *metrics.Counter { return m.hedged }},
+	{"logdist_spilled_packets_total", func(m *loopMetrics) *metrics.Counter { return m.spilled }},
+	{"logdist_forwarded_packets_total", func(m *loopMetrics) *metrics.Counter { return m.forwarded }},
+	{"logdist_syslog_datagrams_total", func(m *loopMetrics) *metrics.Counter { return m.syslogDatagrams }},
+	{"logdist_syslog_datagram_bytes_total", func(m *loopMetrics) *metrics.Counter { return m.syslogBytes }},
+	{"logdist_syslog_truncated_total", func(m *loopMetrics) *metrics.Counter { return m.syslogTruncated }},
+	{"logdist_syslog_empty_total", func(m *loopMetrics) *metrics.Counter { return m.syslogEmpty }},
+	{"logdist_syslog_clipped_total", func(m *loopMetrics) *metrics.Counter { return m.syslogClipped }},
+	{"logdist_syslog_batches_total", func(m *loopMetrics) *metrics.Counter { return m.syslogBatches }},
+	{"logdist_syslog_batched_messages_total", func(m *loopMetrics) *metrics.Counter { return m.syslogMessages }},
+	{"logdist_syslog_forwarded_messages_total", func(m *loopMetrics) *metrics.Counter { return m.syslogForwarded }},
+}
+
+// dropReasons split logdist_dropped_total: what logdist let go of,
+// and why. Each reason's unit is in its help text (docs/OBSERVABILITY.md).
+var dropReasons = []struct {
+	reason string
+	get    func(*loopMetrics) *metrics.Counter
+}{
+	// An agent's packet whose connection closed before it was forwarded:
+	// it was never acknowledged, so the agent sends it again.
+	{"agent_gone", func(m *loopMetrics) *metrics.Counter { return m.orphansDropped }},
+	// A syslog batch with no room in the waiting queue: lost.
+	{"syslog_queue_full", func(m *loopMetrics) *metrics.Counter { return m.syslogDropped }},
+	// A syslog datagram received while logdist drains: lost.
+	{"syslog_draining", func(m *loopMetrics) *metrics.Counter { return m.syslogShutdownDropped }},
+}
+
+// writeLoopMetrics writes the loops' counters summed, one series per
+// family (and per label value), all of them whether or not a loop exists.
+func (s *Server) writeLoopMetrics(w io.Writer) {
+	loops := s.snapshotLoops()
+	sum := func(get func(*loopMetrics) *metrics.Counter) uint64 {
+		var n uint64
+		for _, lp := range loops {
+			n += get(lp.m).Get()
+		}
+		return n
+	}
+	for _, c := range loopCounters {
+		metrics.WriteCounterUint64(w, c.family, sum(c.get))
+	}
+	for _, d := range dropReasons {
+		metrics.WriteCounterUint64(w, `logdist_dropped_total{reason="`+d.reason+`"}`, sum(d.get))
+	}
+	for i, code := range errorCodes {
+		metrics.WriteCounterUint64(w, `logdist_protocol_errors_total{code="`+code.String()+`"}`,
+			sum(func(m *loopMetrics) *metrics.Counter { return m.protocolErrors[i] }))
+	}
+	for f := syslog.Unparsed; f <= syslog.RFC5424; f++ {
+		metrics.WriteCounterUint64(w, `logdist_syslog_messages_parsed_total{format="`+f.String()+`"}`,
+			sum(func(m *loopMetrics) *metrics.Counter { return m.syslogFormat[f] }))
+	}
+	var conns, oldest int64
+	for _, lp := range loops {
+		conns += lp.m.agentConns.Load()
+		oldest = max(oldest, lp.m.oldestQueuedNs.Load())
+	}
+	metrics.WriteGaugeUint64(w, "logdist_agent_connections", uint64(max(conns, 0)))
+	metrics.WriteGaugeUint64(w, "logdist_queue_packets", uint64(max(s.queuedPackets.Load(), 0)))
+	metrics.WriteGaugeUint64(w, "logdist_queue_bytes", uint64(max(s.queuedBytes.Load(), 0)))
+	metrics.WriteGaugeFloat64(w, "logdist_queue_oldest_age_seconds", float64(oldest)/1e9)
+	metrics.WriteGaugeUint64(w, "logdist_event_loops", uint64(len(loops)))
 }
 
 // protocolError counts a connection closed or a packet rejected for a
 // protocol violation, by code (a small fixed set of label values).
 func (m *loopMetrics) protocolError(code frame.Code) {
-	m.set.GetOrCreateCounter(`logdist_protocol_errors_total{` + m.loop + `,code="` + code.String() + `"}`).Inc()
+	for i, c := range errorCodes {
+		if c == code {
+			m.protocolErrors[i].Inc()
+			return
+		}
+	}
 }
 
 // sampleNow reports whether the packet being sent is one of the one in
@@ -137,7 +249,10 @@ type analyzerMetrics struct {
 	ackTimeouts      *metrics.Counter
 	busy             *metrics.Counter
 	rejected         *metrics.Counter
-	heartbeatRTT     *metrics.Histogram
+	heartbeatRTT     *metrics.PrometheusHistogram
+	// ackLatency is dispatch to the analyzer's ACK, for the sampled
+	// packets (one in ackSample), over every loop.
+	ackLatency *metrics.PrometheusHistogram
 }
 
 func newAnalyzerMetrics(set *metrics.Set, name string) *analyzerMetrics {
@@ -154,9 +269,13 @@ func newAnalyzerMetrics(set *metrics.Set, name string) *analyzerMetrics {
 	m.ackTimeouts = c("logdist_upstream_ack_timeouts_total")
 	m.busy = c("logdist_upstream_busy_total")
 	m.rejected = c("logdist_upstream_rejected_packets_total")
-	n := "logdist_upstream_heartbeat_rtt_seconds" + lbl
-	m.names = append(m.names, n)
-	m.heartbeatRTT = set.GetOrCreateHistogram(n)
+	h := func(family string, buckets []float64) *metrics.PrometheusHistogram {
+		n := family + lbl
+		m.names = append(m.names, n)
+		return set.GetOrCreatePrometheusHistogramExt(n, buckets)
+	}
+	m.heartbeatRTT = h("logdist_upstream_heartbeat_rtt_seconds", rttBuckets)
+	m.ackLatency = h("logdist_upstream_ack_latency_seconds", ackBuckets)
 	return m
 }
 
@@ -171,6 +290,7 @@ func (m *analyzerMetrics) unregister(set *metrics.Set) {
 // a scrape costs O(analyzers), and a removed analyzer's series are gone.
 func (s *Server) writeAnalyzerMetrics(w io.Writer) {
 	st := s.Status()
+	window := s.shares.observe(st)
 	for _, a := range st.Analyzers {
 		lbl := `{analyzer="` + a.Name + `"}`
 		metrics.WriteCounterUint64(w, "logdist_analyzer_packets_total"+lbl, a.Packets)
@@ -183,13 +303,27 @@ func (s *Server) writeAnalyzerMetrics(w io.Writer) {
 		metrics.WriteGaugeFloat64(w, "logdist_analyzer_share"+lbl, a.Share)
 		metrics.WriteGaugeUint64(w, "logdist_analyzer_connections"+lbl, uint64(a.Connections))
 		metrics.WriteGaugeUint64(w, "logdist_analyzer_in_flight_packets"+lbl, uint64(max(a.InFlight, 0)))
-		metrics.WriteCounterUint64(w, "logdist_analyzer_ack_latency_seconds_count"+lbl, a.AckLatencySamples)
-		metrics.WriteCounterFloat64(w, "logdist_analyzer_ack_latency_seconds_sum"+lbl, a.AckLatencySecondsSum)
+		if ws, ok := window[a.Name]; ok {
+			metrics.WriteGaugeFloat64(w, "logdist_analyzer_window_share"+lbl, ws.share)
+			metrics.WriteGaugeFloat64(w, "logdist_analyzer_share_skew"+lbl, ws.skew)
+		}
 	}
-	metrics.WriteGaugeUint64(w, "logdist_queue_bytes", uint64(max(st.Queue.Bytes, 0)))
+	metrics.WriteGaugeUint64(w, "logdist_analyzers", uint64(len(st.Analyzers)))
+	metrics.WriteGaugeUint64(w, "logdist_analyzers_selectable", uint64(countSelectable(st)))
 	metrics.WriteGaugeUint64(w, "logdist_partial_frame_bytes", uint64(max(s.partial.Load(), 0)))
 	metrics.WriteGaugeUint64(w, "logdist_config_version", st.ConfigVersion)
+	metrics.WriteGaugeUint64(w, "logdist_draining", b2u(st.Draining))
 	metrics.WriteGaugeUint64(w, buildInfo, 1)
+}
+
+func countSelectable(st status.Status) int {
+	n := 0
+	for _, a := range st.Analyzers {
+		if a.Selectable {
+			n++
+		}
+	}
+	return n
 }
 
 // buildInfo is the logdist_build_info series: always 1, its labels say

@@ -122,6 +122,11 @@ type Server struct {
 	// partial counts the bytes agents hold in half-sent frames
 	// (Config.MaxPartialBytes).
 	partial atomic.Int64
+	// shares samples the analyzers' packet counts at scrape time for
+	// their shares over the last minute.
+	shares shareWindow
+	// agentAckLatency is receive to the agent's ACK, for sampled packets.
+	agentAckLatency *metrics.PrometheusHistogram
 	// Agent connections, for MaxConns and MaxConnsPerIP.
 	connMu sync.Mutex
 	conns  int
@@ -168,6 +173,8 @@ func New(cfg Config) (*Server, error) {
 	s.applyAnalyzers(nil, cfg.Analyzers)
 	s.warnIfNoTraffic(cfg.Analyzers)
 	s.conf.Store(newSettings(cfg, 1))
+	s.agentAckLatency = mset.NewPrometheusHistogramExt("logdist_agent_ack_latency_seconds", ackBuckets)
+	mset.RegisterMetricsWriter(s.writeLoopMetrics)
 	mset.RegisterMetricsWriter(s.writeAnalyzerMetrics)
 	s.transportFailures = mset.NewCounter("logdist_transport_handshake_failures_total")
 	s.allowRefused = newAllowRefused(mset)

@@ -240,8 +240,8 @@ func TestStopUnderSteadySyslog(t *testing.T) {
 	}
 	var out bytes.Buffer
 	s.Metrics().WritePrometheus(&out)
-	if !strings.Contains(out.String(), "logdist_syslog_shutdown_dropped_total") {
-		t.Fatal("no logdist_syslog_shutdown_dropped_total in the metrics")
+	if !strings.Contains(out.String(), `logdist_dropped_total{reason="syslog_draining"}`) {
+		t.Fatal("no logdist_dropped_total{reason=syslog_draining} in the metrics")
 	}
 }
 
@@ -289,7 +289,7 @@ func TestSyslogTCPBackpressure(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	if d := metricSum(s, "logdist_syslog_dropped_packets_total"); d != 0 || col.count() != n {
+	if d := metricSum(s, `logdist_dropped_total{reason="syslog_queue_full"}`); d != 0 || col.count() != n {
 		t.Fatalf("%d syslog packets dropped, %d of %d messages delivered", int(d), col.count(), n)
 	}
 }

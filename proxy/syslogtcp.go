@@ -107,7 +107,7 @@ func listenSyslogTCP(s *Server, addr string, transport Transport) (*syslogTCP, e
 		return nil, fmt.Errorf("proxy: cannot listen for syslog on %s %s: %w", kind, addr, err)
 	}
 	t := &syslogTCP{s: s, transport: transport}
-	what, scheme, lbl := "syslog", "tcp://", ""
+	what, scheme, lbl := "syslog", "tcp://", `{transport="tcp"}`
 	if transport != nil {
 		what, scheme, lbl = "syslog over TLS", "tls://", `{transport="tls"}`
 		t.failures = s.mset.GetOrCreateCounter("logdist_syslog_tls_handshake_failures_total")

@@ -176,7 +176,7 @@ func (u *upstream) tick(now int64) {
 			}
 		}
 		u.checkLate(now)
-		if now-u.sess.LastPing() >= int64(conf.HeartbeatInterval) && u.sess.AppendPing(now) {
+		if now-u.sess.LastPing() >= int64(conf.HeartbeatInterval) && u.sess.AppendPing(lp.preciseNow()) {
 			lp.markUp(u)
 		}
 		if r, ok := u.sess.Oldest(); ok && now-r.sentAt > int64(conf.AckTimeout) {

@@ -114,9 +114,8 @@ func (u *upstream) send(r *record) {
 	r.move(recInFlight)
 	u.sess.Send(r, r.buf)
 	r.sentAt = lp.now
-	r.stamp = 0
-	if lp.m.sampleNow() {
-		r.stamp = lp.preciseNow()
+	if r.stamp != 0 {
+		r.dispatched = lp.preciseNow()
 	}
 	u.iov = append(u.iov, r.buf)
 	lp.markUp(u)
@@ -142,15 +141,19 @@ func (u *upstream) Acked(r *record) {
 		lp.pend.syslogForwarded += int(r.msgs)
 	}
 	if r.stamp != 0 {
-		d := lp.preciseNow() - r.stamp
+		now := lp.preciseNow()
+		d := now - r.dispatched
 		if u.latency == 0 {
 			u.latency = d
 		} else {
 			u.latency += (d - u.latency) / 8
 		}
-		lp.m.ackLatency.Update(float64(d) / 1e9)
+		u.st.m.ackLatency.Update(float64(d) / 1e9)
 		u.st.ackSamples.Add(1)
 		u.st.ackNanos.Add(d)
+		if r.agent != nil {
+			lp.m.agentAckLatency.Update(float64(now-r.stamp) / 1e9)
+		}
 	}
 	lp.freeRecord(r)
 }
@@ -336,7 +339,9 @@ func (u *upstream) event(ev session.Event) gnet.Action {
 		u.fill()
 		lp.drainWaiting()
 	case session.EvPong:
-		u.st.m.heartbeatRTT.Update(u.sess.RTT().Seconds())
+		// Pings are queued with the precise clock (upconn.go): the
+		// loop's coarse one cannot see a round trip on a LAN.
+		u.st.m.heartbeatRTT.Update(float64(lp.preciseNow()-u.sess.PongOf()) / 1e9)
 		u.misses = 0
 		u.report(balancer.HeartbeatOK)
 	case session.EvPing:

@@ -312,20 +312,7 @@ const tlsWatchPeriod = 5 * time.Second
 // registerTLSMetrics exports the TLS reloads and the certificates' expiry.
 func registerTLSMetrics(srv *proxy.Server, agents, upstream *tlsconf.Config) {
 	srv.Metrics().RegisterMetricsWriter(func(w io.Writer) {
-		for _, h := range []struct {
-			hop string
-			c   *tlsconf.Config
-		}{{"agents", agents}, {"upstream", upstream}} {
-			if h.c == nil {
-				continue
-			}
-			lbl := `{hop="` + h.hop + `"}`
-			metrics.WriteCounterUint64(w, "logdist_tls_reloads_total"+lbl, h.c.Reloads.Load())
-			metrics.WriteCounterUint64(w, "logdist_tls_reload_failures_total"+lbl, h.c.Failures.Load())
-			if t := h.c.NotAfter(); !t.IsZero() {
-				metrics.WriteGaugeUint64(w, "logdist_tls_certificate_expiry_timestamp_seconds"+lbl, uint64(t.Unix()))
-			}
-		}
+		tlsconf.WriteMetrics(w, map[string]*tlsconf.Config{"agents": agents, "upstream": upstream})
 	})
 }
 

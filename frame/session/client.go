@@ -95,6 +95,7 @@ type Client[T any] struct {
 	lastPing  int64
 	lastRx    int64 // the owner's time of the last frame received
 	rtt       int64
+	pongOf    int64
 
 	ranges []frame.SeqRange
 	out    []byte
@@ -238,7 +239,8 @@ func (c *Client[T]) Handle(h frame.Header, payload []byte, now int64) (Event, er
 		return EvPing, nil
 	case frame.TypePong:
 		if n := h.Seq(); n > c.pingDone && n <= c.pingSent {
-			c.rtt = now - c.pingTimes[n%maxPingsOut]
+			c.pongOf = c.pingTimes[n%maxPingsOut]
+			c.rtt = now - c.pongOf
 			c.pingDone = n
 			return EvPong, nil
 		}

@@ -48,5 +48,10 @@ func (c *Client[T]) LastPing() int64 { return c.lastPing }
 // LastRx returns when the last frame was received (0: never).
 func (c *Client[T]) LastRx() int64 { return c.lastRx }
 
+// PongOf returns when the PING the last PONG answered was queued (the
+// now given to AppendPing): a caller whose clock is finer than the one it
+// feeds the session with measures the round trip from it.
+func (c *Client[T]) PongOf() int64 { return c.pongOf }
+
 // RTT returns the round trip of the last matched PING.
 func (c *Client[T]) RTT() time.Duration { return time.Duration(c.rtt) }

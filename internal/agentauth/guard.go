@@ -17,6 +17,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/internal/promexp"
 	"github.com/logdist/logdist/internal/ratelimit"
 )
 
@@ -364,3 +365,13 @@ func (g *Guard) sweep() {
 
 // sweepEvery is how often Run sweeps the limiters.
 const sweepEvery = 10 * time.Second
+
+// MetricFamilies documents the Guard's metrics, for promexp.
+var MetricFamilies = []promexp.Family{
+	{Name: "logdist_auth_refusals_total", Type: "counter", Help: "Agent handshakes refused by --auth, by reason (label reason: missing, unknown or agent_id)."},
+	{Name: "logdist_auth_accepted_total", Type: "counter", Help: "Agent handshakes accepted, by how the agent was identified (label method: token, certificate or anonymous)."},
+	{Name: "logdist_auth_refusal_events_dropped_total", Type: "counter", Help: "Refusals not written to the audit log because its queue was full (they are still counted and logged)."},
+	{Name: "logdist_auth_reloads_total", Type: "counter", Help: "Reloads of the --auth-file, by result (label result: ok or error; on error the previous file stays in force)."},
+	{Name: "logdist_auth_identities", Type: "gauge", Help: "Identities in the --auth-file in force."},
+	{Name: "logdist_auth_limiters", Type: "gauge", Help: "Per-identity rate limiters in use."},
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/logdist/logdist/internal/config"
+	"github.com/logdist/logdist/internal/promexp"
 	"github.com/logdist/logdist/proxy"
 )
 
@@ -562,4 +563,12 @@ func analyzerIn(s config.Spec, name string) any {
 		return s.Analyzers[i]
 	}
 	return nil
+}
+
+// MetricFamilies documents the controller's metrics, for promexp.
+var MetricFamilies = []promexp.Family{
+	{Name: "logdist_config_changes_total", Type: "counter", Help: "Configuration changes applied (admin API writes, reloads and rollbacks that changed something)."},
+	{Name: "logdist_config_reloads_total", Type: "counter", Help: "Configuration reloads (SIGHUP or POST /api/v1/config/reload)."},
+	{Name: "logdist_config_reload_failures_total", Type: "counter", Help: "Configuration reloads refused (the configuration in force stays)."},
+	{Name: "logdist_admin_requests_refused_total", Type: "counter", Help: "Admin API writes refused (invalid, conflicting, or not allowed)."},
 }

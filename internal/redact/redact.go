@@ -25,6 +25,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/internal/promexp"
 )
 
 // Field is a set of message fields.
@@ -361,4 +362,9 @@ func matchesEmpty(re *regexp.Regexp) bool {
 		}
 	}
 	return false
+}
+
+// MetricFamilies documents redaction's metrics, for promexp.
+var MetricFamilies = []promexp.Family{
+	{Name: "logdist_redactions_total", Type: "counter", Help: "Replacements made by redaction, by rule (label rule: the rule's name or a built-in detector's)."},
 }

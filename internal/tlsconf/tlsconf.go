@@ -16,14 +16,18 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/internal/promexp"
 )
 
 // Files names the PEM files of one end of a hop.
@@ -271,4 +275,32 @@ func Handshake(ctx context.Context, nc net.Conn, cfg *tls.Config, addr string) (
 		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 	}
 	return tc, nil
+}
+
+// MetricFamilies documents WriteMetrics' families, for promexp.
+var MetricFamilies = []promexp.Family{
+	{Name: "logdist_tls_reloads_total", Type: "counter", Help: "Certificate reloads (SIGHUP or a changed file), by hop (label hop: agents or upstream)."},
+	{Name: "logdist_tls_reload_failures_total", Type: "counter", Help: "Certificate reloads that failed (the certificate in force stays), by hop."},
+	{Name: "logdist_tls_certificate_expiry_timestamp_seconds", Type: "gauge", Help: "When the certificate in force expires, in seconds since the Unix epoch, by hop."},
+}
+
+// WriteMetrics writes the reloads and the certificates' expiry of the
+// configurations by hop name (a nil one is skipped).
+func WriteMetrics(w io.Writer, hops map[string]*Config) {
+	names := make([]string, 0, len(hops))
+	for h, c := range hops {
+		if c != nil {
+			names = append(names, h)
+		}
+	}
+	sort.Strings(names)
+	for _, h := range names {
+		c := hops[h]
+		lbl := `{hop="` + h + `"}`
+		metrics.WriteCounterUint64(w, "logdist_tls_reloads_total"+lbl, c.Reloads.Load())
+		metrics.WriteCounterUint64(w, "logdist_tls_reload_failures_total"+lbl, c.Failures.Load())
+		if t := c.NotAfter(); !t.IsZero() {
+			metrics.WriteGaugeUint64(w, "logdist_tls_certificate_expiry_timestamp_seconds"+lbl, uint64(t.Unix()))
+		}
+	}
 }

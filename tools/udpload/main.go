@@ -86,7 +86,7 @@ func run(target, admin string, count, rate int) error {
 	recv := d("logdist_syslog_datagrams_total")
 	fmt.Printf("sent %d datagrams in %v (%.0f/s); logdist received %.0f (%.4f of sent); kernel drops %.0f; batched %.0f; forwarded to analyzers %.0f; dropped packets %.0f\n",
 		count, elapsed.Round(time.Millisecond), float64(count)/elapsed.Seconds(), recv, recv/float64(count),
-		d("logdist_syslog_kernel_drops_total"), d("logdist_syslog_batched_messages_total"), d("logdist_syslog_forwarded_messages_total"), d("logdist_syslog_dropped_packets_total"))
+		d("logdist_syslog_kernel_drops_total"), d("logdist_syslog_batched_messages_total"), d("logdist_syslog_forwarded_messages_total"), d("logdist_dropped_total"))
 	return nil
 }
 
