@@ -182,6 +182,12 @@ func NewDecoder(lim Limits) *Decoder { return &Decoder{Limits: lim} }
 // copy its output once, so a bomb of that kind costs up to about
 // 2.3 × the raw length, transiently.
 func (d *Decoder) Raw(h Header, payload []byte) ([]byte, error) {
+	if h.Traced() {
+		if len(payload) <= TraceSize {
+			return nil, ErrBadLength
+		}
+		payload = payload[TraceSize:]
+	}
 	if !h.Compressed() {
 		return payload, nil
 	}

@@ -108,8 +108,12 @@ const (
 	// FlagZstd marks a payload that is one zstd frame; RawLen is its
 	// decompressed size. Only DATA frames may set it.
 	FlagZstd Flags = 1 << 0
+	// FlagTrace marks a DATA payload that begins with a TraceContext,
+	// outside the compression (PROTOCOL.md 4.7). Only a peer granted
+	// CapTrace may send it.
+	FlagTrace Flags = 1 << 1
 
-	flagsKnown = FlagZstd
+	flagsKnown = FlagZstd | FlagTrace
 )
 
 // SeqGapWindows bounds, in windows, how far a client's newest DATA runs
@@ -131,6 +135,10 @@ const (
 	// answer at different speeds; with cumulative ACKs alone every packet
 	// would wait for the slowest of them).
 	CapSack Capabilities = 1 << 1
+	// CapTrace: the receiver of DATA accepts FlagTrace (a W3C trace
+	// context ahead of the packet), so a forwarder reads it without
+	// decompressing.
+	CapTrace Capabilities = 1 << 2
 )
 
 // Severity is the syslog severity of a message (0 emergency … 7 debug).

@@ -78,8 +78,12 @@ func FuzzParseHeader(f *testing.F) {
 			n := h.PayloadLen()
 			switch h.Type() {
 			case TypeData:
+				body := n
+				if h.Traced() {
+					body = n - TraceSize
+				}
 				if n == 0 || n > lim.MaxFrame || h.RawLen() > lim.MaxRaw || h.Count() == 0 || h.Count() > lim.MaxMessages || h.Seq() == 0 ||
-					(!h.Compressed() && h.RawLen() != n) || uint64(h.RawLen()) < packetFixed+uint64(h.Count())*messageFixed {
+					(h.Traced() && n <= TraceSize) || (!h.Compressed() && h.RawLen() != body) || uint64(h.RawLen()) < packetFixed+uint64(h.Count())*messageFixed {
 					t.Fatalf("accepted DATA % x", []byte(h))
 				}
 			case TypeAck, TypePing, TypePong:

@@ -48,6 +48,9 @@ var errTruncated = io.ErrUnexpectedEOF
 var goldenHello = &Hello{Caps: CapZstd, Window: 32, MaxFrame: 1 << 20, AgentID: []byte("agent-7"),
 	Token: []byte("s3cret-token"), Software: []byte("logsend/0.1")}
 
+var goldenTrace = NewTraceContext([16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+	[8]byte{0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18}, true)
+
 var goldenSack = []SeqRange{{4, 5}, {9, 9}}
 
 var goldenWelcome = &Welcome{Caps: CapZstd, Window: 16, MaxFrame: 1 << 20, IdleTimeoutMs: 60000, ServerID: []byte("logdist-1")}
@@ -121,8 +124,18 @@ func goldenCases() []goldenCase {
 			build: mutate(ack, func(b []byte) []byte { b[6] = 0x01; return b })},
 		{name: "bad_flags", doc: "an ACK with the zstd flag", want: ErrBadFlags,
 			build: mutate(ack, func(b []byte) []byte { b[4] = byte(FlagZstd); return b })},
-		{name: "unknown_flag", doc: "a DATA frame with flag bit 1 set", want: ErrBadFlags,
-			build: mutate(plain, func(b []byte) []byte { b[4] = 0x02; return b })},
+		{name: "unknown_flag", doc: "a DATA frame with flag bit 2 set", want: ErrBadFlags,
+			build: mutate(plain, func(b []byte) []byte { b[4] = 0x04; return b })},
+		{name: "data_traced", doc: "data_plain carrying trace context 00-0102030405060708090a0b0c0d0e0f10-1112131415161718-01 (flag bit 1) ahead of its packet",
+			build: func(t testing.TB) []byte { return AppendWithTrace(nil, plain(t), &goldenTrace) }, value: samplePacket()},
+		{name: "data_traced_zstd", doc: "data_zstd carrying the trace context of data_traced ahead of its zstd frame",
+			build: func(testing.TB) []byte {
+				return AppendWithTrace(nil, enc.AppendData(nil, 2, realisticPacket(5, 42), true), &goldenTrace)
+			}, unstable: true, value: realisticPacket(5, 42)},
+		{name: "traced_too_short", doc: "a DATA frame flagged traced whose 26-byte payload holds the trace context and no packet", want: ErrBadLength,
+			build: func(testing.TB) []byte { return withPayload(FlagTrace, 1, 1, goldenTrace[:], 0) }},
+		{name: "trace_on_ack", doc: "an ACK with the trace flag", want: ErrBadFlags,
+			build: mutate(ack, func(b []byte) []byte { b[4] = byte(FlagTrace); return b })},
 		{name: "oversize_length", doc: "a DATA header announcing 1 MiB + 1 bytes (default MaxFrame is 1 MiB); no payload follows",
 			want: ErrFrameTooLarge, build: func(testing.TB) []byte {
 				return AppendHeader(nil, TypeData, 0, 1, 1, 1<<20+1, 1<<20+1, 0)
@@ -298,6 +311,9 @@ func describe(b []byte) (string, any, error) {
 		var p Packet
 		if err := NewDecoder(lim).Decode(h, payload, &p); err != nil {
 			return fail(err)
+		}
+		if tc, ok := TraceOf(append(append([]byte(nil), h...), payload...)); ok {
+			fmt.Fprintf(&s, "trace=%s\n", tc.String())
 		}
 		fmt.Fprintf(&s, "packet.id=%d\n", p.ID)
 		str("packet.agent_id", p.AgentID)

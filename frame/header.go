@@ -47,6 +47,9 @@ func (h Header) Flags() Flags { return Flags(h[4]) }
 // Compressed reports whether the payload is a zstd frame.
 func (h Header) Compressed() bool { return Flags(h[4])&FlagZstd != 0 }
 
+// Traced reports whether the payload begins with a TraceContext.
+func (h Header) Traced() bool { return Flags(h[4])&FlagTrace != 0 }
+
 // PayloadLen returns the number of payload bytes following the header.
 func (h Header) PayloadLen() uint32 { return binary.BigEndian.Uint32(h[8:12]) }
 
@@ -130,7 +133,7 @@ func ParseHeader(b []byte, lim *Limits) (Header, error) {
 		return nil, ErrReserved
 	}
 	f := h.Flags()
-	if f&^flagsKnown != 0 || (f&FlagZstd != 0 && t != TypeData) {
+	if f&^flagsKnown != 0 || (f != 0 && t != TypeData) {
 		return nil, ErrBadFlags
 	}
 	n, raw, count := h.PayloadLen(), h.RawLen(), h.Count()
@@ -139,7 +142,14 @@ func ParseHeader(b []byte, lim *Limits) (Header, error) {
 		if n > lim.MaxFrame {
 			return nil, ErrFrameTooLarge
 		}
-		if count == 0 || n == 0 || h.Seq() == 0 || (f&FlagZstd == 0 && raw != n) {
+		body := n // the packet's bytes as sent: the payload after a trace context
+		if f&FlagTrace != 0 {
+			if n <= TraceSize {
+				return nil, ErrBadLength
+			}
+			body -= TraceSize
+		}
+		if count == 0 || n == 0 || h.Seq() == 0 || (f&FlagZstd == 0 && raw != body) {
 			return nil, ErrBadLength
 		}
 		// The frame is well formed and its length within bounds: what

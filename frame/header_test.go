@@ -146,7 +146,7 @@ func TestParseHeaderRules(t *testing.T) {
 		{"reserved 5", set(hdr(TypeAck, 0, 1, 0, 0, 0), 5, 1), ErrReserved},
 		{"reserved 6", set(hdr(TypeAck, 0, 1, 0, 0, 0), 6, 0x80), ErrReserved},
 		{"reserved 7", set(hdr(TypeAck, 0, 1, 0, 0, 0), 7, 1), ErrReserved},
-		{"unknown flag", hdr(TypeData, 0x02, 1, 1, 100, 100), ErrBadFlags},
+		{"unknown flag", hdr(TypeData, 0x04, 1, 1, 100, 100), ErrBadFlags},
 		{"unknown flag high", hdr(TypeData, 0x80|FlagZstd, 1, 1, 100, 100), ErrBadFlags},
 		{"zstd on hello", hdr(TypeHello, FlagZstd, 0, 0, 20, 20), ErrBadFlags},
 		{"zstd on ack", hdr(TypeAck, FlagZstd, 1, 0, 0, 0), ErrBadFlags},
