@@ -7,6 +7,9 @@
 // and tests that start it on port 0:
 //
 //	analyzerd ready name=<name> listen=<host:port> admin=<host:port or empty>
+//
+// or, with --log-format json, a record with msg "analyzerd ready" and
+// those fields as attributes (cli.ParseReady reads either).
 package main
 
 import (
@@ -36,17 +39,18 @@ func main() {
 // run is main without the process: it returns the exit code (0 after a
 // graceful shutdown on SIGINT/SIGTERM, 2 for bad flags or addresses).
 func run(args []string, stdout, stderr io.Writer) int {
-	cfg, log, tc, err := parseFlags(args, stdout, stderr)
+	cfg, lf, tc, err := parseFlags(args, stdout, stderr)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		fail(stderr, err)
+		lf.fail(stderr, err)
 		return 2
 	}
+	log := lf.log
 	a, err := analyzerd.New(cfg)
 	if err != nil {
-		fail(stderr, err)
+		lf.fail(stderr, err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -55,14 +59,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		go tc.Watch(ctx, 5*time.Second) // new certificates reach new connections
 	}
 	if err := a.Start(); err != nil {
-		fmt.Fprintf(stderr, "analyzerd: cannot start: %v\n", err)
+		lf.fail(stderr, fmt.Errorf("cannot start: %w", err))
 		return 2
 	}
 	admin := ""
 	if addr := a.AdminAddr(); addr != nil {
 		admin = addr.String()
 	}
-	fmt.Fprintf(stderr, "analyzerd ready name=%s listen=%s admin=%s\n", cfg.Name, a.Addr(), admin)
+	cli.WriteReady(stderr, log, lf.json, "analyzerd",
+		slog.String("name", cfg.Name), slog.String("listen", a.Addr().String()), slog.String("admin", admin))
 	<-ctx.Done()
 	stop() // a second signal kills the process without waiting for the drain
 	log.Info("signal received; draining", "drain_timeout", cfg.Server.DrainTimeout)
@@ -73,17 +78,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// fail writes err as the one line a user sees.
-func fail(stderr io.Writer, err error) {
+// logging is the log, once the flags say how to write it.
+type logging struct {
+	log  *slog.Logger // nil until built
+	json bool
+}
+
+// fail writes err as the one line a user sees: text, or a JSON record
+// once the log is JSON.
+func (l logging) fail(stderr io.Writer, err error) {
 	msg := err.Error()
 	if !strings.HasPrefix(msg, "analyzerd") {
 		msg = "analyzerd: " + msg
 	}
-	fmt.Fprintln(stderr, msg)
+	cli.Fail(stderr, l.log, l.json, msg)
 }
 
-func parseFlags(args []string, stdout, stderr io.Writer) (analyzerd.Config, *slog.Logger, *tlsconf.Config, error) {
-	cfg := analyzerd.DefaultConfig()
+// logComponents are the components --log-level may name.
+var logComponents = []string{"analyzerd", "frame/server", "tls"}
+
+func parseFlags(args []string, stdout, stderr io.Writer) (cfg analyzerd.Config, lf logging, tc *tlsconf.Config, err error) {
+	cfg = analyzerd.DefaultConfig()
 	fs := pflag.NewFlagSet("analyzerd", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.SetOutput(stdout)
@@ -116,48 +131,56 @@ Flags:
 	fs.DurationVar(&cfg.Server.IdleTimeout, "idle-timeout", cfg.Server.IdleTimeout, "close connections on which no frame arrived for this long")
 	fs.DurationVar(&cfg.Server.HandshakeTimeout, "handshake-timeout", cfg.Server.HandshakeTimeout, "close connections that send no HELLO within this time")
 	fs.DurationVar(&cfg.Server.DrainTimeout, "drain-timeout", cfg.Server.DrainTimeout, "on SIGINT/SIGTERM, how long clients get after GOAWAY before their connections are closed")
-	fs.StringVar(&logLevel, "log-level", logLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&logLevel, "log-level", logLevel, cli.LevelHelp+"; components: "+strings.Join(logComponents, ", "))
 	fs.StringVar(&logFormat, "log-format", logFormat, "log format: text or json")
 	tlsFlags := cli.AddTLSServer(fs)
 	showVersion := cli.VersionFlag(fs, "analyzerd")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return cfg, nil, nil, err // pflag printed the usage
+			return cfg, lf, nil, err // pflag printed the usage
 		}
-		return cfg, nil, nil, fmt.Errorf("%w (see --help)", err)
+		return cfg, lf, nil, fmt.Errorf("%w (see --help)", err)
 	}
 	if showVersion(stdout) {
-		return cfg, nil, nil, pflag.ErrHelp
+		return cfg, lf, nil, pflag.ErrHelp
 	}
 	if fs.NArg() > 0 {
-		return cfg, nil, nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
+		return cfg, lf, nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
 	}
 	if window < 1 || window > 1<<32-1 {
-		return cfg, nil, nil, fmt.Errorf("--window %d: must be in [1, 4294967295]", window)
+		return cfg, lf, nil, fmt.Errorf("--window %d: must be in [1, 4294967295]", window)
 	}
 	if maxFrame < frame.MaxControlPayload || maxFrame > frame.HardMaxFrame {
-		return cfg, nil, nil, fmt.Errorf("--max-frame %d: must be in [%d, %d]", maxFrame, frame.MaxControlPayload, frame.HardMaxFrame)
+		return cfg, lf, nil, fmt.Errorf("--max-frame %d: must be in [%d, %d]", maxFrame, frame.MaxControlPayload, frame.HardMaxFrame)
 	}
 	cfg.Server.Window = uint32(window)
 	cfg.Server.Limits.MaxFrame = uint32(maxFrame)
 	// The decompressed bound must hold a full frame.
 	cfg.Server.Limits.MaxRaw = max(cfg.Server.Limits.MaxRaw, cfg.Server.Limits.MaxFrame)
 
-	log, err := cli.NewLogger(stderr, logFormat, logLevel)
-	if err != nil {
-		return cfg, nil, nil, err
+	levels, err := cli.ParseLevels(logLevel)
+	if err == nil {
+		err = levels.Check(logComponents)
 	}
+	if err != nil {
+		return cfg, lf, nil, err
+	}
+	log, err := cli.NewLoggerLevels(stderr, logFormat, cli.NewLevels(levels))
+	if err != nil {
+		return cfg, lf, nil, err
+	}
+	// From here on even the errors are in the log's format.
+	lf = logging{log: log, json: cli.IsJSON(logFormat)}
 	cfg.Logger = log
 	cfg.Stdout = stdout
-	tc, err := tlsFlags.Config(log)
-	if err != nil {
-		return cfg, nil, nil, err
+	if tc, err = tlsFlags.Config(log.With("component", "tls")); err != nil {
+		return cfg, lf, nil, err
 	}
 	if tc != nil {
 		cfg.Server.TLS = tc.Get()
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, nil, nil, err
+		return cfg, lf, nil, err
 	}
-	return cfg, log, tc, nil
+	return cfg, lf, tc, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/logdist/logdist/analyzerd"
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/server/servertest"
+	"github.com/logdist/logdist/internal/cli"
 )
 
 var binary string // the analyzerd binary built for the end-to-end tests
@@ -64,9 +65,8 @@ type proc struct {
 	logs   chan string // stderr lines after the ready line
 }
 
-var readyLine = regexp.MustCompile(`^analyzerd ready name=(\S+) listen=(\S+) admin=(\S*)$`)
-
-// startProc runs the binary with args and waits for its ready line.
+// startProc runs the binary with args and waits for its ready line (text,
+// or JSON with --log-format json).
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
@@ -84,13 +84,13 @@ func startProc(t *testing.T, args ...string) *proc {
 			cmd.Wait()
 		}
 	})
-	ready := make(chan []string, 1)
+	ready := make(chan map[string]string, 1)
 	go func() {
 		defer close(p.logs)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			if m := readyLine.FindStringSubmatch(sc.Text()); m != nil {
-				ready <- m
+			if f, ok := cli.ParseReady(sc.Text(), "analyzerd"); ok {
+				ready <- f
 				continue
 			}
 			select {
@@ -100,8 +100,8 @@ func startProc(t *testing.T, args ...string) *proc {
 		}
 	}()
 	select {
-	case m := <-ready:
-		p.listen, p.admin = m[2], m[3]
+	case f := <-ready:
+		p.listen, p.admin = f["listen"], f["admin"]
 	case <-time.After(10 * time.Second):
 		t.Fatal("analyzerd did not print its ready line")
 	}

@@ -66,21 +66,31 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "auth" {
 		return runAuth(args[1:], os.Stdin, os.Stdout, os.Stderr)
 	}
+	fail := failer(nil, false) // plain text until the log is set up
 	spec, cmd, err := config.Load(args, usage)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	if cmd.Version {
 		fmt.Println(version.Get().String("logdist"))
 		return 0
 	}
+	// The log first: with --log-format json, everything logdist says
+	// from here on is a JSON record, its errors included.
+	levels := cli.NewLevels(cli.LevelSpec{Default: slog.LevelInfo})
+	if ls, err := cli.ParseLevels(spec.LogLevel); err == nil {
+		levels.Set(ls) // a bad one is reported by Check, below
+	}
+	log, err := cli.NewLoggerLevels(os.Stderr, spec.LogFormat, levels)
+	if err != nil {
+		return fail("%v", err)
+	}
+	fail = failer(log, cli.IsJSON(spec.LogFormat))
 	if err := spec.Check(); err != nil {
-		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	if cmd.CheckConfig {
 		fmt.Printf("# logdist --check-config %s: valid. The effective settings (file, then flags):\n%s", cmd.File, spec.YAML())
@@ -92,47 +102,50 @@ func run(args []string) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	level := new(slog.LevelVar)
-	log, err := cli.NewLoggerLevel(os.Stderr, spec.LogFormat, level)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-		return 2
-	}
 	// The admin address is one only a restart changes: the declared one
 	// is the one that runs. Taking it first makes a busy port the only
 	// line a failed start prints.
 	var adminLn net.Listener
 	if spec.Admin != "" {
 		if adminLn, err = net.Listen("tcp", spec.Admin); err != nil {
-			fmt.Fprintf(os.Stderr, "logdist: cannot listen on admin address %s: %v\n", spec.Admin, err)
-			return 2
+			return fail("cannot listen on admin address %s: %v", spec.Admin, err)
 		}
 		defer adminLn.Close()
 	}
 	ctl, err := control.Open(control.Options{DataDir: spec.DataDir, AuditLog: spec.AuditLog, Args: args, Log: log})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	defer ctl.Close()
-	return serve(ctl, spec, adminLn, sig, level, log)
+	return serve(ctl, spec, adminLn, sig, levels, log, fail)
+}
+
+// failer returns the function that writes logdist's last word before it
+// exits with status 2: a line of text, or a JSON record when the log is
+// JSON.
+func failer(log *slog.Logger, jsonLog bool) func(format string, a ...any) int {
+	return func(format string, a ...any) int {
+		cli.Fail(os.Stderr, log, jsonLog, "logdist: "+fmt.Sprintf(format, a...))
+		return 2
+	}
 }
 
 // serve starts logdist from the configuration the controller decides on
 // and runs it until SIGTERM or SIGINT; SIGHUP reloads.
-func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, sig <-chan os.Signal, level *slog.LevelVar, log *slog.Logger) int {
+func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, sig <-chan os.Signal, levels *cli.Levels, log *slog.Logger, fail func(string, ...any) int) int {
 	v, err := ctl.Start(declared)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	spec := v.Spec
 	base := proxy.DefaultConfig()
+	// Each subsystem's logger names its component, for --log-level
+	// proxy=debug and the like: TLS, auth and admin here; the proxy,
+	// syslog, balancer and control name their own.
 	base.Logger, base.Balancer.Logger = log, log
-	agentTLS, upTLS, err := spec.TLS(log)
+	agentTLS, upTLS, err := spec.TLS(log.With("component", "tls"))
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	tt := proxy.TLSTransport{ClientConfig: upTLS.Get}
 	if agentTLS != nil {
@@ -148,10 +161,9 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 				Result: "refused", Error: r.Reason + ": " + r.Detail})
 		}
 	}
-	guard, err := spec.Guard(log, base.Metrics, auditRefusal)
+	guard, err := spec.Guard(log.With("component", "auth"), base.Metrics, auditRefusal)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	if guard != nil {
 		base.Auth, base.AgentLimits = guard.Auth, guard
@@ -159,15 +171,13 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 	}
 	if spec.Redact != "" {
 		if base.Redactor, err = redact.Load(spec.Redact, base.Metrics); err != nil {
-			fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-			return 2
+			return fail("%v", err)
 		}
 		log.Info("redacting messages", "redact", spec.Redact, "rules", base.Redactor.Rules())
 	}
 	cfg, err := spec.Proxy(base)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "logdist: configuration version %d: %v\n", v.Version, err)
-		return 2
+		return fail("configuration version %d: %v", v.Version, err)
 	}
 	access := admin.NewAccess(nil, nil)
 	tlsConfigs := []*tlsconf.Config{upTLS}
@@ -196,29 +206,27 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 				log.Error("redaction rules reload failed; the rules in force stay", "err", err)
 			}
 		}
-		return applyOutside(s, level, access)
+		return applyOutside(s, levels, access)
 	}
 	if err := outside(spec); err != nil {
-		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
+	adminLog := log.With("component", "admin")
 	if len(spec.AdminAllow) == 0 && len(spec.Allow) > 0 && spec.Admin != "" {
 		allow, _ := config.ParseAllow(spec.Allow)
 		local := slices.ContainsFunc(allow, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr("127.0.0.1")) })
-		log.Info("the admin API takes --allow, --admin-allow being empty", "allow", spec.Allow)
+		adminLog.Info("the admin API takes --allow, --admin-allow being empty", "allow", spec.Allow)
 		if !local {
-			log.Warn("--allow leaves out 127.0.0.1: logdist ctl on this host will be refused; add it, or set --admin-allow")
+			adminLog.Warn("--allow leaves out 127.0.0.1: logdist ctl on this host will be refused; add it, or set --admin-allow")
 		}
 	}
 	srv, err = proxy.New(cfg)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	if v.Version != 1 {
 		if err := srv.ReconfigureAs(cfg, v.Version, "start"); err != nil {
-			fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
-			return 2
+			return fail("%v", err)
 		}
 	}
 	ctl.Attach(srv, base, outside)
@@ -232,7 +240,7 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 		go guard.Run(watchCtx)
 	}
 	if err := srv.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "logdist: %v\n", err)
+		fail("%v", err)
 		return 1
 	}
 	var hs *http.Server
@@ -240,16 +248,18 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 		hs = admin.Server(admin.New(admin.Config{Server: srv, Control: ctl, Access: access, Pprof: spec.Pprof}), spec.Pprof)
 		go func() {
 			if err := hs.Serve(admin.LimitListener(adminLn, admin.MaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("admin server failed", "addr", spec.Admin, "err", err)
+				adminLog.Error("admin server failed", "addr", spec.Admin, "err", err)
 			}
 		}()
-		log.Info("admin API listening", "addr", adminLn.Addr().String(), "status_page", "http://"+adminLn.Addr().String()+"/")
+		adminLog.Info("admin API listening", "addr", adminLn.Addr().String(), "status_page", "http://"+adminLn.Addr().String()+"/")
 	}
 	// Machine-readable line for scripts and tests that start logdist on
-	// port 0.
-	fmt.Fprintf(os.Stderr, "logdist ready listen=%s tls=%s admin=%s syslog=%s syslog_tcp=%s syslog_tls=%s version=%d\n",
-		addrString(srv.Addr()), addrString(srv.TransportAddr()), addrOf(adminLn), addrString(srv.SyslogAddr()),
-		addrString(srv.SyslogTCPAddr()), addrString(srv.SyslogTLSAddr()), v.Version)
+	// port 0: "logdist ready listen=... version=N", or a JSON record.
+	cli.WriteReady(os.Stderr, log, cli.IsJSON(spec.LogFormat), "logdist",
+		slog.String("listen", addrString(srv.Addr())), slog.String("tls", addrString(srv.TransportAddr())),
+		slog.String("admin", addrOf(adminLn)), slog.String("syslog", addrString(srv.SyslogAddr())),
+		slog.String("syslog_tcp", addrString(srv.SyslogTCPAddr())), slog.String("syslog_tls", addrString(srv.SyslogTLSAddr())),
+		slog.Uint64("version", v.Version))
 
 	for s := range sig {
 		if s == syscall.SIGHUP {
@@ -279,10 +289,10 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 }
 
 // applyOutside takes the settings that live outside the proxy: the log
-// level, and the admin API's tokens and allow list (the token file is
+// levels, and the admin API's tokens and allow list (the token file is
 // read again). Nothing changes when one of them is wrong.
-func applyOutside(s config.Spec, level *slog.LevelVar, access *admin.Access) error {
-	lvl, err := cli.ParseLevel(s.LogLevel)
+func applyOutside(s config.Spec, levels *cli.Levels, access *admin.Access) error {
+	lvl, err := config.ParseLogLevel(s.LogLevel)
 	if err != nil {
 		return err
 	}
@@ -301,7 +311,7 @@ func applyOutside(s config.Spec, level *slog.LevelVar, access *admin.Access) err
 			return err
 		}
 	}
-	level.Set(lvl)
+	levels.Set(lvl)
 	access.Set(tokens, allow)
 	return nil
 }

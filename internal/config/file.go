@@ -118,7 +118,10 @@ func (s Spec) Check() error {
 	if _, _, err := s.TLS(nil); err != nil {
 		return err
 	}
-	if _, err := cli.NewLogger(io.Discard, s.LogFormat, s.LogLevel); err != nil {
+	if err := cli.CheckFormat(s.LogFormat); err != nil {
+		return err
+	}
+	if _, err := ParseLogLevel(s.LogLevel); err != nil {
 		return err
 	}
 	if s.Admin != "" {

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/logdist/logdist/internal/cli"
 )
 
 // Command is what a command line asks for besides the configuration.
@@ -117,7 +119,7 @@ func FlagSet(s *Spec, cmd *Command) *pflag.FlagSet {
 	fs.IntVar(&s.Loops, "loops", s.Loops, "event loops (0 = one per CPU)")
 	fs.BoolVar(&s.Pprof, "pprof", s.Pprof, "serve net/http/pprof under /debug/pprof/ on the admin address")
 	fs.StringVar(&s.LogFormat, "log-format", s.LogFormat, "log format: text or json")
-	fs.StringVar(&s.LogLevel, "log-level", s.LogLevel, "log level: debug, info, warn or error (a reload changes it)")
+	fs.StringVar(&s.LogLevel, "log-level", s.LogLevel, cli.LevelHelp+"; components: "+strings.Join(LogComponents, ", ")+" (a reload changes it)")
 	fs.BoolVar(&cmd.Version, "version", false, "print the version and the commit this binary was built from, and exit")
 	return fs
 }

@@ -8,12 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/logdist/logdist/internal/cli"
 )
 
 // bins holds the binaries built once for the whole package.
@@ -63,7 +64,7 @@ type proc struct {
 }
 
 // start runs bin with args and waits for its "<name> ready k=v ..." line on
-// stderr.
+// stderr (or its JSON form, with --log-format json).
 func start(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
 	p := startNoReady(t, bin, args...)
@@ -89,8 +90,6 @@ func startNoReady(t *testing.T, bin string, args ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`^` + regexp.QuoteMeta(p.name) + ` ready (.*)$`)
-	kv := regexp.MustCompile(`(\w+)=(\S*)`)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -98,11 +97,7 @@ func startNoReady(t *testing.T, bin string, args ...string) *proc {
 			p.mu.Lock()
 			p.log = append(p.log, line)
 			p.mu.Unlock()
-			if m := re.FindStringSubmatch(line); m != nil {
-				f := map[string]string{}
-				for _, x := range kv.FindAllStringSubmatch(m[1], -1) {
-					f[x[1]] = x[2]
-				}
+			if f, ok := cli.ParseReady(line, p.name); ok {
 				p.ready <- f
 			}
 		}

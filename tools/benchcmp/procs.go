@@ -11,12 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/logdist/logdist/internal/cli"
 )
 
 // proc is a process the driver started; every one is stopped by stopAll.
@@ -34,10 +35,9 @@ var (
 	procs   []*proc
 )
 
-var kvRe = regexp.MustCompile(`(\w+)=(\S*)`)
-
-// start runs path with args. If ready is not empty it waits for a stderr
-// line starting with ready and returns its key=value fields.
+// start runs path with args. If ready is not empty it waits for the
+// stderr line "<ready> ready k=v ..." (or its JSON form, cli.ParseReady)
+// and keeps its fields.
 func start(name, path, ready string, args ...string) (*proc, error) {
 	cmd := exec.Command(path, args...)
 	setDeathSignal(cmd)
@@ -64,11 +64,7 @@ func start(name, path, ready string, args ...string) (*proc, error) {
 				p.tail = p.tail[1:]
 			}
 			p.mu.Unlock()
-			if ready != "" && strings.HasPrefix(line, ready) {
-				f := map[string]string{}
-				for _, kv := range kvRe.FindAllStringSubmatch(line[len(ready):], -1) {
-					f[kv[1]] = kv[2]
-				}
+			if f, ok := cli.ParseReady(line, ready); ready != "" && ok {
 				select {
 				case readyC <- f:
 				default:

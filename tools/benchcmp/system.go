@@ -46,7 +46,7 @@ const (
 func (s *system) bin(name string) string { return filepath.Join(s.cfg.bin, name) }
 
 func startAnalyzerd(bin, name string, extra ...string) (*proc, error) {
-	return start(name, bin, "analyzerd ready ", append([]string{"--name", name, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn"}, extra...)...)
+	return start(name, bin, "analyzerd", append([]string{"--name", name, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn"}, extra...)...)
 }
 
 func startLogdist(bin string, analyzers []*proc, tlsAnalyzers bool, extra ...string) (*proc, error) {
@@ -58,7 +58,7 @@ func startLogdist(bin string, analyzers []*proc, tlsAnalyzers bool, extra ...str
 		}
 		args = append(args, "--analyzer", spec)
 	}
-	p, err := start("logdist", bin, "logdist ready ", append(args, extra...)...)
+	p, err := start("logdist", bin, "logdist", append(args, extra...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -398,7 +398,7 @@ func measureIdle(ctx context.Context, cfg config) (*idleResult, error) {
 	}()
 	r.rssBefore, r.rssErr = rssMiB(ld.pid())
 	began := time.Now()
-	lb, err := start("logbench", filepath.Join(cfg.bin, "logbench"), "logbench idle ready ",
+	lb, err := start("logbench", filepath.Join(cfg.bin, "logbench"), "logbench idle",
 		"--target", ld.fields["listen"], "--conns", "0", "--idle-conns", strconv.Itoa(cfg.idleConns), "--duration", "10m", "-q")
 	if err != nil {
 		return nil, err

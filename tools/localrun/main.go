@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/client"
+	"github.com/logdist/logdist/internal/cli"
 	"github.com/logdist/logdist/proxy/status"
 )
 
@@ -50,9 +50,6 @@ type proc struct {
 	addr map[string]string
 }
 
-var readyRe = regexp.MustCompile(`^(\S+) ready (.*)$`)
-var kvRe = regexp.MustCompile(`(\w+)=(\S*)`)
-
 // start runs a binary, echoes its stderr with a name prefix, and waits for
 // its "ready" line.
 func start(name, path string, args ...string) (*proc, error) {
@@ -71,11 +68,8 @@ func start(name, path string, args ...string) (*proc, error) {
 		defer close(closed)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			if m := readyRe.FindStringSubmatch(sc.Text()); m != nil {
-				f := map[string]string{}
-				for _, kv := range kvRe.FindAllStringSubmatch(m[2], -1) {
-					f[kv[1]] = kv[2]
-				}
+			// "analyzerd ready k=v ...", or its JSON record.
+			if f, ok := cli.ParseReady(sc.Text(), filepath.Base(path)); ok {
 				ready <- f
 				continue
 			}
