@@ -132,7 +132,8 @@ type Config struct {
 	// inject a fake clock; nil means time.Now.
 	Now func() time.Time
 
-	// Logger receives one line per health, breaker and admin transition.
+	// Logger receives one line per health, breaker and admin transition,
+	// with the attribute component=balancer.
 	// Nil means slog.Default().
 	Logger *slog.Logger
 }

@@ -213,7 +213,7 @@ func (s *Set) apply(a *analyzer, src int, ev Event, now time.Time) bool {
 		}
 		h.breaker = Closed
 		h.probes = 0
-		s.log.Info("analyzer breaker closed", "component", "balancer",
+		s.log.Info("analyzer breaker closed",
 			"analyzer", a.name, "addr", a.addr, "id", a.id, "event", ev.String())
 		h.clearFails()
 		h.succ = 0
@@ -234,7 +234,7 @@ func (s *Set) apply(a *analyzer, src int, ev Event, now time.Time) bool {
 	}
 	if h.state == Up {
 		h.state, h.since = Down, now
-		s.log.Warn("analyzer down", "component", "balancer",
+		s.log.Warn("analyzer down",
 			"analyzer", a.name, "addr", a.addr, "id", a.id, "event", ev.String(), "fall", s.cfg.Fall)
 	}
 	s.trip(a, now, ev.String())
@@ -253,7 +253,7 @@ func (s *Set) success(a *analyzer, src int, ev Event, now time.Time) bool {
 	}
 	h.state, h.since = Up, now
 	h.trips = 0
-	s.log.Info("analyzer up", "component", "balancer",
+	s.log.Info("analyzer up",
 		"analyzer", a.name, "addr", a.addr, "id", a.id, "event", ev.String(), "rise", s.cfg.Rise)
 	return true
 }
@@ -281,7 +281,7 @@ func (s *Set) trip(a *analyzer, now time.Time, reason string) {
 	h.breaker, h.openUntil = Open, now.Add(wait)
 	h.succ, h.probes = 0, 0
 	h.clearFails()
-	s.log.Warn("analyzer breaker open", "component", "balancer",
+	s.log.Warn("analyzer breaker open",
 		"analyzer", a.name, "addr", a.addr, "id", a.id, "reason", reason,
 		"trips", h.trips, "retry_in", wait)
 }
@@ -293,7 +293,7 @@ func (s *Set) advanceBreaker(a *analyzer, now time.Time) bool {
 	switch {
 	case h.breaker == Open && !now.Before(h.openUntil):
 		h.breaker, h.probes = HalfOpen, 0
-		s.log.Info("analyzer breaker half-open", "component", "balancer",
+		s.log.Info("analyzer breaker half-open",
 			"analyzer", a.name, "addr", a.addr, "id", a.id)
 		return true
 	case h.breaker == HalfOpen && h.probes > 0 && !now.Before(h.probeDeadline):

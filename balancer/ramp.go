@@ -74,7 +74,7 @@ func (s *Set) SetWeightRamp(name string, weight float64, r Ramp) (Ramp, error) {
 		r = Ramp{}
 	}
 	a.weight, a.ramp = weight, r
-	s.log.Info("analyzer weight set", "component", "balancer",
+	s.log.Info("analyzer weight set",
 		"analyzer", a.name, "addr", a.addr, "id", a.id, "from", a.cur, "to", weight, "over", r.Over)
 	s.commit(now, true)
 	return r, nil

@@ -92,7 +92,7 @@ func New(cfg Config) (*Set, error) {
 	}
 	s := &Set{
 		cfg:     cfg,
-		log:     cfg.Logger,
+		log:     cfg.Logger.With("component", "balancer"),
 		wake:    make(chan struct{}, 1),
 		byName:  make(map[string]*analyzer),
 		gens:    make([]uint64, cfg.MaxAnalyzers),
@@ -164,7 +164,7 @@ func (s *Set) Add(ac AnalyzerConfig) (int, error) {
 	s.byName[a.name] = a
 	// Counters only grow: the new analyzer's start from what the ID holds.
 	s.base[id] = s.sumLocked(id)
-	s.log.Info("analyzer added", "component", "balancer",
+	s.log.Info("analyzer added",
 		"analyzer", a.name, "addr", a.addr, "id", id, "weight", a.weight, "admin", a.admin.String())
 	s.commit(now, true)
 	return id, nil
@@ -185,7 +185,7 @@ func (s *Set) Remove(name string) error {
 	for len(s.byID) > 0 && s.byID[len(s.byID)-1] == nil {
 		s.byID = s.byID[:len(s.byID)-1]
 	}
-	s.log.Info("analyzer removed", "component", "balancer", "analyzer", a.name, "addr", a.addr, "id", a.id)
+	s.log.Info("analyzer removed", "analyzer", a.name, "addr", a.addr, "id", a.id)
 	s.commit(s.cfg.Now(), true)
 	return nil
 }
@@ -207,7 +207,7 @@ func (s *Set) SetWeight(name string, weight float64) error {
 	if a.weight == weight && a.ramp == (Ramp{}) {
 		return nil
 	}
-	s.log.Info("analyzer weight set", "component", "balancer",
+	s.log.Info("analyzer weight set",
 		"analyzer", a.name, "addr", a.addr, "id", a.id, "from", a.cur, "to", weight)
 	a.weight, a.ramp = weight, Ramp{}
 	s.commit(s.cfg.Now(), true)
@@ -239,7 +239,7 @@ func (s *Set) setAdmin(name string, st AdminState) error {
 	if a.admin == st {
 		return nil
 	}
-	s.log.Info("analyzer admin state set", "component", "balancer",
+	s.log.Info("analyzer admin state set",
 		"analyzer", a.name, "addr", a.addr, "id", a.id, "from", a.admin.String(), "to", st.String())
 	a.admin = st
 	s.commit(s.cfg.Now(), true)

@@ -75,6 +75,9 @@ type Server struct {
 	set  *balancer.Set
 	mset *metrics.Set
 
+	// syslogLog is the log of the syslog listeners (component=syslog).
+	syslogLog *slog.Logger
+
 	// conf is the running configuration and reg the analyzer registry,
 	// each replaced whole under ctl (analyzers.go).
 	conf atomic.Pointer[settings]
@@ -151,6 +154,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	syslogLog := log.With("component", "syslog")
 	log = log.With("component", "proxy")
 	mset := cfg.Metrics
 	if mset == nil {
@@ -159,6 +163,7 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		log:       log,
+		syslogLog: syslogLog,
 		set:       set,
 		mset:      mset,
 		runErr:    make(chan error, 1),

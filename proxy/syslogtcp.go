@@ -112,7 +112,7 @@ func listenSyslogTCP(s *Server, addr string, transport Transport) (*syslogTCP, e
 		what, scheme, lbl = "syslog over TLS", "tls://", `{transport="tls"}`
 		t.failures = s.mset.GetOrCreateCounter("logdist_syslog_tls_handshake_failures_total")
 	}
-	t.ac = newAcceptor(what, s.log, ln, t.serve)
+	t.ac = newAcceptor(what, s.syslogLog, ln, t.serve)
 	refused := s.allowRefused.syslogTCP
 	if transport != nil {
 		refused = s.allowRefused.syslogTLS
@@ -132,7 +132,7 @@ func listenSyslogTCP(s *Server, addr string, transport Transport) (*syslogTCP, e
 	t.paused = set.GetOrCreateCounter("logdist_syslog_tcp_paused_total" + lbl)
 	t.shutdownDroppedCounter = set.GetOrCreateCounter("logdist_syslog_tcp_shutdown_dropped_total" + lbl)
 	set.GetOrCreateGauge("logdist_syslog_tcp_connections"+lbl, func() float64 { return float64(t.ac.active.Load()) })
-	s.log.Info("listening for syslog", "addr", scheme+ln.Addr().String())
+	s.syslogLog.Info("listening for syslog", "addr", scheme+ln.Addr().String())
 	return t, nil
 }
 
@@ -168,7 +168,7 @@ func (t *syslogTCP) serve(nc net.Conn) {
 		cancel()
 		if err != nil {
 			t.failures.Inc()
-			t.s.log.Debug("syslog TLS handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+			t.s.syslogLog.Debug("syslog TLS handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 			return
 		}
 		defer w.Close()
@@ -192,7 +192,7 @@ func (t *syslogTCP) serve(nc net.Conn) {
 			msg, k, clipped, err := nextSyslogFrame(buf[off:], maxSyslogFrame)
 			if err != nil {
 				t.framing.Inc()
-				t.s.log.Debug("closing syslog TCP connection", "remote", nc.RemoteAddr().String(), "err", err)
+				t.s.syslogLog.Debug("closing syslog TCP connection", "remote", nc.RemoteAddr().String(), "err", err)
 				rerr = err
 				break
 			}

@@ -49,7 +49,7 @@ func startSyslogUDP(s *Server, conf *settings) (*syslogUDP, error) {
 			gnet.WithReusePort(true),
 			gnet.WithReadBufferCap(maxDatagram),
 			gnet.WithSocketRecvBuffer(conf.SyslogRecvBuffer),
-			gnet.WithLogger(gnetLogger{s.log}),
+			gnet.WithLogger(gnetLogger{s.syslogLog}),
 		)
 	}()
 	select {
@@ -62,7 +62,7 @@ func startSyslogUDP(s *Server, conf *settings) (*syslogUDP, error) {
 		return nil, fmt.Errorf("proxy: cannot listen for syslog on udp %s: %w", ua, err)
 	}
 	s.mset.GetOrCreateGauge("logdist_syslog_kernel_drops_total", u.kernelDrops)
-	s.log.Info("listening for syslog", "addr", "udp://"+ua.String())
+	s.syslogLog.Info("listening for syslog", "addr", "udp://"+ua.String())
 	return u, nil
 }
 
