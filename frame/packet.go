@@ -221,6 +221,21 @@ func DecodePacket(b []byte, count uint32, lim *Limits, p *Packet) error {
 	return nil
 }
 
+// PacketIDs reads the packet id and the agent id from the start of a raw
+// packet, without decoding the rest: what a log line about a packet that
+// failed to decode (or that an analyzer refused) can still say about it.
+// agentID aliases raw. ok is false if raw is too short for them, or the
+// agent id is longer than maxField.
+func PacketIDs(raw []byte, maxField uint16) (id uint64, agentID []byte, ok bool) {
+	r := reader{b: raw}
+	id = r.u64()
+	agentID = r.str16(int(maxField))
+	if r.err != nil {
+		return 0, nil, false
+	}
+	return id, agentID, true
+}
+
 // countAttrs returns na plus the attributes of the next msgs messages, for
 // b positioned at the first of na attributes. It reads only lengths; on
 // bytes that do not parse it returns what it counted so far (the decoder

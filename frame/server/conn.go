@@ -176,12 +176,13 @@ func (c *conn) serve() {
 		case session.EvRejected:
 			code := c.sess.RejectCode()
 			c.s.m.rejected(code)
-			c.logThrottled("packet rejected by its header", "seq", h.Seq(), "code", code.String())
+			// Its payload was skipped unread: no ids to name it by.
+			c.logPacket("packet rejected by its header", code, nil, "seq", h.Seq(), "code", code.String())
 		case session.EvBusy:
 			c.s.m.busy.Inc()
 		case session.EvPeerError:
 			code, reason := c.sess.PeerError()
-			c.logThrottled("peer sent a packet ERROR", "seq", h.Seq(), "code", code.String(), "reason", string(reason))
+			c.logPacket("peer sent a packet ERROR", code, nil, "seq", h.Seq(), "code", code.String(), "reason", string(reason))
 		}
 	}
 }
@@ -199,7 +200,7 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 			c.fatal(code, err.Error())
 			return false
 		}
-		c.reject(seq, code, err.Error())
+		c.reject(seq, code, err.Error(), undecoded{h, payload})
 		return true
 	}
 	c.md.Seq = seq
@@ -216,14 +217,14 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 		c.s.m.messages.Add(len(c.pkt.Messages))
 	case verdictBusy:
 		if v.reason != "" {
-			c.logThrottled("handler failed; packet answered BUSY", "seq", seq, "err", v.reason)
+			c.logPacket("handler failed; packet answered BUSY", 0, decoded{&c.pkt}, "seq", seq, "err", v.reason)
 		}
 		c.s.m.busy.Inc()
 		c.mu.Lock()
 		c.sess.Busy(seq, v.retryAfter)
 		c.mu.Unlock()
 	case verdictReject:
-		c.reject(seq, v.code, v.reason)
+		c.reject(seq, v.code, v.reason, decoded{&c.pkt})
 	case verdictFatal:
 		c.fatal(v.code, v.reason)
 		return false
@@ -232,18 +233,66 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 }
 
 // reject answers DATA seq with a packet ERROR.
-func (c *conn) reject(seq uint64, code frame.Code, reason string) {
+func (c *conn) reject(seq uint64, code frame.Code, reason string, pkt packetRef) {
 	c.s.m.rejected(code)
-	c.logThrottled("packet rejected", "seq", seq, "code", code.String(), "reason", reason)
+	c.logPacket("packet rejected", code, pkt, "seq", seq, "code", code.String(), "reason", reason)
 	c.mu.Lock()
 	c.sess.Reject(seq, code, reason)
 	c.mu.Unlock()
 }
 
-func (c *conn) logThrottled(msg string, args ...any) {
-	if ok, suppressed := c.s.rejectLog.allow(); ok {
-		c.log.Warn(msg, append(args, "suppressed", suppressed)...)
+// logKey is what the per-packet log lines are throttled by: a flood of
+// one message and code does not hide the first of another.
+type logKey struct {
+	msg  string
+	code frame.Code
+}
+
+// logPacket logs msg about one packet at most once a second per message
+// and code, with how many it held back ("suppressed"), naming the packet
+// by its agent id and packet id when pkt can say (pkt may be nil).
+// Nothing is built for a record held back.
+func (c *conn) logPacket(msg string, code frame.Code, pkt packetRef, args ...any) {
+	ok, suppressed := c.s.rejectLog.Allow(logKey{msg, code})
+	if !ok {
+		return
 	}
+	if pkt != nil {
+		if id, agent, known := pkt.ids(c); known {
+			if len(agent) == 0 { // the packet's agent is the connection's (analyzerd dedups so)
+				agent = []byte(c.md.AgentID)
+			}
+			args = append(args, "agent_id", string(agent), "packet_id", id)
+		}
+	}
+	c.log.Warn(msg, append(args, "suppressed", suppressed)...)
+}
+
+// packetRef is a packet a log line is about: one decoded (*frame.Packet),
+// or the DATA frame of one that failed to decode (undecoded).
+type packetRef interface {
+	ids(c *conn) (id uint64, agentID []byte, ok bool)
+}
+
+// decoded is a packet the Handler was given.
+type decoded struct{ p *frame.Packet }
+
+func (d decoded) ids(*conn) (uint64, []byte, bool) { return d.p.ID, d.p.AgentID, true }
+
+// undecoded is the DATA frame of a packet that did not decode.
+type undecoded struct {
+	h       frame.Header
+	payload []byte
+}
+
+// ids reads them from the payload, decompressing it again if need be: a
+// packet that failed to decode may still start well. Only for a log line.
+func (u undecoded) ids(c *conn) (uint64, []byte, bool) {
+	raw, err := c.dec.Raw(u.h, u.payload)
+	if err != nil {
+		return 0, nil, false
+	}
+	return frame.PacketIDs(raw, c.s.cfg.Limits.MaxField)
 }
 
 // ended closes the connection after the session refused a frame: a

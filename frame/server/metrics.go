@@ -2,9 +2,7 @@ package server
 
 import (
 	"fmt"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -102,31 +100,4 @@ func (m *serverMetrics) connError(code frame.Code) {
 	if c := m.connErrorsBy[code]; c != nil {
 		c.Inc()
 	}
-}
-
-// throttle lets one log record through per interval and counts the ones it
-// held back, so that a peer sending a stream of bad packets cannot flood
-// the log.
-type throttle struct {
-	interval time.Duration
-
-	mu         sync.Mutex
-	next       time.Time
-	suppressed int
-}
-
-// allow reports whether to log now, and how many records were suppressed
-// since the last one that was allowed.
-func (t *throttle) allow() (bool, int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := time.Now()
-	if now.Before(t.next) {
-		t.suppressed++
-		return false, 0
-	}
-	n := t.suppressed
-	t.suppressed = 0
-	t.next = now.Add(t.interval)
-	return true, n
 }

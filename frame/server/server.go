@@ -27,6 +27,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/internal/logthrottle"
 	"github.com/logdist/logdist/internal/promexp"
 )
 
@@ -42,8 +43,9 @@ type Server struct {
 	handler Handler
 	log     *slog.Logger
 	m       *serverMetrics
-	// rejectLog throttles per-packet logs (rejects, handler errors).
-	rejectLog throttle
+	// rejectLog throttles per-packet logs (rejects, handler errors), per
+	// message and code.
+	rejectLog *logthrottle.Keyed[logKey]
 
 	mu        sync.Mutex
 	closed    bool
@@ -75,7 +77,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		handler:   h,
 		log:       lg.With("component", "frame/server"),
 		m:         newServerMetrics(cfg.MetricsPrefix),
-		rejectLog: throttle{interval: time.Second},
+		rejectLog: logthrottle.NewKeyed[logKey](time.Second),
 		conns:     make(map[*conn]struct{}),
 	}, nil
 }
