@@ -23,6 +23,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/server"
+	"github.com/logdist/logdist/internal/logthrottle"
 	"github.com/logdist/logdist/internal/promexp"
 )
 
@@ -117,8 +118,11 @@ type Stats struct {
 type Analyzer struct {
 	cfg Config
 	log *slog.Logger
-	srv *server.Server
-	set *metrics.Set
+	// outLog throttles the per-packet output errors (a full disk fails
+	// every packet).
+	outLog *logthrottle.Throttle
+	srv    *server.Server
+	set    *metrics.Set
 
 	packets, messages, bytes, duplicates *metrics.Counter
 	evicted, tooOld, inflightBusy        *metrics.Counter
@@ -163,6 +167,7 @@ func New(cfg Config) (*Analyzer, error) {
 	a := &Analyzer{
 		cfg:          cfg,
 		log:          lg.With("component", "analyzerd", "analyzer", cfg.Name),
+		outLog:       logthrottle.New(time.Second),
 		set:          set,
 		packets:      set.NewCounter("analyzerd_packets_total"),
 		messages:     set.NewCounter("analyzerd_messages_total"),
@@ -358,11 +363,17 @@ func (a *Analyzer) HandlePacket(ctx context.Context, md *server.Meta, p *frame.P
 		// racing its original): it is not safe to ACK yet.
 		a.mu.Unlock()
 		a.inflightBusy.Inc()
+		if a.log.Enabled(ctx, slog.LevelDebug) {
+			a.log.Debug("copy of a packet being processed: answered BUSY", "agent_id", key.agent, "packet_id", p.ID, "seq", md.Seq)
+		}
 		return server.Busy(max(a.cfg.Delay, 10*time.Millisecond))
 	}
 	if a.dedup.contains(agent, p.ID) {
 		a.mu.Unlock()
 		a.duplicates.Inc()
+		if a.log.Enabled(ctx, slog.LevelDebug) {
+			a.log.Debug("duplicate packet: acknowledged, not processed again", "agent_id", key.agent, "packet_id", p.ID, "seq", md.Seq)
+		}
 		return nil
 	}
 	a.inflight[key] = struct{}{}
@@ -400,7 +411,10 @@ func (a *Analyzer) process(ctx context.Context, agent []byte, p *frame.Packet) e
 	}
 	if a.out != nil {
 		if err := a.out.writePacket(agent, p); err != nil {
-			a.log.Error("cannot write output; packet answered BUSY", "out", a.cfg.Out, "err", err)
+			if ok, suppressed := a.outLog.Allow(); ok {
+				a.log.Error("cannot write output; packet answered BUSY", "out", a.cfg.Out, "err", err,
+					"agent_id", string(agent), "packet_id", p.ID, "suppressed", suppressed)
+			}
 			return fmt.Errorf("cannot write output %s: %w", a.cfg.Out, err)
 		}
 	}
