@@ -109,3 +109,17 @@ func AppendWithoutTrace(dst, fb []byte) []byte {
 	binary.BigEndian.PutUint32(nh[28:32], Checksum(body))
 	return dst
 }
+
+// StripTrace removes the trace context of the traced DATA frame fb in
+// place (the packet moves up) and returns the shorter frame, its checksum
+// computed again.
+func StripTrace(fb []byte) []byte {
+	h := Header(fb)
+	n := h.FrameLen()
+	copy(fb[HeaderSize:], fb[HeaderSize+TraceSize:n])
+	fb = fb[:n-TraceSize]
+	h[4] &^= byte(FlagTrace)
+	binary.BigEndian.PutUint32(h[8:12], uint32(len(fb)-HeaderSize))
+	binary.BigEndian.PutUint32(h[28:32], Checksum(fb[HeaderSize:]))
+	return fb
+}

@@ -48,6 +48,11 @@ func TestTraceContextRoundTrip(t *testing.T) {
 		if len(again) != len(traced) {
 			t.Fatal("replacing the context changed the frame's length")
 		}
+		inPlace := StripTrace(bytes.Clone(traced))
+		check("stripped in place", inPlace, false)
+		if !bytes.Equal(inPlace, plain) {
+			t.Fatal("stripping the context in place does not give the original frame back")
+		}
 		stripped := AppendWithoutTrace(nil, traced)
 		check("stripped", stripped, false)
 		if !bytes.Equal(stripped, plain) {

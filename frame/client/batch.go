@@ -150,6 +150,11 @@ func (c *Client) encodeBatch(enc *frame.Encoder, msgs []frame.Message, rec *flus
 		out = c.encodeBatch(enc, msgs[:half], rec, compress, maxFrame, out)
 		return c.encodeBatch(enc, msgs[half:], rec, compress, maxFrame, out)
 	}
+	if c.cfg.Trace != nil {
+		if tc, ok := c.cfg.Trace(p.ID); ok {
+			buf = frame.AppendWithTrace(make([]byte, 0, len(buf)+frame.TraceSize), buf, &tc)
+		}
+	}
 	return append(out, &packet{id: p.ID, msgs: len(msgs), size: size, frame: buf, rec: rec})
 }
 

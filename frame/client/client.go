@@ -128,7 +128,7 @@ func New(cfg Config) (*Client, error) {
 		AgentID:  cfg.AgentID,
 		Token:    cfg.Token,
 		Software: "logdist-client/" + Version,
-		Offer:    frame.CapSack,
+		Offer:    frame.CapSack | frame.CapTrace,
 		Window:   uint32(min(cfg.Window, 1<<31)),
 	}
 	if cfg.Compress {

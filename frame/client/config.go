@@ -114,6 +114,14 @@ type Config struct {
 	// blocking Send (they wait for that goroutine); Stats is fine.
 	OnResult func(Result)
 
+	// Trace, if set, is called once for each packet as it is encoded
+	// (before its first send) with the packet's id; when it returns true
+	// the packet carries that W3C trace context (PROTOCOL.md 4.7), for
+	// logdist and the analyzer to continue the trace. A server that does
+	// not grant the trace capability gets the packet without it. Nil: no
+	// packet carries one, at no cost.
+	Trace func(packetID uint64) (frame.TraceContext, bool)
+
 	// Logger receives connection events (connects, losses, GOAWAY,
 	// rejections). Nil discards them.
 	Logger *slog.Logger

@@ -36,6 +36,7 @@ type conn struct {
 	rd        *frame.Reader
 	maxFrame  int
 	zstd      bool
+	trace     bool // the server granted CapTrace
 	pingEvery time.Duration
 	started   time.Time
 
@@ -279,6 +280,7 @@ func (c *Client) handshake(nc net.Conn, addr string) (*conn, error) {
 	nc.SetDeadline(time.Time{})
 	cn.maxFrame = int(min(cn.sess.MaxFrame(), c.cfg.Limits.MaxFrame))
 	cn.zstd = c.cfg.Compress && cn.sess.Granted()&frame.CapZstd != 0
+	cn.trace = cn.sess.Granted()&frame.CapTrace != 0
 	if idle := cn.sess.IdleTimeout(); idle > 0 {
 		cn.pingEvery = max(idle/3, time.Millisecond)
 	}
@@ -386,6 +388,11 @@ func (cn *conn) fillLocked(now time.Time, buf *[]byte, wait *time.Duration, resu
 			break
 		}
 		c.qpop()
+		if frame.Header(p.frame).Traced() && !cn.trace {
+			// A server that cannot read the context gets the packet without
+			// it (from now on: the bytes are shared with sends in flight).
+			p.frame = frame.AppendWithoutTrace(nil, p.frame)
+		}
 		if p.payloadLen() > cn.maxFrame || (p.compressed() && !cn.zstd) {
 			ps := c.adapt(p, cn.zstd, cn.maxFrame)
 			p.rec.open += len(ps) - 1

@@ -132,7 +132,7 @@ func (c *Config) sessionConfig() session.ServerConfig {
 	return session.ServerConfig{
 		Limits:      c.Limits,
 		Window:      c.Window,
-		Grant:       frame.CapZstd,
+		Grant:       frame.CapZstd | frame.CapTrace,
 		IdleTimeout: c.IdleTimeout,
 		ServerID:    c.ServerID,
 		Auth:        c.Auth,

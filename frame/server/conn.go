@@ -207,6 +207,11 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 	c.md.PayloadBytes = len(payload)
 	c.md.RawBytes = int(h.RawLen())
 	c.md.Compressed = h.Compressed()
+	c.md.Traced = false
+	if h.Traced() {
+		copy(c.md.Trace[:], payload)
+		c.md.Traced = c.md.Trace.Valid()
+	}
 	v := classify(c.s.handler.HandlePacket(c.ctx, &c.md, &c.pkt), c.s.cfg.BusyRetryAfter)
 	switch v.kind {
 	case verdictAck:

@@ -63,6 +63,11 @@ type Meta struct {
 	RawBytes int
 	// Compressed reports whether the payload was zstd-compressed.
 	Compressed bool
+	// Trace is the W3C trace context the packet came with, when Traced
+	// (PROTOCOL.md 4.7; an invalid one is ignored): the span that sent it
+	// (logdist's dispatch, for a forwarded packet) is its parent.
+	Trace  frame.TraceContext
+	Traced bool
 }
 
 // ErrBusy is returned (or wrapped) by a Handler that cannot take a packet
