@@ -20,11 +20,15 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/server"
 	"github.com/logdist/logdist/internal/logthrottle"
 	"github.com/logdist/logdist/internal/promexp"
+	"github.com/logdist/logdist/internal/tracing"
 )
 
 // Config configures an Analyzer. Start from DefaultConfig.
@@ -32,6 +36,10 @@ type Config struct {
 	// Name identifies this analyzer in /stats, logs and the WELCOME's
 	// server id.
 	Name string
+
+	// Tracer, if set, records a span for every packet that arrives with
+	// a sampled trace context.
+	Tracer *tracing.Tracer
 
 	// Server configures the frame server: Server.Addr is the listen
 	// address (port 0 picks one; see Analyzer.Addr), Server.Window and
@@ -351,7 +359,28 @@ func (a *Analyzer) WriteMetrics(w io.Writer) {
 // HandlePacket implements server.Handler: it counts the packet, or the
 // duplicate, and writes its messages when output is on. The packet's own
 // agent id identifies it (the HELLO's, when the packet has none).
+//
+// A packet that came with a sampled trace context gets a span
+// (analyzerd.process, child of the sender's span) when Config.Tracer is set.
 func (a *Analyzer) HandlePacket(ctx context.Context, md *server.Meta, p *frame.Packet) error {
+	if a.cfg.Tracer == nil || !md.Traced || !md.Trace.Sampled() {
+		return a.handle(ctx, md, p)
+	}
+	ctx, span := a.cfg.Tracer.Tracer().Start(tracing.Remote(ctx, &md.Trace), "analyzerd.process",
+		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+			attribute.String("logdist.agent_id", string(p.AgentID)),
+			attribute.Int64("logdist.packet_id", int64(p.ID)),
+			attribute.Int("logdist.messages", len(p.Messages)),
+			attribute.String("logdist.analyzer", a.cfg.Name)))
+	err := a.handle(ctx, md, p)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+	return err
+}
+
+func (a *Analyzer) handle(ctx context.Context, md *server.Meta, p *frame.Packet) error {
 	agent := p.AgentID
 	if len(agent) == 0 {
 		agent = []byte(md.AgentID)

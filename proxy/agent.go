@@ -205,18 +205,28 @@ func (a *agentConn) event(ev session.Event, h frame.Header, fb, payload []byte) 
 		lp.pend.bytes += len(fb)
 		if lp.conf.Inspect == InspectFull || lp.conf.Redactor != nil {
 			if err := lp.dec.Decode(h, payload, &lp.pkt); err != nil {
+				lp.logPacket("packet rejected", frame.CodeOf(err), err.Error(), a, h.Seq(), fb, nil)
 				a.resolveError(h.Seq(), frame.CodeOf(err), err.Error())
 				return
 			}
 			if rd := lp.conf.Redactor; rd != nil {
 				var err error
 				if fb, err = lp.redact(rd, h, fb); err != nil {
+					lp.logPacket("packet rejected: too large once redacted", frame.CodeRawTooLarge, err.Error(), a, h.Seq(), nil, &lp.pkt)
 					a.resolveError(h.Seq(), frame.CodeRawTooLarge, err.Error())
 					return
 				}
 			}
 		}
-		lp.dispatch(lp.newRecord(fb, a, h.Seq(), h.Count()))
+		var pt *packetTrace
+		if lp.conf.Tracer != nil {
+			fb, pt = lp.traceIn(a, h, fb)
+		}
+		r := lp.newRecord(fb, a, h.Seq(), h.Count())
+		if pt != nil {
+			r.traced, r.tr = true, pt
+		}
+		lp.dispatch(r)
 	case session.EvHello:
 		lp.m.handshakes.Inc()
 		if al := lp.conf.AgentLimits; al != nil {
@@ -228,6 +238,7 @@ func (a *agentConn) event(ev session.Event, h frame.Header, fb, payload []byte) 
 		lp.markAgent(a)
 	case session.EvRejected:
 		code := a.sess.RejectCode()
+		lp.logPacket("packet rejected by its header", code, "", a, h.Seq(), fb, nil)
 		lp.m.protocolError(code)
 		lp.m.rejected.Inc()
 		lp.markAgent(a)
@@ -241,7 +252,10 @@ func (a *agentConn) event(ev session.Event, h frame.Header, fb, payload []byte) 
 		lp.markAgent(a)
 	case session.EvPeerError:
 		code, reason := a.sess.PeerError()
-		lp.s.log.Debug("agent reported an error", "remote", a.remote, "agent", string(a.sess.AgentID()), "code", code.String(), "reason", string(reason))
+		if ok, suppressed := lp.s.pktLog.Allow(pktLogKey{"agent reported an error", code}); ok {
+			lp.s.log.Debug("agent reported an error", "remote", a.remote, "agent", string(a.sess.AgentID()), "seq", h.Seq(),
+				"code", code.String(), "reason", string(reason), "suppressed", suppressed)
+		}
 	}
 }
 
@@ -408,6 +422,10 @@ func (lp *loop) redact(rd *redact.Redactor, h frame.Header, fb []byte) ([]byte, 
 	lp.m.redactedMessages.Add(n)
 	lp.m.redactedPackets.Inc()
 	lp.red.frame = lp.red.enc.AppendData(lp.red.frame[:0], h.Seq(), &lp.pkt, h.Compressed())
+	if tc, ok := frame.TraceOf(fb); ok { // keep the agent's trace context
+		lp.red.traced = frame.AppendWithTrace(lp.red.traced[:0], lp.red.frame, &tc)
+		lp.red.frame, lp.red.traced = lp.red.traced, lp.red.frame
+	}
 	nh := frame.Header(lp.red.frame)
 	if lim := &lp.conf.Limits; nh.PayloadLen() > lim.MaxFrame || nh.RawLen() > lim.MaxRaw {
 		return nil, fmt.Errorf("redacted, the packet is %d bytes (%d raw), beyond --max-frame %d or --max-raw %d; send smaller packets",

@@ -16,6 +16,7 @@ import (
 	"github.com/logdist/logdist/frame/session"
 	"github.com/logdist/logdist/internal/ratelimit"
 	"github.com/logdist/logdist/internal/redact"
+	"github.com/logdist/logdist/internal/tracing"
 )
 
 // Inspect says how much of each DATA frame logdist checks before forwarding.
@@ -209,6 +210,11 @@ type Config struct {
 	// anything changed, encoded again (zstd at its fastest level when the
 	// agent compressed); syslog messages are redacted as they are parsed.
 	Redactor *redact.Redactor
+	// Tracer, if not nil, records spans of the packets that arrive with a
+	// sampled trace context or that its ratio picks (see trace.go); nil
+	// costs nothing. Traced frames are forwarded with their context
+	// either way.
+	Tracer *tracing.Tracer
 	// AgentLimits, if not nil, gives each agent connection the rate
 	// limiter of its identity at the handshake; over its limit a DATA is
 	// answered BUSY with the time until it fits (backpressure, nothing

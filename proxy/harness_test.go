@@ -246,3 +246,23 @@ func TestForwardPathAllocs(t *testing.T) {
 		t.Fatalf("%d records still live after every packet was acked", live)
 	}
 }
+
+// Tracing off (no Config.Tracer), a packet that comes with a sampled trace
+// context costs no allocation either: it is forwarded with its context
+// (here stripped in place, as the harness's analyzers do not grant the
+// trace capability).
+func TestForwardPathAllocsTraced(t *testing.T) {
+	h := newHarness(t, 10)
+	tc := frame.NewTraceContext([16]byte{1, 2, 3}, [8]byte{4, 5, 6}, true)
+	h.data = frame.AppendWithTrace(nil, h.data, &tc)
+	for i := 0; i < 1000; i++ {
+		h.cycle()
+	}
+	acked := h.agent.sess.Acked()
+	if allocs := testing.AllocsPerRun(5000, h.cycle); allocs != 0 {
+		t.Fatalf("per-packet path allocates %.2f times per traced packet, want 0", allocs)
+	}
+	if a := h.agent.sess; a.Acked() <= acked || a.Acked() != a.LastSeq() {
+		t.Fatalf("agent acked %d of %d packets", a.Acked(), a.LastSeq())
+	}
+}

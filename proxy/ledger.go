@@ -91,6 +91,9 @@ type record struct {
 	// for it, and it is dropped (counted) where an agent would get BUSY.
 	syslog bool
 	state  recState
+	// traced marks a packet with spans (tr): the one byte left in the
+	// first cache line, so untraced packets never read tr.
+	traced bool
 	// hedged marks a packet in flight to a late analyzer that was copied
 	// to another (upstream.checkLate): the copy carries its delivery, so
 	// this one is never dispatched again.
@@ -104,7 +107,8 @@ type record struct {
 	// dispatched is the precise time a sampled packet (stamp != 0) was
 	// last written to an analyzer.
 	dispatched int64
-	_          [16]byte // to 128 bytes
+	tr         *packetTrace // a traced packet's spans (traced)
+	_          [8]byte      // to 128 bytes
 }
 
 // orphan reports whether r's agent connection is gone: nobody waits for
@@ -183,6 +187,10 @@ func (lp *loop) warmFree(n int) {
 // freeRecord ends r's life on this loop.
 func (lp *loop) freeRecord(r *record) {
 	l := &lp.led
+	if r.traced {
+		r.traceEnd("dropped") // delivered or refused packets ended theirs already
+		r.traced = false
+	}
 	r.move(recFree)
 	l.live--
 	r.agent = nil
@@ -366,6 +374,9 @@ func (lp *loop) enqueueWaiting(r *record) {
 	s.queuedBytes.Add(int64(len(r.buf)))
 	r.move(recWaiting)
 	r.sentAt = lp.now // queued since
+	if r.traced {
+		r.traceEvent("queued")
+	}
 	if r.agent != nil {
 		r.agent.queued++
 	}
@@ -459,6 +470,9 @@ func (lp *loop) drainWaiting() {
 
 // toRedo has r dispatched again at the next flush.
 func (lp *loop) toRedo(r *record) {
+	if r.traced {
+		r.traceAttemptFailed("not acknowledged: the connection to the analyzer failed or closed")
+	}
 	r.move(recRedo)
 	lp.led.redo = append(lp.led.redo, r)
 }
@@ -478,6 +492,9 @@ func (lp *loop) runRedo() {
 			continue
 		}
 		lp.m.redispatched.Inc()
+		if r.traced {
+			r.traceEvent("redispatch")
+		}
 		lp.dispatch(r)
 	}
 	l.redo = l.redo[:0]

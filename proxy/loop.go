@@ -51,10 +51,14 @@ type loop struct {
 	// red is the redaction scratch (Config.Redactor): the replaced text
 	// of the packet being redacted, its encoder and its new frame.
 	red struct {
-		buf   []byte
-		enc   frame.Encoder
-		frame []byte
+		buf    []byte
+		enc    frame.Encoder
+		frame  []byte
+		traced []byte // frame with the agent's trace context put back
 	}
+	// traceBuf holds an agent's frame given a trace context here
+	// (traceIn), until newRecord copies it.
+	traceBuf []byte
 
 	// now is the loop's coarse monotonic clock in ns since base, refreshed
 	// by every tick (at most 50 ms old), by every flush and by rare
@@ -102,7 +106,7 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 	lp.upCfg = session.ClientConfig{
 		AgentID:  fmt.Sprintf("%s/loop%d", conf.ServerID, idx),
 		Software: "logdist",
-		Offer:    frame.CapZstd,
+		Offer:    frame.CapZstd | frame.CapTrace,
 		Window:   conf.UpstreamWindow,
 	}
 	lp.wall0 = lp.base.UnixNano()

@@ -34,7 +34,7 @@ func newSettings(cfg Config, version uint64) *settings {
 	st.agents = session.ServerConfig{
 		Limits:      cfg.Limits,
 		Window:      cfg.Window,
-		Grant:       frame.CapZstd | frame.CapSack,
+		Grant:       frame.CapZstd | frame.CapSack | frame.CapTrace,
 		IdleTimeout: cfg.IdleTimeout,
 		ServerID:    cfg.ServerID,
 		SackDelay:   cfg.SackDelay,

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -44,6 +45,9 @@ type upstream struct {
 	c     gnet.Conn
 	state upState
 	sess  session.Client[*record]
+	// traceOK: the analyzer granted the trace capability; frames it gets
+	// keep their trace context.
+	traceOK bool
 	// backlog holds packets assigned here while the window is full
 	// (recAssigned); accepting bounds it to one more window.
 	backlog recordQueue
@@ -66,7 +70,10 @@ type upstream struct {
 	dirty  bool
 
 	openedAt int64
-	misses   int // heartbeats missed in a row
+	// closing is why logdist closed the connection (closeNow, ended),
+	// already logged; "" when it did not.
+	closing string
+	misses  int // heartbeats missed in a row
 	// late is set while this analyzer's oldest packet has waited far
 	// longer than its recent latency (checkLate): it gets no new packets,
 	// and its late ones are copied to the others.
@@ -112,6 +119,12 @@ func (u *upstream) take(r *record) {
 func (u *upstream) send(r *record) {
 	lp := u.lp
 	r.move(recInFlight)
+	if frame.Flags(r.buf[4])&frame.FlagTrace != 0 && !u.traceOK {
+		r.buf = frame.StripTrace(r.buf) // the analyzer cannot read it
+	}
+	if r.traced {
+		lp.traceDispatch(r, u)
+	}
 	u.sess.Send(r, r.buf)
 	r.sentAt = lp.now
 	if r.stamp != 0 {
@@ -140,6 +153,9 @@ func (u *upstream) Acked(r *record) {
 	if r.syslog {
 		lp.pend.syslogForwarded += int(r.msgs)
 	}
+	if r.traced {
+		r.traceEnd("")
+	}
 	if r.stamp != 0 {
 		now := lp.preciseNow()
 		d := now - r.dispatched
@@ -164,6 +180,9 @@ func (u *upstream) Acked(r *record) {
 func (u *upstream) Busy(r *record, retry time.Duration) {
 	lp := u.lp
 	u.st.m.busy.Inc()
+	if r.traced {
+		r.traceAttemptFailed("analyzer busy")
+	}
 	r.notBefore = lp.now + min(int64(retry), int64(lp.conf.AckTimeout))
 	r.move(recDelayed)
 	lp.led.delayed.push(r)
@@ -173,6 +192,11 @@ func (u *upstream) Busy(r *record, retry time.Duration) {
 // agent, with the analyzer's code.
 func (u *upstream) Rejected(r *record, code frame.Code, reason []byte) {
 	u.st.m.rejected.Inc()
+	u.lp.logPacket("analyzer rejected a packet; so does logdist, to its agent", code, string(reason), r.agent, r.aseq, r.buf, nil,
+		slog.String("analyzer", u.name))
+	if r.traced {
+		r.traceEnd("rejected by analyzer " + u.name + ": " + string(reason))
+	}
 	if a := r.agent; a != nil {
 		a.resolveError(r.aseq, code, "analyzer "+u.name+" rejected the packet: "+string(reason))
 	}
@@ -334,6 +358,7 @@ func (u *upstream) event(ev session.Event) gnet.Action {
 		u.st.ready.Add(1)
 		u.backoff = 0
 		u.st.clearError()
+		u.traceOK = u.sess.Granted()&frame.CapTrace != 0
 		u.report(balancer.Connected)
 		lp.s.log.Debug("connected to analyzer", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "window", u.window)
 		u.fill()
@@ -373,6 +398,7 @@ func (u *upstream) ended(c gnet.Conn, err error) gnet.Action {
 		u.report(balancer.ConnectFailed)
 	}
 	u.st.setError(err.Error())
+	u.closing = err.Error()
 	u.lp.s.log.Warn("closing analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", u.lp.idx, "err", err)
 	return gnet.Close
 }

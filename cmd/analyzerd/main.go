@@ -30,6 +30,8 @@ import (
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/internal/cli"
 	"github.com/logdist/logdist/internal/tlsconf"
+	"github.com/logdist/logdist/internal/tracing"
+	"github.com/logdist/logdist/internal/version"
 )
 
 func main() {
@@ -71,11 +73,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	<-ctx.Done()
 	stop() // a second signal kills the process without waiting for the drain
 	log.Info("signal received; draining", "drain_timeout", cfg.Server.DrainTimeout)
+	code := 0
 	if err := a.Close(); err != nil {
 		log.Error("shutdown failed", "err", err)
-		return 1
+		code = 1
 	}
-	return 0
+	tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := cfg.Tracer.Shutdown(tctx); err != nil {
+		log.Warn("could not export the last spans", "err", err)
+	}
+	return code
 }
 
 // logging is the log, once the flags say how to write it.
@@ -118,6 +126,7 @@ Flags:
 		window    = int64(cfg.Server.Window)
 		logLevel  = "info"
 		logFormat = "text"
+		otlp      string
 	)
 	fs.StringVar(&cfg.Server.Addr, "listen", cfg.Server.Addr, "TCP address to receive packets on (port 0 picks a free port; see the \"analyzerd ready\" line on stderr)")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "analyzer name, reported in /stats and logs")
@@ -133,6 +142,7 @@ Flags:
 	fs.DurationVar(&cfg.Server.DrainTimeout, "drain-timeout", cfg.Server.DrainTimeout, "on SIGINT/SIGTERM, how long clients get after GOAWAY before their connections are closed")
 	fs.StringVar(&logLevel, "log-level", logLevel, cli.LevelHelp+"; components: "+strings.Join(logComponents, ", "))
 	fs.StringVar(&logFormat, "log-format", logFormat, "log format: text or json")
+	fs.StringVar(&otlp, "otlp-endpoint", "", "OpenTelemetry collector (OTLP/HTTP, as http://HOST:4318) to send a span to for every packet that arrives with a sampled trace context; empty: off")
 	tlsFlags := cli.AddTLSServer(fs)
 	showVersion := cli.VersionFlag(fs, "analyzerd")
 	if err := fs.Parse(args); err != nil {
@@ -146,6 +156,9 @@ Flags:
 	}
 	if fs.NArg() > 0 {
 		return cfg, lf, nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
+	}
+	if cfg.Tracer, err = tracing.New(tracing.Config{Endpoint: otlp, Service: "analyzerd", Instance: cfg.Name, Version: version.Get().Version}); err != nil {
+		return cfg, lf, nil, err
 	}
 	if window < 1 || window > 1<<32-1 {
 		return cfg, lf, nil, fmt.Errorf("--window %d: must be in [1, 4294967295]", window)

@@ -30,6 +30,7 @@ import (
 	"github.com/logdist/logdist/internal/control"
 	"github.com/logdist/logdist/internal/redact"
 	"github.com/logdist/logdist/internal/tlsconf"
+	"github.com/logdist/logdist/internal/tracing"
 	"github.com/logdist/logdist/internal/version"
 	"github.com/logdist/logdist/proxy"
 )
@@ -174,6 +175,22 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 			return fail("%v", err)
 		}
 		log.Info("redacting messages", "redact", spec.Redact, "rules", base.Redactor.Rules())
+	}
+	tracer, err := tracing.New(tracing.Config{Endpoint: spec.OTLPEndpoint, SampleRatio: spec.TraceSample,
+		Service: "logdist", Instance: base.ServerID, Version: version.Get().Version})
+	if err != nil {
+		return fail("%v", err)
+	}
+	if tracer != nil {
+		base.Tracer = tracer
+		log.Info("tracing packets", "otlp_endpoint", spec.OTLPEndpoint, "trace_sample", spec.TraceSample)
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := tracer.Shutdown(ctx); err != nil {
+				log.Warn("could not export the last spans", "err", err)
+			}
+			cancel()
+		}()
 	}
 	cfg, err := spec.Proxy(base)
 	if err != nil {

@@ -23,6 +23,8 @@ import (
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/client"
 	"github.com/logdist/logdist/internal/cli"
+	"github.com/logdist/logdist/internal/tracing"
+	"github.com/logdist/logdist/internal/version"
 )
 
 func main() {
@@ -48,6 +50,8 @@ type options struct {
 	timeout    time.Duration
 	noCompress bool
 	verbose    bool
+	otlp       string
+	sample     float64
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -70,6 +74,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "overall deadline for every line to be acknowledged")
 	fs.BoolVar(&o.noCompress, "no-compress", false, "send packets uncompressed")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log connection events to stderr")
+	fs.StringVar(&o.otlp, "otlp-endpoint", "", "OpenTelemetry collector (OTLP/HTTP, as http://HOST:4318) to send a span to for each packet --trace-sample picks; the packet carries its trace context to logdist and the analyzer; empty: off")
+	fs.Float64Var(&o.sample, "trace-sample", 1, "share of packets traced (0-1) when --otlp-endpoint is set")
 	tlsFlags := cli.AddTLSClient(fs, "logdist")
 	help := fs.BoolP("help", "h", false, "show this help")
 	showVersion := cli.VersionFlag(fs, "logsend")
@@ -135,6 +141,23 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(o.app) > int(cfg.Limits.MaxField) || len(o.hostname) > int(cfg.Limits.MaxField) {
 		return usageErr("--app and --hostname must be at most %d bytes", cfg.Limits.MaxField)
 	}
+	tracer, err := tracing.New(tracing.Config{Endpoint: o.otlp, SampleRatio: o.sample, Service: "logsend", Instance: o.agentID, Version: version.Get().Version})
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	spans := tracing.NewPackets(tracer, "logsend.packet")
+	if spans != nil {
+		cfg.Trace = spans.Trace
+		cfg.OnResult = func(r client.Result) { spans.End(r.PacketID, r.Err) }
+	}
+	defer func() {
+		spans.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tracer.Shutdown(ctx); err != nil {
+			fmt.Fprintf(stderr, "logsend: could not export the spans: %v\n", oneLine(err.Error()))
+		}
+	}()
 	c, err := client.New(cfg)
 	if err != nil {
 		return usageErr("%v", err)

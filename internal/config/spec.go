@@ -45,8 +45,11 @@ type Spec struct {
 	// admin API's, when admin-allow is empty).
 	Allow []string `json:"allow" yaml:"allow"`
 	// Redact is the redaction rules file (redact); empty: none.
-	Redact  string `json:"redact" yaml:"redact"`
-	Balance string `json:"balance" yaml:"balance"`
+	Redact string `json:"redact" yaml:"redact"`
+	// OTLPEndpoint and TraceSample configure tracing (restart to change).
+	OTLPEndpoint string  `json:"otlp-endpoint" yaml:"otlp-endpoint"`
+	TraceSample  float64 `json:"trace-sample" yaml:"trace-sample"`
+	Balance      string  `json:"balance" yaml:"balance"`
 	// MaxAnalyzers bounds the analyzers in the set (restart to change).
 	MaxAnalyzers int `json:"max-analyzers" yaml:"max-analyzers"`
 
