@@ -64,6 +64,13 @@ type Config struct {
 	// server may not grant it; then cumulative ACKs resolve in order.
 	Sack bool
 
+	// TraceSample is the share of the pool's packets (0-1) that carry a
+	// sampled W3C trace context (PROTOCOL.md 4.7), each its own trace:
+	// what logdist and the analyzers do with traced packets is measured
+	// (logbench exports no spans). The server must grant the trace
+	// capability.
+	TraceSample float64
+
 	// Window is the window asked for in HELLO; the server may grant less,
 	// and the granted window is what each connection keeps in flight.
 	Window int
@@ -168,6 +175,8 @@ func (c *Config) Validate() error {
 		return bad("message size %d not in [1, %d]", c.MsgSize, c.Limits.MaxBody)
 	case uint64(c.MsgsPerPacket)*uint64(c.MsgSize+64) > uint64(c.Limits.MaxRaw):
 		return bad("a packet of %d messages of %d bytes exceeds the %d-byte raw limit", c.MsgsPerPacket, c.MsgSize, c.Limits.MaxRaw)
+	case c.TraceSample < 0 || c.TraceSample > 1:
+		return bad("trace sample must be from 0 to 1")
 	case c.PoolSize < 0:
 		return bad("pool size must not be negative")
 	case c.Window < 1:

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -150,3 +151,21 @@ func buildPool(g *textGen, enc *frame.Encoder, agent []byte, firstID uint64, n, 
 
 // defaultLevel is the zstd level the agent client uses by default.
 const defaultLevel = zstd.SpeedDefault
+
+// trace gives a share ratio of the pool's frames a sampled trace context,
+// each its own trace (random ids from rng).
+func (p *pool) trace(rng *rand.Rand, ratio float64) {
+	for i, f := range p.frames {
+		if rng.Float64() >= ratio {
+			continue
+		}
+		var tid [16]byte
+		var sid [8]byte
+		binary.LittleEndian.PutUint64(tid[:8], rng.Uint64()|1)
+		binary.LittleEndian.PutUint64(tid[8:], rng.Uint64())
+		binary.LittleEndian.PutUint64(sid[:], rng.Uint64()|1)
+		tc := frame.NewTraceContext(tid, sid, true)
+		p.frames[i] = frame.AppendWithTrace(nil, f, &tc)
+		p.wire += frame.TraceSize
+	}
+}

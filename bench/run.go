@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"sync"
@@ -73,6 +74,9 @@ func (r *runner) abort(err error) {
 
 // checkWelcome refuses a server the pools cannot be sent to as they are.
 func (r *runner) checkWelcome(sess *session.Client[item]) error {
+	if r.cfg.TraceSample > 0 && sess.Granted()&frame.CapTrace == 0 {
+		return fmt.Errorf("%w: %s did not grant the trace capability: run without --trace-sample", errPermanent, r.cfg.Target)
+	}
 	if r.cfg.Compress && sess.Granted()&frame.CapZstd == 0 {
 		return fmt.Errorf("%w: %s did not grant zstd: run with --compress none", errPermanent, r.cfg.Target)
 	}
@@ -120,6 +124,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.Sack {
 		caps |= frame.CapSack
+	}
+	if cfg.TraceSample > 0 {
+		caps |= frame.CapTrace
 	}
 	r.sess = session.ClientConfig{AgentID: cfg.AgentID, Software: "logbench", Offer: caps, Window: uint32(cfg.Window)}
 	res := &Result{Target: cfg.Target, Profile: cfg.ProfileName, Conns: cfg.Conns, Rate: cfg.Rate,
@@ -294,6 +301,9 @@ func (r *runner) buildPools(res *Result) error {
 			defer func() { <-sem; wg.Done() }()
 			enc := &frame.Encoder{Level: defaultLevel}
 			c.pool, errs[i] = buildPool(newTextGen(cfg.Seed+uint64(i)), enc, []byte(cfg.AgentID), first, n, cfg.MsgsPerPacket, cfg.MsgSize, cfg.Compress, &cfg.Limits)
+			if errs[i] == nil && cfg.TraceSample > 0 {
+				c.pool.trace(rand.New(rand.NewPCG(cfg.Seed+uint64(i), 0x7ace)), cfg.TraceSample)
+			}
 		}()
 	}
 	wg.Wait()
