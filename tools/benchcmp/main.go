@@ -47,6 +47,7 @@ type config struct {
 	out         string
 	cpuProfile  time.Duration
 	tls         bool
+	trace       bool
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	fs.IntVar(&cfg.idleConns, "idle-conns", 10000, "idle agent connections for the memory measurement (0: skip)")
 	fs.BoolVar(&cfg.install, "install-haproxy", true, "as root, apt-get install haproxy when it is missing")
 	fs.DurationVar(&cfg.cpuProfile, "cpu-profile", 10*time.Second, "take a CPU profile of logdist this long under full load and print its top costs (needs go on PATH; 0: skip)")
+	fs.BoolVar(&cfg.trace, "trace", true, "also measure logdist exporting OpenTelemetry spans to a sink in benchcmp, sampling 0 (logdist-trace0) and 1% of packets (logdist-trace1)")
 	fs.BoolVar(&cfg.tls, "tls", true, "also measure logdist with TLS on the agent hop (logdist-tls) and on both hops (logdist-tls2, over four more analyzerd serving TLS)")
 	fs.StringVar(&cfg.out, "out", "", "also write the report to this file (default \"\": stdout only)")
 	hapConfig := fs.StringSlice("haproxy-config", nil, "print the HAProxy configuration of the haproxy path for BIND,ANALYZER1,...,ANALYZER4 (addresses) and exit")
@@ -123,6 +125,9 @@ func run(ctx context.Context, cfg config) error {
 	paths := []string{"direct", "logdist"}
 	if cfg.tls {
 		paths = append(paths, pathTLSAgent, pathTLSBoth)
+	}
+	if cfg.trace {
+		paths = append(paths, pathTrace0, pathTrace1)
 	}
 	if sys.haproxy != nil {
 		paths = append(paths, "haproxy")

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -35,12 +37,18 @@ type system struct {
 	tlsCA        string
 	tlsAnalyzers []*proc
 	logdistTLS2  *proc
+	// With --trace: logdist exporting spans to an in-process OTLP sink,
+	// sampling nothing (logdist-trace0) and 1% of packets (logdist-trace1).
+	sink                         *http.Server
+	logdistTrace0, logdistTrace1 *proc
 }
 
 // Paths with TLS.
 const (
-	pathTLSAgent = "logdist-tls"  // logbench -TLS-> logdist -> analyzerd
-	pathTLSBoth  = "logdist-tls2" // logbench -TLS-> logdist -TLS-> analyzerd
+	pathTLSAgent = "logdist-tls"    // logbench -TLS-> logdist -> analyzerd
+	pathTLSBoth  = "logdist-tls2"   // logbench -TLS-> logdist -TLS-> analyzerd
+	pathTrace0   = "logdist-trace0" // tracing on, sampling 0
+	pathTrace1   = "logdist-trace1" // tracing on, sampling 1% (spans for logdist and the analyzers)
 )
 
 func (s *system) bin(name string) string { return filepath.Join(s.cfg.bin, name) }
@@ -123,6 +131,18 @@ func startSystem(cfg config, haproxy string) (*system, error) {
 	if s.logdist, err = startLogdist(s.bin("logdist"), s.analyzers, false, tlsArgs...); err != nil {
 		return nil, err
 	}
+	if cfg.trace {
+		endpoint, err := s.startSink()
+		if err != nil {
+			return nil, err
+		}
+		if s.logdistTrace0, err = startLogdist(s.bin("logdist"), s.analyzers, false, "--otlp-endpoint", endpoint, "--trace-sample", "0"); err != nil {
+			return nil, err
+		}
+		if s.logdistTrace1, err = startLogdist(s.bin("logdist"), s.analyzers, false, "--otlp-endpoint", endpoint, "--trace-sample", "0.01"); err != nil {
+			return nil, err
+		}
+	}
 	if haproxy != "" {
 		if err := s.startHAProxy(haproxy); err != nil {
 			return nil, err
@@ -190,7 +210,10 @@ func (s *system) healthCounters() (missed, lost float64) {
 }
 
 func (s *system) stop() {
-	for _, p := range append(append([]*proc{s.haproxy, s.logdist, s.logdistTLS2, s.direct}, s.analyzers...), s.tlsAnalyzers...) {
+	if s.sink != nil {
+		s.sink.Close()
+	}
+	for _, p := range append(append([]*proc{s.haproxy, s.logdist, s.logdistTLS2, s.logdistTrace0, s.logdistTrace1, s.direct}, s.analyzers...), s.tlsAnalyzers...) {
 		if p != nil {
 			p.stop()
 		}
@@ -243,6 +266,10 @@ func (s *system) target(path string) (string, *proc) {
 		return s.logdist.fields["tls"], s.logdist
 	case pathTLSBoth:
 		return s.logdistTLS2.fields["tls"], s.logdistTLS2
+	case pathTrace0:
+		return s.logdistTrace0.fields["listen"], s.logdistTrace0
+	case pathTrace1:
+		return s.logdistTrace1.fields["listen"], s.logdistTrace1
 	default:
 		return s.hapAddr, s.haproxy
 	}
@@ -489,4 +516,19 @@ func (tmpT) Helper()           {}
 func (t tmpT) TempDir() string { return t.dir }
 func (tmpT) Fatal(args ...any) {
 	panic(fmt.Sprint(append([]any{"benchcmp: making test certificates: "}, args...)...))
+}
+
+// startSink serves an OTLP/HTTP trace receiver that discards what it gets
+// (its cost is the collector's, not logdist's) and returns its URL.
+func (s *system) startSink() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	s.sink = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = s.sink.Serve(ln) }()
+	return "http://" + ln.Addr().String(), nil
 }
