@@ -77,6 +77,8 @@ type Server struct {
 
 	// syslogLog is the log of the syslog listeners (component=syslog).
 	syslogLog *slog.Logger
+	// pktLog throttles the log lines about one packet (pktlog.go).
+	pktLog *packetLog
 
 	// conf is the running configuration and reg the analyzer registry,
 	// each replaced whole under ctl (analyzers.go).
@@ -164,6 +166,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		log:       log,
 		syslogLog: syslogLog,
+		pktLog:    newPacketLog(),
 		set:       set,
 		mset:      mset,
 		runErr:    make(chan error, 1),

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -97,6 +99,7 @@ func (u *upstream) onOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	u.state = upHandshake
 	u.openedAt = lp.now
 	u.misses = 0
+	u.closing = ""
 	u.sess.Reset(&lp.upCfg, u)
 	if u.retiring {
 		return nil, gnet.Close
@@ -130,11 +133,8 @@ func (u *upstream) onClose(err error) {
 	if wasReady {
 		u.st.ready.Add(-1)
 		u.st.m.lost.Inc()
-		lvl := slog.LevelWarn
-		if lp.s.ctx.Err() != nil || u.retiring || draining {
-			lvl = slog.LevelDebug // shutting down, removed or drained: expected
-		}
-		lp.s.log.Log(lp.s.ctx, lvl, "lost analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "err", err, "redispatching", n)
+		lvl, msg, why := u.closeReason(err, draining, n)
+		lp.s.log.Log(lp.s.ctx, lvl, msg, "analyzer", u.name, "addr", u.addr, "loop", lp.idx, "reason", why, "redispatching", n)
 	}
 	if (!lp.s.draining.Load() && !draining) || n > 0 {
 		u.report(balancer.WriteError)
@@ -194,7 +194,49 @@ func (u *upstream) closeNow(ev balancer.Event, why string) {
 		u.st.setError(why)
 		u.lp.s.log.Warn("closing analyzer connection", "analyzer", u.name, "addr", u.addr, "loop", u.lp.idx, "reason", why)
 	}
+	u.closing = why
 	if u.c != nil && u.lp.el != nil {
 		_ = u.lp.el.Close(u.c)
 	}
+}
+
+// closeReason says how to log the end of a ready connection closed with
+// err (nil: closed by logdist; EOF: by the analyzer): a warning only when
+// the analyzer went away unannounced or the connection broke. An analyzer
+// that drains sends GOAWAY first, and logdist closes once nothing is left
+// in flight (or the analyzer does); while logdist itself stops, or for an
+// analyzer removed, a close is what is expected. n is how many packets it
+// held, now dispatched again.
+func (u *upstream) closeReason(err error, draining bool, n int) (slog.Level, string, string) {
+	const closed = "analyzer connection closed"
+	s := u.lp.s
+	eof := errors.Is(err, io.EOF)
+	stopping := s.ctx.Err() != nil || s.draining.Load()
+	expected := slog.LevelDebug
+	if n > 0 {
+		expected = slog.LevelInfo // what it held goes elsewhere: worth a line
+	}
+	switch {
+	case u.retiring:
+		return slog.LevelDebug, closed, "analyzer removed"
+	case draining && err == nil:
+		return expected, closed, "drained after the analyzer's GOAWAY"
+	case draining && eof:
+		return expected, closed, "the analyzer closed it after its GOAWAY"
+	case draining:
+		return slog.LevelInfo, closed, "after the analyzer's GOAWAY: " + err.Error()
+	case stopping && err == nil:
+		return slog.LevelDebug, closed, "logdist is stopping"
+	case stopping && eof:
+		return expected, closed, "the analyzer closed it while logdist was stopping"
+	case stopping:
+		return slog.LevelInfo, closed, "while logdist was stopping: " + err.Error()
+	case err == nil && u.closing != "":
+		return slog.LevelDebug, closed, "closed by logdist: " + u.closing // the warning said why
+	case err == nil:
+		return slog.LevelInfo, closed, "closed by logdist"
+	case eof:
+		return slog.LevelWarn, "lost analyzer connection", "the analyzer closed it without GOAWAY (EOF)"
+	}
+	return slog.LevelWarn, "lost analyzer connection", err.Error()
 }
