@@ -17,6 +17,7 @@ import (
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
+	"github.com/logdist/logdist/internal/logthrottle"
 	"github.com/logdist/logdist/internal/promexp"
 	"github.com/logdist/logdist/internal/ratelimit"
 )
@@ -246,11 +247,7 @@ func printable(b []byte) string {
 // line per reason a second, with how many it left out; the audit gets
 // each (it bounds anonymous refusals itself).
 func (g *Guard) Run(ctx context.Context) {
-	type throttle struct {
-		last       time.Time
-		suppressed int
-	}
-	th := map[string]*throttle{}
+	th := logthrottle.NewKeyed[string](time.Second) // keyed by reason: a few constants
 	tick := time.NewTicker(sweepEvery)
 	defer tick.Stop()
 	for {
@@ -260,16 +257,8 @@ func (g *Guard) Run(ctx context.Context) {
 		case <-tick.C:
 			g.sweep()
 		case r := <-g.events:
-			t := th[r.Reason]
-			if t == nil {
-				t = &throttle{}
-				th[r.Reason] = t
-			}
-			if r.Time.Sub(t.last) >= time.Second {
-				g.log.Warn("agent refused", "reason", r.Reason, "remote", r.Remote, "agent", r.AgentID, "detail", r.Detail, "suppressed", t.suppressed)
-				t.last, t.suppressed = r.Time, 0
-			} else {
-				t.suppressed++
+			if ok, suppressed := th.Allow(r.Reason); ok {
+				g.log.Warn("agent refused", "reason", r.Reason, "remote", r.Remote, "agent", r.AgentID, "detail", r.Detail, "suppressed", suppressed)
 			}
 			if g.audit != nil {
 				g.audit(r)
