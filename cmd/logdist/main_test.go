@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -84,5 +85,26 @@ func TestCheckConfig(t *testing.T) {
 	code, errOut := runCapture(t, "--check-config", bad)
 	if code != 2 || !strings.Contains(errOut, `line 3: analyzer: unknown key "adr"`) || strings.Count(errOut, "\n") != 1 {
 		t.Fatalf("bad file: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// A bad --log-level is refused at start naming the flag; with
+// --log-format json even the refusal is one JSON record.
+func TestLogLevelAndJSONErrors(t *testing.T) {
+	base := []string{"--listen", "127.0.0.1:0", "--admin", "", "--syslog-udp", "", "--analyzer", "name=a1,addr=127.0.0.1:7501"}
+	f := func(want string, args ...string) string {
+		t.Helper()
+		code, out := runCapture(t, append(append([]string(nil), base...), args...)...)
+		if code != 2 || !strings.Contains(out, want) || strings.Count(out, "\n") != 1 {
+			t.Fatalf("%v: exit %d, stderr %q; want 2 and one line with %q", args, code, out, want)
+		}
+		return out
+	}
+	f(`--log-level "proxy=loud": "loud" is not a level; want a level (debug, info, warn or error) or a list like proxy=debug,balancer=info,warn`, "--log-level", "proxy=loud")
+	f(`--log-level: unknown component "proxi"; the components are admin, auth, balancer, control, proxy, syslog, tls`, "--log-level", "proxi=debug,info")
+	out := f(`--log-level \"info,warn\": two default levels`, "--log-level", "info,warn", "--log-format", "json")
+	var rec struct{ Level, Msg string }
+	if err := json.Unmarshal([]byte(out), &rec); err != nil || rec.Level != "ERROR" || !strings.HasPrefix(rec.Msg, "logdist: --log-level") {
+		t.Fatalf("with --log-format json the error is %q (%v), want a JSON record", out, err)
 	}
 }
