@@ -3,6 +3,10 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -124,4 +128,51 @@ func jsonRecords(t *testing.T, p *proc) []map[string]any {
 		t.Fatalf("%s wrote %d records:\n%s", p.name, len(recs), p.logs())
 	}
 	return recs
+}
+
+// A reload (SIGHUP) takes a new --log-level, per component, without a
+// restart: the loggers already made follow it.
+func TestLogLevelReload(t *testing.T) {
+	dir := t.TempDir()
+	an := start(t, binary(t, "analyzerd"), "--name", "a1", "--listen", "127.0.0.1:0", "--log-level", "warn")
+	conf := filepath.Join(dir, "logdist.yaml")
+	write := func(level string) {
+		y := fmt.Sprintf("listen: 127.0.0.1:0\nadmin: \"\"\nsyslog-udp: \"\"\nloops: 1\nlog-level: %q\nanalyzers:\n  - name=a1,addr=%s\n", level, an.fields["listen"])
+		if err := os.WriteFile(conf, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("warn")
+	ld := start(t, binary(t, "logdist"), "--config", conf)
+	// garbage sends a frame with a bad magic: proxy logs it at debug, and
+	// closes the connection. It returns the local address it came from.
+	garbage := func() string {
+		c, err := net.Dial("tcp", ld.fields["listen"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(bytes.Repeat([]byte{0xEE}, frame.HeaderSize))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, c) // until logdist closes it: the line, if any, is written
+		return c.LocalAddr().String()
+	}
+	const msg = `msg="closing agent connection on protocol error"`
+	before := garbage()
+	write("proxy=debug,warn")
+	ld.signal(syscall.SIGHUP)
+	var after string
+	waitFor(t, "a proxy debug line after the reload", 10*time.Second, func() bool {
+		after = garbage()
+		return strings.Contains(ld.logs(), msg+" component=proxy remote="+after)
+	})
+	if strings.Contains(ld.logs(), "remote="+before) {
+		t.Fatalf("a debug line before the reload, at --log-level warn:\n%s", ld.logs())
+	}
+	ld.signal(syscall.SIGTERM)
+	if code := ld.wait(20 * time.Second); code != 0 {
+		t.Fatalf("logdist exit %d", code)
+	}
+	an.signal(syscall.SIGTERM)
+	an.wait(20 * time.Second)
 }
