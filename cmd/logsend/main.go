@@ -50,6 +50,7 @@ type options struct {
 	timeout    time.Duration
 	noCompress bool
 	verbose    bool
+	logFormat  string
 	otlp       string
 	sample     float64
 }
@@ -74,14 +75,22 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "overall deadline for every line to be acknowledged")
 	fs.BoolVar(&o.noCompress, "no-compress", false, "send packets uncompressed")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log connection events to stderr")
+	fs.StringVar(&o.logFormat, "log-format", "text", "format of what logsend writes to stderr (the --verbose log, the failures): text or json")
 	fs.StringVar(&o.otlp, "otlp-endpoint", "", "OpenTelemetry collector (OTLP/HTTP, as http://HOST:4318) to send a span to for each packet --trace-sample picks; the packet carries its trace context to logdist and the analyzer; empty: off")
 	fs.Float64Var(&o.sample, "trace-sample", 1, "share of packets traced (0-1) when --otlp-endpoint is set")
 	tlsFlags := cli.AddTLSClient(fs, "logdist")
 	help := fs.BoolP("help", "h", false, "show this help")
 	showVersion := cli.VersionFlag(fs, "logsend")
 
+	// say writes a line for the user: text, or a JSON record once
+	// --log-format json is known.
+	var logger *slog.Logger
+	jsonLog := false
+	say := func(format string, a ...any) {
+		cli.Fail(stderr, logger, jsonLog, fmt.Sprintf("logsend: "+format, a...))
+	}
 	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "logsend: "+format+" (see --help)\n", a...)
+		say(format+" (see --help)", a...)
 		return exitUsage
 	}
 	err = fs.Parse(args)
@@ -99,6 +108,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if showVersion(stdout) {
 		return exitOK
 	}
+	if logger, err = cli.NewLogger(stderr, o.logFormat, "info"); err != nil {
+		return usageErr("%v", err)
+	}
+	jsonLog = cli.IsJSON(o.logFormat)
 	if o.token == "" {
 		o.token = os.Getenv("LOGSEND_TOKEN")
 	}
@@ -136,7 +149,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cfg.DialTimeout = min(cfg.DialTimeout, o.timeout)
 	cfg.BackoffMax = min(cfg.BackoffMax, max(o.timeout/4, cfg.BackoffMin))
 	if o.verbose {
-		cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+		cfg.Logger = logger
 	}
 	if len(o.app) > int(cfg.Limits.MaxField) || len(o.hostname) > int(cfg.Limits.MaxField) {
 		return usageErr("--app and --hostname must be at most %d bytes", cfg.Limits.MaxField)
@@ -155,7 +168,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := tracer.Shutdown(ctx); err != nil {
-			fmt.Fprintf(stderr, "logsend: could not export the spans: %v\n", oneLine(err.Error()))
+			say("could not export the spans: %v", oneLine(err.Error()))
 		}
 	}()
 	c, err := client.New(cfg)
@@ -194,7 +207,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var ie inputError
 	if errors.As(err, &ie) {
-		fmt.Fprintf(stderr, "logsend: %v\n", err)
+		say("%v", err)
 		return exitFailed
 	}
 	reason := "no acknowledgement"
@@ -207,7 +220,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	default:
 		reason = err.Error()
 	}
-	fmt.Fprintf(stderr, "logsend: %d of %d lines not acknowledged within %v: %s\n", unacked, total, o.timeout, oneLine(reason))
+	say("%d of %d lines not acknowledged within %v: %s", unacked, total, o.timeout, oneLine(reason))
 	return exitFailed
 }
 

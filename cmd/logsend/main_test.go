@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -103,6 +104,28 @@ func TestUnreachable(t *testing.T) {
 		regexp.QuoteMeta(addr) + `: connect: connection refused\n$`)
 	if code != 1 || !want.MatchString(stderr) {
 		t.Fatalf("exit %d, stderr %q; want 1 and a line matching %s", code, stderr, want)
+	}
+}
+
+// With --log-format json what logsend says on stderr is JSON too: the
+// --verbose log and the failure.
+func TestJSONLog(t *testing.T) {
+	srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{})
+	addr := srv.Addr()
+	srv.Kill()
+	code, _, stderr := logsend(t, "a\n", "--target", addr, "--timeout", "1s", "--log-format", "json", "-v")
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	for _, line := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] == nil {
+			t.Errorf("not a JSON record: %q (%v)", line, err)
+		}
+	}
+	if code != 1 || !strings.Contains(stderr, `"level":"ERROR","msg":"logsend: 1 of 1 lines not acknowledged within 1s`) || len(lines) < 2 {
+		t.Fatalf("exit %d, stderr %q; want 1, the client's log and the failure as JSON", code, stderr)
+	}
+	if code, _, stderr := logsend(t, "", "--log-format", "xml"); code != 2 || !strings.Contains(stderr, `--log-format "xml"`) {
+		t.Fatalf("--log-format xml: exit %d, %q", code, stderr)
 	}
 }
 
