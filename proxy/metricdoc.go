@@ -34,8 +34,10 @@ var MetricFamilies = []promexp.Family{
 	{Name: "logdist_queue_full_total", Type: "counter", Help: "Packets that found the waiting queue full (--queue-max-packets or --queue-max-bytes)."},
 	{Name: "logdist_queue_packets", Type: "gauge", Help: "Packets waiting for an analyzer to take them, over every loop."},
 	{Name: "logdist_queue_bytes", Type: "gauge", Help: "Wire bytes of the packets waiting for an analyzer."},
+	{Name: "logdist_queue_max_packets", Type: "gauge", Help: "The waiting queue's bound in packets (--queue-max-packets)."},
+	{Name: "logdist_queue_max_bytes", Type: "gauge", Help: "The waiting queue's bound in wire bytes (--queue-max-bytes)."},
 	{Name: "logdist_queue_oldest_age_seconds", Type: "gauge", Help: "How long the oldest waiting packet has waited (0 when none waits)."},
-	{Name: "logdist_dropped_total", Type: "counter", Help: "What logdist let go of, by reason: agent_gone (packets of an agent whose connection closed before they were forwarded; never acknowledged, so it sends them again), syslog_queue_full (syslog batches with no room in the waiting queue: lost), syslog_draining (syslog datagrams received while draining: lost)."},
+	{Name: "logdist_dropped_total", Type: "counter", Help: "What logdist let go of, by reason: agent_gone (packets of an agent whose connection closed before they were forwarded; never acknowledged, so it sends them again), syslog_queue_full (syslog batches with no room in the waiting queue: lost), syslog_draining (syslog datagrams received while draining: lost), syslog_tcp_draining (syslog TCP messages read but not forwarded because logdist was stopping: lost)."},
 	{Name: "logdist_event_loops", Type: "gauge", Help: "Event loops that have set up (agents' and syslog's)."},
 
 	// Analyzers: per analyzer (label analyzer).
@@ -85,5 +87,6 @@ var MetricFamilies = []promexp.Family{
 	// The process.
 	{Name: "logdist_config_version", Type: "gauge", Help: "The version of the configuration in force (each change makes one)."},
 	{Name: "logdist_draining", Type: "gauge", Help: "1 while logdist drains for shutdown, else 0."},
+	{Name: "logdist_ready", Type: "gauge", Help: "1 when an analyzer can take packets and logdist is not draining (what GET /readyz answers 200 for), else 0."},
 	{Name: "logdist_build_info", Type: "gauge", Help: "Always 1; labels: the version, revision and Go version of the binary."},
 }

@@ -192,6 +192,13 @@ func (s *Server) writeLoopMetrics(w io.Writer) {
 	for _, d := range dropReasons {
 		metrics.WriteCounterUint64(w, `logdist_dropped_total{reason="`+d.reason+`"}`, sum(d.get))
 	}
+	var tcpDrained uint64 // TCP syslog messages read but not forwarded at shutdown: lost
+	for _, t := range []*syslogTCP{s.tcp, s.tlsSyslog} {
+		if t != nil {
+			tcpDrained += t.shutdownDropped.Load()
+		}
+	}
+	metrics.WriteCounterUint64(w, `logdist_dropped_total{reason="syslog_tcp_draining"}`, tcpDrained)
 	for i, code := range errorCodes {
 		metrics.WriteCounterUint64(w, `logdist_protocol_errors_total{code="`+code.String()+`"}`,
 			sum(func(m *loopMetrics) *metrics.Counter { return m.protocolErrors[i] }))
@@ -208,6 +215,9 @@ func (s *Server) writeLoopMetrics(w io.Writer) {
 	metrics.WriteGaugeUint64(w, "logdist_agent_connections", uint64(max(conns, 0)))
 	metrics.WriteGaugeUint64(w, "logdist_queue_packets", uint64(max(s.queuedPackets.Load(), 0)))
 	metrics.WriteGaugeUint64(w, "logdist_queue_bytes", uint64(max(s.queuedBytes.Load(), 0)))
+	conf := s.conf.Load()
+	metrics.WriteGaugeUint64(w, "logdist_queue_max_packets", uint64(max(conf.QueueMaxPackets, 0)))
+	metrics.WriteGaugeUint64(w, "logdist_queue_max_bytes", uint64(max(conf.QueueMaxBytes, 0)))
 	metrics.WriteGaugeFloat64(w, "logdist_queue_oldest_age_seconds", float64(oldest)/1e9)
 	metrics.WriteGaugeUint64(w, "logdist_event_loops", uint64(len(loops)))
 }
@@ -313,6 +323,7 @@ func (s *Server) writeAnalyzerMetrics(w io.Writer) {
 	metrics.WriteGaugeUint64(w, "logdist_partial_frame_bytes", uint64(max(s.partial.Load(), 0)))
 	metrics.WriteGaugeUint64(w, "logdist_config_version", st.ConfigVersion)
 	metrics.WriteGaugeUint64(w, "logdist_draining", b2u(st.Draining))
+	metrics.WriteGaugeUint64(w, "logdist_ready", b2u(st.Ready && !st.Draining))
 	metrics.WriteGaugeUint64(w, buildInfo, 1)
 }
 

@@ -44,7 +44,8 @@ func TestMetricsPassPromtool(t *testing.T) {
 		`logdist_dropped_total{reason="syslog_queue_full"}`, `logdist_protocol_errors_total{code="malformed"}`,
 		`logdist_agent_ack_latency_seconds_count`, `logdist_upstream_ack_latency_seconds_count{analyzer="a4"}`,
 		`logdist_upstream_heartbeats_missed_total{analyzer="a2"}`, `logdist_analyzer_share_skew{analyzer="a1"}`,
-		`logdist_analyzers_selectable`)
+		`logdist_analyzers_selectable`, `logdist_ready`, `logdist_queue_max_packets`,
+		`logdist_dropped_total{reason="syslog_tcp_draining"}`)
 	has("analyzerd at start", az, `analyzerd_packets_total`, `analyzerd_duplicates_total`,
 		`analyzerd_server_packets_rejected_total{code="malformed"}`, `analyzerd_server_connections_active`)
 
