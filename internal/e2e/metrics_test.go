@@ -7,13 +7,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/logdist/logdist/internal/testtool"
 )
 
 // Both /metrics endpoints, scraped before and under traffic, pass
 // Prometheus' own linter (promtool check metrics) with no complaint, and
 // the series operators alert on exist from the start, before any traffic.
 func TestMetricsPassPromtool(t *testing.T) {
-	promtool := needTool(t, "promtool", "prometheus")
+	promtool := testtool.Need(t, "promtool", "prometheus")
 	c := newCluster(t, []float64{0.4, 0.3, 0.2, 0.1})
 	a1 := c.analyzers[0]
 

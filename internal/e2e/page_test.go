@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/logdist/logdist/internal/testtool"
 )
 
 // The status page in a real browser (Debian's chromium, headless): it
@@ -21,7 +22,7 @@ import (
 // flows. With LOGDIST_SCREENSHOT=FILE it saves a screenshot there (the
 // README's).
 func TestStatusPageInBrowser(t *testing.T) {
-	chrome := needTool(t, "chromium", "chromium")
+	chrome := testtool.Need(t, "chromium", "chromium")
 	c := newCluster(t, []float64{0.5, 0.3, 0.2})
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -135,7 +136,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 // The page stays usable with 1,000 analyzers: every row is there, and a
 // refresh renders in well under its 2 s period.
 func TestStatusPageThousandAnalyzers(t *testing.T) {
-	chrome := needTool(t, "chromium", "chromium")
+	chrome := testtool.Need(t, "chromium", "chromium")
 	dir := t.TempDir()
 	var b strings.Builder
 	b.WriteString("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nsyslog-udp: \"\"\nloops: 1\nmax-analyzers: 1024\nlog-level: warn\nanalyzers:\n")

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/logdist/logdist/internal/testtool"
 )
 
 // A real syslog client no one here wrote — util-linux logger — sends to a
@@ -136,8 +138,8 @@ func findLine(t *testing.T, c *cluster, body string) jsonLine {
 // its facility, severity and app. rsyslog is installed when missing (as
 // root on Debian; .ci/run does it first), else the test is skipped.
 func TestSyslogFromRsyslog(t *testing.T) {
-	rsyslogd := needTool(t, "rsyslogd", "rsyslog")
-	loggerBin := needTool(t, "logger", "bsdutils")
+	rsyslogd := testtool.Need(t, "rsyslogd", "rsyslog")
+	loggerBin := testtool.Need(t, "logger", "bsdutils")
 	c := newCluster(t, []float64{1, 1}, "--syslog-batch-messages", "10", "--syslog-linger", "100ms")
 	_, outPort, _ := strings.Cut(c.logdist.fields["syslog"], ":")
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")

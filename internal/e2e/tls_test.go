@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/logdist/logdist/internal/testtool"
 	"github.com/logdist/logdist/internal/tlsconf"
 	"github.com/logdist/logdist/internal/tlsconf/tlstest"
 )
@@ -160,7 +161,7 @@ func TestTLSCertificateReloadUnderTraffic(t *testing.T) {
 
 // TLS below 1.2 is refused, as Debian's openssl sees it.
 func TestTLSOldVersionsRefused(t *testing.T) {
-	openssl := needTool(t, "openssl", "openssl")
+	openssl := testtool.Need(t, "openssl", "openssl")
 	c := newTLSCluster(t)
 	probe := func(flags ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -188,7 +189,7 @@ func TestTLSOldVersionsRefused(t *testing.T) {
 // Syslog over TLS (RFC 5425): octet-counted messages sent through Debian's
 // openssl as the TLS client arrive at the analyzer.
 func TestSyslogOverTLS(t *testing.T) {
-	openssl := needTool(t, "openssl", "openssl")
+	openssl := testtool.Need(t, "openssl", "openssl")
 	c := newTLSCluster(t)
 	var b strings.Builder
 	for i := range 50 {

@@ -1,4 +1,8 @@
-package e2e
+// Package testtool finds the external programs tests run (promtool,
+// yamllint, rsyslogd, chromium, openssl), installing the Debian package
+// that has one when the test runs as root on a machine with apt-get, and
+// otherwise skipping the test with the reason and what to install.
+package testtool
 
 import (
 	"context"
@@ -18,11 +22,11 @@ type installResult struct {
 	err  error
 }
 
-// needTool returns the path of bin. When it is missing and the test runs
+// Need returns the path of bin. When it is missing and the test runs
 // as root on a system with apt-get (a Debian or Ubuntu CI machine), it
 // installs the Debian package pkg first; otherwise the test is skipped,
 // saying why and what to install.
-func needTool(t *testing.T, bin, pkg string) string {
+func Need(t testing.TB, bin, pkg string) string {
 	t.Helper()
 	if p, err := exec.LookPath(bin); err == nil {
 		return p
