@@ -140,7 +140,7 @@ Flags:
 	fs.DurationVar(&cfg.Server.IdleTimeout, "idle-timeout", cfg.Server.IdleTimeout, "close connections on which no frame arrived for this long")
 	fs.DurationVar(&cfg.Server.HandshakeTimeout, "handshake-timeout", cfg.Server.HandshakeTimeout, "close connections that send no HELLO within this time")
 	fs.DurationVar(&cfg.Server.DrainTimeout, "drain-timeout", cfg.Server.DrainTimeout, "on SIGINT/SIGTERM, how long clients get after GOAWAY before their connections are closed")
-	fs.StringVar(&logLevel, "log-level", logLevel, cli.LevelHelp+"; components: "+strings.Join(logComponents, ", "))
+	fs.StringVar(&logLevel, "log-level", logLevel, cli.LevelHelp("frame/server=debug,warn", logComponents))
 	fs.StringVar(&logFormat, "log-format", logFormat, "log format: text or json")
 	fs.StringVar(&otlp, "otlp-endpoint", "", "OpenTelemetry collector (OTLP/HTTP, as http://HOST:4318) to send a span to for every packet that arrives with a sampled trace context; empty: off")
 	tlsFlags := cli.AddTLSServer(fs)

@@ -14,8 +14,12 @@ import (
 	"github.com/logdist/logdist/internal/version"
 )
 
-// LevelHelp documents --log-level, for the commands' --help.
-const LevelHelp = "log level: debug, info, warn or error, or per component: a list like proxy=debug,balancer=info,warn (the bare level is for the rest)"
+// LevelHelp documents --log-level for a command's --help: the syntax,
+// an example list, and the command's components.
+func LevelHelp(example string, components []string) string {
+	return "log level: debug, info, warn or error, or per component: a list like " + example +
+		" (the bare level is for the rest); components: " + strings.Join(components, ", ")
+}
 
 // NewLogger returns a logger writing to w in format "text" or "json" at
 // level, a --log-level (see ParseLevels), or an error naming the flag

@@ -121,7 +121,7 @@ func FlagSet(s *Spec, cmd *Command) *pflag.FlagSet {
 	fs.IntVar(&s.Loops, "loops", s.Loops, "event loops (0 = one per CPU)")
 	fs.BoolVar(&s.Pprof, "pprof", s.Pprof, "serve net/http/pprof under /debug/pprof/ on the admin address")
 	fs.StringVar(&s.LogFormat, "log-format", s.LogFormat, "log format: text or json")
-	fs.StringVar(&s.LogLevel, "log-level", s.LogLevel, cli.LevelHelp+"; components: "+strings.Join(LogComponents, ", ")+" (a reload changes it)")
+	fs.StringVar(&s.LogLevel, "log-level", s.LogLevel, cli.LevelHelp("proxy=debug,balancer=info,warn", LogComponents)+" (a reload changes it)")
 	fs.BoolVar(&cmd.Version, "version", false, "print the version and the commit this binary was built from, and exit")
 	return fs
 }
