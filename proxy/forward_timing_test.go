@@ -1,10 +1,15 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/internal/tracing"
 )
 
 // BenchmarkForwardPath measures logdist's CPU cost per packet on the
@@ -79,5 +84,41 @@ func BenchmarkForwardInFlight(b *testing.B) {
 	b.StopTimer()
 	if n := h.lp.led.live; n < inFlight*9/10 || n > inFlight+perRead {
 		b.Fatalf("%d packets in flight, want about %d", n, inFlight)
+	}
+}
+
+// BenchmarkForwardTracing is BenchmarkForwardPath (10 messages a packet)
+// with tracing off, on with nothing sampled, and on with 1% and all of the
+// packets starting a trace (spans exported to a sink that discards them;
+// the exporter's goroutine runs beside the benchmark's).
+func BenchmarkForwardTracing(b *testing.B) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	defer sink.Close()
+	for _, c := range []struct {
+		name  string
+		on    bool
+		ratio float64
+	}{{"off", false, 0}, {"sample=0", true, 0}, {"sample=0.01", true, 0.01}, {"sample=1", true, 1}} {
+		b.Run(c.name, func(b *testing.B) {
+			h := newHarness(b, 10)
+			if c.on {
+				tr, err := tracing.New(tracing.Config{Endpoint: sink.URL, SampleRatio: c.ratio, Service: "logdist-bench"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer tr.Shutdown(context.Background())
+				h.lp.conf.Tracer = tr
+			}
+			for i := 0; i < 1000; i++ {
+				h.cycle()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				h.cycle()
+			}
+		})
 	}
 }
