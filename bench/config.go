@@ -30,7 +30,10 @@ import (
 // Config configures a Run. Start from DefaultConfig; Run calls Validate.
 type Config struct {
 	// Target is the host:port of logdist, an analyzer, or anything else
-	// that speaks the protocol's server side.
+	// that speaks the protocol's server side; several, comma-separated,
+	// spread the connections over them (connection i starts on the i-th,
+	// round robin) and a connection that loses its server, or is told to
+	// go away, reconnects to the next (several logdist instances).
 	Target string
 
 	// Conns is the number of connections sending DATA. 0 is allowed only

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,7 +139,8 @@ func (c *agentConn) peekNew() (int32, int64, bool, int64) {
 // there is nothing left to send and resolve, or the run is cut short.
 func (c *agentConn) run() {
 	backoff := 50 * time.Millisecond
-	for {
+	targets := strings.Split(c.r.cfg.Target, ",")
+	for dials := c.id; ; dials++ {
 		if !c.moreNew() && c.pendingResends() == 0 {
 			return
 		}
@@ -146,7 +148,8 @@ func (c *agentConn) run() {
 			return
 		}
 		l := &link{c: c}
-		nc, sess, err := dialHandshake(c.r.ctx, c.r.cfg.Target, c.r.cfg.TLS, &c.r.sess, l, c.r.cfg.DialTimeout)
+		target := strings.TrimSpace(targets[dials%len(targets)])
+		nc, sess, err := dialHandshake(c.r.ctx, target, c.r.cfg.TLS, &c.r.sess, l, c.r.cfg.DialTimeout)
 		if err == nil {
 			err = c.r.checkWelcome(sess)
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,7 @@ type idleSet struct {
 func openIdle(ctx context.Context, target string, tlsCfg *tls.Config, cfg *session.ClientConfig, n int, timeout time.Duration) *idleSet {
 	s := &idleSet{conns: make([]net.Conn, n)}
 	idles := make([]time.Duration, n)
+	targets := strings.Split(target, ",") // round robin over several
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(n, 64) {
@@ -42,7 +44,7 @@ func openIdle(ctx context.Context, target string, tlsCfg *tls.Config, cfg *sessi
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				nc, sess, err := dialHandshake(ctx, target, tlsCfg, cfg, nil, timeout)
+				nc, sess, err := dialHandshake(ctx, strings.TrimSpace(targets[i%len(targets)]), tlsCfg, cfg, nil, timeout)
 				if err == nil {
 					s.conns[i], idles[i] = nc, sess.IdleTimeout()
 				}

@@ -92,7 +92,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (bench.Config, bool, bo
 		jsonOut  bool
 		quiet    bool
 	)
-	fs.StringVar(&cfg.Target, "target", cfg.Target, "host:port of logdist or of an analyzer")
+	fs.StringVar(&cfg.Target, "target", cfg.Target, "host:port of logdist or of an analyzer; several, comma-separated, spread the connections over them, and a connection that loses one reconnects to the next")
 	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections sending packets")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "packets/s in total over all connections (default 0: as fast as the window allows)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to send (ignored with --packets or --profile)")
