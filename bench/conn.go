@@ -161,7 +161,15 @@ func (c *agentConn) run() {
 				c.r.abort(err)
 				return
 			}
-			c.st.fail(err)
+			if errors.Is(err, errGoingAway) {
+				// A draining instance: not a failure, the next target
+				// at once (several) or after the backoff (one).
+				if len(targets) > 1 {
+					continue
+				}
+			} else {
+				c.st.fail(err)
+			}
 			select {
 			case <-time.After(backoff):
 			case <-c.r.hardStop:
@@ -345,7 +353,10 @@ func (l *link) readLoop() {
 		return l.sess.CheckHeader(h)
 	})
 	fail := func(err error) {
-		if !l.closing.Load() {
+		l.mu.Lock()
+		away := l.sess.Draining() // the server said it goes: its close is no failure
+		l.mu.Unlock()
+		if !l.closing.Load() && !away {
 			c.st.fail(err)
 		}
 		// A violation's ERROR, if the session queued one.

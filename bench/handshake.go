@@ -18,6 +18,11 @@ import (
 // a refused capability): the run stops with it.
 var errPermanent = errors.New("bench: permanent")
 
+// errGoingAway marks a handshake refused because the server is draining
+// (ERROR shutdown): a connection tries the next target, and it is no
+// failure.
+var errGoingAway = errors.New("bench: server going away")
+
 // item is what a connection's protocol session keeps for each DATA frame
 // in flight: which packet of the pool, and when it was due (its latency
 // counts from then, across resends).
@@ -72,8 +77,11 @@ func dialHandshake(ctx context.Context, target string, tlsCfg *tls.Config, cfg *
 		var refused *session.Refused
 		if errors.As(err, &refused) {
 			err = fmt.Errorf("%s refused the handshake: %s: %s", target, refused.Code, refused.Reason)
-			if refused.Permanent() {
+			switch {
+			case refused.Permanent():
 				err = fmt.Errorf("%w: %w", errPermanent, err)
+			case refused.Code == frame.CodeShutdown:
+				err = fmt.Errorf("%w: %w", errGoingAway, err)
 			}
 			return nil, nil, err
 		}

@@ -74,6 +74,9 @@ type cluster struct {
 	logdist   *proc
 	listen    string
 	admin     string
+	// ldArgs are the flags logdist was started with (listen: port 0),
+	// for a second instance or a restart (startLogdist).
+	ldArgs []string
 }
 
 // newCluster starts len(weights) analyzerd and a logdist over them.
@@ -95,6 +98,7 @@ func newClusterWith(t *testing.T, weights []float64, analyzerArgs []string, logd
 		args = append(args, "--analyzer", fmt.Sprintf("name=%s,addr=%s,weight=%g", a.name, a.listen, weights[i]))
 	}
 	args = append(args, logdistArgs...)
+	c.ldArgs = args
 	c.logdist = start(t, binary(t, "logdist"), args...)
 	c.listen, c.admin = c.logdist.fields["listen"], c.logdist.fields["admin"]
 	c.waitHealthy()
