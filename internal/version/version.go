@@ -1,7 +1,8 @@
-// Package version says which build of logdist is running: the module
-// version and the commit Go stamped into the binary (go build embeds them
-// from the Git checkout it builds in), for --version on every command and
-// the logdist_build_info metric.
+// Package version says which build of logdist is running: the release
+// version make release stamps into the binary, or else the module
+// version, and the commit Go stamped into it (go build embeds them from
+// the Git checkout it builds in), for --version on every command and the
+// logdist_build_info metric.
 package version
 
 import (
@@ -11,10 +12,20 @@ import (
 	"strings"
 )
 
+// stamp is the version the build says, set by the linker:
+//
+//	go build -ldflags "-X github.com/logdist/logdist/internal/version.stamp=v1.2.0"
+//
+// make release and make image set it to git describe --tags --always
+// --dirty. A tree that has no tag yet gets only a pseudo-version from go
+// build (v0.0.0-20261206121910-60d5a53e0d29), which names no release.
+var stamp string
+
 // Build describes the running binary.
 type Build struct {
-	// Version is the module version: a tag (v1.2.0), a pseudo-version
-	// for an untagged commit, or "(devel)" (go run, go test).
+	// Version is the stamped version when the build set one, else the
+	// module version: a tag (v1.2.0), a pseudo-version for an untagged
+	// commit, or "(devel)" (go run, go test).
 	Version string
 	// Revision is the commit hash, with Modified set when the tree had
 	// uncommitted changes; Time is the commit's time (RFC 3339). Empty when
@@ -28,12 +39,21 @@ type Build struct {
 
 // Get reads the build information stamped into the binary.
 func Get() Build {
+	bi, _ := debug.ReadBuildInfo()
+	return get(bi, stamp)
+}
+
+// get is Get over given build information (nil when the binary has none)
+// and stamp.
+func get(bi *debug.BuildInfo, stamp string) Build {
 	b := Build{Version: "(devel)", Go: runtime.Version()}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
+	if stamp != "" {
+		b.Version = stamp
+	}
+	if bi == nil {
 		return b
 	}
-	if v := bi.Main.Version; v != "" {
+	if v := bi.Main.Version; v != "" && stamp == "" {
 		b.Version = v
 	}
 	for _, s := range bi.Settings {
@@ -57,7 +77,9 @@ func (b Build) String(name string) string {
 		if len(rev) > 12 {
 			rev = rev[:12]
 		}
-		if b.Modified && !strings.HasSuffix(b.Version, "+dirty") {
+		// A pseudo-version (+dirty) or a stamp from git describe --dirty
+		// (-dirty) says it already.
+		if b.Modified && !strings.HasSuffix(b.Version, "+dirty") && !strings.HasSuffix(b.Version, "-dirty") {
 			rev += " (modified)"
 		}
 		parts = append(parts, "commit "+rev)
