@@ -44,6 +44,8 @@ Commands:
   show N                      version N, whole
   rollback N                  make version N's configuration run again (as a new version)
   reload                      read the config file again (as SIGHUP)
+  health                      GET /healthz: exit 0 if logdist is alive and not draining, 1 if not
+                              (the container image's HEALTHCHECK: it has no curl)
 
 Exit status: 0 done, 1 refused or failed (the reason on stderr), 2 bad usage.
 
@@ -96,7 +98,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	need := map[string]int{"status": 0, "analyzers": 0, "add": 2, "weight": 2, "drain": 1, "enable": 1, "force-up": 1,
-		"force-down": 1, "remove": 1, "queue": 0, "flush": 0, "config": 0, "versions": 0, "show": 1, "rollback": 1, "reload": 0}
+		"force-down": 1, "remove": 1, "queue": 0, "flush": 0, "config": 0, "versions": 0, "show": 1, "rollback": 1, "reload": 0, "health": 0}
 	n, ok := need[cmd]
 	if !ok {
 		fmt.Fprintf(stderr, "logdist ctl: unknown command %q (see logdist ctl --help)\n", cmd)
@@ -206,6 +208,8 @@ func (c *ctlClient) do(cmd string, args []string, weight float64, state string, 
 		return c.change("POST", "/api/v1/config/rollback", map[string]any{"version": n})
 	case "reload":
 		return c.change("POST", "/api/v1/config/reload", nil)
+	case "health":
+		return c.health()
 	}
 	return usageError{fmt.Errorf("unknown command %q", cmd)}
 }
@@ -250,6 +254,27 @@ func (c *ctlClient) analyzers() error {
 		}
 		tw.Flush()
 	})
+}
+
+// health asks /healthz, the liveness check, which is open without a
+// token: 200 is healthy; anything else, or no answer, is an error saying
+// why in one line (the container runtime keeps it in its health log).
+func (c *ctlClient) health() error {
+	resp, err := c.http.Get(c.base + "/healthz")
+	if err != nil {
+		return fmt.Errorf("cannot reach logdist's admin API: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	why := strings.Join(strings.Fields(string(b)), " ")
+	if resp.StatusCode != http.StatusOK {
+		if why == "" {
+			return errors.New(resp.Status)
+		}
+		return fmt.Errorf("%s: %s", resp.Status, why)
+	}
+	fmt.Fprintf(c.out, "healthy: %s\n", resp.Status)
+	return nil
 }
 
 // change sends a write and prints its answer: the new version and the

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -85,6 +87,61 @@ func TestCtl(t *testing.T) {
 		code, _, errs := ctl(tc.args...)
 		if code != tc.code || !strings.Contains(errs, tc.says) || strings.Count(errs, "\n") != 1 {
 			t.Errorf("ctl %v: exit %d, stderr %q; want %d and one line saying %q", tc.args, code, errs, tc.code, tc.says)
+		}
+	}
+}
+
+// logdist ctl health, the container image's HEALTHCHECK: exit 0 while
+// /healthz answers 200; 1 with a one-line reason when logdist drains, is
+// gone, or answers anything else.
+func TestCtlHealth(t *testing.T) {
+	url, _, srv := ctlRig(t)
+	code, out, errs := ctl("--admin", url, "health")
+	if code != 0 || out != "healthy: 200 OK\n" || errs != "" {
+		t.Fatalf("health of a running logdist: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	// Host:port without a scheme, as the Dockerfile's HEALTHCHECK gives it.
+	if code, _, errs := ctl("--admin", strings.TrimPrefix(url, "http://"), "health"); code != 0 {
+		t.Fatalf("health with --admin HOST:PORT: exit %d, stderr %q", code, errs)
+	}
+
+	// A logdist that stops drains, and /healthz says so.
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	odd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/empty/healthz":
+			w.WriteHeader(http.StatusInternalServerError)
+		case "/lines/healthz":
+			http.Error(w, "first line\nsecond line\n", http.StatusBadGateway)
+		case "/accepted/healthz":
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer odd.Close()
+	for _, tc := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"--admin", url, "health"}, 1, "logdist ctl health: 503 Service Unavailable: draining\n"},
+		{[]string{"--admin", "127.0.0.1:1", "health"}, 1, "logdist ctl health: cannot reach logdist's admin API: "},
+		{[]string{"--admin", odd.URL + "/empty", "health"}, 1, "logdist ctl health: 500 Internal Server Error\n"},
+		{[]string{"--admin", odd.URL + "/lines", "health"}, 1, "logdist ctl health: 502 Bad Gateway: first line second line\n"},
+		{[]string{"--admin", odd.URL + "/accepted", "health"}, 1, "logdist ctl health: 202 Accepted\n"},
+		{[]string{"--admin", odd.URL, "health"}, 1, "logdist ctl health: 404 Not Found: 404 page not found\n"},
+		{[]string{"--admin", url, "health", "now"}, 2, "logdist ctl health: want 0 argument(s), got 1"},
+	} {
+		code, out, errs := ctl(tc.args...)
+		if code != tc.code || !strings.HasPrefix(errs, tc.says) || strings.Count(errs, "\n") != 1 || out != "" {
+			t.Errorf("ctl %v: exit %d, stdout %q, stderr %q; want %d and one line starting %q", tc.args, code, out, errs, tc.code, tc.says)
 		}
 	}
 }
