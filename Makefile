@@ -8,8 +8,21 @@ TESTFLAGS ?=
 BENCHFLAGS ?=
 FUZZTIME ?= 1m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# image and release: the version stamped into the binaries (--version),
+# and the four commands they ship.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+STAMP   := -X github.com/logdist/logdist/internal/version.stamp=$(VERSION)
+CMDS    := ./cmd/logdist ./cmd/analyzerd ./cmd/logsend ./cmd/logbench
+DIST    := dist
+IMAGE   ?= logdist:$(VERSION)
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+PODMAN  ?= podman
+BUILDAH ?= buildah
+# Tarballs get the commit's time and no owner, so that the same commit
+# gives the same bytes (and checksums) wherever it is built.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: chaos soak all build test test-race test-short run bench bench-go fuzz fmt vet lint clean
+.PHONY: chaos soak image release all build test test-race test-short run bench bench-go fuzz fmt vet lint clean
 
 all: build
 
@@ -70,5 +83,46 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./$${t%%:*}/; \
 	done
 
+## image: static binaries (CGO_ENABLED=0) in bin/linux-amd64/, then the Dockerfile's image with podman or buildah.
+image:
+	@test -r $(CA_BUNDLE) || { echo "make image: no CA bundle at $(CA_BUNDLE) (set CA_BUNDLE=...)"; exit 1; }
+	@rm -rf $(BIN)/linux-amd64 && mkdir -p $(BIN)/linux-amd64/data
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -buildvcs=auto -trimpath -ldflags "$(STAMP)" -o $(BIN)/linux-amd64/ $(CMDS)
+	cp $(CA_BUNDLE) $(BIN)/linux-amd64/ca-certificates.crt
+	@# The context is the binaries' directory alone (BIN=.), not the whole tree.
+	@# --format docker: the OCI format has no HEALTHCHECK.
+	@if command -v $(PODMAN) >/dev/null; then set -x; \
+		$(PODMAN) build --format docker -f Dockerfile --build-arg BIN=. -t $(IMAGE) -t logdist:latest $(BIN)/linux-amd64; \
+	elif command -v $(BUILDAH) >/dev/null; then set -x; \
+		$(BUILDAH) bud --format docker -f Dockerfile --build-arg BIN=. -t $(IMAGE) -t logdist:latest $(BIN)/linux-amd64; \
+	else \
+		echo "no image builder is installed (podman or buildah; on Debian: apt-get install podman)."; \
+		echo "The static binaries are in $(BIN)/linux-amd64/; with Docker: docker build -f Dockerfile --build-arg BIN=. -t $(IMAGE) $(BIN)/linux-amd64"; \
+	fi
+
+## release: static binaries for linux/amd64 and linux/arm64 in dist/logdist_VERSION_linux_ARCH.tar.gz, and dist/SHA256SUMS.
+release:
+	@test -r LICENSE || { echo "make release: LICENSE is missing"; exit 1; }
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	@set -e; for arch in amd64 arm64; do \
+		name=logdist_$(VERSION)_linux_$$arch; dir=$(DIST)/$$name; \
+		echo "== $$name.tar.gz"; \
+		mkdir -p $$dir/deploy; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -buildvcs=auto -trimpath -ldflags "$(STAMP)" -o $$dir/ $(CMDS); \
+		cp LICENSE README.md CHANGELOG.md $$dir/; \
+		cp -R deploy/systemd $$dir/deploy/; \
+		tar -C $(DIST) --sort=name --mtime=@$(SOURCE_DATE_EPOCH) --owner=0 --group=0 --numeric-owner -cf - $$name | gzip -n -9 > $$dir.tar.gz; \
+		rm -rf $$dir; \
+	done
+	cd $(DIST) && sha256sum *.tar.gz > SHA256SUMS
+	@cat $(DIST)/SHA256SUMS
+	@# The host's logdist, out of its tarball, must say the stamped version.
+	@set -e; tgz=$(DIST)/logdist_$(VERSION)_$$($(GO) env GOOS)_$$($(GO) env GOARCH).tar.gz; \
+	if [ -f $$tgz ]; then \
+		tmp=$$(mktemp -d); tar -C $$tmp -xzf $$tgz; \
+		v=$$($$tmp/*/logdist --version); rm -rf $$tmp; echo "$$v"; \
+		case "$$v" in "logdist $(VERSION) "*) ;; *) echo "make release: --version does not say $(VERSION)"; exit 1;; esac; \
+	fi
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
