@@ -22,7 +22,7 @@ BUILDAH ?= buildah
 # gives the same bytes (and checksums) wherever it is built.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: chaos soak image release all build test test-race test-short run bench bench-go fuzz fmt vet lint clean
+.PHONY: chaos soak image release all build test deploy-check test-race test-short run bench bench-go fuzz fmt vet lint clean
 
 all: build
 
@@ -33,6 +33,11 @@ build:
 ## test: vet, then the whole suite (unit, property, end-to-end) under the race detector.
 test: vet
 	$(GO) test $(RACE) -count=1 -timeout 12m $(TESTFLAGS) $(PKGS)
+	$(MAKE) --no-print-directory deploy-check
+
+## deploy-check: the Kubernetes manifests and Helm chart (deploy/k8scheck, a module of its own: helm lint/template, strict decoding into k8s.io/api, yamllint). Builds helm v4 the first time (~3 min).
+deploy-check:
+	cd deploy/k8scheck && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
 
 test-race: test
 
