@@ -66,6 +66,7 @@ type fleet struct {
 	logsendLines int
 	logbench     *exec.Cmd
 	logbenchOut  strings.Builder
+	logbenchErr  strings.Builder
 }
 
 // startFleet starts nAgents Go client agents at rate packets/s each, a
@@ -100,7 +101,7 @@ func startFleet(t *testing.T, addrs []string, nAgents, rate, lines int, benchRat
 	f.logsend.Stdout, f.logsend.Stderr = &f.logsendOut, &f.logsendOut
 	f.logbench = exec.Command(binary(t, "logbench"), "--target", strings.Join(addrs, ","), "--agent-id", "scale-logbench",
 		"--conns", "4", "--rate", fmt.Sprint(benchRate), "--duration", benchFor.String(), "--json")
-	f.logbench.Stdout, f.logbench.Stderr = &f.logbenchOut, &strings.Builder{}
+	f.logbench.Stdout, f.logbench.Stderr = &f.logbenchOut, &f.logbenchErr
 	for _, c := range []*exec.Cmd{f.logsend, f.logbench} {
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
@@ -132,6 +133,26 @@ func (f *fleet) flowing(what string, n int) {
 	f.t.Helper()
 	base := f.acked()
 	waitFor(f.t, what, 30*time.Second, func() bool { return f.acked() >= base+n })
+}
+
+// connected waits until the instances hold every connection of the fleet
+// (its agents and logbench's four): a step taken before would
+// find some of them still dialing.
+func (f *fleet) connected(instances ...*proc) {
+	f.t.Helper()
+	want := len(f.agents) + 4 // logsend may have finished already
+	waitFor(f.t, "every agent connected", 30*time.Second, func() bool {
+		n := 0
+		for _, p := range instances {
+			var st struct {
+				AgentConnections int `json:"agent_connections"`
+			}
+			if getJSONQuiet("http://"+p.fields["admin"]+"/api/v1/status", &st) == nil {
+				n += st.AgentConnections
+			}
+		}
+		return n >= want
+	})
 }
 
 // stop ends the agents' sending, waits for every packet they sent to be
@@ -167,7 +188,7 @@ func (f *fleet) stop(cleanLogbench bool) {
 		t.Errorf("logbench output: %v\n%s", err, f.logbenchOut.String())
 	} else {
 		if res.PacketsAcked == 0 || res.Unresolved != 0 || (cleanLogbench && res.Errors != 0) {
-			t.Errorf("logbench: %+v: want every packet acknowledged (and no error: %v)", res, cleanLogbench)
+			t.Errorf("logbench: %+v: want every packet acknowledged (and no error: %v)\n%s", res, cleanLogbench, f.logbenchErr.String())
 		}
 		t.Logf("logbench: %d packets acknowledged, %d reconnects, %d connection errors", res.PacketsAcked, res.Reconnects, res.Errors)
 	}
@@ -304,7 +325,8 @@ var scaleWeights = []float64{0.4, 0.3, 0.2, 0.1}
 func TestScaleOutKill(t *testing.T) {
 	c := newCluster(t, scaleWeights)
 	ld2 := c.startLogdist("127.0.0.1:0")
-	f := startFleet(t, []string{c.listen, ld2.fields["listen"]}, 4, 400, 3000, 1000, 5*time.Second)
+	f := startFleet(t, []string{c.listen, ld2.fields["listen"]}, 4, 400, 20000, 1000, 5*time.Second)
+	f.connected(c.logdist, ld2)
 	f.flowing("traffic before the fault", 1000)
 	c.logdist.signal(syscall.SIGKILL)
 	c.logdist.wait(10 * time.Second)
@@ -329,7 +351,8 @@ func TestScaleOutRollingRestart(t *testing.T) {
 	ld2 := c.startLogdist("127.0.0.1:0")
 	addrs := []string{c.listen, ld2.fields["listen"]}
 	t.Logf("instances: %v", addrs)
-	f := startFleet(t, addrs, 4, 400, 3000, 1000, 6*time.Second)
+	f := startFleet(t, addrs, 4, 400, 20000, 1000, 6*time.Second)
+	f.connected(c.logdist, ld2)
 	f.flowing("traffic before the restarts", 1000)
 	instances := []*proc{c.logdist, ld2}
 	for i, p := range instances {
@@ -385,7 +408,8 @@ backend logdist
 		return err == nil
 	})
 
-	f := startFleet(t, []string{frontAddr}, 4, 400, 3000, 1000, 7*time.Second)
+	f := startFleet(t, []string{frontAddr}, 4, 400, 20000, 1000, 7*time.Second)
+	f.connected(c.logdist, ld2)
 	f.flowing("traffic before the fault", 1000)
 	c.logdist.signal(syscall.SIGKILL) // (a) through HAProxy
 	c.logdist.wait(10 * time.Second)
