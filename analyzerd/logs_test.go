@@ -1,48 +1,15 @@
 package analyzerd_test
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/logdist/logdist/analyzerd"
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/internal/testtool"
 )
-
-// logRecords collects JSON log records written from several goroutines.
-type logRecords struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logRecords) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logRecords) records(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
-		var rec map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("log line %q: %v", sc.Text(), err)
-		}
-		if rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
 
 // An output that fails every packet (a full disk) gives a line a second
 // naming the packet, not one per packet; duplicates are named at debug.
@@ -50,7 +17,7 @@ func TestOutputErrorLogThrottled(t *testing.T) {
 	if _, err := os.Stat("/dev/full"); err != nil {
 		t.Skip("no /dev/full here to make writes fail:", err)
 	}
-	var logs logRecords
+	var logs testtool.JSONLog
 	a := start(t, func(c *analyzerd.Config) {
 		c.Out = "/dev/full"
 		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -72,7 +39,7 @@ func TestOutputErrorLogThrottled(t *testing.T) {
 			}
 		}
 	}
-	recs := logs.records(t, "cannot write output; packet answered BUSY")
+	recs := logs.Records(t, "cannot write output; packet answered BUSY")
 	if len(recs) == 0 || len(recs) > 2 {
 		t.Fatalf("%d log lines for 10 failed writes, want them throttled to one a second", len(recs))
 	}
@@ -82,7 +49,7 @@ func TestOutputErrorLogThrottled(t *testing.T) {
 }
 
 func TestDuplicateLogNamesPacket(t *testing.T) {
-	var logs logRecords
+	var logs testtool.JSONLog
 	a := start(t, func(c *analyzerd.Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
@@ -92,7 +59,7 @@ func TestDuplicateLogNamesPacket(t *testing.T) {
 	send(t, c, p)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		recs := logs.records(t, "duplicate packet: acknowledged, not processed again")
+		recs := logs.Records(t, "duplicate packet: acknowledged, not processed again")
 		if len(recs) == 1 {
 			if r := recs[0]; r["agent_id"] != "web-1" || r["packet_id"] != 42.0 {
 				t.Fatalf("record %v", r)

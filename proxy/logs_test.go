@@ -1,56 +1,19 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/internal/testtool"
 )
-
-// jsonLog collects the JSON records of a logger at debug.
-type jsonLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *jsonLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *jsonLog) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// take returns the records written since the last call, and forgets them.
-func (l *jsonLog) take(t *testing.T) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(l.buf.Bytes()))
-	for sc.Scan() {
-		var rec map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("log line %q: %v", sc.Text(), err)
-		}
-		out = append(out, rec)
-	}
-	l.buf.Reset()
-	return out
-}
 
 // An analyzer connection that ends as expected — the analyzer drained
 // after its GOAWAY, logdist stopping, the analyzer removed — is not a
@@ -58,15 +21,15 @@ func (l *jsonLog) take(t *testing.T) []map[string]any {
 // connection ... err=<nil>" per analyzer and loop); one that ends
 // unannounced still is, with the reason, never err=<nil>.
 func TestAnalyzerCloseLogged(t *testing.T) {
-	var logs jsonLog
-	h := newHarnessOpts(t, harnessOpts{msgs: 1, caps: frame.CapZstd, edit: func(c *Config) { c.Logger = logs.logger() }})
-	logs.take(t)
+	var logs testtool.JSONLog
+	h := newHarnessOpts(t, harnessOpts{msgs: 1, caps: frame.CapZstd, edit: func(c *Config) { c.Logger = logs.Logger() }})
+	logs.Take(t)
 	f := func(what string, close func(u *upstream, fc *fakeConn), wantLevel, wantMsg, wantReason string) {
 		t.Helper()
 		u, fc := h.lp.ups[0], h.ups[0]
 		close(u, fc)
 		var got map[string]any
-		for _, r := range logs.take(t) {
+		for _, r := range logs.Take(t) {
 			if r["msg"] == "analyzer connection closed" || r["msg"] == "lost analyzer connection" {
 				if got != nil {
 					t.Fatalf("%s: two records for one close: %v, %v", what, got, r)
@@ -91,7 +54,7 @@ func TestAnalyzerCloseLogged(t *testing.T) {
 		fc.in = frame.AppendWelcome(nil, &frame.Welcome{Caps: frame.CapZstd, Window: 1024, MaxFrame: 1 << 20})
 		u.onTraffic(fc)
 		h.ups[0] = fc
-		logs.take(t)
+		logs.Take(t)
 	}
 	goAway := func(u *upstream, fc *fakeConn) {
 		fc.in = frame.AppendGoAway(nil, frame.CodeShutdown, "server shutting down; reconnect elsewhere")
@@ -148,8 +111,8 @@ func records(recs []map[string]any, msg string) []map[string]any {
 // A packet an analyzer refuses is logged naming it (agent id, packet id,
 // analyzer), once a second however many follow.
 func TestAnalyzerRejectedLogged(t *testing.T) {
-	var logs jsonLog
-	h := newHarnessOpts(t, harnessOpts{msgs: 1, caps: frame.CapZstd, edit: func(c *Config) { c.Logger = logs.logger() }})
+	var logs testtool.JSONLog
+	h := newHarnessOpts(t, harnessOpts{msgs: 1, caps: frame.CapZstd, edit: func(c *Config) { c.Logger = logs.Logger() }})
 	for range 20 {
 		frame.Header(h.data).SetSeq(h.agent.sess.LastSeq() + 1)
 		h.ac.in = h.data
@@ -162,7 +125,7 @@ func TestAnalyzerRejectedLogged(t *testing.T) {
 			}
 		}
 	}
-	recs := records(logs.take(t), "analyzer rejected a packet; so does logdist, to its agent")
+	recs := records(logs.Take(t), "analyzer rejected a packet; so does logdist, to its agent")
 	if len(recs) == 0 || len(recs) > 2 {
 		t.Fatalf("%d log lines for 20 rejected packets, want them throttled to one a second", len(recs))
 	}
@@ -176,9 +139,9 @@ func TestAnalyzerRejectedLogged(t *testing.T) {
 // A packet that does not decode (--inspect full) is logged naming it: its
 // ids are read from the payload, decompressed again for the log line.
 func TestUndecodablePacketLogged(t *testing.T) {
-	var logs jsonLog
+	var logs testtool.JSONLog
 	h := newHarnessOpts(t, harnessOpts{msgs: 1, caps: frame.CapZstd, edit: func(c *Config) {
-		c.Logger = logs.logger()
+		c.Logger = logs.Logger()
 		c.Inspect = InspectFull
 	}})
 	bad := &frame.Packet{ID: 7777, AgentID: []byte("web-9"), Messages: []frame.Message{{Body: bytes.Repeat([]byte("compressible "), 50)}}}
@@ -188,7 +151,7 @@ func TestUndecodablePacketLogged(t *testing.T) {
 		t.Fatal("the test packet did not compress")
 	}
 	h.agent.onTraffic(h.ac)
-	recs := records(logs.take(t), "packet rejected")
+	recs := records(logs.Take(t), "packet rejected")
 	if len(recs) != 1 {
 		t.Fatalf("%d records", len(recs))
 	}

@@ -1,57 +1,24 @@
 package server_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/server"
+	"github.com/logdist/logdist/internal/testtool"
 )
-
-// logBuffer collects JSON log records written from several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// records returns the records with message msg.
-func (b *logBuffer) records(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
-		var rec map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("log line %q: %v", sc.Text(), err)
-		}
-		if rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
 
 // Every log line about one packet names it by agent id and packet id, and
 // a stream of bad packets gives one line a second per message and code,
 // not one per packet.
 func TestPacketLogLines(t *testing.T) {
-	var logs logBuffer
+	var logs testtool.JSONLog
 	h := server.HandlerFunc(func(_ context.Context, _ *server.Meta, p *frame.Packet) error {
 		if p.ID >= 100 {
 			return errors.New("disk full")
@@ -82,7 +49,7 @@ func TestPacketLogLines(t *testing.T) {
 	var rejected, busy, malformed []map[string]any
 	for {
 		rejected, malformed = nil, nil
-		for _, r := range logs.records(t, "packet rejected") {
+		for _, r := range logs.Records(t, "packet rejected") {
 			switch r["code"] {
 			case "rejected":
 				rejected = append(rejected, r)
@@ -92,7 +59,7 @@ func TestPacketLogLines(t *testing.T) {
 				t.Fatalf("unexpected rejection %v", r)
 			}
 		}
-		busy = logs.records(t, "handler failed; packet answered BUSY")
+		busy = logs.Records(t, "handler failed; packet answered BUSY")
 		if len(rejected) > 0 && len(busy) > 0 && len(malformed) > 0 {
 			break
 		}
