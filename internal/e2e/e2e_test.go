@@ -157,9 +157,15 @@ func (c *cluster) row(name string) analyzerRow {
 	return analyzerRow{}
 }
 
-// received reads every analyzer's JSON lines: packet id → message bodies.
-func (c *cluster) received() map[uint64]int {
-	got := map[uint64]int{}
+// outLine is one message an analyzerd wrote with --out.
+type outLine struct {
+	Agent    string `json:"agent"`
+	PacketID uint64 `json:"packet_id"`
+	Msg      string `json:"msg"`
+}
+
+// eachOut calls fn with every message every analyzer wrote.
+func (c *cluster) eachOut(fn func(outLine)) {
 	for _, a := range c.analyzers {
 		f, err := os.Open(a.out)
 		if err != nil {
@@ -168,16 +174,20 @@ func (c *cluster) received() map[uint64]int {
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
-			var line struct {
-				PacketID uint64 `json:"packet_id"`
-			}
+			var line outLine
 			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 				c.t.Fatalf("%s: bad JSON line %q: %v", a.out, sc.Text(), err)
 			}
-			got[line.PacketID]++
+			fn(line)
 		}
 		f.Close()
 	}
+}
+
+// received reads every analyzer's JSON lines: packet id → message bodies.
+func (c *cluster) received() map[uint64]int {
+	got := map[uint64]int{}
+	c.eachOut(func(l outLine) { got[l.PacketID]++ })
 	return got
 }
 

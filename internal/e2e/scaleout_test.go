@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -203,31 +202,14 @@ type delivery struct {
 
 func (c *cluster) delivered() delivery {
 	d := delivery{packets: map[string]int{}, lines: map[string]int{}}
-	for _, a := range c.analyzers {
-		f, err := os.Open(a.out)
-		if err != nil {
-			c.t.Fatal(err)
+	c.eachOut(func(l outLine) {
+		switch {
+		case l.Agent == "scale-logsend":
+			d.lines[l.Msg]++
+		case strings.HasPrefix(l.Agent, "scale-agent-"):
+			d.packets[fmt.Sprintf("%s/%d", l.Agent, l.PacketID)]++
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var line struct {
-				Agent    string `json:"agent"`
-				PacketID uint64 `json:"packet_id"`
-				Msg      string `json:"msg"`
-			}
-			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-				c.t.Fatalf("%s: %v", a.out, err)
-			}
-			switch {
-			case line.Agent == "scale-logsend":
-				d.lines[line.Msg]++
-			case strings.HasPrefix(line.Agent, "scale-agent-"):
-				d.packets[fmt.Sprintf("%s/%d", line.Agent, line.PacketID)]++
-			}
-		}
-		f.Close()
-	}
+	})
 	return d
 }
 
