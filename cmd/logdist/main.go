@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -118,7 +119,67 @@ func run(args []string) int {
 		return fail("%v", err)
 	}
 	defer ctl.Close()
-	return serve(ctl, spec, adminLn, sig, levels, log, fail)
+	var changed <-chan string
+	if cmd.WatchConfig {
+		files := []string{cmd.File, spec.AuthFile}
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		changed = watchFiles(ctx, files, configWatchPeriod, log)
+	}
+	return serve(ctl, spec, adminLn, sig, changed, levels, log, fail)
+}
+
+// configWatchPeriod is how often --watch-config reads the files.
+const configWatchPeriod = 5 * time.Second
+
+// watchFiles reads files (the empty names skipped) every period and sends
+// the name of one whose content changed (a ConfigMap update swaps a
+// symlink: the modification time is not enough). A file that cannot be
+// read is logged once and watched on.
+func watchFiles(ctx context.Context, files []string, period time.Duration, log *slog.Logger) <-chan string {
+	out := make(chan string, 1)
+	sums := map[string][sha256.Size]byte{}
+	failed := map[string]bool{}
+	read := func(f string) ([sha256.Size]byte, bool) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			if !failed[f] {
+				log.Warn("cannot read a watched file; the running configuration stays", "file", f, "err", err)
+			}
+			failed[f] = true
+			return [sha256.Size]byte{}, false
+		}
+		failed[f] = false
+		return sha256.Sum256(b), true
+	}
+	for _, f := range files {
+		if f != "" {
+			sums[f], _ = read(f)
+		}
+	}
+	go func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			for f, old := range sums {
+				sum, ok := read(f)
+				if !ok || sum == old {
+					continue
+				}
+				sums[f] = sum
+				select {
+				case out <- f:
+				default: // a reload is pending already: it reads every file
+				}
+			}
+		}
+	}()
+	return out
 }
 
 // failer returns the function that writes logdist's last word before it
@@ -133,7 +194,7 @@ func failer(log *slog.Logger, jsonLog bool) func(format string, a ...any) int {
 
 // serve starts logdist from the configuration the controller decides on
 // and runs it until SIGTERM or SIGINT; SIGHUP reloads.
-func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, sig <-chan os.Signal, levels *cli.Levels, log *slog.Logger, fail func(string, ...any) int) int {
+func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, sig <-chan os.Signal, changed <-chan string, levels *cli.Levels, log *slog.Logger, fail func(string, ...any) int) int {
 	v, err := ctl.Start(declared)
 	if err != nil {
 		return fail("%v", err)
@@ -278,19 +339,28 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 		slog.String("syslog_tcp", addrString(srv.SyslogTCPAddr())), slog.String("syslog_tls", addrString(srv.SyslogTLSAddr())),
 		slog.Uint64("version", v.Version))
 
-	for s := range sig {
-		if s == syscall.SIGHUP {
-			res, err := ctl.Reload(control.Actor{Remote: "signal"})
-			switch {
-			case err != nil:
-				log.Error("reload refused; the running configuration stays", "version", res.Version.Version, "err", err)
-			case res.Changed:
-				log.Info("reload applied", "version", res.Version.Version, "changes", res.Version.Changes)
-			}
-			continue
+	reload := func(by string) {
+		res, err := ctl.Reload(control.Actor{Remote: by})
+		switch {
+		case err != nil:
+			log.Error("reload refused; the running configuration stays", "by", by, "version", res.Version.Version, "err", err)
+		case res.Changed:
+			log.Info("reload applied", "by", by, "version", res.Version.Version, "changes", res.Version.Changes)
 		}
-		log.Info("signal received; draining", "signal", s.String(), "drain_timeout", cfg.DrainTimeout)
-		break
+	}
+	for running := true; running; {
+		select {
+		case f := <-changed:
+			log.Info("a watched file changed; reloading", "file", f)
+			reload("watch")
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				reload("signal")
+				continue
+			}
+			log.Info("signal received; draining", "signal", s.String(), "drain_timeout", cfg.DrainTimeout)
+			running = false
+		}
 	}
 	code := 0
 	if err := srv.Stop(context.Background()); err != nil {

@@ -161,6 +161,7 @@ func TestHelmTemplateRefuses(t *testing.T) {
 	f("drain.extraGraceSeconds: at least 2", "drain.extraGraceSeconds=1")
 	f("tls.plaintext: false needs tls.enabled", "tls.plaintext=false")
 	f("upstreamTLS.enabled: set upstreamTLS.existingSecret", "upstreamTLS.enabled=true")
+	f("configReload: watch or rollout", "configReload=restart")
 }
 
 // Every plain manifest decodes strictly and together they hold Check's

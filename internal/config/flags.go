@@ -18,6 +18,9 @@ type Command struct {
 	// --check-config FILE: check it, print the result and exit.
 	File        string
 	CheckConfig bool
+	// WatchConfig is --watch-config: reload when the config file or the
+	// auth file changes, as on SIGHUP.
+	WatchConfig bool
 	// Version is --version.
 	Version bool
 }
@@ -64,6 +67,7 @@ func FlagSet(s *Spec, cmd *Command) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("logdist", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringVar(&cmd.File, "config", "", "read the settings from this YAML file (keys are these flags' names; flags given on the command line win); SIGHUP reloads it")
+	fs.BoolVar(&cmd.WatchConfig, "watch-config", false, "also reload when the --config file or the --auth-file changes (checked every 5 s, by content): for a Kubernetes ConfigMap or Secret, which changes without a SIGHUP")
 	fs.Var(&checkFlag{cmd}, "check-config", "check the YAML file FILE with the other flags given, print the effective settings and exit (0: valid, 2: not)")
 	fs.StringVar(&s.Listen, "listen", s.Listen, "TCP address agents connect to in plaintext; empty: none (with --tls-listen, agents use TLS only)")
 	fs.StringVar(&s.TLSListen, "tls-listen", s.TLSListen, "TCP address agents connect to over TLS (1.2 or later; needs --tls-cert and --tls-key); empty: none")

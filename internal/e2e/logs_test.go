@@ -179,3 +179,51 @@ func TestLogLevelReload(t *testing.T) {
 	an.signal(syscall.SIGTERM)
 	an.wait(20 * time.Second)
 }
+
+// --watch-config reloads when the config file's content changes, with no
+// SIGHUP (a Kubernetes ConfigMap update swaps a symlink under the file).
+func TestWatchConfigReloads(t *testing.T) {
+	dir := t.TempDir()
+	an := start(t, binary(t, "analyzerd"), "--name", "a1", "--listen", "127.0.0.1:0", "--log-level", "warn")
+	data := filepath.Join(dir, "v1.yaml")
+	link := filepath.Join(dir, "logdist.yaml")
+	write := func(name string, weight float64) {
+		y := fmt.Sprintf("listen: 127.0.0.1:0\nsyslog-udp: \"\"\nadmin: 127.0.0.1:0\nanalyzers:\n  - name=a1,addr=%s,weight=%g\n", an.fields["listen"], weight)
+		if err := os.WriteFile(name, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(data, 1)
+	if err := os.Symlink(data, link); err != nil {
+		t.Fatal(err)
+	}
+	ld := start(t, binary(t, "logdist"), "--config", link, "--watch-config")
+	weight := func() float64 {
+		var rows []analyzerRow
+		if getJSONQuiet("http://"+ld.fields["admin"]+"/api/v1/analyzers", &rows) != nil || len(rows) != 1 {
+			return -1
+		}
+		return rows[0].Weight
+	}
+	waitFor(t, "weight 1", 10*time.Second, func() bool { return weight() == 1 })
+	// As the kubelet does: the new content in a new file, the link swapped.
+	next := filepath.Join(dir, "v2.yaml")
+	write(next, 3)
+	tmp := link + ".tmp"
+	if err := os.Symlink(next, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new weight, reloaded without a signal", 20*time.Second, func() bool { return weight() == 3 })
+	if !strings.Contains(ld.logs(), "a watched file changed") {
+		t.Errorf("no log line for the reload:\n%s", ld.logs())
+	}
+	ld.signal(syscall.SIGTERM)
+	if code := ld.wait(20 * time.Second); code != 0 {
+		t.Fatalf("logdist exit %d", code)
+	}
+	an.signal(syscall.SIGTERM)
+	an.wait(20 * time.Second)
+}

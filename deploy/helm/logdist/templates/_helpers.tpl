@@ -62,6 +62,9 @@ is refused.
 {{- fail (printf "config.%s: the chart sets %s itself (analyzers: the analyzers value; ports: service.*, syslog.*; files: tls, upstreamTLS, auth; drain-timeout: drain.timeoutSeconds)" $k $k) }}
 {{- end }}
 {{- end }}
+{{- if not (has .Values.configReload (list "watch" "rollout")) }}
+{{- fail (printf "configReload: watch or rollout, not %q" (toString .Values.configReload)) }}
+{{- end }}
 {{- if not .Values.analyzers }}
 {{- fail "analyzers: at least one analyzer ({name, addr, weight}) is needed" }}
 {{- end }}
