@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"time"
 
@@ -51,7 +52,10 @@ type agentConn struct {
 	closed     bool
 	counted    bool // holds a place in the connection limits
 	opened     int64
-	lastIn     int64
+	// ageJitter spreads --max-conn-age over ±10% (in thousandths,
+	// -100..100), drawn when the connection opens.
+	ageJitter int16
+	lastIn    int64
 }
 
 // openAgent sets up an agent connection from peer (for one bridged in
@@ -59,7 +63,7 @@ type agentConn struct {
 // the bridge's socket, and the identity of its verified certificate).
 func (lp *loop) openAgent(c gnet.Conn, peer session.Peer) (out []byte, action gnet.Action) {
 	now := lp.clock()
-	a := &agentConn{lp: lp, c: c, opened: now, lastIn: now}
+	a := &agentConn{lp: lp, c: c, opened: now, lastIn: now, ageJitter: int16(rand.IntN(201) - 100)}
 	if remote := peer.Addr; remote != nil {
 		a.remote = remote.String()
 		a.ip = addrOf(remote)
@@ -379,7 +383,7 @@ const maxAgentOutbound = 1 << 20
 // those that have left a frame unfinished for the idle timeout (a peer
 // trickling a byte now and then keeps no half-sent frame for ever).
 func (lp *loop) expireAgents(now int64) {
-	hs, idle := int64(lp.conf.HandshakeTimeout), int64(lp.conf.IdleTimeout)
+	hs, idle, maxAge := int64(lp.conf.HandshakeTimeout), int64(lp.conf.IdleTimeout), int64(lp.conf.MaxConnAge)
 	for a := range lp.agents {
 		var code frame.Code
 		var why string
@@ -395,6 +399,11 @@ func (lp *loop) expireAgents(now int64) {
 			code, why = frame.CodeIdleTimeout, fmt.Sprintf("nothing received for %s; PING to keep the connection", lp.conf.IdleTimeout)
 		case a.held > 0 && now-a.partialSince > idle:
 			code, why = frame.CodeIdleTimeout, fmt.Sprintf("frame not complete within %s", lp.conf.IdleTimeout)
+		case maxAge > 0 && a.sess.Ready() && !a.sess.Draining() && now-a.opened > maxAge+maxAge*int64(a.ageJitter)/1000:
+			a.sess.GoAway(frame.CodeShutdown, "connection older than --max-conn-age: reconnect, to any instance")
+			lp.m.agedOut.Inc()
+			lp.markAgent(a)
+			continue
 		default:
 			continue
 		}

@@ -112,6 +112,13 @@ type Config struct {
 	// IdleTimeout closes an agent connection that has sent nothing (not
 	// even a PING) for this long.
 	IdleTimeout time.Duration
+	// MaxConnAge, if not 0, sends GOAWAY to an agent connection open for
+	// about this long (±10%, per connection, so that a fleet does not
+	// reconnect at once): its agent finishes what it has in flight and
+	// connects again, possibly to another instance — what spreads agents
+	// over instances added since (an autoscaler's), which only ever get
+	// new connections otherwise.
+	MaxConnAge time.Duration
 	// MaxConns bounds the agent connections open at once; past it a new
 	// one gets ERROR overloaded and is closed. 0: no bound.
 	MaxConns int
@@ -387,6 +394,9 @@ func (c *Config) Validate() error {
 		if d.v <= 0 {
 			return bad("%s must be positive, got %v", d.name, d.v)
 		}
+	}
+	if c.MaxConnAge < 0 {
+		return bad("max conn age must not be negative (0: never), got %v", c.MaxConnAge)
 	}
 	if c.IdleTimeout > time.Duration(1<<32-1)*time.Millisecond {
 		return bad("idle timeout %v above 49 days", c.IdleTimeout)

@@ -17,6 +17,7 @@ var MetricFamilies = []promexp.Family{
 	{Name: "logdist_agent_busy_total", Type: "counter", Help: "Agents' packets answered BUSY (retry later): the waiting queue was full or no analyzer could take them."},
 	{Name: "logdist_agent_rate_limited_total", Type: "counter", Help: "Agents' packets answered BUSY because the agent's identity was over its rate limit."},
 	{Name: "logdist_agent_rejected_packets_total", Type: "counter", Help: "Agents' packets refused for good (ERROR with the packet's sequence): malformed, too large, or rejected by an analyzer."},
+	{Name: "logdist_agent_aged_out_total", Type: "counter", Help: "Agent connections sent GOAWAY because they were older than --max-conn-age (their agents reconnect, to any instance)."},
 	{Name: "logdist_agent_revoked_total", Type: "counter", Help: "Agent connections sent GOAWAY because a reload revoked their credentials."},
 	{Name: "logdist_agent_ack_latency_seconds", Type: "histogram", Help: "Time from receiving an agent's packet to acknowledging it, for one packet in 32 chosen at random."},
 	{Name: "logdist_protocol_errors_total", Type: "counter", Help: "Agents' protocol errors answered with ERROR, by error code (label code; connection codes close the connection)."},

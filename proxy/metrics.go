@@ -30,6 +30,7 @@ type loopMetrics struct {
 	rateLimited             *metrics.Counter
 	hedged                  *metrics.Counter // packets copied from a late analyzer to another
 	revoked                 *metrics.Counter // agent connections told their credentials were revoked
+	agedOut                 *metrics.Counter // agent connections sent GOAWAY by --max-conn-age
 	// redactedPackets counts agents' packets encoded again after
 	// redaction; redactedMessages the replacements made (the per-rule
 	// split is logdist_redactions_total{rule}).
@@ -104,6 +105,7 @@ func newLoopMetrics(agentAckLatency *metrics.PrometheusHistogram) *loopMetrics {
 		redispatched:     c("redispatched"),
 		hedged:           c("hedged"),
 		revoked:          c("revoked"),
+		agedOut:          c("aged_out"),
 		spilled:          c("spilled"),
 		orphansDropped:   c("orphans_dropped"),
 		forwarded:        c("forwarded"),
@@ -143,6 +145,7 @@ var loopCounters = []struct {
 	{"logdist_agent_rate_limited_total", func(m *loopMetrics) *metrics.Counter { return m.rateLimited }},
 	{"logdist_agent_rejected_packets_total", func(m *loopMetrics) *metrics.Counter { return m.rejected }},
 	{"logdist_agent_revoked_total", func(m *loopMetrics) *metrics.Counter { return m.revoked }},
+	{"logdist_agent_aged_out_total", func(m *loopMetrics) *metrics.Counter { return m.agedOut }},
 	{"logdist_redacted_packets_total", func(m *loopMetrics) *metrics.Counter { return m.redactedPackets }},
 	{"logdist_redacted_replacements_total", func(m *loopMetrics) *metrics.Counter { return m.redactedMessages }},
 	{"logdist_queue_full_total", func(m *loopMetrics) *metrics.Counter { return m.queueFull }},

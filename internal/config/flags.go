@@ -108,6 +108,7 @@ func FlagSet(s *Spec, cmd *Command) *pflag.FlagSet {
 	fs.Var(&s.BusyRetryAfter, "busy-retry-after", "retry-after sent to agents with BUSY")
 	fs.Var(&s.DrainTimeout, "drain-timeout", "on SIGTERM/SIGINT, how long to wait for in-flight packets to be acknowledged")
 	fs.Var(&s.HandshakeTimeout, "handshake-timeout", "close agent connections that send no HELLO within this time")
+	fs.Var(&s.MaxConnAge, "max-conn-age", "send GOAWAY to an agent connection open this long (±10%), so that agents reconnect and spread over instances added since (behind a load balancer or an autoscaler); 0: never")
 	fs.Var(&s.IdleTimeout, "idle-timeout", "close agent connections silent for this long (or holding a half-sent frame for this long)")
 	fs.IntVar(&s.MaxConns, "max-conns", s.MaxConns, "most agent connections at once; past it new ones get ERROR overloaded (0: no bound)")
 	fs.IntVar(&s.MaxConnsPerIP, "max-conns-per-ip", s.MaxConnsPerIP, "most agent connections from one source address (0: no bound)")

@@ -80,6 +80,7 @@ type Spec struct {
 
 	HandshakeTimeout Duration `json:"handshake-timeout" yaml:"handshake-timeout"`
 	IdleTimeout      Duration `json:"idle-timeout" yaml:"idle-timeout"`
+	MaxConnAge       Duration `json:"max-conn-age" yaml:"max-conn-age"`
 	MaxConns         int      `json:"max-conns" yaml:"max-conns"`
 	MaxConnsPerIP    int      `json:"max-conns-per-ip" yaml:"max-conns-per-ip"`
 	MaxPartialBytes  int64    `json:"max-partial-bytes" yaml:"max-partial-bytes"`
@@ -152,6 +153,7 @@ func Default() Spec {
 		DrainTimeout:        Duration(c.DrainTimeout),
 		HandshakeTimeout:    Duration(c.HandshakeTimeout),
 		IdleTimeout:         Duration(c.IdleTimeout),
+		MaxConnAge:          Duration(c.MaxConnAge),
 		MaxConns:            c.MaxConns,
 		MaxConnsPerIP:       c.MaxConnsPerIP,
 		MaxPartialBytes:     c.MaxPartialBytes,
@@ -228,6 +230,7 @@ func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
 	c.QueueMaxPackets, c.QueueMaxBytes = s.QueueMaxPackets, s.QueueMaxBytes
 	c.BusyRetryAfter, c.DrainTimeout = time.Duration(s.BusyRetryAfter), time.Duration(s.DrainTimeout)
 	c.HandshakeTimeout, c.IdleTimeout = time.Duration(s.HandshakeTimeout), time.Duration(s.IdleTimeout)
+	c.MaxConnAge = time.Duration(s.MaxConnAge)
 	c.MaxConns, c.MaxConnsPerIP, c.MaxPartialBytes = s.MaxConns, s.MaxConnsPerIP, s.MaxPartialBytes
 	c.SackDelay = time.Duration(s.SackDelay)
 	c.SyslogUDP, c.SyslogTCP, c.SyslogTLS = s.SyslogUDP, s.SyslogTCP, s.SyslogTLS

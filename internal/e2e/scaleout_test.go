@@ -410,3 +410,46 @@ backend logdist
 	c.checkDelivery(f)
 	c.checkShares(ld1, ld2)
 }
+
+// --max-conn-age spreads agents over an instance added after they
+// connected: agents that know both addresses are all on the first (the
+// second did not run yet); once it does, their aged connections get GOAWAY
+// and reconnect to it, without a packet lost.
+func TestMaxConnAgeSpreadsAgents(t *testing.T) {
+	c := newCluster(t, []float64{1, 1}, "--max-conn-age", "1s")
+	second := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	addrs := []string{c.listen, second}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var agents []*agent
+	for i := range 4 {
+		a := newAgentWith(t, c.listen, fmt.Sprintf("aged-%d", i), func(cfg *clientConfig) { cfg.Addrs = addrs })
+		agents = append(agents, a)
+		wg.Add(1)
+		go a.sendPaced(ctx, t, &wg, 200, "aged")
+	}
+	waitFor(t, "the agents on the first instance", 10*time.Second, func() bool {
+		for _, a := range agents {
+			if a.Stats().Addr != c.listen {
+				return false
+			}
+		}
+		return true
+	})
+	ld2 := c.startLogdist(second)
+	waitFor(t, "agents on the new instance", 20*time.Second, func() bool {
+		var st struct {
+			AgentConnections int `json:"agent_connections"`
+		}
+		return getJSONQuiet("http://"+ld2.fields["admin"]+"/api/v1/status", &st) == nil && st.AgentConnections > 0
+	})
+	cancel()
+	wg.Wait()
+	for _, a := range agents {
+		a.flush(t)
+		c.checkNoLoss(a)
+	}
+	if n := sumMetric(metricsText(t, c.admin), "logdist_agent_aged_out_total"); n == 0 {
+		t.Error("no connection aged out on the first instance")
+	}
+}
