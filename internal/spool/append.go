@@ -1,0 +1,319 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// writeChunk bounds one write(2) of a batch, and so the encoding buffer.
+const writeChunk = 1 << 20
+
+// Append adds records in order and returns the sequence of the last one.
+// Each body is checked against its kind (a DATA frame's header and
+// length: its payload CRC was checked on receipt, and Replay checks it
+// again). With SyncAlways the records are on disk when it returns;
+// otherwise they are written, and Durable says when they are on disk.
+//
+// A batch is all or nothing for the caller: on error none of its records
+// is to be counted as stored. (Some may have reached the disk before the
+// error: they are marked resolved, so they are never replayed; their
+// sequences are not reused.) ErrFull: the cap, or the disk, is full.
+func (d *Dir) Append(recs []Record) (uint64, error) {
+	if d.cfg.ReadOnly {
+		return 0, ErrReadOnly
+	}
+	for i := range recs {
+		r := &recs[i]
+		if !r.Kind.Valid() {
+			return 0, ErrBadKind
+		}
+		if len(r.Body) > MaxBody {
+			return 0, ErrTooLarge
+		}
+		if err := checkBody(r.Kind, r.Body, false); err != nil {
+			return 0, err
+		}
+	}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if e := d.failure.Load(); e != nil {
+		d.mu.Unlock()
+		return 0, *e
+	}
+	if len(recs) == 0 {
+		last := d.next - 1
+		d.mu.Unlock()
+		return last, nil
+	}
+	if d.cfg.MaxBytes > 0 && d.bytes+d.room(recs) > d.cfg.MaxBytes {
+		d.mu.Unlock()
+		return 0, ErrFull
+	}
+	last, err := d.write(recs)
+	seg := d.cur
+	d.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case d.cfg.Sync == SyncNever:
+		d.syncMu.Lock()
+		d.advance(last)
+		d.syncMu.Unlock()
+	case d.cfg.Sync == SyncAlways:
+		if d.durable.Load() < last {
+			if err := d.syncUpTo(seg, last); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return last, nil
+}
+
+// room returns the bytes recs would add, segment headers included; d.mu
+// held.
+func (d *Dir) room(recs []Record) int64 {
+	var total, size int64
+	fresh := d.cur == nil
+	if !fresh {
+		size = d.cur.size
+	}
+	for i := range recs {
+		rs := recordSize(len(recs[i].Body))
+		if fresh || (size > FileHeaderSize && size+rs > d.cfg.SegmentBytes) {
+			total += FileHeaderSize
+			size, fresh = FileHeaderSize, false
+		}
+		total += rs
+		size += rs
+	}
+	return total
+}
+
+// write writes recs to the current segment, rotating as they fill it;
+// d.mu held.
+func (d *Dir) write(recs []Record) (uint64, error) {
+	first := d.next
+	seq := first
+	for i := 0; i < len(recs); {
+		rs := recordSize(len(recs[i].Body))
+		if d.cur == nil || (d.cur.size > FileHeaderSize && d.cur.size+rs > d.cfg.SegmentBytes) {
+			if err := d.rotate(seq); err != nil {
+				return 0, d.abandonBatch(first, len(recs), err)
+			}
+		}
+		cur := d.cur
+		buf := d.buf[:0]
+		size := cur.size
+		j := i
+		for ; j < len(recs); j++ {
+			r := &recs[j]
+			rs := recordSize(len(r.Body))
+			if j > i && (size+rs > d.cfg.SegmentBytes || len(buf) >= writeChunk) {
+				break
+			}
+			buf = appendRecord(buf, seq+uint64(j-i), r.Kind, r.Flags, r.Body)
+			size += rs
+		}
+		if cap(buf) <= 4*writeChunk {
+			d.buf = buf // keep it, unless one huge record grew it
+		}
+		if _, err := cur.f.WriteAt(buf, cur.size); err != nil {
+			// Cut off what part of the chunk got in, so that no partial
+			// record sits before the next batch's; if that fails too, the
+			// segment is left as it is (its tail reported as damage) and
+			// the next batch begins a new one.
+			if terr := cur.f.Truncate(cur.size); terr != nil {
+				d.retire(cur)
+				d.cur = nil
+			}
+			return 0, d.abandonBatch(first, len(recs), fmt.Errorf("cannot write segment %s: %w", cur.name, err))
+		}
+		cur.size = size
+		d.bytes += int64(len(buf))
+		d.mark(cur, seq)
+		seq += uint64(j - i)
+		d.next = seq
+		d.written.Store(seq - 1)
+		i = j
+	}
+	return seq - 1, nil
+}
+
+// abandonBatch gives up the sequences of a batch that failed part way:
+// those written stay on disk but are resolved, so that they are never
+// replayed (the caller counts the batch as not stored); none is reused.
+// A full disk is ErrFull. d.mu held.
+func (d *Dir) abandonBatch(first uint64, n int, err error) error {
+	d.next = first + uint64(n)
+	d.written.Store(d.next - 1)
+	d.resolve(first, d.next-1)
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: disk full: %v", ErrFull, err)
+	}
+	return err
+}
+
+// mark notes when the records from seq on were appended; d.mu held.
+func (d *Dir) mark(s *segment, seq uint64) {
+	now := d.cfg.Now().UnixNano()
+	if n := len(s.marks); n > 0 && now-s.marks[n-1].t < markEvery {
+		return
+	}
+	if len(s.marks) >= maxMarks {
+		k := 0
+		for i := 0; i < len(s.marks); i += 2 {
+			s.marks[k] = s.marks[i]
+			k++
+		}
+		s.marks = s.marks[:k]
+	}
+	s.marks = append(s.marks, mark{seq, now})
+}
+
+// rotate closes the current segment and begins one whose first record is
+// base; d.mu held. Records never straddle segments.
+func (d *Dir) rotate(base uint64) error {
+	if d.cur != nil {
+		err := d.retire(d.cur)
+		d.cur = nil
+		if err != nil {
+			return err
+		}
+	}
+	s := &segment{name: segmentName(base), base: base, created: d.cfg.Now(), size: FileHeaderSize}
+	path := filepath.Join(d.dir, s.name)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("cannot create segment: %w", err)
+	}
+	if _, err := f.Write(appendFileHeader(d.hdr[:0], base, s.created)); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("cannot create segment %s: %w", s.name, err)
+	}
+	if d.cfg.Sync != SyncNever {
+		// The file and its name must be on disk before any record in it
+		// can be called durable.
+		err := d.datasync(f)
+		if err == nil {
+			err = syncDir(d.dir)
+		}
+		if err != nil {
+			f.Close()
+			return d.fail(err)
+		}
+	}
+	s.f = f
+	s.marks = []mark{{base, s.created.UnixNano()}}
+	d.segs = append(d.segs, s)
+	d.cur = s
+	d.bytes += FileHeaderSize
+	return nil
+}
+
+// retire syncs (unless SyncNever) and closes the writer's segment s,
+// whose last record is d.next-1; d.mu held.
+func (d *Dir) retire(s *segment) error {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	var err error
+	if d.cfg.Sync != SyncNever {
+		if err = d.datasync(s.f); err == nil {
+			d.advance(d.next - 1)
+		}
+	}
+	s.closed = true
+	cerr := s.f.Close()
+	if err != nil {
+		return d.fail(err)
+	}
+	return cerr
+}
+
+// Sync makes everything appended so far durable now, whatever the
+// policy (SyncNever included). It blocks on I/O.
+func (d *Dir) Sync() error {
+	if d.cfg.ReadOnly {
+		return ErrReadOnly
+	}
+	if d.isClosed.Load() {
+		return ErrClosed
+	}
+	return d.syncNow()
+}
+
+// syncNow makes everything written so far durable.
+func (d *Dir) syncNow() error {
+	d.mu.Lock()
+	seg, upto := d.cur, d.next-1
+	d.mu.Unlock()
+	return d.syncUpTo(seg, upto)
+}
+
+// syncUpTo makes the records up to upto durable; seg is the segment that
+// was current when upto was written. Callers whose records an fsync
+// already covered return at once: concurrent SyncAlways appenders share
+// one (group commit).
+func (d *Dir) syncUpTo(seg *segment, upto uint64) error {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	if upto <= d.durable.Load() {
+		return nil
+	}
+	if e := d.failure.Load(); e != nil {
+		return *e
+	}
+	// A segment closed since was synced by its rotation, which made
+	// everything up to upto durable (checked above); nil: nothing written.
+	if seg != nil && !seg.closed {
+		if err := d.datasync(seg.f); err != nil {
+			return d.fail(err)
+		}
+	}
+	d.advance(upto)
+	return nil
+}
+
+// datasync syncs f, timed and counted.
+func (d *Dir) datasync(f *os.File) error {
+	start := time.Now()
+	err := datasync(f)
+	if d.cfg.SyncSeconds != nil {
+		d.cfg.SyncSeconds.UpdateDuration(start)
+	}
+	d.syncs.Add(1)
+	return err
+}
+
+// advance raises Durable to seq and tells OnDurable; d.syncMu held.
+func (d *Dir) advance(seq uint64) {
+	if seq <= d.durable.Load() {
+		return
+	}
+	d.durable.Store(seq)
+	if d.cfg.OnDurable != nil {
+		d.cfg.OnDurable(seq)
+	}
+}
+
+// fail records an fsync failure: from here on nothing can be called
+// durable (the kernel may have dropped the pages it could not write), so
+// every later Append fails.
+func (d *Dir) fail(err error) error {
+	e := fmt.Errorf("%w: %v; restart to go on from what is on disk", ErrFailed, err)
+	if d.failure.CompareAndSwap(nil, &e) {
+		d.log.Error("spool fsync failed: appends refused until a restart", "err", err)
+	}
+	return *d.failure.Load()
+}
