@@ -68,6 +68,9 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "auth" {
 		return runAuth(args[1:], os.Stdin, os.Stdout, os.Stderr)
 	}
+	if len(args) > 0 && args[0] == "spool" {
+		return runSpool(args[1:], os.Stdout, os.Stderr)
+	}
 	fail := failer(nil, false) // plain text until the log is set up
 	spec, cmd, err := config.Load(args, usage)
 	if err != nil {

@@ -352,6 +352,11 @@ func (d *Dir) resolve(first, last uint64) {
 	d.ackMu.Unlock()
 }
 
+// Live reports whether a read-only Dir was opened beside a running
+// writer: the end of the newest segment may then be a record being
+// written, and is not judged.
+func (d *Dir) Live() bool { return d.live }
+
 // Durable returns the highest sequence at or below which every record
 // is durable under the sync policy (or resolved).
 func (d *Dir) Durable() uint64 { return d.durable.Load() }
