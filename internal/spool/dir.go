@@ -19,7 +19,8 @@ import (
 //
 // Append is meant for one goroutine (a loop's worker); it is safe for
 // several, which then share fsyncs. Every other method is safe for
-// concurrent use. Ack, Durable and Stats do no I/O.
+// concurrent use. Ack and Durable never wait for I/O (an event loop may
+// call them); Stats does no I/O but may wait for an Append's write.
 type Dir struct {
 	cfg  Config
 	dir  string
@@ -382,7 +383,8 @@ func (d *Dir) Ack(seq uint64) error {
 	return nil
 }
 
-// Stats returns sizes and counts.
+// Stats returns sizes and counts. It does no I/O, but waits for an
+// Append in progress: call it off the event loops (a metrics scrape).
 func (d *Dir) Stats() Stats {
 	d.mu.Lock()
 	st := Stats{Bytes: d.bytes, Segments: len(d.segs), Last: d.next - 1}

@@ -127,7 +127,8 @@
 //
 // Append, Sync, Replay, Repair and Close block on I/O: run them on a
 // loop's worker (proxy/worker.go), a Job whose Done hands the result back
-// to the loop. Ack, Durable and Stats do no I/O. Append is meant for one
+// to the loop. Ack and Durable never wait for I/O; Stats may wait for an
+// Append's write (call it from a metrics scrape). Append is meant for one
 // goroutine and safe for several (concurrent SyncAlways appenders share an
 // fsync: group commit); within one goroutine, a batch per Append is the
 // group commit, and with SyncInterval many Appends share each background
