@@ -83,7 +83,7 @@ soak:
 fuzz:
 	@set -e; for t in frame:FuzzParseHeader frame:FuzzDecodePacket frame:FuzzDecodeData frame:FuzzReader frame:FuzzControl \
 		internal/syslog:FuzzParse internal/syslog/oracle:FuzzOracle proxy:FuzzNextSyslogFrame \
-		internal/redact:FuzzRedact internal/agentauth:FuzzHandshakeWithAuth; do \
+		internal/redact:FuzzRedact internal/agentauth:FuzzHandshakeWithAuth internal/spool:FuzzOpenSegment; do \
 		echo "== $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./$${t%%:*}/; \
 	done
