@@ -97,6 +97,7 @@ type harnessOpts struct {
 	agentWindow    uint32             // granted to the agent (default 256)
 	upstreamWindow uint32             // granted by each analyzer (default 1024)
 	weights        []float64          // of the analyzers a, b, c, d (default 0.4/0.3/0.2/0.1)
+	upstreamCaps   frame.Capabilities // granted by each analyzer's WELCOME (default zstd)
 	edit           func(*Config)
 }
 
@@ -145,7 +146,7 @@ func newHarnessOpts(tb testing.TB, o harnessOpts) *harness {
 		if _, action := u.onOpen(fc); action != gnet.None {
 			tb.Fatal("upstream refused to open")
 		}
-		fc.in = frame.AppendWelcome(nil, &frame.Welcome{Caps: frame.CapZstd, Window: o.upstreamWindow, MaxFrame: 1 << 20})
+		fc.in = frame.AppendWelcome(nil, &frame.Welcome{Caps: o.upstreamCaps | frame.CapZstd, Window: o.upstreamWindow, MaxFrame: 1 << 20})
 		u.onTraffic(fc)
 		s.set.Report(u.id, balancer.HeartbeatOK)
 		if !u.accepting() {
