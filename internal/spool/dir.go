@@ -276,6 +276,14 @@ func (d *Dir) openNewest(ledgerNext uint64) (uint64, error) {
 		next = max(next, ledgerNext)
 		dmg := Damage{Kind: DamageTornTail, Segment: s.name, Offset: torn.off, Length: torn.end - torn.off,
 			FirstSeq: last + 1, LastSeq: next - 1, Detail: torn.detail}
+		// The give-up must be on disk before the cut: once the tail is
+		// gone, nothing else remembers that its sequence was used, and a
+		// crash before the first housekeeping would hand it out again.
+		d.acks.add(dmg.FirstSeq, dmg.LastSeq)
+		d.ackVer++
+		if err := d.persistLedger(next); err != nil {
+			d.log.Warn("cannot persist the torn tail's sequence before cutting it; housekeeping retries", "err", err)
+		}
 		if hasRecs {
 			if err := f.Truncate(torn.off); err != nil {
 				return 0, fmt.Errorf("cannot cut the torn tail of %s: %w", s.name, err)
@@ -294,8 +302,6 @@ func (d *Dir) openNewest(ledgerNext uint64) (uint64, error) {
 			}
 			dmg.Repair = "segment removed: it held no intact record"
 		}
-		d.acks.add(dmg.FirstSeq, dmg.LastSeq)
-		d.ackVer++
 		d.report(dmg)
 	case !hasRecs:
 		if err := d.removeSegment(s); err != nil { // empty: the next segment may want its name
@@ -316,6 +322,17 @@ func (d *Dir) openNewest(ledgerNext uint64) (uint64, error) {
 		}
 	}
 	return next, nil
+}
+
+// persistLedger writes the ack ledger at Open, with next as the next
+// sequence.
+func (d *Dir) persistLedger(next uint64) error {
+	l := ledger{acks: d.acks.clone(), next: max(next, d.acks.max()+1)}
+	if err := writeLedger(d.dir, &l, d.cfg.Sync != SyncNever); err != nil {
+		return err
+	}
+	d.saved, d.savedVer, d.savedNext = l.acks, d.ackVer, l.next
+	return nil
 }
 
 // removeSegment removes s, the newest segment, at Open.
