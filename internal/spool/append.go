@@ -12,6 +12,10 @@ import (
 // writeChunk bounds one write(2) of a batch, and so the encoding buffer.
 const writeChunk = 1 << 20
 
+// segWriteAt writes a chunk of records to a segment (a seam for tests
+// that make it fail).
+var segWriteAt = func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) }
+
 // Append adds records in order and returns the sequence of the last one.
 // Each body is checked against its kind (a DATA frame's header and
 // length: its payload CRC was checked on receipt, and Replay checks it
@@ -125,15 +129,15 @@ func (d *Dir) write(recs []Record) (uint64, error) {
 		if cap(buf) <= 4*writeChunk {
 			d.buf = buf // keep it, unless one huge record grew it
 		}
-		if _, err := cur.f.WriteAt(buf, cur.size); err != nil {
-			// Cut off what part of the chunk got in, so that no partial
-			// record sits before the next batch's; if that fails too, the
-			// segment is left as it is (its tail reported as damage) and
-			// the next batch begins a new one.
-			if terr := cur.f.Truncate(cur.size); terr != nil {
-				d.retire(cur)
-				d.cur = nil
-			}
+		if _, err := segWriteAt(cur.f, buf, cur.size); err != nil {
+			// Cut off what part of the chunk got in (if that fails too,
+			// the tail is reported as damage), and let the next batch
+			// begin a new segment: the sequences given up must not leave
+			// a jump inside one, where a damaged record before it would
+			// keep the reader from resynchronising on the records after.
+			_ = cur.f.Truncate(cur.size)
+			d.retire(cur)
+			d.cur = nil
 			return 0, d.abandonBatch(first, len(recs), fmt.Errorf("cannot write segment %s: %w", cur.name, err))
 		}
 		cur.size = size

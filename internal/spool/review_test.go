@@ -1,6 +1,11 @@
 package spool
 
 import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"slices"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -20,5 +25,45 @@ func TestTornSequenceSurvivesSecondCrash(t *testing.T) {
 	defer d2.Close()
 	if seq, err := d2.Append([]Record{rec(51, 100)}); err != nil || seq != 51 {
 		t.Fatalf("Append after two crashes: %d %v (the torn sequence 50 must not be reused)", seq, err)
+	}
+}
+
+// A batch whose write fails (ENOSPC) gives up its sequences; the records
+// appended after it must not follow the last good one in the same
+// segment with a jump of the batch's size: a damaged record before the
+// jump would then cost every intact record the reader cannot
+// resynchronise on (their sequences look implausibly far ahead).
+func TestFailedWriteThenDamage(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.SegmentBytes = 64 << 20
+	d := open(t, dir, cfg)
+	appendN(t, d, 1, 10, 1, 500)
+	segWriteAt = func(*os.File, []byte, int64) (int, error) { return 0, syscall.ENOSPC }
+	var big []Record
+	for i := range 300 {
+		big = append(big, rec(100+i, 500))
+	}
+	_, err := d.Append(big)
+	segWriteAt = func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) }
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("Append on a full disk: %v", err)
+	}
+	after := appendN(t, d, 1000, 40, 1, 500)
+	var offs = map[uint64]got{}
+	for _, g := range scan(t, d) {
+		offs[g.Seq] = g
+	}
+	d.abandon()
+	// Damage record 10's length field.
+	g := offs[10]
+	patch(t, dir, g.Segment, func(b []byte) []byte {
+		binary.BigEndian.PutUint32(b[g.Offset:], 0xffffffff)
+		return b
+	})
+	_, seqs, _ := reopen(t, dir)
+	want := append(seqRange(1, 9), after...)
+	if !slices.Equal(seqs, want) {
+		t.Fatalf("replayed %v\nwant %v", seqs, want)
 	}
 }
