@@ -254,7 +254,48 @@ func (d *Dir) Sync() error {
 	if d.isClosed.Load() {
 		return ErrClosed
 	}
+	if d.cfg.Sync == SyncNever {
+		return d.syncAll()
+	}
 	return d.syncNow()
+}
+
+// syncAll fsyncs every segment and the directory: under SyncNever
+// nothing was synced when written (Durable already counts it), so
+// syncNow's "up to Durable is done" does not hold.
+func (d *Dir) syncAll() error {
+	d.mu.Lock()
+	cur := d.cur
+	var paths []string
+	for _, s := range d.segs {
+		if s != cur {
+			paths = append(paths, filepath.Join(d.dir, s.name))
+		}
+	}
+	d.mu.Unlock()
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed as delivered meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		err = d.datasync(f)
+		f.Close()
+		if err != nil {
+			return d.fail(err)
+		}
+	}
+	d.syncMu.Lock()
+	if cur != nil && !cur.closed {
+		if err := d.datasync(cur.f); err != nil {
+			d.syncMu.Unlock()
+			return d.fail(err)
+		}
+	}
+	d.syncMu.Unlock()
+	return syncDir(d.dir)
 }
 
 // syncNow makes everything written so far durable.

@@ -67,3 +67,22 @@ func TestFailedWriteThenDamage(t *testing.T) {
 		t.Fatalf("replayed %v\nwant %v", seqs, want)
 	}
 }
+
+// Sync is documented to make everything appended durable whatever the
+// policy, SyncNever included; under SyncNever Durable already covers the
+// records, which made Sync return without an fsync.
+func TestSyncUnderSyncNever(t *testing.T) {
+	cfg := testConfig()
+	cfg.Sync = SyncNever
+	cfg.SegmentBytes = 4 << 10
+	d := open(t, t.TempDir(), cfg)
+	defer d.Close()
+	appendN(t, d, 1, 20, 1, 500) // several segments
+	before := d.Stats().Syncs
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Stats(); st.Syncs < before+uint64(st.Segments) {
+		t.Fatalf("Sync under SyncNever did %d fsyncs for %d segments", st.Syncs-before, st.Segments)
+	}
+}
