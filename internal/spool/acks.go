@@ -132,6 +132,12 @@ func decodeLedger(b []byte) (ledger, error) {
 		return ledger{}, errors.New("checksum mismatch")
 	}
 	l := ledger{acks: ackSet{floor: binary.BigEndian.Uint64(b[8:16])}, next: binary.BigEndian.Uint64(b[16:24])}
+	// Sequences start at 1, and what is resolved was written: a ledger
+	// saying otherwise (only a forged or miswritten one can) would make
+	// new appends count as resolved, and be deleted.
+	if l.next == 0 || l.acks.floor >= l.next {
+		return ledger{}, fmt.Errorf("floor %d and next %d: not a ledger the writer makes", l.acks.floor, l.next)
+	}
 	n := binary.BigEndian.Uint32(b[24:28])
 	if uint64(len(body)-ackFixed) != 16*uint64(n) {
 		return ledger{}, fmt.Errorf("%d spans announced, %d bytes hold them", n, len(body)-ackFixed)
@@ -147,7 +153,7 @@ func decodeLedger(b []byte) (ledger, error) {
 		l.acks.above += sp.last - sp.first + 1
 		prev = sp.last + 1
 	}
-	if l.next != 0 && l.acks.max() >= l.next {
+	if l.acks.max() >= l.next {
 		return ledger{}, fmt.Errorf("sequence %d resolved but the next one to write is %d", l.acks.max(), l.next)
 	}
 	return l, nil

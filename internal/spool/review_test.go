@@ -86,3 +86,23 @@ func TestSyncUnderSyncNever(t *testing.T) {
 		t.Fatalf("Sync under SyncNever did %d fsyncs for %d segments", st.Syncs-before, st.Segments)
 	}
 }
+
+// A ledger with a valid checksum but impossible numbers — next 0, or a
+// floor at or past next — is damage, not a state to trust: trusted, the
+// floor would cover sequences not yet written, and new appends would be
+// taken for resolved and deleted.
+func TestLedgerImpossibleNumbersRefused(t *testing.T) {
+	for _, l := range []ledger{
+		{acks: ackSet{floor: ^uint64(0)}, next: 0},
+		{acks: ackSet{floor: 10}, next: 10},
+		{acks: ackSet{floor: 0}, next: 0},
+	} {
+		if _, err := decodeLedger(encodeLedger(&l)); err == nil {
+			t.Errorf("floor %d next %d: decoded", l.acks.floor, l.next)
+		}
+	}
+	ok := ledger{acks: ackSet{floor: 9}, next: 10}
+	if _, err := decodeLedger(encodeLedger(&ok)); err != nil {
+		t.Errorf("floor 9 next 10: %v", err)
+	}
+}
