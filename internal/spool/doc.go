@@ -34,7 +34,9 @@
 //	record, 18 bytes and a body:
 //	    0   4 length    n = 10 + len(body); 10 ≤ n ≤ 10 + MaxBody (16 MiB + 8 KiB)
 //	    4   4 crc       CRC-32C of the n bytes that follow
-//	    8   8 seq       1, 2, 3, … across segments, never reused
+//	    8   8 seq       1, 2, 3, … across segments; a sequence once durable
+//	                    (or given up by a cut) is never reused — one appended
+//	                    but lost unsynced in a host crash may be
 //	   16   1 kind      1 data, 2 syslog, 3 dead letter (0 never: a zeroed stretch is no record)
 //	   17   1 flags     none defined: written 0, passed on as read
 //	   18     body      data, syslog: one DATA frame, header and payload, exactly as
