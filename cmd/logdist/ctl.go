@@ -72,16 +72,8 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the API's JSON answer as is")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on each request")
 	help := fs.BoolP("help", "h", false, "show this help")
-	if err := fs.Parse(args); err != nil || *help || fs.NArg() == 0 {
-		if err != nil {
-			fmt.Fprintf(stderr, "logdist ctl: %v (see logdist ctl --help)\n", err)
-			return 2
-		}
-		fmt.Fprint(stdout, ctlUsage+fs.FlagUsages())
-		if *help {
-			return 0
-		}
-		return 2
+	if code, ok := parseSubcommand(fs, args, help, 1, "ctl", ctlUsage, stdout, stderr); !ok {
+		return code
 	}
 	c := &ctlClient{base: strings.TrimRight(*adminURL, "/"), out: stdout, json: *asJSON, http: &http.Client{Timeout: *timeout}}
 	if !strings.Contains(c.base, "://") {
@@ -372,4 +364,23 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// parseSubcommand parses a subcommand's flags. It reports ok when the
+// subcommand should run; otherwise it has printed what to (the usage for
+// --help or too few arguments, the error for a bad flag) and code is the
+// exit status: 0 for --help, 2 for bad usage.
+func parseSubcommand(fs *pflag.FlagSet, args []string, help *bool, minArgs int, name, usage string, stdout, stderr io.Writer) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "logdist %s: %v (see logdist %s --help)\n", name, err, name)
+		return 2, false
+	}
+	if *help || fs.NArg() < minArgs {
+		fmt.Fprint(stdout, usage+fs.FlagUsages())
+		if *help {
+			return 0, false
+		}
+		return 2, false
+	}
+	return 0, true
 }

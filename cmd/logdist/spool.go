@@ -46,16 +46,11 @@ func runSpool(args []string, stdout, stderr io.Writer) int {
 	pending := fs.Bool("pending", false, "dump: only the records not acknowledged")
 	asJSON := fs.Bool("json", false, "stats: print JSON")
 	help := fs.BoolP("help", "h", false, "show this help")
-	err := fs.Parse(args)
-	if err != nil || *help || fs.NArg() != 2 {
-		if err != nil {
-			fmt.Fprintf(stderr, "logdist spool: %v (see logdist spool --help)\n", err)
-			return 2
-		}
+	if code, ok := parseSubcommand(fs, args, help, 2, "spool", spoolUsage, stdout, stderr); !ok {
+		return code
+	}
+	if fs.NArg() != 2 {
 		fmt.Fprint(stdout, spoolUsage+fs.FlagUsages())
-		if *help {
-			return 0
-		}
 		return 2
 	}
 	cmd, dir := fs.Arg(0), fs.Arg(1)
