@@ -52,6 +52,9 @@ type Config struct {
 //	GET    /api/v1/config/versions/{n}      one version, whole
 //	POST   /api/v1/config/rollback          {"version": n}: make version n's configuration run again
 //	POST   /api/v1/config/reload            read the config file again (as SIGHUP)
+//	GET    /api/v1/dead-letters             the dead letters (?after=SEQ&limit=N; deadletters.go)
+//	POST   /api/v1/dead-letters/replay      send them to the analyzers again: [{"seqs": [...]}], none for all
+//	DELETE /api/v1/dead-letters             remove them for good: [{"seqs": [...]}] or ?seq=N..., none for all
 //	GET    /debug/pprof/...                 with Config.Pprof
 //
 // Every write answers the resulting configuration version; a refused one
@@ -66,6 +69,7 @@ func New(cfg Config) http.Handler {
 	h.route(mux, "GET /api/v1/status", read, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, h.s.Status()) })
 	h.route(mux, "GET /api/v1/analyzers", read, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, h.s.Status().Analyzers) })
 	h.route(mux, "GET /api/v1/queue", read, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, h.s.Status().Queue) })
+	h.route(mux, "GET /api/v1/dead-letters", read, h.deadLetters)
 	if h.ctl != nil {
 		h.route(mux, "POST /api/v1/analyzers", write, h.addAnalyzer)
 		h.route(mux, "PATCH /api/v1/analyzers/{name}", write, h.patchAnalyzer)
@@ -76,6 +80,8 @@ func New(cfg Config) http.Handler {
 		h.route(mux, "GET /api/v1/config/versions/{n}", read, h.version)
 		h.route(mux, "POST /api/v1/config/rollback", write, h.rollback)
 		h.route(mux, "POST /api/v1/config/reload", write, h.reload)
+		h.route(mux, "POST /api/v1/dead-letters/replay", write, h.replayDeadLetters)
+		h.route(mux, "DELETE /api/v1/dead-letters", write, h.deleteDeadLetters)
 	}
 	if cfg.Pprof {
 		h.route(mux, "GET /debug/pprof/", read, pprof.Index)
