@@ -19,6 +19,7 @@ import (
 
 	"github.com/logdist/logdist/internal/config"
 	"github.com/logdist/logdist/internal/control"
+	"github.com/logdist/logdist/proxy"
 	"github.com/logdist/logdist/proxy/status"
 )
 
@@ -44,6 +45,9 @@ Commands:
   show N                      version N, whole
   rollback N                  make version N's configuration run again (as a new version)
   reload                      read the config file again (as SIGHUP)
+  dead-letters [list]         the dead letters, packets logdist gave up on (--after SEQ, --limit N)
+  dead-letters replay SEQ...  send them to the analyzers again (--all: every one)
+  dead-letters delete SEQ...  remove them for good (--all: every one)
   health                      GET /healthz: exit 0 if logdist is alive and not draining, 1 if not
                               (the container image's HEALTHCHECK: it has no curl)
 
@@ -69,6 +73,9 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	weight := fs.Float64("weight", 1, "add: the analyzer's weight")
 	state := fs.String("state", "", "add: its state (enabled, drained, forced-up, forced-down)")
 	ramp := fs.Duration("ramp", 0, "weight: reach the weight over this long, in steps (0: at once)")
+	after := fs.Uint64("after", 0, "dead-letters list: only those after this seq (the next page)")
+	limit := fs.Int("limit", 100, "dead-letters list: at most this many (the API's bound is 1000)")
+	all := fs.Bool("all", false, "dead-letters replay, delete: every dead letter")
 	asJSON := fs.Bool("json", false, "print the API's JSON answer as is")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on each request")
 	help := fs.BoolP("help", "h", false, "show this help")
@@ -92,15 +99,20 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	need := map[string]int{"status": 0, "analyzers": 0, "add": 2, "weight": 2, "drain": 1, "enable": 1, "force-up": 1,
 		"force-down": 1, "remove": 1, "queue": 0, "flush": 0, "config": 0, "versions": 0, "show": 1, "rollback": 1, "reload": 0, "health": 0}
 	n, ok := need[cmd]
-	if !ok {
+	if !ok && cmd != "dead-letters" {
 		fmt.Fprintf(stderr, "logdist ctl: unknown command %q (see logdist ctl --help)\n", cmd)
 		return 2
 	}
-	if len(rest) != n {
+	if ok && len(rest) != n {
 		fmt.Fprintf(stderr, "logdist ctl %s: want %d argument(s), got %d (see logdist ctl --help)\n", cmd, n, len(rest))
 		return 2
 	}
-	err := c.do(cmd, rest, *weight, *state, *ramp)
+	var err error
+	if cmd == "dead-letters" {
+		err = c.deadLetters(rest, deadLetterFlags{after: *after, limit: *limit, all: *all, set: fs.Changed})
+	} else {
+		err = c.do(cmd, rest, *weight, *state, *ramp)
+	}
 	var ue usageError
 	switch {
 	case errors.As(err, &ue):
@@ -246,6 +258,122 @@ func (c *ctlClient) analyzers() error {
 		}
 		tw.Flush()
 	})
+}
+
+// deadLetterFlags are the flags of "ctl dead-letters"; set tells which
+// were given.
+type deadLetterFlags struct {
+	after uint64
+	limit int
+	all   bool
+	set   func(name string) bool
+}
+
+// deadLetters is "ctl dead-letters [list | replay | delete] ...".
+func (c *ctlClient) deadLetters(args []string, f deadLetterFlags) error {
+	sub := "list"
+	if len(args) > 0 {
+		sub, args = args[0], args[1:]
+	}
+	switch sub {
+	case "list":
+		if len(args) > 0 {
+			return usageError{fmt.Errorf("list takes no arguments (page with --after SEQ), got %q", args)}
+		}
+		if f.set("all") {
+			return usageError{errors.New("--all is for replay and delete")}
+		}
+		if f.limit <= 0 {
+			return usageError{fmt.Errorf("--limit %d is not a positive number", f.limit)}
+		}
+		return c.listDeadLetters(f.after, f.limit)
+	case "replay", "delete":
+		if f.set("after") || f.set("limit") {
+			return usageError{fmt.Errorf("--after and --limit are for list, not %s", sub)}
+		}
+		var body any
+		switch {
+		case len(args) > 0 && f.all:
+			return usageError{fmt.Errorf("%s: give SEQ... or --all, not both", sub)}
+		case len(args) == 0 && !f.all:
+			return usageError{fmt.Errorf("%s: name the dead letters (SEQ..., from dead-letters list) or give --all for every one", sub)}
+		case len(args) > 0:
+			seqs := make([]uint64, len(args))
+			for i, a := range args {
+				n, err := strconv.ParseUint(a, 10, 64)
+				if err != nil || n == 0 {
+					return usageError{fmt.Errorf("%s: %q is not a dead letter's seq", sub, a)}
+				}
+				seqs[i] = n
+			}
+			body = map[string]any{"seqs": seqs}
+		}
+		method, path, done := "POST", "/api/v1/dead-letters/replay", "replayed"
+		if sub == "delete" {
+			method, path, done = "DELETE", "/api/v1/dead-letters", "deleted"
+		}
+		var r map[string]int
+		if err := c.call(method, path, body, &r); err != nil {
+			return err
+		}
+		if c.json {
+			return nil
+		}
+		n := r[done]
+		switch {
+		case len(args) > 0 && n < len(args):
+			fmt.Fprintf(c.out, "%s %d of the %d dead letters named (the others are not dead letters, or no longer)\n", done, n, len(args))
+		default:
+			fmt.Fprintf(c.out, "%s %d dead letters\n", done, n)
+		}
+		if sub == "replay" && n > 0 {
+			fmt.Fprintln(c.out, "they go to the analyzers again through the spool")
+		}
+		return nil
+	}
+	return usageError{fmt.Errorf("unknown subcommand %q: want list, replay or delete", sub)}
+}
+
+// listDeadLetters prints a page of dead letters as a table, and how to
+// get the next.
+func (c *ctlClient) listDeadLetters(after uint64, limit int) error {
+	var page struct {
+		DeadLetters []proxy.DeadLetter `json:"dead_letters"`
+		More        bool               `json:"more"`
+	}
+	path := fmt.Sprintf("/api/v1/dead-letters?after=%d&limit=%d", after, limit)
+	return c.get(path, &page, func() {
+		if len(page.DeadLetters) == 0 {
+			if after > 0 {
+				fmt.Fprintf(c.out, "no dead letters after %d\n", after)
+			} else {
+				fmt.Fprintln(c.out, "no dead letters")
+			}
+			return
+		}
+		tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tTIME\tREASON\tANALYZER\tCODE\tMESSAGES\tBYTES\tERROR")
+		for _, d := range page.DeadLetters {
+			at := "-"
+			if !d.Time.IsZero() {
+				at = d.Time.Local().Format("2006-01-02 15:04:05")
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", d.Seq, at, d.Reason, orDash(d.Analyzer), orDash(d.Code),
+				d.Messages, d.Bytes, strings.Join(strings.Fields(d.Error), " "))
+		}
+		tw.Flush()
+		if page.More {
+			last := page.DeadLetters[len(page.DeadLetters)-1].Seq
+			fmt.Fprintf(c.out, "more follow: logdist ctl dead-letters list --after %d\n", last)
+		}
+	})
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // health asks /healthz, the liveness check, which is open without a
