@@ -18,8 +18,9 @@ import (
 // implementation of Spool.
 //
 // Append is meant for one goroutine (a loop's worker); it is safe for
-// several, which then share fsyncs. Every other method is safe for
-// concurrent use. Ack and Durable never wait for I/O (an event loop may
+// several, which then share fsyncs. Reread calls are serialised by the
+// caller (one at a time); every other method is safe for concurrent use.
+// Ack, Durable, Evict and Evicted never wait for I/O (an event loop may
 // call them); Stats does no I/O but may wait for an Append's write.
 type Dir struct {
 	cfg  Config
@@ -45,9 +46,17 @@ type Dir struct {
 	// syncMu serialises fsyncs, segment closes and OnDurable calls.
 	syncMu sync.Mutex
 
-	ackMu  sync.Mutex
-	acks   ackSet
-	ackVer uint64 // bumped on every change to acks
+	ackMu   sync.Mutex
+	acks    ackSet
+	ackVer  uint64 // bumped on every change to acks
+	evicted seqSet // unresolved records the caller does not hold: Reread's to read back
+
+	// rrMu serialises Reread; it guards what follows.
+	rrMu   sync.Mutex
+	cursor rcursor
+	rrRead segReader           // its window is kept from one call to the next
+	rrSeg  *segment            // the segment rrRead read last
+	rrSeen map[dmgKey]struct{} // damage without sequences Reread reported
 
 	// hkMu serialises housekeeping: the ledger write and what it allows
 	// to be removed.
@@ -190,6 +199,10 @@ func (d *Dir) load() error {
 	d.next = next
 	d.written.Store(next - 1)
 	d.durable.Store(next - 1)
+	if !d.cfg.ReadOnly {
+		// Nothing is held yet: every record not resolved waits for Reread.
+		d.evicted = unresolved(&d.acks, next-1)
+	}
 	return nil
 }
 
@@ -366,8 +379,16 @@ func (d *Dir) resolve(first, last uint64) {
 	d.ackMu.Lock()
 	if d.acks.add(first, last) {
 		d.ackVer++
+		d.evicted.remove(first, last)
 	}
 	d.ackMu.Unlock()
+}
+
+// covered reports whether first..last are all resolved now.
+func (d *Dir) covered(first, last uint64) bool {
+	d.ackMu.Lock()
+	defer d.ackMu.Unlock()
+	return d.acks.covers(first, last)
 }
 
 // Live reports whether a read-only Dir was opened beside a running
@@ -395,6 +416,7 @@ func (d *Dir) Ack(seq uint64) error {
 	d.ackMu.Lock()
 	if d.acks.add(seq, seq) {
 		d.ackVer++
+		d.evicted.remove(seq, seq)
 	}
 	d.ackMu.Unlock()
 	return nil
@@ -407,6 +429,7 @@ func (d *Dir) Stats() Stats {
 	st := Stats{Bytes: d.bytes, Segments: len(d.segs), Last: d.next - 1}
 	d.ackMu.Lock()
 	floor, above := d.acks.floor, d.acks.above
+	st.Evicted = d.evicted.n
 	d.ackMu.Unlock()
 	if st.Last > floor {
 		st.Records = st.Last - floor - above

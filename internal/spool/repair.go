@@ -54,6 +54,9 @@ func (d *Dir) Repair() ([]Damage, error) {
 			return found, err
 		}
 	}
+	d.rrMu.Lock()
+	d.rrSeg, d.cursor = nil, rcursor{} // the bytes Reread saw are rewritten
+	d.rrMu.Unlock()
 	for i := range found {
 		dmg := &found[i]
 		switch {

@@ -17,6 +17,9 @@ type segReader struct {
 	buf  []byte // the window's storage
 	win  []byte // buf[:n]: the bytes of the file at wOff
 	wOff int64
+	// read counts the bytes read from files, checked the records whose
+	// CRC was computed (tests).
+	read, checked int64
 }
 
 // readAhead is the least a window read asks for.
@@ -24,6 +27,17 @@ const readAhead = 256 << 10
 
 func (s *segReader) reset(r io.ReaderAt, size int64) {
 	s.r, s.size, s.win, s.wOff = r, size, nil, 0
+}
+
+// rebind goes on reading the segment read before, through r and now
+// size bytes long, keeping the window: a segment's bytes never change
+// once written, it only grows.
+func (s *segReader) rebind(r io.ReaderAt, size int64) {
+	if size < s.wOff+int64(len(s.win)) {
+		s.reset(r, size)
+		return
+	}
+	s.r, s.size = r, size
 }
 
 // get returns the n bytes at off, valid until the next get; off+n must
@@ -39,6 +53,7 @@ func (s *segReader) get(off int64, n int) ([]byte, error) {
 	}
 	b := s.buf[:want]
 	k, err := s.r.ReadAt(b, off)
+	s.read += int64(k)
 	if int64(k) < want {
 		s.win = nil
 		if err == nil || err == io.EOF {
@@ -96,6 +111,7 @@ func (s *segReader) record(off int64) (rawRec, recStatus, error) {
 	if err != nil {
 		return rawRec{}, 0, err
 	}
+	s.checked++
 	if binary.BigEndian.Uint32(b[4:8]) != checksum(b[8:]) {
 		return r, recBadCRC, nil
 	}
@@ -126,7 +142,12 @@ type stretch struct {
 // could follow prev given the bytes skipped, and whose CRC-32C matches.
 // Only when there is none is the rest of the segment lost.
 func (s *segReader) scan(prev uint64, rec func(*rawRec) error, bad func(stretch) error) error {
-	off := int64(FileHeaderSize)
+	return s.scanFrom(FileHeaderSize, prev, rec, bad)
+}
+
+// scanFrom is scan from off, a record's start (where an earlier scan
+// stopped), prev the sequence of the last record before it.
+func (s *segReader) scanFrom(off int64, prev uint64, rec func(*rawRec) error, bad func(stretch) error) error {
 	for off < s.size {
 		r, st, err := s.record(off)
 		if err != nil {

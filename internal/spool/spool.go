@@ -23,7 +23,10 @@ import (
 //     an acknowledgement can be lost only as a duplicate (the record comes
 //     back), never as a loss;
 //   - what cannot be read back is reported (Config.OnDamage), never
-//     silently dropped.
+//     silently dropped;
+//   - a record evicted (and, after a restart, every record not
+//     acknowledged) is handed back by Reread exactly once, unless it is
+//     resolved first.
 type Spool interface {
 	// Append adds records, in order, and returns the sequence of the
 	// last; records[i] gets last-len(records)+1+i. Only Kind, Flags and
@@ -44,6 +47,24 @@ type Spool interface {
 	// goes to Config.OnDamage and is skipped. Record.Body is valid only
 	// until fn returns. An error from fn stops it and is returned.
 	Replay(fn func(Record) error) error
+	// Evict tells the spool the caller dropped its in-memory copy of
+	// record seq, not yet acknowledged: Reread will hand it back.
+	// Evicting a resolved (acknowledged, dropped, lost) or never-appended
+	// sequence does nothing. It does no I/O.
+	Evict(seq uint64)
+	// Evicted returns how many records wait to be read back by Reread:
+	// those evicted, and, from Open on, every record not acknowledged
+	// then. It does no I/O.
+	Evicted() uint64
+	// Reread reads back up to max evicted records whose bodies total at
+	// most maxBytes (at least one, if any is evicted), lowest sequence
+	// first, and calls fn for each; a record given to fn is no longer
+	// evicted (the caller holds it again). Records resolved meanwhile
+	// are skipped; damage met on the way is reported and resolved, as by
+	// Replay. Record.Body is valid only until fn returns. It returns how
+	// many records fn was given. It blocks on I/O; calls must not
+	// overlap.
+	Reread(max int, maxBytes int64, fn func(Record)) (int, error)
 	// Stats returns sizes and counts.
 	Stats() Stats
 	// Close syncs, persists the acknowledgements and releases the spool.
@@ -52,20 +73,22 @@ type Spool interface {
 
 var _ Spool = (*Dir)(nil)
 
-// Record is one record: what Append takes and Replay gives.
+// Record is one record: what Append takes and Replay, Reread and Scan
+// give.
 type Record struct {
-	// Seq is the record's sequence (Replay, Scan); Append ignores it.
+	// Seq is the record's sequence (Replay, Reread, Scan); Append ignores
+	// it.
 	Seq uint64
 	// Kind says what Body is.
 	Kind Kind
 	// Flags are written as given (none is defined yet: give 0).
 	Flags uint8
 	// Body is the record's content: for KindData and KindSyslog one DATA
-	// frame, for KindDeadLetter AppendDeadLetter's output. From Replay
-	// and Scan it is valid only until the callback returns.
+	// frame, for KindDeadLetter AppendDeadLetter's output. From Replay,
+	// Reread and Scan it is valid only until the callback returns.
 	Body []byte
 
-	// Segment and Offset say where the record is (Replay, Scan).
+	// Segment and Offset say where the record is (Replay, Reread, Scan).
 	Segment string
 	Offset  int64
 	// Acked is set by Scan for a record already acknowledged.
@@ -215,9 +238,12 @@ type Stats struct {
 	Bytes int64
 	// Segments is the number of segment files.
 	Segments int
-	// Records is the number of records not acknowledged. Until a Replay
-	// or Scan has read them, records lost to damage count here.
+	// Records is the number of records not acknowledged. Until a Replay,
+	// Reread or Scan has read them, records lost to damage count here.
 	Records uint64
+	// Evicted is the number of those waiting to be read back by Reread
+	// (Dir.Evicted): the caller holds Records - Evicted in memory.
+	Evicted uint64
 	// Oldest is the sequence of the oldest record not acknowledged (0:
 	// none), and OldestAge its age: to within a second for records
 	// appended since Open, from its segment's creation (an overestimate)
