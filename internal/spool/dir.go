@@ -67,8 +67,8 @@ type Dir struct {
 
 	stop, done chan struct{}
 
-	syncs, damaged, lost atomic.Uint64
-	skipped              atomic.Int64
+	syncs, damaged, lost, dropped atomic.Uint64
+	skipped                       atomic.Int64
 }
 
 // segment is one segment file.
@@ -443,6 +443,7 @@ func (d *Dir) Stats() Stats {
 	st.Durable = d.durable.Load()
 	st.Syncs = d.syncs.Load()
 	st.Damaged, st.Lost, st.SkippedBytes = d.damaged.Load(), d.lost.Load(), d.skipped.Load()
+	st.Dropped = d.dropped.Load()
 	return st
 }
 

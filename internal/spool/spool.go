@@ -26,7 +26,9 @@ import (
 //     silently dropped;
 //   - a record evicted (and, after a restart, every record not
 //     acknowledged) is handed back by Reread exactly once, unless it is
-//     resolved first.
+//     resolved first;
+//   - a stored record is given up undelivered only to damage (reported)
+//     or by DropOldest (counted, Stats.Dropped).
 type Spool interface {
 	// Append adds records, in order, and returns the sequence of the
 	// last; records[i] gets last-len(records)+1+i. Only Kind, Flags and
@@ -65,6 +67,13 @@ type Spool interface {
 	// many records fn was given. It blocks on I/O; calls must not
 	// overlap.
 	Reread(max int, maxBytes int64, fn func(Record)) (int, error)
+	// DropOldest gives up the oldest stretch of records (for Dir, the
+	// oldest segment; never the newest, the one being written): those
+	// not yet acknowledged are resolved (Stats.Dropped) and their space
+	// is freed at once. It returns the records dropped and the bytes
+	// freed; ErrNothingToDrop when only the newest is left. It blocks on
+	// I/O.
+	DropOldest() (records uint64, bytes int64, err error)
 	// Stats returns sizes and counts.
 	Stats() Stats
 	// Close syncs, persists the acknowledgements and releases the spool.
@@ -255,6 +264,9 @@ type Stats struct {
 	Last, Durable, AckFloor uint64
 	// Syncs counts data fsyncs since Open.
 	Syncs uint64
+	// Dropped counts the records DropOldest gave up since Open (not
+	// acknowledged, and not damage: the space was wanted).
+	Dropped uint64
 	// Damaged counts damage reports since Open, Lost the sequences they
 	// lost, SkippedBytes the bytes they skipped.
 	Damaged, Lost uint64
@@ -401,4 +413,7 @@ var (
 	// durable. Every later Append fails with it; restart (Open) to go on
 	// from what is on disk.
 	ErrFailed = errors.New("spool: fsync failed")
+	// ErrNothingToDrop is returned by DropOldest when no segment is left
+	// but the newest, the one being written.
+	ErrNothingToDrop = errors.New("spool: nothing to drop but the segment being written")
 )
