@@ -120,22 +120,61 @@
 // damaged segments with their intact records only. A segment of an
 // unknown version stops Open instead of being judged.
 //
+// Eviction: the caller need not keep every record it spooled in memory.
+// Evict(seq) says it let go of a record not acknowledged; Reread hands
+// evicted records back, lowest sequence first, in batches bounded by a
+// count and by bytes, each exactly once unless it is resolved first (an
+// evicted record acknowledged is never read back). At Open every record
+// not acknowledged counts as evicted, so after a restart Reread is the
+// replay; records appended since Open are held until evicted. The
+// evicted set is spans in memory, like the acknowledgements: evicting
+// does no I/O and a long outage's millions of sequences are a few spans.
+// Reread goes on from a cursor where the previous call stopped and
+// reads only segments holding evicted records, so reading a backlog back
+// in small batches reads each segment about once. Damage it meets is
+// reported and resolved as Replay's is. An evicted record exists only in
+// its segment: as durable as the sync policy made it, and lost only to
+// damage (reported) or DropOldest (counted).
+//
 // Space: Config.MaxBytes caps the segments' total; Append refuses a
 // batch that would pass it, or that the disk cannot take, with ErrFull,
 // keeping nothing of it, and the caller applies its overflow policy.
-// Space comes back a whole segment at a time.
+// Space comes back a whole segment at a time. A policy of dropping the
+// oldest calls DropOldest: the oldest segment, never the newest, is
+// given up, its records not acknowledged resolved and counted
+// (Stats.Dropped, not damage), and its file removed at once. The ledger
+// saying so is written first; if it cannot be (the disk full), the file
+// goes all the same and housekeeping writes the ledger later. A restart
+// after the ledger is written neither replays nor reports the dropped
+// records; one before reports them as a DamageGap ("older segments are
+// missing") and resolves them. No sequence is reused either way: the
+// newest segment stays.
 //
 // # Use from the proxy
 //
-// Append, Sync, Replay, Repair and Close block on I/O: run them on a
-// loop's worker (proxy/worker.go), a Job whose Done hands the result back
-// to the loop. Ack and Durable never wait for I/O; Stats may wait for an
-// Append's write (call it from a metrics scrape). Append is meant for one
-// goroutine and safe for several (concurrent SyncAlways appenders share an
-// fsync: group commit); within one goroutine, a batch per Append is the
-// group commit, and with SyncInterval many Appends share each background
-// fsync. OnDurable runs on the syncing goroutine and must only hand the
-// sequence over (gnet's Execute or a channel).
+// Append, Sync, Replay, Reread, DropOldest, Repair and Close block on
+// I/O: run them on a loop's worker (proxy/worker.go), a Job whose Done
+// hands the result back to the loop. Ack, Durable, Evict and Evicted
+// never wait for I/O; Stats may wait for an Append's write (call it from
+// a metrics scrape). Append is meant for one goroutine and safe for
+// several (concurrent SyncAlways appenders share an fsync: group commit);
+// within one goroutine, a batch per Append is the group commit, and with
+// SyncInterval many Appends share each background fsync. OnDurable runs
+// on the syncing goroutine and must only hand the sequence over (gnet's
+// Execute or a channel).
+//
+// Spill: the proxy keeps a bounded window of spooled records in memory.
+// A record it cannot keep (the window full, an analyzer down) it evicts
+// with Evict, from the loop, and forgets; when there is room again a
+// worker calls Reread(max, maxBytes) and hands the records to the loop,
+// which holds them again (fn must copy Body). After a restart the same
+// loop is the replay: Open evicted everything not acknowledged, Evicted
+// says how much waits, and nothing else replays it (use Reread or
+// Replay, not both). Reread calls are one at a time (one worker); the
+// cost of each is its records, not the backlog before them. On ErrFull
+// with a drop-oldest policy the worker calls DropOldest and appends
+// again; records of the dropped segment the proxy still holds may still
+// be delivered (their Acks do nothing), and those evicted are gone.
 //
 // # Learned from others
 //
@@ -172,7 +211,7 @@
 // (4278); the size accounting forgotten at a restart (3060) — here it is
 // the files' sizes; loading every chunk at start (5166) — here Open reads
 // the headers and the newest segment, and Replay streams through a
-// bounded window.
+// bounded window, Reread in bounded batches.
 //
 // # Version history
 //
