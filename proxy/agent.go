@@ -230,7 +230,7 @@ func (a *agentConn) event(ev session.Event, h frame.Header, fb, payload []byte) 
 		if pt != nil {
 			r.traced, r.tr = true, pt
 		}
-		lp.dispatch(r)
+		lp.ingest(r)
 	case session.EvHello:
 		lp.m.handshakes.Inc()
 		if al := lp.conf.AgentLimits; al != nil {

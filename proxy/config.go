@@ -16,6 +16,7 @@ import (
 	"github.com/logdist/logdist/frame/session"
 	"github.com/logdist/logdist/internal/ratelimit"
 	"github.com/logdist/logdist/internal/redact"
+	"github.com/logdist/logdist/internal/spool"
 	"github.com/logdist/logdist/internal/tracing"
 )
 
@@ -227,6 +228,36 @@ type Config struct {
 	// answered BUSY with the time until it fits (backpressure, nothing
 	// dropped).
 	AgentLimits AgentLimits
+	// DataDir, if set, holds the disk spool (DataDir/spool) and the dead
+	// letters (DataDir/dead-letters); see durable.go. Syslog batches are
+	// written to the spool, agents' packets too with AckSpool, and packets
+	// no analyzer can take spill to it when the waiting queue is full.
+	// Empty: no spool, everything lives in memory.
+	DataDir string
+	// Spool sizes and syncs the spool (spool.DefaultConfig for the zero
+	// value's fields: 64 MiB segments, sync every 100 ms, no cap).
+	Spool SpoolConfig
+	// AckMode says when an agent's packet is acknowledged: once an
+	// analyzer acknowledged it (AckAnalyzer), or once it is durable in the
+	// spool (AckSpool; logdist then owns its delivery).
+	AckMode AckMode
+	// Overflow is what happens when the spool is full (its cap, or the
+	// disk): OverflowBlock (BUSY to agents, TCP syslog not read),
+	// OverflowDropNewest or OverflowDropOldest, each drop counted.
+	Overflow Overflow
+	// QueueAlert lists fractions of the waiting queue's bound (and of the
+	// spool's cap) at which a log line says the depth crossed them, up
+	// and down. Empty: none.
+	QueueAlert []float64
+	// RetryMax bounds the attempts to deliver one packet that end with
+	// its analyzer connection failing or timing out; past it the packet
+	// goes to the dead letters (with a spool) or its agent gets ERROR.
+	// 0: no bound. RetryBackoff is the delay before the second retry,
+	// doubled for each one after (with ±50% jitter, at most
+	// maxRetryBackoff); the first retry goes at once, to another
+	// analyzer.
+	RetryMax     int
+	RetryBackoff time.Duration
 	// ServerID is sent in WELCOME; defaults to "logdist".
 	ServerID string
 	// Logger receives structured logs; nil means slog.Default().
@@ -271,6 +302,11 @@ func DefaultConfig() Config {
 		BusyRetryAfter:    200 * time.Millisecond,
 		DrainTimeout:      10 * time.Second,
 		ServerID:          "logdist",
+		Spool:             SpoolConfig{Sync: spool.SyncInterval(spool.DefaultSyncInterval)},
+		Overflow:          OverflowBlock,
+		QueueAlert:        []float64{0.5, 0.8, 0.95},
+		RetryMax:          20,
+		RetryBackoff:      100 * time.Millisecond,
 
 		SyslogUDP:           ":5514",
 		SyslogBatchMessages: 1000,
@@ -454,6 +490,9 @@ func (c *Config) Validate() error {
 	if c.QueueMaxPackets < 0 || c.QueueMaxBytes < 0 {
 		return bad("queue bounds must not be negative")
 	}
+	if err := c.validateDurability(); err != nil {
+		return bad("%v", err)
+	}
 	if len(c.ServerID) > frame.MaxSoftware {
 		return bad("server id longer than %d bytes", frame.MaxSoftware)
 	}
@@ -472,5 +511,6 @@ func (c *Config) clone() Config {
 	d := *c
 	d.Analyzers = append([]AnalyzerConfig(nil), c.Analyzers...)
 	d.Allow = append([]netip.Prefix(nil), c.Allow...)
+	d.QueueAlert = append([]float64(nil), c.QueueAlert...)
 	return d
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"container/heap"
 	"context"
 	"time"
 
@@ -33,10 +34,11 @@ const (
 	recInFlight                 // written (or being written) to an analyzer, awaiting its answer
 	recDelayed                  // an analyzer answered BUSY: waits its retry-after, then is dispatched again
 	recRedo                     // its connection failed or drained: dispatched again at the next flush
+	recSpooling                 // being written to the spool by the loop's worker (durable.go)
 	numRecStates
 )
 
-var recStateNames = [numRecStates]string{"free", "new", "waiting", "assigned", "in-flight", "delayed", "redo"}
+var recStateNames = [numRecStates]string{"free", "new", "waiting", "assigned", "in-flight", "delayed", "redo", "spooling"}
 
 func (s recState) String() string {
 	if s < numRecStates {
@@ -53,12 +55,13 @@ var recMoves = func() (m [numRecStates]uint8) {
 		}
 	}
 	allow(recFree, recNew)
-	allow(recNew, recAssigned, recInFlight, recWaiting, recFree)
-	allow(recWaiting, recAssigned, recInFlight, recFree)
+	allow(recNew, recAssigned, recInFlight, recWaiting, recFree, recSpooling)
+	allow(recWaiting, recAssigned, recInFlight, recFree, recSpooling)
 	allow(recAssigned, recInFlight, recRedo)
 	allow(recInFlight, recFree, recDelayed, recRedo)
-	allow(recDelayed, recAssigned, recInFlight, recWaiting, recFree)
-	allow(recRedo, recAssigned, recInFlight, recWaiting, recFree)
+	allow(recDelayed, recAssigned, recInFlight, recWaiting, recFree, recSpooling)
+	allow(recRedo, recAssigned, recInFlight, recWaiting, recFree, recDelayed, recSpooling)
+	allow(recSpooling, recNew)
 	return m
 }()
 
@@ -82,8 +85,12 @@ type record struct {
 	// are 128 bytes and so 64-byte aligned (TestRecordLayout). At ack time
 	// a record has been out of the cache for milliseconds; one line is
 	// one miss.
-	agent *agentConn   // nil once the agent connection is gone
-	aseq  uint64       // the agent's sequence for this packet
+	// agent is the connection that sent the packet and waits for its
+	// answer; nil for a packet logdist owns: a syslog batch, or a packet
+	// in the spool (durable.go), whose aseq is then its spool sequence
+	// (0: not in the spool). See spoolSeq.
+	agent *agentConn
+	aseq  uint64 // the agent's sequence for this packet (or the spool's)
 	ch    *arena.Chunk // the arena chunk buf is in, or nil if buf is own
 	stamp int64        // precise receive time of a packet sampled for latency (one in ackSample); 0 if not sampled
 	msgs  uint32
@@ -108,12 +115,15 @@ type record struct {
 	// last written to an analyzer.
 	dispatched int64
 	tr         *packetTrace // a traced packet's spans (traced)
-	_          [8]byte      // to 128 bytes
+	// tries counts delivery attempts that failed (retry).
+	tries uint8
+	_     [7]byte // to 128 bytes
 }
 
 // orphan reports whether r's agent connection is gone: nobody waits for
-// its ack, and the agent resends it on its next connection.
-func (r *record) orphan() bool { return !r.syslog && (r.agent == nil || r.agent.closed) }
+// its ack, and the agent resends it on its next connection. A packet
+// logdist owns (agent nil) is never one.
+func (r *record) orphan() bool { return r.agent != nil && r.agent.closed }
 
 // maxFreeRecords and maxFreeBytes bound each loop's free list; past them
 // records go to the GC. Buffers larger than maxRecordBuf are not kept, so
@@ -138,7 +148,10 @@ type ledger struct {
 	// orphansQueued counts packets in waiting whose agent has closed (at
 	// least; see dropQueuedOrphans).
 	orphansQueued int
-	delayed       recordQueue // recDelayed, by notBefore (FIFO: retry-afters are clamped)
+	delayed       recordQueue // recDelayed after BUSY, by notBefore (FIFO: retry-afters are clamped)
+	// retrying holds recDelayed packets waiting out a retry's backoff
+	// (retryDelay), a heap by notBefore: backoffs differ per packet.
+	retrying retryHeap
 	redo          []*record   // recRedo
 }
 
@@ -162,7 +175,7 @@ func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uin
 		r.buf = r.own
 	}
 	r.agent, r.aseq, r.msgs = a, aseq, msgs
-	r.sentAt, r.stamp, r.notBefore, r.syslog, r.hedged = 0, 0, 0, false, false
+	r.sentAt, r.stamp, r.notBefore, r.syslog, r.hedged, r.tries = 0, 0, 0, false, false, 0
 	if lp.m.sampleNow() {
 		r.stamp = lp.preciseNow()
 	}
@@ -193,6 +206,9 @@ func (lp *loop) freeRecord(r *record) {
 	}
 	r.move(recFree)
 	l.live--
+	if r.agent == nil && r.aseq != 0 {
+		lp.sp.held--
+	}
 	r.agent = nil
 	r.buf = nil
 	if r.ch != nil {
@@ -367,7 +383,18 @@ func (lp *loop) enqueueWaiting(r *record) {
 	s := lp.s
 	if int(s.queuedPackets.Load()) >= lp.conf.QueueMaxPackets || s.queuedBytes.Load()+int64(len(r.buf)) > lp.conf.QueueMaxBytes {
 		lp.m.queueFull.Inc()
-		lp.busy(r)
+		if lp.s.dur != nil && !lp.sp.noSpill && lp.led.waiting.len() > 0 {
+			// Spill the oldest instead: it holds its agent's cumulative
+			// ACK back the longest, and this one takes its place.
+			old := lp.led.waiting.pop()
+			lp.dequeued(old)
+			lp.spillToSpool(old)
+			lp.enqueueWaiting(r)
+			return
+		}
+		if !lp.spillToSpool(r) {
+			lp.busy(r)
+		}
 		return
 	}
 	s.queuedPackets.Add(1)
@@ -448,7 +475,7 @@ func (lp *loop) drainWaiting() {
 	q := &lp.led.waiting
 	for q.len() > 0 {
 		r := q.peek()
-		if !r.orphan() && !r.syslog && !r.agent.sess.Open(r.aseq) {
+		if r.agent != nil && !r.orphan() && !r.agent.sess.Open(r.aseq) {
 			// A copy of a late analyzer's packet whose original was
 			// answered meanwhile: nothing waits for it.
 			q.pop()
@@ -495,11 +522,25 @@ func (lp *loop) runRedo() {
 		if r.traced {
 			r.traceEvent("redispatch")
 		}
+		if delay := lp.retryDelay(r); delay > 0 {
+			r.notBefore = lp.now + delay
+			r.move(recDelayed)
+			heap.Push(&l.retrying, r)
+			continue
+		}
 		lp.dispatch(r)
 	}
 	l.redo = l.redo[:0]
-	for l.delayed.len() > 0 && l.delayed.peek().notBefore <= lp.now {
-		r := l.delayed.pop()
+	for {
+		var r *record
+		switch {
+		case l.delayed.len() > 0 && l.delayed.peek().notBefore <= lp.now:
+			r = l.delayed.pop()
+		case len(l.retrying) > 0 && l.retrying[0].notBefore <= lp.now:
+			r = heap.Pop(&l.retrying).(*record)
+		default:
+			return
+		}
 		if r.orphan() {
 			lp.dropOrphan(r)
 			continue
@@ -583,10 +624,28 @@ func (lp *loop) flushQueue() {
 	for i := range lp.led.delayed.len() {
 		lp.led.delayed.at(i).notBefore = now
 	}
+	for _, r := range lp.led.retrying {
+		r.notBefore = now // all equal: still a heap
+	}
 	for _, u := range lp.ups {
 		if u != nil && u.state == upIdle {
 			u.redialAt = now
 		}
 	}
 	lp.tick()
+}
+
+// retryHeap is a min-heap of records by notBefore (container/heap).
+type retryHeap []*record
+
+func (h retryHeap) Len() int           { return len(h) }
+func (h retryHeap) Less(i, j int) bool { return h[i].notBefore < h[j].notBefore }
+func (h retryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *retryHeap) Push(x any)        { *h = append(*h, x.(*record)) }
+func (h *retryHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return r
 }

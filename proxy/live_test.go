@@ -318,8 +318,16 @@ func checkLedger(t *testing.T, h *harness) {
 	for i := 0; i < lp.led.delayed.len(); i++ {
 		place(lp.led.delayed.at(i), "the delayed queue", recDelayed)
 	}
+	for _, r := range lp.led.retrying {
+		place(r, "the retry heap", recDelayed)
+	}
 	for _, r := range lp.led.redo {
 		place(r, "the redo list", recRedo)
+	}
+	if j := lp.sp.next; j != nil {
+		for _, r := range append(append([]*record(nil), j.recs...), j.spill...) {
+			place(r, "the next spool append", recSpooling)
+		}
 	}
 	for _, u := range append(append([]*upstream(nil), lp.ups...), lp.retiring...) {
 		if u == nil {

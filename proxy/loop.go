@@ -43,6 +43,9 @@ type loop struct {
 
 	agents map[*agentConn]struct{}
 	led    ledger
+	sp     loopSpool // the spool's per-loop side (durable.go)
+	// lastSpoolErr is the error of the last append the spool refused.
+	lastSpoolErr error
 	rg     regather
 	fl     flusher
 	sacks  sackScheduler
@@ -122,6 +125,12 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 		lp.flush()
 		return nil
 	}
+	lp.sp.acksFn = func(context.Context) error {
+		lp.sp.acksQueued.Store(false)
+		lp.ackDurable()
+		lp.flush()
+		return nil
+	}
 	lp.sacks.fn = func(context.Context) error {
 		lp.sacks.armed = false
 		lp.flush()
@@ -197,7 +206,7 @@ func (lp *loop) markAgent(a *agentConn) {
 // The price is one eventfd write and one small allocation (gnet's task
 // closure) per wake-up that produced output, shared by all its packets.
 func (lp *loop) requestFlush() {
-	if len(lp.fl.dirtyUps) == 0 && len(lp.fl.dirtyAgents) == 0 && len(lp.led.redo) == 0 {
+	if len(lp.fl.dirtyUps) == 0 && len(lp.fl.dirtyAgents) == 0 && len(lp.led.redo) == 0 && lp.sp.next == nil {
 		return
 	}
 	if lp.el == nil || lp.fl.queued {
@@ -246,6 +255,9 @@ func (lp *loop) flush() {
 		lp.fl.dirtyAgents = lp.fl.dirtyAgents[:0]
 	}
 	lp.fl.flushing = false
+	if lp.sp.next != nil {
+		lp.submitSpool()
+	}
 	if len(lp.sacks.later) > 0 {
 		lp.sacks.arm(lp)
 	}
@@ -327,8 +339,10 @@ func (lp *loop) publish() {
 		lp.acctUps[i] = nil
 	}
 	lp.acctUps = lp.acctUps[:0]
-	if lp.live.Load() != lp.led.live {
-		lp.live.Store(lp.led.live)
+	// What a drain waits for: packets not in the spool, and agents
+	// waiting for the spool to make theirs durable.
+	if live := lp.led.live - lp.sp.held + int64(lp.sp.acks.len()); lp.live.Load() != live {
+		lp.live.Store(live)
 	}
 }
 
@@ -361,6 +375,7 @@ func (lp *loop) tick() {
 	lp.tickRetiring(now)
 	lp.runRedo()
 	lp.drainWaiting()
+	lp.maybeReread()
 	if lp.led.orphansQueued > 0 {
 		lp.dropQueuedOrphans()
 	}

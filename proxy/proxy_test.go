@@ -51,6 +51,10 @@ type analyzer struct {
 	// identity is the connection identity of the last packet (logdist's
 	// certificate over TLS).
 	identity string
+	// reject, if set, says which packets to reject for good (a packet
+	// ERROR), counted in rejected.
+	reject   func(p *frame.Packet) bool
+	rejected int
 }
 
 func (a *analyzer) HandlePacket(ctx context.Context, md *server.Meta, p *frame.Packet) error {
@@ -66,6 +70,11 @@ func (a *analyzer) HandlePacket(ctx context.Context, md *server.Meta, p *frame.P
 		}
 	}
 	a.mu.Lock()
+	if a.reject != nil && a.reject(p) {
+		a.rejected++
+		a.mu.Unlock()
+		return server.Reject("this test's analyzer rejects it")
+	}
 	a.seen[fmt.Sprintf("%s/%d", p.AgentID, p.ID)]++
 	d := a.delay
 	a.busy = d > 0

@@ -97,6 +97,11 @@ type Server struct {
 	tlsSyslog *syslogTCP // syslog over TLS; nil when disabled
 	wrapped   *transportListener
 	draining  atomic.Bool
+	// dur is the disk spool and the dead letters; nil without DataDir.
+	dur *durable
+	// stopping is set once the engine stopped: jobs that finish after it
+	// touch no connection.
+	stopping atomic.Bool
 	// ownPorts holds the local ports of discoverLoops' dials to our own
 	// listener while it runs (bindOwnDial).
 	ownPorts sync.Map
@@ -124,6 +129,8 @@ type Server struct {
 	// a packet is queued or leaves the queue, never on the normal path.
 	queuedPackets atomic.Int64
 	queuedBytes   atomic.Int64
+	// queueAlert: the Config.QueueAlert level the queue's depth is at.
+	queueAlert fillAlert
 	// partial counts the bytes agents hold in half-sent frames
 	// (Config.MaxPartialBytes).
 	partial atomic.Int64
@@ -221,6 +228,12 @@ func (s *Server) Start() (err error) {
 			}
 		}
 	}()
+	if conf.DataDir != "" {
+		if s.dur, err = openDurable(s, conf); err != nil {
+			return err
+		}
+		cleanup = append(cleanup, func() { s.dur.close() })
+	}
 	if conf.SyslogTCP != "" {
 		if s.tcp, err = listenSyslogTCP(s, conf.SyslogTCP, nil); err != nil {
 			return err
@@ -431,6 +444,7 @@ func (s *Server) ticker() {
 			lastAll = now
 			s.set.Tick()
 			mem.tick(s, now)
+			s.checkQueueAlert(conf)
 		}
 		open := false
 		for _, lp := range s.snapshotLoops() {
@@ -449,6 +463,20 @@ func (s *Server) ticker() {
 			t.Reset(cur)
 		}
 	}
+}
+
+// checkQueueAlert logs when the waiting queue's depth crosses a
+// --queue-alert level (of whichever bound it is closer to).
+func (s *Server) checkQueueAlert(conf *settings) {
+	p, b := s.queuedPackets.Load(), s.queuedBytes.Load()
+	fill := 0.0
+	if conf.QueueMaxPackets > 0 {
+		fill = float64(p) / float64(conf.QueueMaxPackets)
+	}
+	if conf.QueueMaxBytes > 0 {
+		fill = max(fill, float64(b)/float64(conf.QueueMaxBytes))
+	}
+	s.queueAlert.check(s, "waiting queue", fill, "packets", p, "bytes", b, "max_packets", conf.QueueMaxPackets, "max_bytes", conf.QueueMaxBytes)
 }
 
 // Stop shuts the server down gracefully: new connections are refused,
@@ -511,6 +539,17 @@ func (s *Server) stop(ctx context.Context) error {
 	// The engines closed their ends of the bridges' socketpairs: the pumps
 	// end by themselves.
 	s.bg.Wait()
+	s.stopping.Store(true)
+	for _, lp := range s.snapshotLoops() {
+		if lp.sp.w != nil {
+			lp.sp.w.stop() // what is queued is written; nothing is dispatched
+		}
+	}
+	if s.dur != nil {
+		if derr := s.dur.close(); derr != nil {
+			s.log.Error("closing the spool", "err", derr)
+		}
+	}
 	var dropped uint64
 	for _, lp := range s.snapshotLoops() {
 		dropped += lp.m.syslogShutdownDropped.Get()

@@ -198,7 +198,7 @@ func (lp *loop) sealBatch(b *syslogBatch) {
 	r.syslog = true
 	lp.m.syslogBatches.Inc()
 	lp.m.syslogMessages.Add(int(count))
-	lp.dispatch(r)
+	lp.ingest(r)
 }
 
 // sealOld closes batches open longer than the linger time (and all of them

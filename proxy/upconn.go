@@ -120,7 +120,7 @@ func (u *upstream) onClose(err error) {
 	clear(u.iov)
 	u.iov = u.iov[:0]
 	n := 0
-	u.sess.TakeUnresolved(func(r *record) { lp.toRedo(r); n++ })
+	u.sess.TakeUnresolved(func(r *record) { lp.retry(r); n++ })
 	u.sess.Close()
 	for u.backlog.len() > 0 {
 		lp.toRedo(u.backlog.pop())

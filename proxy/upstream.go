@@ -13,6 +13,7 @@ import (
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
 	"github.com/logdist/logdist/internal/iov"
+	"github.com/logdist/logdist/internal/spool"
 )
 
 // iovMax is Linux's IOV_MAX: the most buffers one writev(2) takes.
@@ -156,6 +157,9 @@ func (u *upstream) Acked(r *record) {
 	if r.traced {
 		r.traceEnd("")
 	}
+	if r.agent == nil && r.aseq != 0 {
+		_ = lp.s.dur.dir.Ack(r.aseq) // in the spool: delivered
+	}
 	if r.stamp != 0 {
 		now := lp.preciseNow()
 		d := now - r.dispatched
@@ -196,6 +200,10 @@ func (u *upstream) Rejected(r *record, code frame.Code, reason []byte) {
 		slog.String("analyzer", u.name))
 	if r.traced {
 		r.traceEnd("rejected by analyzer " + u.name + ": " + string(reason))
+	}
+	if u.lp.s.dur != nil {
+		u.lp.giveUp(r, spool.ReasonRejected, code, u.name, string(reason))
+		return
 	}
 	if a := r.agent; a != nil {
 		a.resolveError(r.aseq, code, "analyzer "+u.name+" rejected the packet: "+string(reason))
@@ -458,7 +466,7 @@ func (u *upstream) checkLate(now int64) {
 	}
 	for i, n := 0, u.sess.InFlight(); i < n; i++ {
 		r, live := u.sess.Peek(i)
-		if !live || r.hedged || r.syslog || r.orphan() || !r.agent.sess.Open(r.aseq) {
+		if !live || r.hedged || r.agent == nil || r.orphan() || !r.agent.sess.Open(r.aseq) {
 			continue
 		}
 		// Copy only to an analyzer that takes it now: a copy that would

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/logdist/logdist/balancer"
+	"github.com/logdist/logdist/internal/spool"
 	"github.com/logdist/logdist/proxy"
 )
 
@@ -58,6 +59,14 @@ type Spec struct {
 	AdminTokenFile string   `json:"admin-token-file" yaml:"admin-token-file"`
 	AuditLog       string   `json:"audit-log" yaml:"audit-log"`
 	DataDir        string   `json:"data-dir" yaml:"data-dir"`
+	// Durability (proxy/durable.go): the spool under data-dir.
+	AckMode       string    `json:"ack-mode" yaml:"ack-mode"`
+	SpoolSync     string    `json:"spool-sync" yaml:"spool-sync"`
+	SpoolMaxBytes int64     `json:"spool-max-bytes" yaml:"spool-max-bytes"`
+	Overflow      string    `json:"overflow" yaml:"overflow"`
+	QueueAlert    []float64 `json:"queue-alert" yaml:"queue-alert"`
+	RetryMax      int       `json:"retry-max" yaml:"retry-max"`
+	RetryBackoff  Duration  `json:"retry-backoff" yaml:"retry-backoff"`
 	Pprof          bool     `json:"pprof" yaml:"pprof"`
 
 	HeartbeatInterval Duration `json:"heartbeat-interval" yaml:"heartbeat-interval"`
@@ -148,6 +157,13 @@ func Default() Spec {
 		AckTimeout:          Duration(c.AckTimeout),
 		LateAfter:           Duration(c.LateAfter),
 		QueueMaxPackets:     c.QueueMaxPackets,
+		AckMode:             c.AckMode.String(),
+		SpoolSync:           c.Spool.Sync.String(),
+		SpoolMaxBytes:       c.Spool.MaxBytes,
+		Overflow:            c.Overflow.String(),
+		QueueAlert:          c.QueueAlert,
+		RetryMax:            c.RetryMax,
+		RetryBackoff:        Duration(c.RetryBackoff),
 		QueueMaxBytes:       c.QueueMaxBytes,
 		BusyRetryAfter:      Duration(c.BusyRetryAfter),
 		DrainTimeout:        Duration(c.DrainTimeout),
@@ -176,6 +192,7 @@ func Default() Spec {
 func (s Spec) Clone() Spec {
 	s.AdminAllow = append([]string(nil), s.AdminAllow...)
 	s.Allow = append([]string(nil), s.Allow...)
+	s.QueueAlert = append([]float64(nil), s.QueueAlert...)
 	as := make([]Analyzer, len(s.Analyzers))
 	for i, a := range s.Analyzers {
 		if a.Ramp != nil {
@@ -241,6 +258,19 @@ func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
 		return bad("inspect", err)
 	}
 	c.Loops = s.Loops
+	c.DataDir = s.DataDir
+	if c.AckMode, err = proxy.ParseAckMode(s.AckMode); err != nil {
+		return bad("ack-mode", err)
+	}
+	if c.Spool.Sync, err = spool.ParseSync(s.SpoolSync); err != nil {
+		return bad("spool-sync", err)
+	}
+	c.Spool.MaxBytes = s.SpoolMaxBytes
+	if c.Overflow, err = proxy.ParseOverflow(s.Overflow); err != nil {
+		return bad("overflow", err)
+	}
+	c.QueueAlert = append([]float64(nil), s.QueueAlert...)
+	c.RetryMax, c.RetryBackoff = s.RetryMax, time.Duration(s.RetryBackoff)
 	if c.Allow, err = ParseAllow(s.Allow); err != nil {
 		return bad("allow", err)
 	}
@@ -297,6 +327,9 @@ func Restart(a, b Spec) []string {
 	add(a.Redact != b.Redact, "redact (the file's contents reload)")
 	add(a.Admin != b.Admin, "admin")
 	add(a.DataDir != b.DataDir, "data-dir")
+	add(a.AckMode != b.AckMode, "ack-mode")
+	add(a.SpoolSync != b.SpoolSync, "spool-sync")
+	add(a.SpoolMaxBytes != b.SpoolMaxBytes, "spool-max-bytes")
 	add(a.Pprof != b.Pprof, "pprof")
 	add(a.LogFormat != b.LogFormat, "log-format")
 	add(a.Loops != b.Loops, "loops")

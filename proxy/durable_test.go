@@ -1,0 +1,346 @@
+package proxy_test
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/logdist/logdist/frame"
+	"github.com/logdist/logdist/frame/server/servertest"
+	"github.com/logdist/logdist/internal/spool"
+	"github.com/logdist/logdist/proxy"
+)
+
+// freeAddr returns a loopback address nothing listens on (yet).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// spoolProxy starts a proxy over analyzers at addrs (which may not be
+// listening yet) with its spool in dir.
+func spoolProxy(t *testing.T, dir string, addrs []string, edit func(*proxy.Config)) *proxy.Server {
+	t.Helper()
+	names := make([]string, len(addrs))
+	for i := range addrs {
+		names[i] = fmt.Sprintf("a%d", i+1)
+	}
+	return startProxyAddrs(t, names, addrs, func(c *proxy.Config) {
+		c.DataDir = dir
+		c.Balancer.BreakerBackoff = 50 * time.Millisecond
+		c.Balancer.BreakerMaxBackoff = 100 * time.Millisecond
+		c.RedialMax = 100 * time.Millisecond
+		c.Spool.Sync = spool.SyncInterval(10 * time.Millisecond)
+		if edit != nil {
+			edit(c)
+		}
+	})
+}
+
+// received counts the packets of agent 1..n that reached any of as.
+func received(as []*analyzer, agent string, n int) (got int, missing []int) {
+	for i := 1; i <= n; i++ {
+		key := fmt.Sprintf("%s/%d", agent, i)
+		found := false
+		for _, a := range as {
+			if a != nil && a.has(key) {
+				found = true
+			}
+		}
+		if found {
+			got++
+		} else if len(missing) < 10 {
+			missing = append(missing, i)
+		}
+	}
+	return got, missing
+}
+
+// With --ack-mode spool an agent's packets are acknowledged once durable
+// in the spool, with every analyzer down; they reach the analyzers when
+// they come up, and the spool empties.
+func TestAckModeSpool(t *testing.T) {
+	addrs := []string{freeAddr(t), freeAddr(t)}
+	s := spoolProxy(t, t.TempDir(), addrs, func(c *proxy.Config) { c.AckMode = proxy.AckSpool })
+	defer s.Stop(t.Context())
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 500
+	sendAll(t, c, "agent-1", 1, n, 64) // fails on anything but ACKs
+	if got := metricSum(s, "logdist_spool_appended_total"); got != n {
+		t.Fatalf("spool appended %v packets, want %d", got, n)
+	}
+	as := []*analyzer{startAnalyzer(t, "a1", addrs[0]), startAnalyzer(t, "a2", addrs[1])}
+	defer as[0].srv.Close()
+	defer as[1].srv.Close()
+	waitFor(t, "every spooled packet delivered", 20*time.Second, func() bool {
+		got, _ := received(as, "agent-1", n)
+		return got == n
+	})
+	waitFor(t, "the spool acknowledged empty", 10*time.Second, func() bool {
+		return metricSum(s, "logdist_spool_records") == 0
+	})
+}
+
+// With --ack-mode analyzer and a data directory, packets that find every
+// analyzer down and the waiting queue full spill to the spool instead of
+// getting BUSY: acknowledged once durable, read back when the analyzers
+// return, and delivered.
+func TestSpillWhenAllDown(t *testing.T) {
+	addr := freeAddr(t)
+	s := spoolProxy(t, t.TempDir(), []string{addr}, func(c *proxy.Config) { c.QueueMaxPackets = 50 })
+	defer s.Stop(t.Context())
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 2000
+	// The newest 50 wait in the queue (holding the cumulative ACK); the
+	// others spill and are acknowledged.
+	sendUntilAcked(t, c, "agent-1", n, 128, n-50)
+	if v := metricSum(s, "logdist_spool_spilled_total"); v < n-100 {
+		t.Fatalf("spilled %v packets, want about %d (the queue holds 50)", v, n)
+	}
+	if v := metricSum(s, "logdist_agent_busy_total"); v != 0 {
+		t.Fatalf("%v BUSY with a spool to spill to", v)
+	}
+	a := startAnalyzer(t, "a1", addr)
+	defer a.srv.Close()
+	waitFor(t, "every packet delivered", 30*time.Second, func() bool {
+		got, _ := received([]*analyzer{a}, "agent-1", n)
+		return got == n
+	})
+	waitFor(t, "the spool empty", 10*time.Second, func() bool { return metricSum(s, "logdist_spool_records") == 0 })
+	if v := metricSum(s, "logdist_spool_replayed_total"); v < n-100 {
+		t.Fatalf("replayed %v, want the spilled ones", v)
+	}
+}
+
+// A restart on the same data directory replays what no analyzer
+// acknowledged before it.
+func TestRestartReplaysSpool(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	s := spoolProxy(t, dir, []string{addr}, func(c *proxy.Config) { c.AckMode = proxy.AckSpool })
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	sendAll(t, c, "agent-1", 1, n, 64)
+	c.Close()
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	a := startAnalyzer(t, "a1", addr)
+	defer a.srv.Close()
+	s2 := spoolProxy(t, dir, []string{addr}, nil)
+	defer s2.Stop(t.Context())
+	waitFor(t, "the spooled packets delivered after the restart", 20*time.Second, func() bool {
+		got, _ := received([]*analyzer{a}, "agent-1", n)
+		return got == n
+	})
+	if v := metricSum(s2, "logdist_spool_replayed_total"); v != n {
+		t.Fatalf("replayed %v, want %d", v, n)
+	}
+}
+
+// A packet an analyzer rejects for good goes to the dead letters with
+// the analyzer's reason; its agent gets ERROR; a replay once the analyzer
+// accepts it delivers it, and empties the dead letters.
+func TestDeadLetterRejectedAndReplayed(t *testing.T) {
+	a := startAnalyzer(t, "a1", "127.0.0.1:0")
+	defer a.srv.Close()
+	a.reject = func(p *frame.Packet) bool { return p.ID == 7 }
+	s := spoolProxy(t, t.TempDir(), []string{a.srv.Addr().String()}, nil)
+	defer s.Stop(t.Context())
+	waitFor(t, "a1 healthy", 5*time.Second, allHealthy(s, 1))
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var buf []byte
+	for i := uint64(1); i <= 10; i++ {
+		buf = c.AppendData(buf, pkt("agent-1", i), true)
+	}
+	if err := c.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+	sawError := false
+	for acked := uint64(0); acked < 10; {
+		f, err := c.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case f.Type == frame.TypeAck:
+			acked = f.Seq
+		case f.Type == frame.TypeError && f.Seq == 7:
+			sawError = true
+		default:
+			t.Fatalf("unexpected %s", f)
+		}
+	}
+	if !sawError {
+		t.Fatal("no ERROR for the rejected packet")
+	}
+	var list []proxy.DeadLetter
+	waitFor(t, "the dead letter written", 5*time.Second, func() bool {
+		list, _, err = s.DeadLetters(0, 10)
+		return err == nil && len(list) == 1 && metricSum(s, "logdist_dead_lettered_total") == 1
+	})
+	dl := list[0]
+	if dl.Reason != "rejected" || dl.Analyzer != "a1" || dl.Error != "this test's analyzer rejects it" || dl.Code != frame.CodeRejected.String() || dl.Messages != 1 {
+		t.Fatalf("dead letter %+v", dl)
+	}
+	if v := metricSum(s, "logdist_dead_lettered_total"); v != 1 {
+		t.Fatalf("logdist_dead_lettered_total %v, want 1", v)
+	}
+	a.mu.Lock()
+	a.reject = nil // fixed
+	a.mu.Unlock()
+	n, err := s.ReplayDeadLetters(nil)
+	if err != nil || n != 1 {
+		t.Fatalf("replay: %d, %v", n, err)
+	}
+	waitFor(t, "the replayed packet delivered", 10*time.Second, func() bool { return a.has("agent-1/7") })
+	if list, _, err := s.DeadLetters(0, 10); err != nil || len(list) != 0 {
+		t.Fatalf("dead letters after the replay: %v, %v", list, err)
+	}
+}
+
+// Every overflow policy does what it says when the spool's cap is reached
+// with every analyzer down: block answers BUSY, drop-newest drops (and
+// acknowledges) the new packets, drop-oldest gives up the oldest segment;
+// each counted, and what was kept is delivered when an analyzer returns.
+func TestOverflowPolicies(t *testing.T) {
+	for _, policy := range []proxy.Overflow{proxy.OverflowBlock, proxy.OverflowDropNewest, proxy.OverflowDropOldest} {
+		t.Run(policy.String(), func(t *testing.T) {
+			addr := freeAddr(t)
+			s := spoolProxy(t, t.TempDir(), []string{addr}, func(c *proxy.Config) {
+				c.AckMode = proxy.AckSpool
+				c.Overflow = policy
+				c.QueueMaxPackets = 0 // every packet answered at once: spooled (ACK) or not (BUSY)
+				c.Spool.SegmentBytes = 64 << 10
+				c.Spool.MaxBytes = 256 << 10
+			})
+			defer s.Stop(t.Context())
+			c, err := servertest.Dial(s.Addr().String(), "agent-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// 1 KiB a packet, not compressed: 256 KiB hold about 250.
+			const n = 600
+			var buf []byte
+			acked, busy := map[uint64]bool{}, 0
+			for i := uint64(1); i <= n; i++ {
+				p := pkt("agent-1", i)
+				p.Messages[0].Body = make([]byte, 1000)
+				buf = c.AppendData(buf[:0], p, false)
+				if err := c.Write(buf); err != nil {
+					t.Fatal(err)
+				}
+				// One at a time: the answer before the next. A BUSY comes
+				// with the cumulative ACK that covers it.
+				busyNow := false
+				for {
+					f, err := c.Next()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if f.Type == frame.TypeBusy && f.Seq == i {
+						busyNow = true
+						busy++
+						continue
+					}
+					if f.Type != frame.TypeAck || f.Seq != i {
+						t.Fatalf("packet %d answered with %s", i, f)
+					}
+					break
+				}
+				if !busyNow {
+					acked[i] = true
+				}
+			}
+			dropped := metricSum(s, `logdist_spool_dropped_total{policy="`+policy.String()+`"}`)
+			t.Logf("%s: %d acked, %d BUSY, %v dropped, spool %v bytes", policy, len(acked), busy, dropped, metricSum(s, "logdist_spool_bytes"))
+			switch policy {
+			case proxy.OverflowBlock:
+				if busy == 0 || dropped != 0 {
+					t.Fatalf("block: %d BUSY, %v dropped; want BUSY and no drop", busy, dropped)
+				}
+			default:
+				if busy != 0 || dropped == 0 || len(acked) != n {
+					t.Fatalf("%s: %d BUSY, %v dropped, %d acked; want every packet acked and drops counted", policy, busy, dropped, len(acked))
+				}
+			}
+			a := startAnalyzer(t, "a1", addr)
+			defer a.srv.Close()
+			want := len(acked) - int(dropped)
+			waitFor(t, "what was kept delivered", 20*time.Second, func() bool {
+				got, missing := received([]*analyzer{a}, "agent-1", n)
+				if got < want {
+					t.Logf("%d of %d delivered; missing %v; spool records %v, spilled %v, replayed %v", got, want, missing,
+						metricSum(s, "logdist_spool_records"), metricSum(s, "logdist_spool_spilled_records"), metricSum(s, "logdist_spool_replayed_total"))
+				}
+				return got >= want
+			})
+			waitFor(t, "the spool empty", 10*time.Second, func() bool { return metricSum(s, "logdist_spool_records") == 0 })
+			got, _ := received([]*analyzer{a}, "agent-1", n)
+			if got != want {
+				t.Fatalf("%d delivered, want %d acked minus %v dropped", got, len(acked), dropped)
+			}
+			if policy == proxy.OverflowBlock {
+				for i := range acked {
+					if !a.has(fmt.Sprintf("agent-1/%d", i)) {
+						t.Fatalf("block: acknowledged packet %d not delivered", i)
+					}
+				}
+			}
+			if policy == proxy.OverflowDropOldest && a.has("agent-1/1") {
+				t.Fatal("drop-oldest delivered the oldest packet")
+			}
+			if policy == proxy.OverflowDropNewest && !a.has("agent-1/1") {
+				t.Fatal("drop-newest lost the oldest packet")
+			}
+		})
+	}
+}
+
+// sendUntilAcked sends packets 1..n pipelined within window until the
+// cumulative ACK reaches want.
+func sendUntilAcked(t *testing.T, c *servertest.Client, agent string, n, window int, want uint64) {
+	t.Helper()
+	var buf []byte
+	acked := uint64(0)
+	sent := 0
+	for acked < want {
+		for sent < n && uint64(sent)-acked < uint64(window) {
+			buf = c.AppendData(buf[:0], pkt(agent, uint64(sent+1)), true)
+			if err := c.Write(buf); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+		}
+		f, err := c.Next()
+		if err != nil {
+			t.Fatalf("after %d sent, %d acked: %v", sent, acked, err)
+		}
+		if f.Type != frame.TypeAck {
+			t.Fatalf("unexpected %s", f)
+		}
+		acked = f.Seq
+	}
+}
