@@ -90,7 +90,7 @@ type record struct {
 	// in the spool (durable.go), whose aseq is then its spool sequence
 	// (0: not in the spool). See spoolSeq.
 	agent *agentConn
-	aseq  uint64 // the agent's sequence for this packet (or the spool's)
+	aseq  uint64       // the agent's sequence for this packet (or the spool's)
 	ch    *arena.Chunk // the arena chunk buf is in, or nil if buf is own
 	stamp int64        // precise receive time of a packet sampled for latency (one in ackSample); 0 if not sampled
 	msgs  uint32
@@ -152,7 +152,7 @@ type ledger struct {
 	// retrying holds recDelayed packets waiting out a retry's backoff
 	// (retryDelay), a heap by notBefore: backoffs differ per packet.
 	retrying retryHeap
-	redo          []*record   // recRedo
+	redo     []*record // recRedo
 }
 
 func (lp *loop) newRecord(frameBytes []byte, a *agentConn, aseq uint64, msgs uint32) *record {

@@ -46,11 +46,11 @@ type loop struct {
 	sp     loopSpool // the spool's per-loop side (durable.go)
 	// lastSpoolErr is the error of the last append the spool refused.
 	lastSpoolErr error
-	rg     regather
-	fl     flusher
-	sacks  sackScheduler
-	dec    *frame.Decoder
-	pkt    frame.Packet
+	rg           regather
+	fl           flusher
+	sacks        sackScheduler
+	dec          *frame.Decoder
+	pkt          frame.Packet
 	// red is the redaction scratch (Config.Redactor): the replaced text
 	// of the packet being redacted, its encoder and its new frame.
 	red struct {

@@ -67,7 +67,7 @@ type Spec struct {
 	QueueAlert    []float64 `json:"queue-alert" yaml:"queue-alert"`
 	RetryMax      int       `json:"retry-max" yaml:"retry-max"`
 	RetryBackoff  Duration  `json:"retry-backoff" yaml:"retry-backoff"`
-	Pprof          bool     `json:"pprof" yaml:"pprof"`
+	Pprof         bool      `json:"pprof" yaml:"pprof"`
 
 	HeartbeatInterval Duration `json:"heartbeat-interval" yaml:"heartbeat-interval"`
 	HeartbeatTimeout  Duration `json:"heartbeat-timeout" yaml:"heartbeat-timeout"`
