@@ -22,7 +22,7 @@ BUILDAH ?= buildah
 # gives the same bytes (and checksums) wherever it is built.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: chaos soak image release all build test deploy-check test-race test-short run bench bench-go fuzz fmt vet lint clean
+.PHONY: chaos soak durability image release all build test deploy-check test-race test-short run bench bench-go fuzz fmt vet lint clean
 
 all: build
 
@@ -72,6 +72,10 @@ bench-go:
 ## chaos: every fault scenario (real processes, Toxiproxy in-process) and its table in docs/chaos-table.md (make test runs a short subset).
 chaos:
 	LOGDIST_CHAOS=full LOGDIST_CHAOS_OUT=$(CURDIR)/docs/chaos-table.md $(GO) test -count=1 -timeout 20m -run 'TestChaos$$' -v ./internal/e2e/
+
+## durability: the spool's end-to-end tests at full length: kill -9 under load five times, and every analyzer down for 60 s at 2,000 packets/s (make test runs a 5 s outage).
+durability:
+	LOGDIST_OUTAGE=60s $(GO) test -count=1 -timeout 20m -run 'TestSpool' -v ./internal/e2e/
 
 ## soak: 30 minutes at 2,000 packets/s with analyzers killed and restarted; RSS, open files and goroutines drawn in docs/soak.png (make test runs 20 s of it).
 soak:

@@ -211,6 +211,10 @@ func openDurable(s *Server, conf *settings) (*durable, error) {
 
 	log := s.log.With("component", "spool")
 	sc := conf.Spool.config()
+	// Acknowledgements persisted every 200 ms (the spool's default is a
+	// second): what a crash replays twice. Each costs a small file's
+	// write, rename and two fsyncs.
+	sc.AckInterval = 200 * time.Millisecond
 	sc.SyncSeconds = d.syncSeconds
 	sc.Log = log
 	sc.OnDurable = d.onDurable
