@@ -48,6 +48,7 @@ type config struct {
 	cpuProfile  time.Duration
 	tls         bool
 	trace       bool
+	spool       bool
 }
 
 func main() {
@@ -66,6 +67,7 @@ func main() {
 	fs.BoolVar(&cfg.install, "install-haproxy", true, "as root, apt-get install haproxy when it is missing")
 	fs.DurationVar(&cfg.cpuProfile, "cpu-profile", 10*time.Second, "take a CPU profile of logdist this long under full load and print its top costs (needs go on PATH; 0: skip)")
 	fs.BoolVar(&cfg.trace, "trace", true, "also measure logdist exporting OpenTelemetry spans to a sink in benchcmp, sampling 0 (logdist-trace0) and 1% of packets (logdist-trace1)")
+	fs.BoolVar(&cfg.spool, "spool", true, "also measure logdist with --ack-mode spool (logdist-spool: every packet written to a disk spool under a temporary --data-dir, fsync every 100 ms, agents acknowledged once it is durable)")
 	fs.BoolVar(&cfg.tls, "tls", true, "also measure logdist with TLS on the agent hop (logdist-tls) and on both hops (logdist-tls2, over four more analyzerd serving TLS)")
 	fs.StringVar(&cfg.out, "out", "", "also write the report to this file (default \"\": stdout only)")
 	hapConfig := fs.StringSlice("haproxy-config", nil, "print the HAProxy configuration of the haproxy path for BIND,ANALYZER1,...,ANALYZER4 (addresses) and exit")
@@ -128,6 +130,9 @@ func run(ctx context.Context, cfg config) error {
 	}
 	if cfg.trace {
 		paths = append(paths, pathTrace0, pathTrace1)
+	}
+	if cfg.spool {
+		paths = append(paths, pathSpool)
 	}
 	if sys.haproxy != nil {
 		paths = append(paths, "haproxy")

@@ -109,6 +109,9 @@ func (r *report) write(w io.Writer) {
 	if t0, ok := med[pathTrace0]; ok {
 		pf("\nlogdist-trace0/logdist = %.2f (tracing on, nothing sampled: target ≥ 0.97)   logdist-trace1/logdist = %.2f (1%% of packets traced)", t0/med["logdist"], med[pathTrace1]/med["logdist"])
 	}
+	if sp, ok := med[pathSpool]; ok {
+		pf("\nlogdist-spool/logdist = %.2f (--ack-mode spool, fsync every 100 ms: target ≥ 0.80; the spool writes each packet once, so its write rate is the path's MB/s)", sp/med["logdist"])
+	}
 	pf("\nproxy CPU = utime+stime of the logdist (or haproxy) process from /proc/<pid>/stat over the round, divided by the packets acknowledged; analyzers CPU = the same for the analyzerd processes the path sends to (on this shared host the analyzers' CPU is what bounds throughput)\n\n")
 
 	pf("### Latency at a fixed rate of half the direct maximum (%.0f packets/s, %v per round)\n\n", r.latRate, c.latDuration)

@@ -41,6 +41,7 @@ type system struct {
 	// sampling nothing (logdist-trace0) and 1% of packets (logdist-trace1).
 	sink                         *http.Server
 	logdistTrace0, logdistTrace1 *proc
+	logdistSpool                 *proc
 }
 
 // Paths with TLS.
@@ -49,6 +50,7 @@ const (
 	pathTLSBoth  = "logdist-tls2"   // logbench -TLS-> logdist -TLS-> analyzerd
 	pathTrace0   = "logdist-trace0" // tracing on, sampling 0
 	pathTrace1   = "logdist-trace1" // tracing on, sampling 1% (spans for logdist and the analyzers)
+	pathSpool    = "logdist-spool"  // --ack-mode spool: every packet in a disk spool, acknowledged once durable
 )
 
 func (s *system) bin(name string) string { return filepath.Join(s.cfg.bin, name) }
@@ -143,6 +145,11 @@ func startSystem(cfg config, haproxy string) (*system, error) {
 			return nil, err
 		}
 	}
+	if cfg.spool {
+		if s.logdistSpool, err = startLogdist(s.bin("logdist"), s.analyzers, false, "--data-dir", filepath.Join(s.tmp, "spool-data"), "--ack-mode", "spool"); err != nil {
+			return nil, err
+		}
+	}
 	if haproxy != "" {
 		if err := s.startHAProxy(haproxy); err != nil {
 			return nil, err
@@ -213,7 +220,7 @@ func (s *system) stop() {
 	if s.sink != nil {
 		s.sink.Close()
 	}
-	for _, p := range append(append([]*proc{s.haproxy, s.logdist, s.logdistTLS2, s.logdistTrace0, s.logdistTrace1, s.direct}, s.analyzers...), s.tlsAnalyzers...) {
+	for _, p := range append(append([]*proc{s.haproxy, s.logdist, s.logdistTLS2, s.logdistTrace0, s.logdistTrace1, s.logdistSpool, s.direct}, s.analyzers...), s.tlsAnalyzers...) {
 		if p != nil {
 			p.stop()
 		}
@@ -270,6 +277,8 @@ func (s *system) target(path string) (string, *proc) {
 		return s.logdistTrace0.fields["listen"], s.logdistTrace0
 	case pathTrace1:
 		return s.logdistTrace1.fields["listen"], s.logdistTrace1
+	case pathSpool:
+		return s.logdistSpool.fields["listen"], s.logdistSpool
 	default:
 		return s.hapAddr, s.haproxy
 	}
