@@ -77,6 +77,11 @@ func (d *Dir) Append(recs []Record) (uint64, error) {
 				return 0, err
 			}
 		}
+	default:
+		select { // the background syncer has something to sync
+		case d.pending <- struct{}{}:
+		default:
+		}
 	}
 	return last, nil
 }

@@ -71,8 +71,10 @@
 // Durability, by SyncPolicy: SyncAlways, a record Append returned
 // survives a host crash; SyncInterval(d), the default (100 ms), a record
 // survives a process crash (kill -9) at once and a host crash once
-// Durable() covers it, at most d later, and OnDurable says when, so the
-// proxy can acknowledge agents then; SyncNever, a process crash only.
+// Durable() covers it — a group commit fsyncs as soon as writes are
+// pending, at most every 2 ms, so within milliseconds and at most d
+// later — and OnDurable says when, so the proxy can acknowledge agents
+// then; SyncNever, a process crash only.
 // Segment creation and removal fsync the directory (except SyncNever).
 //
 // Acknowledgements: Ack marks a record delivered, in memory; every

@@ -109,11 +109,14 @@ type Record struct {
 //   - SyncAlways: Append returns once its records are on disk. A host
 //     crash loses nothing Append returned; each Append costs an fsync
 //     (concurrent Appends share one).
-//   - SyncInterval(d): a background fsync every d. Append returns once
-//     the records are written (in the page cache); Durable and OnDurable
-//     say when they are on disk. A process crash (kill -9) loses nothing;
-//     a host crash loses at most the last d of appends, none of which
-//     was reported durable.
+//   - SyncInterval(d): a background group commit. Append returns once
+//     the records are written (in the page cache) and wakes the syncer,
+//     which fsyncs at once, or 2 ms (at most d) after its previous fsync,
+//     covering everything written meanwhile; Durable and OnDurable say
+//     when records are on disk — under load every few ms, always within
+//     d. A process crash (kill -9) loses nothing; a host crash loses at
+//     most the appends of the last fsync's length plus 2 ms (at most d),
+//     none of which was reported durable.
 //   - SyncNever: no fsync at all; records count as durable once written.
 //     A process crash loses nothing; a host crash can lose anything the
 //     kernel had not written back (typically the last 30 s), acks and
