@@ -169,9 +169,11 @@ func (sc SpoolConfig) config() spool.Config {
 
 // durable is the server's spool and dead letters.
 type durable struct {
-	s        *Server
-	dir      *spool.Dir
-	dead     *spool.Dir
+	s *Server
+	// dir is the spool and dead the dead letters: spool.Dir, behind the
+	// interface a replicated backend can also implement.
+	dir      spool.Spool
+	dead     spool.Spool
 	mode     AckMode
 	maxBytes int64
 	// rereading: a Reread job is queued or running on some loop's worker
@@ -227,19 +229,22 @@ func openDurable(s *Server, conf *settings) (*durable, error) {
 			return nil, fmt.Errorf("proxy: data directory: %w", err)
 		}
 	}
-	var err error
-	if d.dir, err = spool.Open(filepath.Join(conf.DataDir, "spool"), sc); err != nil {
+	dir, err := spool.Open(filepath.Join(conf.DataDir, "spool"), sc)
+	if err != nil {
 		return nil, fmt.Errorf("proxy: cannot open the spool: %w", err)
 	}
+	d.dir = dir
 	dc := spool.DefaultConfig()
 	dc.Sync = spool.SyncAlways // rare, and each one is a packet given up on
 	dc.SegmentBytes = 4 << 20
 	dc.Log = log.With("spool", "dead-letters")
 	dc.OnDamage = func(dmg spool.Damage) { log.Error("dead-letter damage skipped", "damage", dmg.String()) }
-	if d.dead, err = spool.Open(filepath.Join(conf.DataDir, "dead-letters"), dc); err != nil {
+	dead, err := spool.Open(filepath.Join(conf.DataDir, "dead-letters"), dc)
+	if err != nil {
 		d.dir.Close()
 		return nil, fmt.Errorf("proxy: cannot open the dead letters: %w", err)
 	}
+	d.dead = dead
 	m.RegisterMetricsWriter(d.writeMetrics)
 	st := d.dir.Stats()
 	log.Info("spool open", "dir", filepath.Join(conf.DataDir, "spool"), "ack_mode", conf.AckMode.String(),

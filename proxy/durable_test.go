@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -343,4 +344,47 @@ func sendUntilAcked(t *testing.T, c *servertest.Client, agent string, n, window 
 		}
 		acked = f.Seq
 	}
+}
+
+// A packet whose delivery fails every time (each analyzer's connection
+// fails with it in flight) is retried with backoff and, past --retry-max,
+// goes to the dead letters as retries-exhausted; the other packets are
+// delivered.
+func TestRetriesExhaustedToDeadLetters(t *testing.T) {
+	poison := func(p *frame.Packet) bool { return p.ID == 5 }
+	as := []*analyzer{startAnalyzer(t, "a1", "127.0.0.1:0"), startAnalyzer(t, "a2", "127.0.0.1:0")}
+	for _, a := range as {
+		a.poison = poison
+		defer a.srv.Close()
+	}
+	s := spoolProxy(t, t.TempDir(), []string{as[0].srv.Addr().String(), as[1].srv.Addr().String()}, func(c *proxy.Config) {
+		c.AckMode = proxy.AckSpool
+		c.RetryMax = 3
+		c.RetryBackoff = 10 * time.Millisecond
+	})
+	defer s.Stop(t.Context())
+	waitFor(t, "a1 and a2 healthy", 5*time.Second, allHealthy(s, 2))
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 20
+	sendAll(t, c, "agent-1", 1, n, 32)
+	var list []proxy.DeadLetter
+	waitFor(t, "the poison packet in the dead letters", 30*time.Second, func() bool {
+		list, _, err = s.DeadLetters(0, 10)
+		return err == nil && len(list) == 1
+	})
+	if dl := list[0]; dl.Reason != "retries-exhausted" || !strings.Contains(dl.Error, "after 4 attempts") {
+		t.Fatalf("dead letter %+v, want retries-exhausted after 4 attempts", dl)
+	}
+	waitFor(t, "the others delivered", 20*time.Second, func() bool {
+		got, _ := received(as, "agent-1", n)
+		return got == n-1
+	})
+	if v := metricSum(s, "logdist_retries_exhausted_total"); v != 1 {
+		t.Fatalf("logdist_retries_exhausted_total %v, want 1", v)
+	}
+	waitFor(t, "the spool empty", 10*time.Second, func() bool { return metricSum(s, "logdist_spool_records") == 0 })
 }

@@ -55,6 +55,10 @@ type analyzer struct {
 	// ERROR), counted in rejected.
 	reject   func(p *frame.Packet) bool
 	rejected int
+	// poison, if set, says which packets make the analyzer close the
+	// connection (a connection ERROR): the packet is in flight when it
+	// fails, every time.
+	poison func(p *frame.Packet) bool
 }
 
 func (a *analyzer) HandlePacket(ctx context.Context, md *server.Meta, p *frame.Packet) error {
@@ -70,6 +74,10 @@ func (a *analyzer) HandlePacket(ctx context.Context, md *server.Meta, p *frame.P
 		}
 	}
 	a.mu.Lock()
+	if a.poison != nil && a.poison(p) {
+		a.mu.Unlock()
+		return &frame.Error{Code: frame.CodeInternal, Msg: "this test's analyzer fails on it"}
+	}
 	if a.reject != nil && a.reject(p) {
 		a.rejected++
 		a.mu.Unlock()
