@@ -293,6 +293,9 @@ type loopSpool struct {
 	held int64
 	// jobs counts append jobs submitted and not yet done.
 	jobs int
+	// freeJobs are append jobs done, for reuse: one a wake-up would
+	// otherwise be an allocation (and its slices more).
+	freeJobs []*appendJob
 	// noSpill is set while a packet the spool refused is dispatched: it
 	// must not spill back to the spool.
 	noSpill bool
@@ -322,8 +325,14 @@ func (r *record) spoolSeq() uint64 {
 // worker returns the loop's worker, starting it.
 func (lp *loop) worker() *worker {
 	if lp.sp.w == nil {
+		// The results' writes (packets dispatched, ACKs, BUSY) go out at
+		// the end of the hand-back, not at the next tick.
 		lp.sp.w = newWorker(func(fn func()) error {
-			return lp.el.Execute(lp.s.ctx, gnet.RunnableFunc(func(context.Context) error { fn(); return nil }))
+			return lp.el.Execute(lp.s.ctx, gnet.RunnableFunc(func(context.Context) error {
+				fn()
+				lp.flush()
+				return nil
+			}))
 		})
 	}
 	return lp.sp.w
@@ -344,7 +353,12 @@ func (lp *loop) ingest(r *record) {
 func (lp *loop) spoolIn(r *record, spill bool) {
 	j := lp.sp.next
 	if j == nil {
-		j = &appendJob{d: lp.s.dur, lp: lp}
+		if n := len(lp.sp.freeJobs); n > 0 {
+			j = lp.sp.freeJobs[n-1]
+			lp.sp.freeJobs = lp.sp.freeJobs[:n-1]
+		} else {
+			j = &appendJob{d: lp.s.dur, lp: lp}
+		}
 		lp.sp.next = j
 	}
 	r.move(recSpooling)
@@ -420,9 +434,10 @@ func (j *appendJob) Done() { j.lp.spooled(j) }
 // spooled takes an append's result back on the loop.
 func (lp *loop) spooled(j *appendJob) {
 	d := j.d
-	if j != nil && j.err != errWorkerFull {
+	if j.err != errWorkerFull {
 		lp.sp.jobs--
 	}
+	defer lp.recycle(j)
 	if j.dropped > 0 {
 		d.droppedOld.Add(int(j.dropped))
 		lp.s.log.Warn("spool full: dropped its oldest segment (--overflow drop-oldest)", "records", j.dropped)
@@ -466,6 +481,20 @@ func (lp *loop) spooled(j *appendJob) {
 		lp.freeRecord(r)
 	}
 	lp.ackDurable()
+}
+
+// maxFreeJobs bounds a loop's free append jobs.
+const maxFreeJobs = 64
+
+// recycle keeps j for a later wake-up.
+func (lp *loop) recycle(j *appendJob) {
+	clear(j.recs)
+	clear(j.spill)
+	j.recs, j.spill = j.recs[:0], j.spill[:0]
+	j.last, j.err, j.dropped, j.bytes = 0, nil, 0, 0
+	if len(lp.sp.freeJobs) < maxFreeJobs && cap(j.recs) <= 4096 && cap(j.spill) <= 4096 {
+		lp.sp.freeJobs = append(lp.sp.freeJobs, j)
+	}
 }
 
 // own makes r logdist's: its agent, if any, is acknowledged once seq is
@@ -677,6 +706,7 @@ func (lp *loop) giveUp(r *record, reason spool.Reason, code frame.Code, analyzer
 		lp.freeRecord(r)
 		return
 	}
+	lp.s.log.Debug("giving up on a packet", "reason", reason.String(), "analyzer", analyzer, "why", why, "spool_seq", r.spoolSeq())
 	j := &deadJob{d: d, lp: lp, reason: reason, origin: r.spoolSeq()}
 	j.body = spool.AppendDeadLetter(nil, &spool.DeadLetter{
 		Reason: reason, Code: code, Time: time.Unix(0, lp.wallNow()), Origin: j.origin,
@@ -722,6 +752,10 @@ func (j *deadJob) Done() {
 		d.deadRejected.Inc()
 	} else {
 		d.deadRetries.Inc()
+	}
+	if ok, suppressed := j.lp.s.pktLog.Allow(pktLogKey{"packet put in the dead letters", frame.Code(j.reason)}); ok {
+		j.lp.s.log.Warn("packet put in the dead letters (logdist ctl dead-letters lists and replays them)", "reason", j.reason.String(),
+			"spool_seq", j.origin, "suppressed", suppressed)
 	}
 	if j.origin != 0 {
 		_ = d.dir.Ack(j.origin)

@@ -371,20 +371,33 @@ func TestRetriesExhaustedToDeadLetters(t *testing.T) {
 	defer c.Close()
 	const n = 20
 	sendAll(t, c, "agent-1", 1, n, 32)
+	// The poison packet ends in the dead letters. A packet in flight
+	// beside it shares each connection failure: with --retry-max as low as
+	// 3 (the default is 20, and the jitter spreads the packets apart) an
+	// innocent one can end there too. Nothing is lost either way.
 	var list []proxy.DeadLetter
+	poisoned := func() bool {
+		for _, dl := range list {
+			if dl.Messages == 1 && dl.SpoolSeq == 5 {
+				return true
+			}
+		}
+		return false
+	}
 	waitFor(t, "the poison packet in the dead letters", 30*time.Second, func() bool {
-		list, _, err = s.DeadLetters(0, 10)
-		return err == nil && len(list) == 1
+		list, _, err = s.DeadLetters(0, 100)
+		return err == nil && poisoned()
 	})
-	if dl := list[0]; dl.Reason != "retries-exhausted" || !strings.Contains(dl.Error, "after 4 attempts") {
-		t.Fatalf("dead letter %+v, want retries-exhausted after 4 attempts", dl)
+	for _, dl := range list {
+		if dl.Reason != "retries-exhausted" || !strings.Contains(dl.Error, "after 4 attempts") {
+			t.Fatalf("dead letter %+v, want retries-exhausted after 4 attempts", dl)
+		}
 	}
-	waitFor(t, "the others delivered", 20*time.Second, func() bool {
+	waitFor(t, "the others delivered or dead-lettered", 20*time.Second, func() bool {
 		got, _ := received(as, "agent-1", n)
-		return got == n-1
+		list, _, err = s.DeadLetters(0, 100)
+		return got+len(list) == n && metricSum(s, "logdist_retries_exhausted_total") == float64(len(list))
 	})
-	if v := metricSum(s, "logdist_retries_exhausted_total"); v != 1 {
-		t.Fatalf("logdist_retries_exhausted_total %v, want 1", v)
-	}
+	t.Logf("%d packets in the dead letters (the poison one and %d in flight beside it each time)", len(list), len(list)-1)
 	waitFor(t, "the spool empty", 10*time.Second, func() bool { return metricSum(s, "logdist_spool_records") == 0 })
 }
