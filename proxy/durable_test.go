@@ -3,6 +3,8 @@ package proxy_test
 import (
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -227,96 +229,117 @@ func TestDeadLetterRejectedAndReplayed(t *testing.T) {
 // each counted, and what was kept is delivered when an analyzer returns.
 func TestOverflowPolicies(t *testing.T) {
 	for _, policy := range []proxy.Overflow{proxy.OverflowBlock, proxy.OverflowDropNewest, proxy.OverflowDropOldest} {
+		t.Run(policy.String(), func(t *testing.T) { overflowCase(t, policy, t.TempDir(), 256<<10) })
+	}
+}
+
+// The same with a full disk instead of a cap: the spool's directory on a
+// 320 KiB tmpfs (mounted here: root only), --spool-max-bytes 0.
+func TestOverflowDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root; skipping the full-disk test")
+	}
+	for _, policy := range []proxy.Overflow{proxy.OverflowBlock, proxy.OverflowDropNewest, proxy.OverflowDropOldest} {
 		t.Run(policy.String(), func(t *testing.T) {
-			addr := freeAddr(t)
-			s := spoolProxy(t, t.TempDir(), []string{addr}, func(c *proxy.Config) {
-				c.AckMode = proxy.AckSpool
-				c.Overflow = policy
-				c.QueueMaxPackets = 0 // every packet answered at once: spooled (ACK) or not (BUSY)
-				c.Spool.SegmentBytes = 64 << 10
-				c.Spool.MaxBytes = 256 << 10
-			})
-			defer s.Stop(t.Context())
-			c, err := servertest.Dial(s.Addr().String(), "agent-1")
+			dir := t.TempDir()
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", dir).CombinedOutput(); err != nil {
+				t.Skipf("cannot mount a tmpfs (%v: %s); skipping the full-disk test", err, out)
+			}
+			t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+			overflowCase(t, policy, dir, 0)
+		})
+	}
+}
+
+func overflowCase(t *testing.T, policy proxy.Overflow, dir string, maxBytes int64) {
+	addr := freeAddr(t)
+	s := spoolProxy(t, dir, []string{addr}, func(c *proxy.Config) {
+		c.AckMode = proxy.AckSpool
+		c.Overflow = policy
+		c.QueueMaxPackets = 0 // every packet answered at once: spooled (ACK) or not (BUSY)
+		c.Spool.SegmentBytes = 64 << 10
+		c.Spool.MaxBytes = maxBytes
+	})
+	defer s.Stop(t.Context())
+	c, err := servertest.Dial(s.Addr().String(), "agent-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// 1 KiB a packet, not compressed: 256 KiB hold about 250, and
+	// 600 fill a 320 KiB disk.
+	const n = 600
+	var buf []byte
+	acked, busy := map[uint64]bool{}, 0
+	for i := uint64(1); i <= n; i++ {
+		p := pkt("agent-1", i)
+		p.Messages[0].Body = make([]byte, 1000)
+		buf = c.AppendData(buf[:0], p, false)
+		if err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		// One at a time: the answer before the next. A BUSY comes
+		// with the cumulative ACK that covers it.
+		busyNow := false
+		for {
+			f, err := c.Next()
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.Close()
-			// 1 KiB a packet, not compressed: 256 KiB hold about 250.
-			const n = 600
-			var buf []byte
-			acked, busy := map[uint64]bool{}, 0
-			for i := uint64(1); i <= n; i++ {
-				p := pkt("agent-1", i)
-				p.Messages[0].Body = make([]byte, 1000)
-				buf = c.AppendData(buf[:0], p, false)
-				if err := c.Write(buf); err != nil {
-					t.Fatal(err)
-				}
-				// One at a time: the answer before the next. A BUSY comes
-				// with the cumulative ACK that covers it.
-				busyNow := false
-				for {
-					f, err := c.Next()
-					if err != nil {
-						t.Fatal(err)
-					}
-					if f.Type == frame.TypeBusy && f.Seq == i {
-						busyNow = true
-						busy++
-						continue
-					}
-					if f.Type != frame.TypeAck || f.Seq != i {
-						t.Fatalf("packet %d answered with %s", i, f)
-					}
-					break
-				}
-				if !busyNow {
-					acked[i] = true
-				}
+			if f.Type == frame.TypeBusy && f.Seq == i {
+				busyNow = true
+				busy++
+				continue
 			}
-			dropped := metricSum(s, `logdist_spool_dropped_total{policy="`+policy.String()+`"}`)
-			t.Logf("%s: %d acked, %d BUSY, %v dropped, spool %v bytes", policy, len(acked), busy, dropped, metricSum(s, "logdist_spool_bytes"))
-			switch policy {
-			case proxy.OverflowBlock:
-				if busy == 0 || dropped != 0 {
-					t.Fatalf("block: %d BUSY, %v dropped; want BUSY and no drop", busy, dropped)
-				}
-			default:
-				if busy != 0 || dropped == 0 || len(acked) != n {
-					t.Fatalf("%s: %d BUSY, %v dropped, %d acked; want every packet acked and drops counted", policy, busy, dropped, len(acked))
-				}
+			if f.Type != frame.TypeAck || f.Seq != i {
+				t.Fatalf("packet %d answered with %s", i, f)
 			}
-			a := startAnalyzer(t, "a1", addr)
-			defer a.srv.Close()
-			want := len(acked) - int(dropped)
-			waitFor(t, "what was kept delivered", 20*time.Second, func() bool {
-				got, missing := received([]*analyzer{a}, "agent-1", n)
-				if got < want {
-					t.Logf("%d of %d delivered; missing %v; spool records %v, spilled %v, replayed %v", got, want, missing,
-						metricSum(s, "logdist_spool_records"), metricSum(s, "logdist_spool_spilled_records"), metricSum(s, "logdist_spool_replayed_total"))
-				}
-				return got >= want
-			})
-			waitFor(t, "the spool empty", 10*time.Second, func() bool { return metricSum(s, "logdist_spool_records") == 0 })
-			got, _ := received([]*analyzer{a}, "agent-1", n)
-			if got != want {
-				t.Fatalf("%d delivered, want %d acked minus %v dropped", got, len(acked), dropped)
+			break
+		}
+		if !busyNow {
+			acked[i] = true
+		}
+	}
+	dropped := metricSum(s, `logdist_spool_dropped_total{policy="`+policy.String()+`"}`)
+	t.Logf("%s: %d acked, %d BUSY, %v dropped, spool %v bytes", policy, len(acked), busy, dropped, metricSum(s, "logdist_spool_bytes"))
+	switch policy {
+	case proxy.OverflowBlock:
+		if busy == 0 || dropped != 0 {
+			t.Fatalf("block: %d BUSY, %v dropped; want BUSY and no drop", busy, dropped)
+		}
+	default:
+		if busy != 0 || dropped == 0 || len(acked) != n {
+			t.Fatalf("%s: %d BUSY, %v dropped, %d acked; want every packet acked and drops counted", policy, busy, dropped, len(acked))
+		}
+	}
+	a := startAnalyzer(t, "a1", addr)
+	defer a.srv.Close()
+	want := len(acked) - int(dropped)
+	waitFor(t, "what was kept delivered", 20*time.Second, func() bool {
+		got, missing := received([]*analyzer{a}, "agent-1", n)
+		if got < want {
+			t.Logf("%d of %d delivered; missing %v; spool records %v, spilled %v, replayed %v", got, want, missing,
+				metricSum(s, "logdist_spool_records"), metricSum(s, "logdist_spool_spilled_records"), metricSum(s, "logdist_spool_replayed_total"))
+		}
+		return got >= want
+	})
+	waitFor(t, "the spool empty", 10*time.Second, func() bool { return metricSum(s, "logdist_spool_records") == 0 })
+	got, _ := received([]*analyzer{a}, "agent-1", n)
+	if got != want {
+		t.Fatalf("%d delivered, want %d acked minus %v dropped", got, len(acked), dropped)
+	}
+	if policy == proxy.OverflowBlock {
+		for i := range acked {
+			if !a.has(fmt.Sprintf("agent-1/%d", i)) {
+				t.Fatalf("block: acknowledged packet %d not delivered", i)
 			}
-			if policy == proxy.OverflowBlock {
-				for i := range acked {
-					if !a.has(fmt.Sprintf("agent-1/%d", i)) {
-						t.Fatalf("block: acknowledged packet %d not delivered", i)
-					}
-				}
-			}
-			if policy == proxy.OverflowDropOldest && a.has("agent-1/1") {
-				t.Fatal("drop-oldest delivered the oldest packet")
-			}
-			if policy == proxy.OverflowDropNewest && !a.has("agent-1/1") {
-				t.Fatal("drop-newest lost the oldest packet")
-			}
-		})
+		}
+	}
+	if policy == proxy.OverflowDropOldest && a.has("agent-1/1") {
+		t.Fatal("drop-oldest delivered the oldest packet")
+	}
+	if policy == proxy.OverflowDropNewest && !a.has("agent-1/1") {
+		t.Fatal("drop-newest lost the oldest packet")
 	}
 }
 
