@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -25,7 +24,8 @@ var segWriteAt = func(f *os.File, b []byte, off int64) (int, error) { return f.W
 // A batch is all or nothing for the caller: on error none of its records
 // is to be counted as stored. (Some may have reached the disk before the
 // error: they are marked resolved, so they are never replayed; their
-// sequences are not reused.) ErrFull: the cap, or the disk, is full.
+// sequences are not reused.) ErrFull: the cap, or the disk (or the
+// user's quota), is full; the spool goes on working once there is room.
 func (d *Dir) Append(recs []Record) (uint64, error) {
 	if d.cfg.ReadOnly {
 		return 0, ErrReadOnly
@@ -56,26 +56,43 @@ func (d *Dir) Append(recs []Record) (uint64, error) {
 		d.mu.Unlock()
 		return last, nil
 	}
-	if d.cfg.MaxBytes > 0 && d.bytes+d.room(recs) > d.cfg.MaxBytes {
+	if room := d.room(recs); d.cfg.MaxBytes > 0 && d.bytes+room > d.cfg.MaxBytes {
 		d.mu.Unlock()
 		return 0, ErrFull
+	} else if d.keepsReserveRoom(room) {
+		d.mu.Unlock()
+		return 0, fmt.Errorf("%w: disk full: the room of the ack ledger's reserve is kept free", ErrFull)
 	}
 	last, err := d.write(recs)
-	seg := d.cur
-	d.mu.Unlock()
 	if err != nil {
+		d.giveUpUnsyncedLocked() // a rotation's fsync failed for want of space
+		d.mu.Unlock()
 		return 0, err
 	}
+	seg := d.cur
+	gen := d.giveUps.Load()
+	d.mu.Unlock()
 	switch {
 	case d.cfg.Sync == SyncNever:
 		d.syncMu.Lock()
 		d.advance(last)
 		d.syncMu.Unlock()
 	case d.cfg.Sync == SyncAlways:
-		if d.durable.Load() < last {
-			if err := d.syncUpTo(seg, last); err != nil {
+		// Durable first, then giveUps: a give-up bumps giveUps before it
+		// advances Durable over what it gave up.
+		if d.durable.Load() >= last && d.giveUps.Load() == gen {
+			break // another Append's fsync covered these records
+		}
+		if err := d.syncUpTo(seg, last, true); err != nil {
+			if !errors.Is(err, errUnsynced) {
 				return 0, err
 			}
+			// The disk could not take what was written: the records
+			// written since the last good fsync, this batch's among them,
+			// are given up; none of the batch is kept.
+			d.giveUpUnsynced()
+			d.resolve(last-uint64(len(recs))+1, last)
+			return 0, fmt.Errorf("%w: disk full: %v", ErrFull, err)
 		}
 	default:
 		select { // the background syncer has something to sync
@@ -159,12 +176,12 @@ func (d *Dir) write(recs []Record) (uint64, error) {
 // abandonBatch gives up the sequences of a batch that failed part way:
 // those written stay on disk but are resolved, so that they are never
 // replayed (the caller counts the batch as not stored); none is reused.
-// A full disk is ErrFull. d.mu held.
+// A full disk (or quota) is ErrFull. d.mu held.
 func (d *Dir) abandonBatch(first uint64, n int, err error) error {
 	d.next = first + uint64(n)
 	d.written.Store(d.next - 1)
 	d.resolve(first, d.next-1)
-	if errors.Is(err, syscall.ENOSPC) {
+	if isNoSpace(err) {
 		return fmt.Errorf("%w: disk full: %v", ErrFull, err)
 	}
 	return err
@@ -217,6 +234,11 @@ func (d *Dir) rotate(base uint64) error {
 		}
 		if err != nil {
 			f.Close()
+			if isNoSpace(err) {
+				// It holds no record yet: nothing is lost with it.
+				os.Remove(path)
+				return fmt.Errorf("cannot create segment %s: %w", s.name, err)
+			}
 			return d.fail(err)
 		}
 	}
@@ -245,7 +267,7 @@ func (d *Dir) retire(s *segment) error {
 	s.closed = true
 	cerr := s.f.Close()
 	if err != nil {
-		return d.fail(err)
+		return d.syncFailed(err)
 	}
 	return cerr
 }
@@ -262,7 +284,12 @@ func (d *Dir) Sync() error {
 	if d.cfg.Sync == SyncNever {
 		return d.syncAll()
 	}
-	return d.syncNow()
+	err := d.syncNow()
+	if errors.Is(err, errUnsynced) {
+		d.giveUpUnsynced() // the Appends concerned fail with ErrFull
+		return fmt.Errorf("%w: disk full: %v", ErrFull, err)
+	}
+	return err
 }
 
 // syncAll fsyncs every segment and the directory: under SyncNever
@@ -289,14 +316,14 @@ func (d *Dir) syncAll() error {
 		err = d.datasync(f)
 		f.Close()
 		if err != nil {
-			return d.fail(err)
+			return d.syncNeverFailed(err)
 		}
 	}
 	d.syncMu.Lock()
 	if cur != nil && !cur.closed {
 		if err := d.datasync(cur.f); err != nil {
 			d.syncMu.Unlock()
-			return d.fail(err)
+			return d.syncNeverFailed(err)
 		}
 	}
 	d.syncMu.Unlock()
@@ -308,37 +335,48 @@ func (d *Dir) syncNow() error {
 	d.mu.Lock()
 	seg, upto := d.cur, d.next-1
 	d.mu.Unlock()
-	return d.syncUpTo(seg, upto)
+	return d.syncUpTo(seg, upto, false)
 }
 
 // syncUpTo makes the records up to upto durable; seg is the segment that
 // was current when upto was written. Callers whose records an fsync
 // already covered return at once: concurrent SyncAlways appenders share
-// one (group commit).
-func (d *Dir) syncUpTo(seg *segment, upto uint64) error {
+// one (group commit). errUnsynced: upto is to be given up
+// (giveUpUnsynced), or, for an Append's batch (the last of which is
+// upto), was.
+func (d *Dir) syncUpTo(seg *segment, upto uint64, batch bool) error {
 	d.syncMu.Lock()
 	defer d.syncMu.Unlock()
+	if batch && d.syncLost.has(upto) {
+		return fmt.Errorf("%w (sequence %d given up)", errUnsynced, upto)
+	}
 	if upto <= d.durable.Load() {
 		return nil
 	}
 	if e := d.failure.Load(); e != nil {
 		return *e
 	}
+	if d.unsynced {
+		return fmt.Errorf("%w (sequence %d not synced)", errUnsynced, upto)
+	}
 	// A segment closed since was synced by its rotation, which made
 	// everything up to upto durable (checked above); nil: nothing written.
 	if seg != nil && !seg.closed {
 		if err := d.datasync(seg.f); err != nil {
-			return d.fail(err)
+			return d.syncFailed(err)
 		}
 	}
 	d.advance(upto)
 	return nil
 }
 
-// datasync syncs f, timed and counted.
+// segSync syncs a segment (a seam for tests that make it fail).
+var segSync = datasync
+
+// datasync syncs f, a segment, timed and counted.
 func (d *Dir) datasync(f *os.File) error {
 	start := time.Now()
-	err := datasync(f)
+	err := segSync(f)
 	if d.cfg.SyncSeconds != nil {
 		d.cfg.SyncSeconds.UpdateDuration(start)
 	}
@@ -347,13 +385,88 @@ func (d *Dir) datasync(f *os.File) error {
 }
 
 // advance raises Durable to seq and tells OnDurable; d.syncMu held.
+// Not while records are to be given up (unsynced).
 func (d *Dir) advance(seq uint64) {
-	if seq <= d.durable.Load() {
+	if seq <= d.durable.Load() || d.unsynced {
 		return
 	}
 	d.durable.Store(seq)
 	if d.cfg.OnDurable != nil {
 		d.cfg.OnDurable(seq)
+	}
+}
+
+// errUnsynced: an fsync failed for want of space under SyncAlways; the
+// Appends whose records it was to make durable fail with ErrFull.
+var errUnsynced = errors.New("spool: fsync failed for want of space")
+
+// syncFailed handles an fsync of a segment that failed; d.syncMu held.
+//
+// Under SyncAlways, for want of space (ENOSPC, EDQUOT: a file system
+// that allocates at writeback, a quota), every record not durable yet
+// belongs to an Append that has not returned: those records are given up
+// (giveUpUnsynced, by the first Append to see errUnsynced) and their
+// Appends fail with ErrFull, and the spool goes on, in a new segment, once
+// there is room. Otherwise, or under SyncInterval (whose Appends
+// returned records OnDurable has yet to report, and cannot now), the
+// failure is for good (fail).
+func (d *Dir) syncFailed(err error) error {
+	if d.cfg.Sync == SyncAlways && isNoSpace(err) {
+		if !d.unsynced {
+			d.unsynced = true
+			d.log.Warn("spool fsync failed for want of space: the records not yet synced are given up, their Appends fail with ErrFull", "err", err)
+		}
+		return fmt.Errorf("%w: %w", errUnsynced, err)
+	}
+	return d.fail(err)
+}
+
+// syncNeverFailed handles a failed fsync under SyncNever (Sync): the
+// records counted as durable when written, so a full disk only fails
+// this Sync; anything else is for good.
+func (d *Dir) syncNeverFailed(err error) error {
+	if isNoSpace(err) {
+		return fmt.Errorf("%w: disk full: %v", ErrFull, err)
+	}
+	return d.fail(err)
+}
+
+// giveUpUnsynced gives up the records written since the last good fsync
+// once one failed for want of space (SyncAlways; see syncFailed):
+// resolved, never replayed, their sequences not reused, and the
+// Appends whose records they are fail with ErrFull (syncLost). The
+// segment being written is closed: the next Append begins a new one, so
+// that no record follows the doubtful bytes in the same segment. It
+// does nothing if nothing is to be given up.
+func (d *Dir) giveUpUnsynced() {
+	d.mu.Lock()
+	d.giveUpUnsyncedLocked()
+	d.mu.Unlock()
+}
+
+// giveUpUnsyncedLocked is giveUpUnsynced with d.mu held: no write is in
+// progress, so every record to give up is written.
+func (d *Dir) giveUpUnsyncedLocked() {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	if !d.unsynced {
+		return
+	}
+	first, last := d.durable.Load()+1, d.next-1
+	if cur := d.cur; cur != nil {
+		if !cur.closed {
+			cur.closed = true
+			cur.f.Close()
+		}
+		d.cur = nil
+	}
+	d.giveUps.Add(1)
+	d.unsynced = false
+	if first <= last {
+		d.syncLost.add(first, last)
+		d.resolve(first, last)
+		d.advance(last) // resolved: Durable may pass them
+		d.log.Warn("records given up after a failed fsync (disk full)", "first", first, "last", last)
 	}
 }
 

@@ -41,10 +41,18 @@ type Dir struct {
 	isClosed atomic.Bool
 	written  atomic.Uint64 // last sequence handed to the kernel
 	durable  atomic.Uint64
-	failure  atomic.Pointer[error] // set once an fsync failed
+	failure  atomic.Pointer[error] // set once an fsync failed (not for want of space under SyncAlways)
+	giveUps  atomic.Uint64         // bumped by giveUpUnsynced before it advances durable
 
-	// syncMu serialises fsyncs, segment closes and OnDurable calls.
+	// syncMu serialises fsyncs, segment closes and OnDurable calls. It
+	// guards unsynced and syncLost.
 	syncMu sync.Mutex
+	// unsynced: an fsync failed for want of space (SyncAlways): the
+	// records written since the last good one are to be given up
+	// (giveUpUnsynced), and Durable does not advance until they are.
+	unsynced bool
+	// syncLost: the sequences given up so, whose Appends fail.
+	syncLost ackSet
 
 	ackMu   sync.Mutex
 	acks    ackSet
@@ -64,6 +72,12 @@ type Dir struct {
 	saved     ackSet // the acknowledgements on disk
 	savedVer  uint64
 	savedNext uint64
+	// reserveGone: acks.reserve is missing (given up to write the
+	// ledger on a full disk, or never made); housekeeping makes it again
+	// once there is room, not before reserveAt.
+	reserveGone bool
+	reserveAt   time.Time
+	reserveLow  atomic.Bool // reserveGone, for Append (keepsReserveRoom)
 
 	stop, done chan struct{}
 	// pending wakes the background syncer (SyncInterval) after an Append.
@@ -134,6 +148,7 @@ func Open(dir string, cfg Config) (*Dir, error) {
 		return nil, fmt.Errorf("cannot open spool %s: %w", dir, err)
 	}
 	if !cfg.ReadOnly {
+		d.openReserve()
 		d.stop, d.done = make(chan struct{}), make(chan struct{})
 		d.pending = make(chan struct{}, 1)
 		go d.run()
@@ -344,7 +359,7 @@ func (d *Dir) openNewest(ledgerNext uint64) (uint64, error) {
 // sequence.
 func (d *Dir) persistLedger(next uint64) error {
 	l := ledger{acks: d.acks.clone(), next: max(next, d.acks.max()+1)}
-	if err := writeLedger(d.dir, &l, d.cfg.Sync != SyncNever); err != nil {
+	if err := d.writeLedgerSpare(&l); err != nil {
 		return err
 	}
 	d.saved, d.savedVer, d.savedNext = l.acks, d.ackVer, l.next
@@ -529,11 +544,16 @@ func (d *Dir) run() {
 // the segments they complete. A segment goes only once the ledger that
 // makes it unnecessary is on disk: a crash between the two leaves a
 // segment whose records are all acknowledged, never a missing segment
-// whose records are not. With final (Close), the segment being written
-// goes too when it is complete.
+// whose records are not. On a full disk the ledger is written into the
+// room its reserve leaves (writeLedgerSpare), which is made again at a
+// later housekeeping (tendReserve). With final (Close), the segment
+// being written goes too when it is complete.
 func (d *Dir) housekeep(final bool) error {
 	d.hkMu.Lock()
 	defer d.hkMu.Unlock()
+	if !final {
+		d.tendReserve()
+	}
 	d.mu.Lock()
 	next := d.next
 	d.mu.Unlock()
@@ -546,7 +566,7 @@ func (d *Dir) housekeep(final bool) error {
 	}
 	d.ackMu.Unlock()
 	if changed {
-		if err := writeLedger(d.dir, &l, d.cfg.Sync != SyncNever); err != nil {
+		if err := d.writeLedgerSpare(&l); err != nil {
 			return err
 		}
 		d.saved, d.savedVer, d.savedNext = l.acks, ver, l.next
@@ -613,7 +633,9 @@ func (d *Dir) Close() error {
 	<-d.done
 	var errs []error
 	if d.cfg.Sync != SyncNever {
-		if err := d.syncNow(); err != nil {
+		if err := d.syncNow(); errors.Is(err, errUnsynced) {
+			d.giveUpUnsynced() // the Appends concerned fail with ErrFull
+		} else if err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -11,6 +11,8 @@
 //	00000000000000000001.seg   segments, named after their first record's sequence (20 digits)
 //	00000000000000004711.seg
 //	acks                       the ack ledger, replaced whole (via acks.tmp and rename)
+//	acks.reserve               64 KiB kept for the ledger on a full disk (see Space); made
+//	                           via acks.reserve.tmp, missing only until there is room
 //
 // The spool wants a directory of its own (e.g. <data-dir>/spool): the
 // data directory's LOCK is another lock.
@@ -139,9 +141,29 @@
 // damage (reported) or DropOldest (counted).
 //
 // Space: Config.MaxBytes caps the segments' total; Append refuses a
-// batch that would pass it, or that the disk cannot take, with ErrFull,
-// keeping nothing of it, and the caller applies its overflow policy.
-// Space comes back a whole segment at a time. A policy of dropping the
+// batch that would pass it, or that the disk (or the user's quota:
+// ENOSPC, EDQUOT) cannot take, with ErrFull, keeping nothing of it, and
+// the caller applies its overflow policy. A full disk leaves nothing
+// behind: once there is room, Append works again. (Under SyncAlways an
+// fsync that fails for want of space fails the Appends waiting on it
+// with ErrFull, their records given up. Under SyncInterval the records
+// it was to make durable were already returned, and OnDurable cannot
+// take back what it has not said, so that failure, like any other
+// fsync failure, is ErrFailed until a restart.)
+// Space comes back a whole segment at a time, once the ledger saying its
+// records are resolved is written; that write needs space too, so the
+// ledger keeps a reserve, acks.reserve (64 KiB of pseudo-random bytes,
+// synced: room for a new ledger of 4,000 spans beside the old one),
+// made at Open when missing (failing to is logged, not fatal). When the
+// ledger cannot be written for want of space, the reserve is removed,
+// the ledger written into its room, and the delivered segments removed:
+// a disk filled by the spool empties as its records are delivered. A
+// later housekeeping makes the reserve again once the file system has
+// room for it; until then Append refuses (ErrFull) what would leave less
+// free than the reserve and 16 KiB, so that the segments never take its
+// room (Linux, where statfs says what is free). The spool's footprint
+// is MaxBytes, the ledger and the reserve; Stats.Bytes counts the
+// segments. A policy of dropping the
 // oldest calls DropOldest: the oldest segment, never the newest, is
 // given up, its records not acknowledged resolved and counted
 // (Stats.Dropped, not damage), and its file removed at once. The ledger

@@ -188,7 +188,7 @@ type Config struct {
 	SegmentBytes int64
 	// MaxBytes caps the segments' total size on disk; Append refuses
 	// with ErrFull past it. 0: no cap but the disk's (a full disk is
-	// ErrFull too).
+	// ErrFull too). The ack ledger and its 64 KiB reserve come on top.
 	MaxBytes int64
 	// Sync is the fsync policy.
 	Sync SyncPolicy
@@ -414,7 +414,9 @@ var (
 	// ErrFailed wraps an fsync failure: the kernel may have dropped the
 	// pages it could not write, so nothing after it can be called
 	// durable. Every later Append fails with it; restart (Open) to go on
-	// from what is on disk.
+	// from what is on disk. (Not one for want of space under SyncAlways:
+	// that is ErrFull for the Appends it concerned, and the spool goes
+	// on.)
 	ErrFailed = errors.New("spool: fsync failed")
 	// ErrNothingToDrop is returned by DropOldest when no segment is left
 	// but the newest, the one being written.

@@ -28,3 +28,13 @@ func datasync(f *os.File) error {
 	}
 	return nil
 }
+
+// freeSpace returns the bytes free to an unprivileged user on dir's file
+// system.
+func freeSpace(dir string) (int64, bool) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, false
+	}
+	return int64(st.Bavail) * int64(st.Bsize), true
+}
