@@ -113,6 +113,13 @@ func (s *Server) ReplayDeadLetters(seqs []uint64) (int, error) {
 		if err != nil {
 			return fmt.Errorf("proxy: replaying dead letters: the spool refused them: %w", err)
 		}
+		// On disk before the dead letters go: a host crash in between must
+		// leave one copy.
+		if sy, ok := d.dir.(interface{ Sync() error }); ok {
+			if err := sy.Sync(); err != nil {
+				return fmt.Errorf("proxy: replaying dead letters: syncing the spool: %w", err)
+			}
+		}
 		first := last - uint64(len(recs)) + 1
 		for i := range recs {
 			d.dir.Evict(first + uint64(i)) // the loops read them back

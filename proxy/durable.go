@@ -153,6 +153,12 @@ func (c *Config) validateDurability() error {
 		if err := sc.Validate(); err != nil {
 			return err
 		}
+		// The segment being written is never removed: with room for one
+		// segment only, the spool would refuse every append once it is
+		// full, delivered or not.
+		if sc.MaxBytes > 0 && sc.MaxBytes < 2*sc.SegmentBytes {
+			return fmt.Errorf("spool max bytes %d: want 0 (the disk's size) or at least two segments (%d bytes): space comes back a whole segment at a time, never the one being written", sc.MaxBytes, 2*sc.SegmentBytes)
+		}
 	}
 	return nil
 }
@@ -188,6 +194,10 @@ type durable struct {
 	droppedNewest, droppedOld *metrics.Counter
 	deadRejected, deadRetries *metrics.Counter
 	deadFailed                *metrics.Counter
+	behind                    *metrics.Counter
+	// full is set while the spool refuses appends as full (its cap or
+	// the disk), cleared by the next append it takes.
+	full atomic.Bool
 	retriesExhausted          *metrics.Counter
 	damaged                   *metrics.Counter
 	syncSeconds               *metrics.PrometheusHistogram
@@ -207,6 +217,7 @@ func openDurable(s *Server, conf *settings) (*durable, error) {
 	d.deadRejected = m.NewCounter(`logdist_dead_lettered_total{reason="rejected"}`)
 	d.deadRetries = m.NewCounter(`logdist_dead_lettered_total{reason="retries-exhausted"}`)
 	d.deadFailed = m.NewCounter("logdist_dead_letter_failures_total")
+	d.behind = m.NewCounter("logdist_spool_behind_total")
 	d.retriesExhausted = m.NewCounter("logdist_retries_exhausted_total")
 	d.damaged = m.NewCounter("logdist_spool_damaged_records_total")
 	d.syncSeconds = m.NewPrometheusHistogramExt("logdist_spool_fsync_seconds", fsyncBuckets)
@@ -291,14 +302,18 @@ type loopSpool struct {
 	// held counts live records that hold a spool sequence: a drain need
 	// not wait for them (they are on disk).
 	held int64
-	// jobs counts append jobs submitted and not yet done.
-	jobs int
+	// jobs counts append jobs submitted and not yet done, pendingBytes
+	// the bytes of their packets (maxSpoolPending).
+	jobs         int
+	pendingBytes int
 	// freeJobs are append jobs done, for reuse: one a wake-up would
 	// otherwise be an allocation (and its slices more).
 	freeJobs []*appendJob
 	// noSpill is set while a packet the spool refused is dispatched: it
 	// must not spill back to the spool.
 	noSpill bool
+	// nextDead collects this wake-up's dead letters.
+	nextDead *deadJob
 }
 
 type pendingAck struct {
@@ -342,15 +357,33 @@ func (lp *loop) worker() *worker {
 // (syslog, AckSpool), else straight to dispatch.
 func (lp *loop) ingest(r *record) {
 	if d := lp.s.dur; d != nil && (r.syslog || d.mode == AckSpool) {
-		lp.spoolIn(r, false)
+		if lp.spoolIn(r, false) {
+			return
+		}
+		// The disk is behind by maxSpoolPending: as if the spool had
+		// refused it (block), the packet goes through memory.
+		lp.sp.noSpill = true
+		lp.dispatch(r)
+		lp.sp.noSpill = false
 		return
 	}
 	lp.dispatch(r)
 }
 
+// maxSpoolPending bounds the bytes a loop has handed to its worker and
+// not yet seen written: a stalled disk must not grow memory without end.
+const maxSpoolPending = 64 << 20
+
 // spoolIn queues r for this wake-up's append; spill says it goes to the
-// spool because nothing can take it (it is evicted once written).
-func (lp *loop) spoolIn(r *record, spill bool) {
+// spool because nothing can take it (it is evicted once written). It
+// reports false, leaving r as it was, when the worker is maxSpoolPending
+// behind.
+func (lp *loop) spoolIn(r *record, spill bool) bool {
+	if lp.sp.pendingBytes+len(r.buf) > maxSpoolPending {
+		lp.s.dur.behind.Inc()
+		return false
+	}
+	lp.sp.pendingBytes += len(r.buf)
 	j := lp.sp.next
 	if j == nil {
 		if n := len(lp.sp.freeJobs); n > 0 {
@@ -368,6 +401,7 @@ func (lp *loop) spoolIn(r *record, spill bool) {
 		j.recs = append(j.recs, r)
 	}
 	lp.requestFlush()
+	return true
 }
 
 // submitSpool hands this wake-up's appends to the worker (from flush).
@@ -384,6 +418,7 @@ func (lp *loop) submitSpool() {
 	}
 	j.err = errWorkerFull
 	lp.spooled(j)
+	lp.requestFlush() // its answers (BUSY) were made after flush's writes
 }
 
 var errWorkerFull = errors.New("the spool's writer has too much queued")
@@ -441,6 +476,16 @@ func (lp *loop) spooled(j *appendJob) {
 	if j.dropped > 0 {
 		d.droppedOld.Add(int(j.dropped))
 		lp.s.log.Warn("spool full: dropped its oldest segment (--overflow drop-oldest)", "records", j.dropped)
+	}
+	for _, rs := range [2][]*record{j.recs, j.spill} {
+		for _, r := range rs {
+			lp.sp.pendingBytes -= len(r.buf)
+		}
+	}
+	if j.err == nil {
+		d.full.Store(false)
+	} else if errors.Is(j.err, spool.ErrFull) {
+		d.full.Store(true)
 	}
 	if lp.s.stopping.Load() {
 		// The loop is gone: what was written is replayed at the next start.
@@ -525,8 +570,14 @@ func (lp *loop) ackDurable() {
 			pa.a.accept(pa.aseq)
 		}
 	}
-	if p.head == len(p.q) {
+	switch {
+	case p.head == len(p.q):
 		p.q, p.head = p.q[:0], 0
+	case p.head >= 1024 && 2*p.head >= len(p.q):
+		// Never empty under a steady stream: compact, or it grows.
+		n := copy(p.q, p.q[p.head:])
+		clear(p.q[n:])
+		p.q, p.head = p.q[:n], 0
 	}
 	lp.sp.waiting.Add(-int64(n))
 }
@@ -535,11 +586,13 @@ func (lp *loop) ackDurable() {
 // not take; fresh says r came to be spooled first (not spilled).
 func (lp *loop) refusedBySpool(r *record, policy Overflow, fresh bool) {
 	r.move(recNew)
+	if !fresh {
+		// A spilled packet's agent still holds it (ack-mode analyzer):
+		// BUSY, whatever the policy, and it comes back.
+		lp.busy(r)
+		return
+	}
 	if policy == OverflowBlock || !errors.Is(lp.lastSpoolErr, spool.ErrFull) {
-		if !fresh {
-			lp.busy(r) // no room in memory either
-			return
-		}
 		// As if there were no spool: it waits in memory, and past the
 		// queue's bound its agent gets BUSY (its syslog sender loses it).
 		lp.sp.noSpill = true
@@ -580,8 +633,7 @@ func (lp *loop) spillToSpool(r *record) bool {
 		lp.freeRecord(r)
 		return true
 	}
-	lp.spoolIn(r, true)
-	return true
+	return lp.spoolIn(r, true)
 }
 
 // rereadBatch bounds one Reread: records and bytes.
@@ -598,10 +650,12 @@ func (lp *loop) maybeReread() {
 	if d == nil || lp.s.draining.Load() || d.dir.Evicted() == 0 {
 		return
 	}
-	// Read back no more than half the queue's room: what an analyzer
-	// cannot take at once waits there, and the rest stays on disk.
+	// Read back no more than half the queue's room, in packets and in
+	// bytes: what an analyzer cannot take at once waits there, and the
+	// rest stays on disk. Reading more would only spill it back.
 	room := min(rereadBatch, max(lp.conf.QueueMaxPackets/2, 64)-int(lp.s.queuedPackets.Load()))
-	if room <= 0 {
+	roomBytes := min(rereadBytes, max(lp.conf.QueueMaxBytes/2, 1<<20)-lp.s.queuedBytes.Load())
+	if room <= 0 || roomBytes <= 0 {
 		return
 	}
 	if len(lp.cur.Selectable()) == 0 {
@@ -610,7 +664,7 @@ func (lp *loop) maybeReread() {
 	if !d.rereading.CompareAndSwap(false, true) {
 		return
 	}
-	j := &rereadJob{d: d, lp: lp, max: room}
+	j := &rereadJob{d: d, lp: lp, max: room, maxBytes: roomBytes}
 	if !lp.worker().Submit(j) {
 		d.rereading.Store(false)
 	}
@@ -618,9 +672,10 @@ func (lp *loop) maybeReread() {
 
 // rereadJob reads packets back from the spool.
 type rereadJob struct {
-	d    *durable
-	lp   *loop
-	max  int
+	d        *durable
+	lp       *loop
+	max      int
+	maxBytes int64
 	buf  []byte
 	recs []rereadRec
 	err  error
@@ -633,7 +688,7 @@ type rereadRec struct {
 }
 
 func (j *rereadJob) Run() {
-	_, j.err = j.d.dir.Reread(j.max, rereadBytes, func(r spool.Record) {
+	_, j.err = j.d.dir.Reread(j.max, j.maxBytes, func(r spool.Record) {
 		j.recs = append(j.recs, rereadRec{seq: r.Seq, kind: r.Kind, off: len(j.buf), n: len(r.Body)})
 		j.buf = append(j.buf, r.Body...)
 	})
@@ -642,7 +697,9 @@ func (j *rereadJob) Run() {
 func (j *rereadJob) Done() {
 	lp, d := j.lp, j.d
 	if j.err != nil {
-		lp.s.log.Error("cannot read packets back from the spool; retrying at the next tick", "err", j.err)
+		if ok, suppressed := lp.s.pktLog.Allow(pktLogKey{"cannot read packets back from the spool", 0}); ok {
+			lp.s.log.Error("cannot read packets back from the spool; retrying at the next tick", "err", j.err, "suppressed", suppressed)
+		}
 	}
 	stopping := lp.s.stopping.Load()
 	for _, rr := range j.recs {
@@ -658,9 +715,8 @@ func (j *rereadJob) Done() {
 	}
 	d.reread.Add(len(j.recs))
 	d.rereading.Store(false)
-	if !stopping && len(j.recs) > 0 {
-		lp.requestFlush()
-		lp.maybeReread() // more, if the analyzers took these
+	if !stopping && len(j.recs) > 0 && lp.led.waiting.len() == 0 {
+		lp.maybeReread() // the analyzers took them all: more now, not at the next tick
 	}
 }
 
@@ -687,7 +743,7 @@ func (lp *loop) retryDelay(r *record) int64 {
 	}
 	d := lp.conf.RetryBackoff << min(r.tries-2, 20)
 	d = min(d, maxRetryBackoff)
-	return int64(d/2) + rand.Int64N(int64(d)+1)
+	return min(int64(d/2)+rand.Int64N(int64(d)+1), int64(maxRetryBackoff))
 }
 
 // giveUp ends r's delivery: to the dead letters with a spool, else its
@@ -707,58 +763,105 @@ func (lp *loop) giveUp(r *record, reason spool.Reason, code frame.Code, analyzer
 		return
 	}
 	lp.s.log.Debug("giving up on a packet", "reason", reason.String(), "analyzer", analyzer, "why", why, "spool_seq", r.spoolSeq())
-	j := &deadJob{d: d, lp: lp, reason: reason, origin: r.spoolSeq()}
-	j.body = spool.AppendDeadLetter(nil, &spool.DeadLetter{
-		Reason: reason, Code: code, Time: time.Unix(0, lp.wallNow()), Origin: j.origin,
+	j := lp.sp.nextDead
+	if j == nil {
+		j = &deadJob{d: d, lp: lp}
+		lp.sp.nextDead = j
+	}
+	it := deadItem{reason: reason, origin: r.spoolSeq(), why: why, syslog: r.syslog}
+	if a := r.agent; a != nil {
+		it.agent, it.aseq = a, r.aseq
+	}
+	it.body = spool.AppendDeadLetter(nil, &spool.DeadLetter{
+		Reason: reason, Code: code, Time: time.Unix(0, lp.wallNow()), Origin: it.origin,
 		Analyzer: []byte(analyzer), Error: []byte(why), Frame: r.buf,
 	})
-	if a := r.agent; a != nil {
-		// Its agent would resend it for ever; it is in the dead letters
-		// once written, replayable from there.
-		a.resolveError(r.aseq, frame.CodeRejected, why+"; kept in logdist's dead letters")
-	}
+	j.items = append(j.items, it)
+	lp.freeRecord(r)
+	lp.requestFlush()
+}
+
+// submitDead hands this wake-up's dead letters to the worker (from
+// flush): one append and one fsync for all of them.
+func (lp *loop) submitDead() {
+	j := lp.sp.nextDead
+	lp.sp.nextDead = nil
 	if !lp.worker().Submit(j) {
 		j.err = errWorkerFull
 		j.Done()
+		lp.requestFlush()
 	}
-	lp.freeRecord(r)
 }
 
-// deadJob writes one dead letter.
+// deadJob writes one wake-up's dead letters.
 type deadJob struct {
-	d      *durable
-	lp     *loop
+	d     *durable
+	lp    *loop
+	items []deadItem
+	err   error
+}
+
+// deadItem is one packet given up on. Its agent, if one still waits, is
+// answered once the dead letter is written: ERROR then (it is kept
+// here), BUSY if it could not be (the agent sends it again).
+type deadItem struct {
 	reason spool.Reason
-	origin uint64
+	origin uint64 // spool sequence, 0 if not in the spool
+	agent  *agentConn
+	aseq   uint64
+	syslog bool
+	why    string
 	body   []byte
-	err    error
 }
 
 func (j *deadJob) Run() {
-	_, j.err = j.d.dead.Append([]spool.Record{{Kind: spool.KindDeadLetter, Body: j.body}})
+	recs := make([]spool.Record, len(j.items))
+	for i := range j.items {
+		recs[i] = spool.Record{Kind: spool.KindDeadLetter, Body: j.items[i].body}
+	}
+	_, j.err = j.d.dead.Append(recs)
 }
 
 func (j *deadJob) Done() {
-	d := j.d
+	d, lp := j.d, j.lp
 	if j.err != nil {
-		d.deadFailed.Inc()
-		j.lp.s.log.Error("cannot write a dead letter", "err", j.err, "spool_seq", j.origin)
-		if j.origin != 0 {
-			d.dir.Evict(j.origin) // still in the spool: tried again
+		d.deadFailed.Add(len(j.items))
+		if ok, suppressed := lp.s.pktLog.Allow(pktLogKey{"cannot write dead letters", 0}); ok {
+			lp.s.log.Error("cannot write dead letters; packets in the spool are tried again, agents told BUSY", "err", j.err,
+				"packets", len(j.items), "suppressed", suppressed)
+		}
+		for _, it := range j.items {
+			switch {
+			case it.origin != 0:
+				d.dir.Evict(it.origin) // still in the spool: read back and tried again
+			case it.agent != nil:
+				if !it.agent.closed {
+					it.agent.resolveBusy(it.aseq, lp.conf.busyRetryMs)
+				}
+			case it.syslog:
+				lp.m.syslogDropped.Inc() // a syslog batch the spool had refused: lost
+			}
 		}
 		return
 	}
-	if j.reason == spool.ReasonRejected {
-		d.deadRejected.Inc()
-	} else {
-		d.deadRetries.Inc()
+	for _, it := range j.items {
+		if it.reason == spool.ReasonRejected {
+			d.deadRejected.Inc()
+		} else {
+			d.deadRetries.Inc()
+		}
+		if it.origin != 0 {
+			_ = d.dir.Ack(it.origin)
+		}
+		if it.agent != nil && !it.agent.closed {
+			// Its agent would resend it for ever: it is told no, and
+			// where the packet is.
+			it.agent.resolveError(it.aseq, frame.CodeRejected, it.why+"; kept in logdist's dead letters")
+		}
 	}
-	if ok, suppressed := j.lp.s.pktLog.Allow(pktLogKey{"packet put in the dead letters", frame.Code(j.reason)}); ok {
-		j.lp.s.log.Warn("packet put in the dead letters (logdist ctl dead-letters lists and replays them)", "reason", j.reason.String(),
-			"spool_seq", j.origin, "suppressed", suppressed)
-	}
-	if j.origin != 0 {
-		_ = d.dir.Ack(j.origin)
+	if ok, suppressed := lp.s.pktLog.Allow(pktLogKey{"packets put in the dead letters", 0}); ok {
+		lp.s.log.Warn("packets put in the dead letters (logdist ctl dead-letters lists and replays them)", "packets", len(j.items),
+			"reason", j.items[0].reason.String(), "why", j.items[0].why, "suppressed", suppressed)
 	}
 }
 
@@ -777,12 +880,13 @@ func (d *durable) writeMetrics(w io.Writer) {
 	dl := d.dead.Stats()
 	metrics.WriteGaugeUint64(w, "logdist_dead_letters", dl.Records)
 	metrics.WriteGaugeUint64(w, "logdist_dead_letters_bytes", uint64(dl.Bytes))
-	d.checkAlert(st.Bytes)
 }
 
-// checkAlert logs when the spool's fill crosses a QueueAlert level.
-func (d *durable) checkAlert(bytes int64) {
+// checkAlert logs when the spool's fill crosses a QueueAlert level (from
+// the server's ticker: Stats may wait for an append's write).
+func (d *durable) checkAlert() {
 	if d.maxBytes > 0 {
+		bytes := d.dir.Stats().Bytes
 		d.alert.check(d.s, "spool", float64(bytes)/float64(d.maxBytes), "bytes", bytes, "max_bytes", d.maxBytes)
 	}
 }

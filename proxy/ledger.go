@@ -388,7 +388,9 @@ func (lp *loop) enqueueWaiting(r *record) {
 			// ACK back the longest, and this one takes its place.
 			old := lp.led.waiting.pop()
 			lp.dequeued(old)
-			lp.spillToSpool(old)
+			if !lp.spillToSpool(old) {
+				lp.busy(old)
+			}
 			lp.enqueueWaiting(r)
 			return
 		}

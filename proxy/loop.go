@@ -206,7 +206,7 @@ func (lp *loop) markAgent(a *agentConn) {
 // The price is one eventfd write and one small allocation (gnet's task
 // closure) per wake-up that produced output, shared by all its packets.
 func (lp *loop) requestFlush() {
-	if len(lp.fl.dirtyUps) == 0 && len(lp.fl.dirtyAgents) == 0 && len(lp.led.redo) == 0 && lp.sp.next == nil {
+	if len(lp.fl.dirtyUps) == 0 && len(lp.fl.dirtyAgents) == 0 && len(lp.led.redo) == 0 && lp.sp.next == nil && lp.sp.nextDead == nil {
 		return
 	}
 	if lp.el == nil || lp.fl.queued {
@@ -257,6 +257,9 @@ func (lp *loop) flush() {
 	lp.fl.flushing = false
 	if lp.sp.next != nil {
 		lp.submitSpool()
+	}
+	if lp.sp.nextDead != nil {
+		lp.submitDead()
 	}
 	if len(lp.sacks.later) > 0 {
 		lp.sacks.arm(lp)
@@ -395,7 +398,12 @@ func (lp *loop) tick() {
 }
 
 func (lp *loop) goAway() {
-	lp.clock()
+	now := lp.clock()
+	// Packets waiting out a retry's backoff go now: the drain would
+	// otherwise wait for them (up to 30 s) or give up on them.
+	for _, r := range lp.led.retrying {
+		r.notBefore = now
+	}
 	for a := range lp.agents {
 		a.goAway()
 	}

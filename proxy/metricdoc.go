@@ -34,6 +34,7 @@ var MetricFamilies = []promexp.Family{
 	{Name: "logdist_spool_spilled_total", Type: "counter", Help: "Packets whose copy in memory was dropped because the waiting queue was full; they stay in the spool and are read back when an analyzer can take them."},
 	{Name: "logdist_spool_replayed_total", Type: "counter", Help: "Packets read back from the spool: spilled ones, and after a restart every one no analyzer had acknowledged."},
 	{Name: "logdist_spool_dropped_total", Type: "counter", Help: "Packets the --overflow policy dropped because the spool was full, by policy (label policy: drop-newest, drop-oldest): lost."},
+	{Name: "logdist_spool_behind_total", Type: "counter", Help: "Packets not given to the spool's writer because it was 64 MiB behind the disk; handled as if the spool were full with --overflow block."},
 	{Name: "logdist_spool_damaged_records_total", Type: "counter", Help: "Spool records found damaged (checksum, torn write) when read back, and skipped: lost."},
 	{Name: "logdist_spool_fsync_seconds", Type: "histogram", Help: "Latency of the spool's data fsyncs."},
 	{Name: "logdist_spool_bytes", Type: "gauge", Help: "Size of the spool's segments on disk."},

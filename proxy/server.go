@@ -445,6 +445,9 @@ func (s *Server) ticker() {
 			s.set.Tick()
 			mem.tick(s, now)
 			s.checkQueueAlert(conf)
+			if s.dur != nil {
+				s.dur.checkAlert()
+			}
 		}
 		open := false
 		for _, lp := range s.snapshotLoops() {

@@ -218,9 +218,14 @@ func (lp *loop) sealOld(now int64, all bool) {
 }
 
 // syslogQueueFull reports whether the wait queue has no room left for one
-// more syslog batch: TCP syslog is not read past it.
+// more syslog batch: TCP syslog is not read past it. With a spool that
+// is not full, batches spill to it: TCP syslog is read on, unless the
+// worker is behind.
 func (lp *loop) syslogQueueFull() bool {
 	s, conf := lp.s, lp.conf
+	if d := s.dur; d != nil && !d.full.Load() {
+		return lp.sp.pendingBytes+conf.SyslogBatchBytes > maxSpoolPending
+	}
 	return int(s.queuedPackets.Load()) >= conf.QueueMaxPackets ||
 		s.queuedBytes.Load()+int64(conf.SyslogBatchBytes) > conf.QueueMaxBytes
 }
