@@ -197,10 +197,10 @@ type durable struct {
 	behind                    *metrics.Counter
 	// full is set while the spool refuses appends as full (its cap or
 	// the disk), cleared by the next append it takes.
-	full atomic.Bool
-	retriesExhausted          *metrics.Counter
-	damaged                   *metrics.Counter
-	syncSeconds               *metrics.PrometheusHistogram
+	full             atomic.Bool
+	retriesExhausted *metrics.Counter
+	damaged          *metrics.Counter
+	syncSeconds      *metrics.PrometheusHistogram
 }
 
 // openDurable opens the spool and the dead letters under conf.DataDir.
@@ -676,9 +676,9 @@ type rereadJob struct {
 	lp       *loop
 	max      int
 	maxBytes int64
-	buf  []byte
-	recs []rereadRec
-	err  error
+	buf      []byte
+	recs     []rereadRec
+	err      error
 }
 
 type rereadRec struct {
