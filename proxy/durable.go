@@ -654,11 +654,20 @@ func (lp *loop) maybeReread() {
 	// bytes: what an analyzer cannot take at once waits there, and the
 	// rest stays on disk. Reading more would only spill it back.
 	room := min(rereadBatch, max(lp.conf.QueueMaxPackets/2, 64)-int(lp.s.queuedPackets.Load()))
-	roomBytes := min(rereadBytes, max(lp.conf.QueueMaxBytes/2, 1<<20)-lp.s.queuedBytes.Load())
+	roomBytes := min(rereadBytes, lp.conf.QueueMaxBytes/2-lp.s.queuedBytes.Load())
 	if room <= 0 || roomBytes <= 0 {
 		return
 	}
-	if len(lp.cur.Selectable()) == 0 {
+	// Only when one of this loop's analyzer connections takes packets
+	// now: read back for one that is full, they would only spill back.
+	taking := false
+	for _, u := range lp.ups {
+		if u != nil && u.accepting() {
+			taking = true
+			break
+		}
+	}
+	if !taking {
 		return
 	}
 	if !d.rereading.CompareAndSwap(false, true) {
