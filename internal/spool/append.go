@@ -35,7 +35,7 @@ func (d *Dir) Append(recs []Record) (uint64, error) {
 		if !r.Kind.Valid() {
 			return 0, ErrBadKind
 		}
-		if len(r.Body) > MaxBody {
+		if d.storedLen(len(r.Body)) > MaxBody {
 			return 0, ErrTooLarge
 		}
 		if err := checkBody(r.Kind, r.Body, false); err != nil {
@@ -112,7 +112,7 @@ func (d *Dir) room(recs []Record) int64 {
 		size = d.cur.size
 	}
 	for i := range recs {
-		rs := recordSize(len(recs[i].Body))
+		rs := recordSize(d.storedLen(len(recs[i].Body)))
 		if fresh || (size > FileHeaderSize && size+rs > d.cfg.SegmentBytes) {
 			total += FileHeaderSize
 			size, fresh = FileHeaderSize, false
@@ -129,7 +129,7 @@ func (d *Dir) write(recs []Record) (uint64, error) {
 	first := d.next
 	seq := first
 	for i := 0; i < len(recs); {
-		rs := recordSize(len(recs[i].Body))
+		rs := recordSize(d.storedLen(len(recs[i].Body)))
 		if d.cur == nil || (d.cur.size > FileHeaderSize && d.cur.size+rs > d.cfg.SegmentBytes) {
 			if err := d.rotate(seq); err != nil {
 				return 0, d.abandonBatch(first, len(recs), err)
@@ -141,11 +141,11 @@ func (d *Dir) write(recs []Record) (uint64, error) {
 		j := i
 		for ; j < len(recs); j++ {
 			r := &recs[j]
-			rs := recordSize(len(r.Body))
+			rs := recordSize(d.storedLen(len(r.Body)))
 			if j > i && (size+rs > d.cfg.SegmentBytes || len(buf) >= writeChunk) {
 				break
 			}
-			buf = appendRecord(buf, seq+uint64(j-i), r.Kind, r.Flags, r.Body)
+			buf = d.appendRecord(buf, seq+uint64(j-i), r)
 			size += rs
 		}
 		if cap(buf) <= 4*writeChunk {
@@ -171,6 +171,29 @@ func (d *Dir) write(recs []Record) (uint64, error) {
 		i = j
 	}
 	return seq - 1, nil
+}
+
+// storedLen is the size on disk of a body of n bytes: sealed, with its
+// key id, nonce and tag.
+func (d *Dir) storedLen(n int) int {
+	if d.cfg.Keys != nil {
+		return n + sealOverhead
+	}
+	return n
+}
+
+// appendRecord appends r as record seq to dst, its body sealed if the
+// spool has keys.
+func (d *Dir) appendRecord(dst []byte, seq uint64, r *Record) []byte {
+	if d.cfg.Keys == nil {
+		return appendRecord(dst, seq, r.Kind, r.Flags&^FlagSealed, r.Body)
+	}
+	start := len(dst)
+	var h [RecordHeaderSize]byte
+	dst = append(dst, h[:]...)
+	dst = d.cfg.Keys.appendSealed(dst, seq, r.Kind, r.Body)
+	putRecordHeader(dst[start:], seq, r.Kind, r.Flags|FlagSealed)
+	return dst
 }
 
 // abandonBatch gives up the sequences of a batch that failed part way:

@@ -60,11 +60,12 @@ type Dir struct {
 	evicted seqSet // unresolved records the caller does not hold: Reread's to read back
 
 	// rrMu serialises Reread; it guards what follows.
-	rrMu   sync.Mutex
-	cursor rcursor
-	rrRead segReader           // its window is kept from one call to the next
-	rrSeg  *segment            // the segment rrRead read last
-	rrSeen map[dmgKey]struct{} // damage without sequences Reread reported
+	rrMu    sync.Mutex
+	cursor  rcursor
+	rrRead  segReader           // its window is kept from one call to the next
+	rrSeg   *segment            // the segment rrRead read last
+	rrSeen  map[dmgKey]struct{} // damage without sequences Reread reported
+	rrPlain []byte              // opened bodies
 
 	// hkMu serialises housekeeping: the ledger write and what it allows
 	// to be removed.
@@ -83,8 +84,8 @@ type Dir struct {
 	// pending wakes the background syncer (SyncInterval) after an Append.
 	pending chan struct{}
 
-	syncs, damaged, lost, dropped atomic.Uint64
-	skipped                       atomic.Int64
+	syncs, damaged, lost, dropped, needKey atomic.Uint64
+	skipped                                atomic.Int64
 }
 
 // segment is one segment file.
@@ -382,8 +383,12 @@ func (d *Dir) removeSegment(s *segment) error {
 // report counts a damage and hands it to OnDamage.
 func (d *Dir) report(dmg Damage) {
 	d.damaged.Add(1)
-	d.lost.Add(dmg.Records())
-	d.skipped.Add(dmg.Length)
+	if dmg.Kind == DamageKey {
+		d.needKey.Add(dmg.Records())
+	} else {
+		d.lost.Add(dmg.Records())
+		d.skipped.Add(dmg.Length)
+	}
 	if d.cfg.OnDamage != nil {
 		d.cfg.OnDamage(dmg)
 	}
@@ -462,6 +467,7 @@ func (d *Dir) Stats() Stats {
 	st.Syncs = d.syncs.Load()
 	st.Damaged, st.Lost, st.SkippedBytes = d.damaged.Load(), d.lost.Load(), d.skipped.Load()
 	st.Dropped = d.dropped.Load()
+	st.NeedKey = d.needKey.Load()
 	return st
 }
 

@@ -40,10 +40,17 @@
 //	                    (or given up by a cut) is never reused — one appended
 //	                    but lost unsynced in a host crash may be
 //	   16   1 kind      1 data, 2 syslog, 3 dead letter (0 never: a zeroed stretch is no record)
-//	   17   1 flags     none defined: written 0, passed on as read
+//	   17   1 flags     bit 0 (0x01) FlagSealed: the body is sealed (below);
+//	                    other bits: written 0, passed on as read
 //	   18     body      data, syslog: one DATA frame, header and payload, exactly as
 //	                    received (its own CRC-32C inside: both are checked on replay);
 //	                    dead letter: the header below, then the DATA frame
+//
+//	sealed body (FlagSealed; Config.Keys, a key file: keys.go):
+//	    0   2 key       the key's id in the key file, 1-65535
+//	    2  12 nonce     random (crypto/rand), one per record
+//	   14     sealed    the body above encrypted with AES-256-GCM, then its 16-byte tag;
+//	                    additional data: seq (8 bytes) and kind (1 byte)
 //
 //	dead-letter body:
 //	    0   1 reason    1 rejected by an analyzer, 2 retries exhausted
@@ -62,7 +69,24 @@
 //	   28 16n spans     (u64 first, u64 last) resolved above floor+1, sorted, disjoint
 //	    …   4 crc       CRC-32C of every byte before it
 //
-// testdata/golden pins these bytes.
+// testdata/golden pins these bytes, testdata/golden-sealed the sealed
+// form (with a fixed key and nonces).
+//
+// # Encryption at rest
+//
+// With Config.Keys (a Keyring, from a key file of "ID HEX" lines, the
+// first the current key), Append seals every body with the current key
+// and sets FlagSealed; what is in clear is the headers: sequences,
+// kinds, sizes, CRCs, times. The CRC covers the sealed bytes, so damage
+// is found and skipped without the key. Readers open sealed bodies
+// before the DATA-frame check; records not sealed (written before a key
+// file was given) are read as ever. A sealed record whose key is not in
+// the keyring (or with no keyring) is DamageKey: reported, not resolved,
+// not lost — Reread holds it for the run (out of the evicted set, so it
+// does not come back to it) and a restart with the key reads it back.
+// A seal that fails authentication (altered, relabelled, moved) is
+// DamageSeal: lost, like a bad frame. Rotation: a new first line in the
+// key file; old records open while their key stays in it.
 //
 // # Guarantees
 //

@@ -44,6 +44,15 @@ const maxLength = recordFixed + MaxBody
 // next one begun.
 const DefaultSegmentBytes = 64 << 20
 
+// Record flags (the record header's flags byte). Bits not defined here
+// are written as given and passed on as read.
+const (
+	// FlagSealed: the body is sealed with AES-256-GCM (keys.go): a key
+	// id, a nonce, then the body encrypted and its tag. Append sets it
+	// (and only it does) when Config.Keys is set.
+	FlagSealed uint8 = 0x01
+)
+
 // Kind says what a record's body is.
 type Kind uint8
 
@@ -156,14 +165,20 @@ func recordSize(n int) int64 { return int64(RecordHeaderSize + n) }
 func appendRecord(dst []byte, seq uint64, kind Kind, flags uint8, body []byte) []byte {
 	start := len(dst)
 	var h [RecordHeaderSize]byte
-	binary.BigEndian.PutUint32(h[0:4], uint32(recordFixed+len(body)))
-	binary.BigEndian.PutUint64(h[8:16], seq)
-	h[16] = byte(kind)
-	h[17] = flags
 	dst = append(dst, h[:]...)
 	dst = append(dst, body...)
-	binary.BigEndian.PutUint32(dst[start+4:start+8], checksum(dst[start+8:]))
+	putRecordHeader(dst[start:], seq, kind, flags)
 	return dst
+}
+
+// putRecordHeader fills the header of the record r holds (its header's
+// room, then its body), checksum included.
+func putRecordHeader(r []byte, seq uint64, kind Kind, flags uint8) {
+	binary.BigEndian.PutUint32(r[0:4], uint32(recordFixed+len(r)-RecordHeaderSize))
+	binary.BigEndian.PutUint64(r[8:16], seq)
+	r[16] = byte(kind)
+	r[17] = flags
+	binary.BigEndian.PutUint32(r[4:8], checksum(r[8:]))
 }
 
 // frameLimits admit every DATA frame the protocol can carry: the spool

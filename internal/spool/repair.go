@@ -43,7 +43,7 @@ func (d *Dir) Repair() ([]Damage, error) {
 	for _, s := range segs {
 		damaged := s.hdrErr != nil
 		for _, dmg := range found {
-			damaged = damaged || dmg.Segment == s.name && dmg.Kind != DamageGap
+			damaged = damaged || dmg.Segment == s.name && dmg.Kind != DamageGap && dmg.Kind != DamageKey
 		}
 		if !damaged {
 			prev = max(prev, lastIn[s.name])
@@ -64,6 +64,8 @@ func (d *Dir) Repair() ([]Damage, error) {
 			dmg.Repair = "marked lost"
 		case dmg.Kind == DamageAcks:
 			dmg.Repair = "ledger rewritten"
+		case dmg.Kind == DamageKey:
+			dmg.Repair = "kept"
 		default:
 			dmg.Repair = actions[dmg.Segment]
 		}
@@ -99,6 +101,7 @@ func (d *Dir) rewriteAbove(s *segment, pprev *uint64) (string, error) {
 		r     segReader
 		kept  []keep
 		first uint64
+		plain []byte
 	)
 	r.reset(f, s.size)
 	err = r.scan(s.base-1, func(rr *rawRec) error {
@@ -106,7 +109,9 @@ func (d *Dir) rewriteAbove(s *segment, pprev *uint64) (string, error) {
 			return nil // out of order
 		}
 		prev = rr.seq
-		if checkBody(rr.kind, rr.body, true) != nil {
+		// A record whose key is missing is kept: it is not lost.
+		body, _, res, _ := d.openBody(&plain, rr)
+		if res == badSeal || res == opened && checkBody(rr.kind, body, true) != nil {
 			return nil
 		}
 		if first == 0 {

@@ -45,6 +45,8 @@ type walker struct {
 	pending []Damage
 	seg     *segView
 	sink    func(Damage)
+	keys    keyRun // records wanting a missing key, not reported yet
+	plain   []byte // opened bodies
 }
 
 func (d *Dir) walk(fn func(Record) error, all bool, sink func(Damage)) error {
@@ -91,6 +93,7 @@ func (d *Dir) walk(fn func(Record) error, all bool, sink func(Damage)) error {
 		newest := i == len(views)-1
 		err = r.scan(v.base-1, w.record, func(st stretch) error { return w.stretch(st, newest) })
 		f.Close()
+		w.keys.flush(w.damage)
 		if err != nil {
 			return fmt.Errorf("spool segment %s: %w", v.name, err)
 		}
@@ -103,6 +106,7 @@ func (d *Dir) walk(fn func(Record) error, all bool, sink func(Damage)) error {
 // record handles an intact record.
 func (w *walker) record(rr *rawRec) error {
 	if rr.seq <= w.claimed {
+		w.keys.flush(w.damage)
 		w.damage(Damage{Kind: DamageSequence, Segment: w.seg.name, Offset: rr.off, Length: rr.size,
 			Detail: fmt.Sprintf("sequence %d after %d", rr.seq, w.claimed)})
 		return nil
@@ -113,18 +117,35 @@ func (w *walker) record(rr *rawRec) error {
 	if acked && !w.all {
 		return nil
 	}
-	if err := checkBody(rr.kind, rr.body, true); err != nil {
+	body, key, res, detail := w.d.openBody(&w.plain, rr)
+	if res != noKey {
+		w.keys.flush(w.damage)
+	}
+	switch res {
+	case noKey:
+		if !acked { // delivered: nothing to keep
+			w.keys.add(w.seg.name, rr, key, detail, w.damage)
+		}
+		return nil
+	case badSeal:
+		w.damage(Damage{Kind: DamageSeal, Segment: w.seg.name, Offset: rr.off, Length: rr.size,
+			FirstSeq: rr.seq, LastSeq: rr.seq, Detail: detail})
+		w.d.resolve(rr.seq, rr.seq)
+		return nil
+	}
+	if err := checkBody(rr.kind, body, true); err != nil {
 		w.damage(Damage{Kind: DamageFrame, Segment: w.seg.name, Offset: rr.off, Length: rr.size,
 			FirstSeq: rr.seq, LastSeq: rr.seq, Detail: err.Error()})
 		w.d.resolve(rr.seq, rr.seq)
 		return nil
 	}
-	return w.fn(Record{Seq: rr.seq, Kind: rr.kind, Flags: rr.flags, Body: rr.body,
+	return w.fn(Record{Seq: rr.seq, Kind: rr.kind, Flags: rr.flags, Key: key, Body: body,
 		Segment: w.seg.name, Offset: rr.off, Acked: acked})
 }
 
 // stretch holds a damaged stretch until the sequences it lost are known.
 func (w *walker) stretch(st stretch, newest bool) error {
+	w.keys.flush(w.damage)
 	dmg := Damage{Kind: st.kind, Segment: w.seg.name, Offset: st.off, Length: st.end - st.off, Detail: st.detail}
 	if st.toEnd && newest {
 		if w.d.live {

@@ -191,6 +191,7 @@ type rereader struct {
 	v       rview
 	claimed uint64
 	pending []Damage
+	keys    keyRun // records wanting a missing key, not reported yet
 }
 
 // read reads evicted records of v, lo the lowest evicted sequence, until
@@ -205,6 +206,7 @@ func (r *rereader) read(v rview, lo uint64) error {
 		r.damage(Damage{Kind: DamageHeader, Segment: v.name, Length: min(v.size, FileHeaderSize), Detail: v.hdrErr.Error()})
 	}
 	r.v, r.claimed, r.pending = v, prev, r.pending[:0]
+	defer r.keys.flush(r.damage)
 	f, err := os.Open(filepath.Join(d.dir, v.name))
 	if errors.Is(err, fs.ErrNotExist) {
 		// Removed since segmentOf: its records were resolved first
@@ -259,14 +261,39 @@ func (r *rereader) record(rr *rawRec) error {
 		d.cursor = rcursor{r.v.seg, rr.off, rr.seq - 1}
 		return errStop
 	}
-	if err := checkBody(rr.kind, rr.body, true); err != nil {
+	body, key, res, detail := d.openBody(&d.rrPlain, rr)
+	if res != noKey {
+		r.keys.flush(r.damage)
+	}
+	switch res {
+	case noKey:
+		// Not lost: held, out of the evicted set for this run (Reread
+		// does not come back to it), and read back after a restart
+		// with its key.
+		r.claimed = rr.seq
+		d.cursor = rcursor{r.v.seg, rr.off + rr.size, rr.seq}
+		d.ackMu.Lock()
+		held := d.evicted.remove(rr.seq, rr.seq) == 1
+		d.ackMu.Unlock()
+		if held {
+			r.keys.add(r.v.name, rr, key, detail, r.damage)
+		}
+		return nil
+	case badSeal:
+		r.damage(Damage{Kind: DamageSeal, Segment: r.v.name, Offset: rr.off, Length: rr.size,
+			FirstSeq: rr.seq, LastSeq: rr.seq, Detail: detail})
+		d.resolve(rr.seq, rr.seq)
+		r.claimed = rr.seq
+		return nil
+	}
+	if err := checkBody(rr.kind, body, true); err != nil {
 		r.damage(Damage{Kind: DamageFrame, Segment: r.v.name, Offset: rr.off, Length: rr.size,
 			FirstSeq: rr.seq, LastSeq: rr.seq, Detail: err.Error()})
 		d.resolve(rr.seq, rr.seq)
 		r.claimed = rr.seq
 		return nil
 	}
-	if r.n > 0 && (r.n >= r.max || r.bytes+int64(len(rr.body)) > r.maxBytes) {
+	if r.n > 0 && (r.n >= r.max || r.bytes+int64(len(body)) > r.maxBytes) {
 		r.full = true
 		d.cursor = rcursor{r.v.seg, rr.off, rr.seq - 1}
 		return errStop
@@ -279,9 +306,9 @@ func (r *rereader) record(rr *rawRec) error {
 	if !taken {
 		return nil
 	}
-	r.fn(Record{Seq: rr.seq, Kind: rr.kind, Flags: rr.flags, Body: rr.body, Segment: r.v.name, Offset: rr.off})
+	r.fn(Record{Seq: rr.seq, Kind: rr.kind, Flags: rr.flags, Key: key, Body: body, Segment: r.v.name, Offset: rr.off})
 	r.n++
-	r.bytes += int64(len(rr.body))
+	r.bytes += int64(len(body))
 	if r.n >= r.max {
 		r.full = true
 		return errStop
@@ -291,6 +318,7 @@ func (r *rereader) record(rr *rawRec) error {
 
 // stretch holds a damaged stretch until the sequences it lost are known.
 func (r *rereader) stretch(st stretch) error {
+	r.keys.flush(r.damage)
 	r.pending = append(r.pending, Damage{Kind: st.kind, Segment: r.v.name, Offset: st.off, Length: st.end - st.off, Detail: st.detail})
 	return nil
 }

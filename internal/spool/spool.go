@@ -90,8 +90,13 @@ type Record struct {
 	Seq uint64
 	// Kind says what Body is.
 	Kind Kind
-	// Flags are written as given (none is defined yet: give 0).
+	// Flags are the record's flag bits. Append writes them as given
+	// (give 0), except FlagSealed, which it sets when it seals the body
+	// (Config.Keys) and clears otherwise; readers give them as read.
 	Flags uint8
+	// Key is the id of the key a sealed record was sealed with (readers;
+	// 0: not sealed). Body is then the opened body.
+	Key uint16
 	// Body is the record's content: for KindData and KindSyslog one DATA
 	// frame, for KindDeadLetter AppendDeadLetter's output. From Replay,
 	// Reread and Scan it is valid only until the callback returns.
@@ -217,6 +222,12 @@ type Config struct {
 	Log *slog.Logger
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
+	// Keys, if set, seals every record Append writes with its current
+	// key (AES-256-GCM, FlagSealed) and opens sealed records on reading.
+	// Records not sealed stay readable either way. A sealed record whose
+	// key is not in it (or with no Keys) is reported as DamageKey and
+	// kept: not lost, it is read once its key is given.
+	Keys *Keyring
 }
 
 // DefaultConfig returns 64 MiB segments, no cap, a sync every 100 ms and
@@ -274,6 +285,10 @@ type Stats struct {
 	// lost, SkippedBytes the bytes they skipped.
 	Damaged, Lost uint64
 	SkippedBytes  int64
+	// NeedKey counts the sealed records met since Open whose key is not
+	// in Config.Keys (DamageKey): kept, not lost, and not read back
+	// until a restart with their key.
+	NeedKey uint64
 }
 
 // Damage is a stretch of a spool that could not be read back.
@@ -293,6 +308,8 @@ type Damage struct {
 	// Repair says what was done about it: "" (reported only), or e.g.
 	// "cut" for a torn tail cut at Open.
 	Repair string
+	// Key is the key id a DamageKey wants.
+	Key uint16
 }
 
 // Records returns how many sequences the damage lost (0: unknown).
@@ -317,6 +334,10 @@ func (d Damage) String() string {
 		fmt.Fprintf(&b, ", %d bytes", d.Length)
 	}
 	switch n := d.Records(); {
+	case d.Kind == DamageKey && n == 1:
+		fmt.Fprintf(&b, ", record %d kept until its key is given", d.FirstSeq)
+	case d.Kind == DamageKey && n > 1:
+		fmt.Fprintf(&b, ", %d records kept until their key is given (%d-%d)", n, d.FirstSeq, d.LastSeq)
 	case n == 1:
 		fmt.Fprintf(&b, ", record %d lost", d.FirstSeq)
 	case n > 1:
@@ -363,6 +384,15 @@ const (
 	// DamageAcks: the ack ledger cannot be read: every record is
 	// replayed (duplicates, no loss).
 	DamageAcks
+	// DamageKey: sealed records (FlagSealed) whose key is not in the key
+	// file (Config.Keys), or no key file given. Not lost: they are kept
+	// (not resolved), not read back until a restart with their key, and
+	// Stats.Lost does not count them.
+	DamageKey
+	// DamageSeal: a sealed record intact by its CRC whose seal fails:
+	// altered (with its CRC made to match), moved from another record,
+	// or too short to be one. Lost, like DamageFrame.
+	DamageSeal
 	numDamageKinds
 )
 
@@ -376,6 +406,8 @@ var damageNames = [numDamageKinds]string{
 	DamageHeader:   "bad segment header",
 	DamageGap:      "missing sequences",
 	DamageAcks:     "ack ledger unreadable",
+	DamageKey:      "key not in the key file",
+	DamageSeal:     "seal fails authentication",
 }
 
 // String names the kind, e.g. "checksum mismatch".
