@@ -150,14 +150,14 @@ func (c *Config) validateDurability() error {
 	}
 	if c.DataDir != "" {
 		sc := c.Spool.config()
-		if err := sc.Validate(); err != nil {
-			return err
-		}
 		// The segment being written is never removed: with room for one
 		// segment only, the spool would refuse every append once it is
 		// full, delivered or not.
 		if sc.MaxBytes > 0 && sc.MaxBytes < 2*sc.SegmentBytes {
 			return fmt.Errorf("spool max bytes %d: want 0 (the disk's size) or at least two segments (%d bytes): space comes back a whole segment at a time, never the one being written", sc.MaxBytes, 2*sc.SegmentBytes)
+		}
+		if err := sc.Validate(); err != nil {
+			return err
 		}
 	}
 	return nil
