@@ -2,7 +2,8 @@
 // from agents and spreads them over analyzers by weight. See README.md and
 // docs/OPERATIONS.md. "logdist ctl ..." speaks to a running logdist's
 // admin API (ctl.go); "logdist auth hash" hashes agent tokens (auth.go);
-// "logdist spool verify|dump|stats" reads a spool directory (spool.go).
+// "logdist spool verify|dump|stats" reads a spool directory, "logdist spool
+// keygen" makes a key for --spool-key-file (spool.go).
 package main
 
 import (
@@ -45,7 +46,7 @@ func usage(fs *pflag.FlagSet) {
 	fmt.Fprintf(os.Stderr, `Usage: logdist [flags]
        logdist ctl [flags] COMMAND ...   (logdist ctl --help)
        logdist auth hash [--new | TOKEN] (logdist auth --help)
-       logdist spool verify|dump|stats DIR (logdist spool --help)
+       logdist spool verify|dump|stats DIR, logdist spool keygen [ID] (logdist spool --help)
 
 logdist accepts framed log packets from agents on --listen and forwards each packet
 to one of the --analyzer backends, in proportion to their weights.

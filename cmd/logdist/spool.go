@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -13,9 +16,10 @@ import (
 	"github.com/logdist/logdist/internal/spool"
 )
 
-const spoolUsage = `Usage: logdist spool verify DIR [--repair]
-       logdist spool dump DIR [--pending]
-       logdist spool stats DIR [--json]
+const spoolUsage = `Usage: logdist spool verify DIR [--repair] [--key-file FILE]
+       logdist spool dump DIR [--pending] [--key-file FILE]
+       logdist spool stats DIR [--json] [--key-file FILE]
+       logdist spool keygen [ID]
 
 Reads a disk spool (the directory of *.seg segment files).
 
@@ -29,10 +33,18 @@ Reads a disk spool (the directory of *.seg segment files).
   dump     one JSON object per record: seq, kind, segment, offset, acked, and the
            decoded packet (agent, packet_id, messages, bodies); dead letters add
            reason, code, analyzer, error. --pending: only records not acknowledged.
-  stats    bytes, segments, records pending, the oldest one's age.
+  stats    bytes, segments, records pending, the oldest one's age. With --key-file,
+           it also reads the pending records and counts them by the key that
+           sealed them: a key no record pending uses any more can be removed.
+  keygen   prints a new key line "ID HEX" (32 random bytes; ID 1-65535, default 1)
+           for a key file (logdist --spool-key-file): see docs/OPERATIONS.md,
+           "Encryption at rest".
 
 verify, dump and stats only read, and work beside a running logdist (the end of
 its newest segment may then be a record being written, and is not judged).
+A spool written with --spool-key-file holds sealed records: give the same key
+file (--key-file) to open them. Without their key, sealed records are reported
+as needing it ("needs key"), not as damage: their CRC is still checked.
 
 Flags:
 `
@@ -45,33 +57,61 @@ func runSpool(args []string, stdout, stderr io.Writer) int {
 	repair := fs.Bool("repair", false, "verify: repair what is damaged")
 	pending := fs.Bool("pending", false, "dump: only the records not acknowledged")
 	asJSON := fs.Bool("json", false, "stats: print JSON")
+	keyFile := fs.String("key-file", "", "the key file logdist seals the spool with (--spool-key-file): needed to open sealed records")
 	help := fs.BoolP("help", "h", false, "show this help")
-	if code, ok := parseSubcommand(fs, args, help, 2, "spool", spoolUsage, stdout, stderr); !ok {
+	if code, ok := parseSubcommand(fs, args, help, 1, "spool", spoolUsage, stdout, stderr); !ok {
 		return code
+	}
+	if fs.Arg(0) == "keygen" && fs.NArg() <= 2 {
+		return spoolKeygen(fs.Arg(1), stdout, stderr)
 	}
 	if fs.NArg() != 2 {
 		fmt.Fprint(stdout, spoolUsage+fs.FlagUsages())
 		return 2
 	}
 	cmd, dir := fs.Arg(0), fs.Arg(1)
+	var keys *spool.Keyring
+	if *keyFile != "" {
+		var err error
+		if keys, err = spool.LoadKeyring(*keyFile); err != nil {
+			fmt.Fprintf(stderr, "logdist spool: %v\n", err)
+			return 2
+		}
+	}
 	switch {
 	case cmd == "verify" && *repair:
-		return spoolRepair(dir, stdout, stderr)
+		return spoolRepair(dir, keys, stdout, stderr)
 	case cmd == "verify":
-		return spoolVerify(dir, stdout, stderr)
+		return spoolVerify(dir, keys, stdout, stderr)
 	case cmd == "dump":
-		return spoolDump(dir, *pending, stdout, stderr)
+		return spoolDump(dir, keys, *pending, stdout, stderr)
 	case cmd == "stats":
-		return spoolStats(dir, *asJSON, stdout, stderr)
+		return spoolStats(dir, keys, *asJSON, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "logdist spool: unknown command %q (see logdist spool --help)\n", cmd)
 	return 2
 }
 
-// openSpool opens dir read-only; damage met goes to onDamage.
-func openSpool(dir string, onDamage func(spool.Damage), stderr io.Writer) (*spool.Dir, bool) {
+// spoolKeygen is "logdist spool keygen [ID]".
+func spoolKeygen(id string, stdout, stderr io.Writer) int {
+	n := uint64(1)
+	if id != "" {
+		var err error
+		if n, err = strconv.ParseUint(id, 10, 16); err != nil || n == 0 {
+			fmt.Fprintf(stderr, "logdist spool keygen: key id %q: want a decimal number 1-65535\n", id)
+			return 2
+		}
+	}
+	fmt.Fprintln(stdout, spool.KeyLine(uint16(n)))
+	return 0
+}
+
+// openSpool opens dir read-only, with keys (nil: none); damage met goes
+// to onDamage.
+func openSpool(dir string, keys *spool.Keyring, onDamage func(spool.Damage), stderr io.Writer) (*spool.Dir, bool) {
 	cfg := spool.DefaultConfig()
 	cfg.ReadOnly = true
+	cfg.Keys = keys
 	cfg.OnDamage = onDamage
 	d, err := spool.Open(dir, cfg)
 	if err != nil {
@@ -84,9 +124,15 @@ func openSpool(dir string, onDamage func(spool.Damage), stderr io.Writer) (*spoo
 	return d, true
 }
 
-func spoolVerify(dir string, stdout, stderr io.Writer) int {
+func spoolVerify(dir string, keys *spool.Keyring, stdout, stderr io.Writer) int {
 	var found []spool.Damage
-	d, ok := openSpool(dir, func(dmg spool.Damage) {
+	var needKey uint64
+	d, ok := openSpool(dir, keys, func(dmg spool.Damage) {
+		if dmg.Kind == spool.DamageKey {
+			needKey += dmg.Records()
+			fmt.Fprintf(stdout, "needs key: %s\n", dmg)
+			return
+		}
 		found = append(found, dmg)
 		fmt.Fprintf(stdout, "damage: %s\n", dmg)
 	}, stderr)
@@ -110,6 +156,9 @@ func spoolVerify(dir string, stdout, stderr io.Writer) int {
 	st := d.Stats()
 	fmt.Fprintf(stdout, "%s: %d segments, %d bytes, %d records (%d data, %d syslog, %d dead letters; %d acknowledged)",
 		dir, st.Segments, st.Bytes, records, kinds[spool.KindData], kinds[spool.KindSyslog], kinds[spool.KindDeadLetter], acked)
+	if needKey > 0 {
+		fmt.Fprintf(stdout, "; %d sealed records not opened: their key is not given (--key-file), only their CRC-32C was checked", needKey)
+	}
 	if len(found) == 0 {
 		fmt.Fprintln(stdout, ": clean")
 		return 0
@@ -122,9 +171,10 @@ func spoolVerify(dir string, stdout, stderr io.Writer) int {
 	return 1
 }
 
-func spoolRepair(dir string, stdout, stderr io.Writer) int {
+func spoolRepair(dir string, keys *spool.Keyring, stdout, stderr io.Writer) int {
 	cfg := spool.DefaultConfig()
 	cfg.Sync = spool.SyncAlways
+	cfg.Keys = keys
 	n := 0
 	cfg.OnDamage = func(dmg spool.Damage) { // a torn tail, cut at Open
 		n++
@@ -137,6 +187,10 @@ func spoolRepair(dir string, stdout, stderr io.Writer) int {
 	}
 	fixed, err := d.Repair()
 	for _, dmg := range fixed {
+		if dmg.Kind == spool.DamageKey { // kept: not damage
+			fmt.Fprintf(stdout, "needs key: %s\n", dmg)
+			continue
+		}
 		n++
 		fmt.Fprintf(stdout, "repaired: %s\n", dmg)
 	}
@@ -162,6 +216,8 @@ type dumpRecord struct {
 	Segment string `json:"segment"`
 	Offset  int64  `json:"offset"`
 	Acked   bool   `json:"acked"`
+	// Key is the id of the key that sealed the record (0: not sealed).
+	Key uint16 `json:"key,omitempty"`
 
 	// Dead letters.
 	Reason   string     `json:"reason,omitempty"`
@@ -182,10 +238,14 @@ type dumpRecord struct {
 	Undecodable string `json:"undecodable,omitempty"`
 }
 
-func spoolDump(dir string, pending bool, stdout, stderr io.Writer) int {
+func spoolDump(dir string, keys *spool.Keyring, pending bool, stdout, stderr io.Writer) int {
 	damaged := 0
-	d, ok := openSpool(dir, func(dmg spool.Damage) {
+	d, ok := openSpool(dir, keys, func(dmg spool.Damage) {
 		damaged++
+		if dmg.Kind == spool.DamageKey {
+			fmt.Fprintf(stderr, "needs key: %s\n", dmg)
+			return
+		}
 		fmt.Fprintf(stderr, "damage: %s\n", dmg)
 	}, stderr)
 	if !ok {
@@ -198,7 +258,7 @@ func spoolDump(dir string, pending bool, stdout, stderr io.Writer) int {
 	enc.SetEscapeHTML(false)
 	var p frame.Packet
 	each := func(r spool.Record) error {
-		out := dumpRecord{Seq: r.Seq, Kind: r.Kind.String(), Segment: r.Segment, Offset: r.Offset, Acked: r.Acked}
+		out := dumpRecord{Seq: r.Seq, Kind: r.Kind.String(), Segment: r.Segment, Offset: r.Offset, Acked: r.Acked, Key: r.Key}
 		fb := r.Body
 		switch r.Kind {
 		case spool.KindData, spool.KindSyslog:
@@ -246,18 +306,43 @@ func spoolDump(dir string, pending bool, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func spoolStats(dir string, asJSON bool, stdout, stderr io.Writer) int {
-	d, ok := openSpool(dir, func(spool.Damage) {}, stderr)
+func spoolStats(dir string, keys *spool.Keyring, asJSON bool, stdout, stderr io.Writer) int {
+	byKey := map[uint16]uint64{} // pending records by the key that sealed them (0: not sealed)
+	d, ok := openSpool(dir, keys, func(dmg spool.Damage) {
+		if dmg.Kind == spool.DamageKey {
+			byKey[dmg.Key] += dmg.Records()
+		}
+	}, stderr)
 	if !ok {
 		return 2
 	}
 	defer d.Close()
+	if keys != nil {
+		// The key census: which keys the records not yet delivered need.
+		if err := d.Replay(func(r spool.Record) error {
+			byKey[r.Key]++
+			return nil
+		}); err != nil {
+			fmt.Fprintf(stderr, "logdist spool stats: %v\n", err)
+			return 2
+		}
+	}
 	st := d.Stats()
 	if asJSON {
-		b, err := json.Marshal(map[string]any{
+		m := map[string]any{
 			"bytes": st.Bytes, "segments": st.Segments, "records_pending": st.Records, "oldest_seq": st.Oldest,
 			"oldest_age_seconds": st.OldestAge.Seconds(), "last_seq": st.Last, "ack_floor": st.AckFloor,
-		})
+		}
+		if keys != nil {
+			sealed := map[string]uint64{}
+			for id, n := range byKey {
+				if id != 0 {
+					sealed[strconv.Itoa(int(id))] = n
+				}
+			}
+			m["pending_by_key"], m["pending_not_sealed"] = sealed, byKey[0]
+		}
+		b, err := json.Marshal(m)
 		if err != nil {
 			panic("BUG: stats do not marshal: " + err.Error())
 		}
@@ -269,5 +354,27 @@ func spoolStats(dir string, asJSON bool, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "oldest pending   #%d, %s old\n", st.Oldest, st.OldestAge.Round(time.Millisecond))
 	}
 	fmt.Fprintf(stdout, "last sequence    %d\nacknowledged to  %d\n", st.Last, st.AckFloor)
+	if keys != nil {
+		fmt.Fprintf(stdout, "pending, not sealed  %d\n", byKey[0])
+		ids := slices.Sorted(maps.Keys(byKey))
+		for _, id := range ids {
+			if id == 0 {
+				continue
+			}
+			note := ""
+			switch {
+			case !keys.Has(id):
+				note = "  (not in the key file: these records cannot be read)"
+			case id == keys.Current():
+				note = "  (current)"
+			}
+			fmt.Fprintf(stdout, "pending, key %-5d   %d%s\n", id, byKey[id], note)
+		}
+		for _, id := range keys.IDs() {
+			if byKey[id] == 0 && id != keys.Current() {
+				fmt.Fprintf(stdout, "key %d: no pending record uses it (it may be removed from the key file)\n", id)
+			}
+		}
+	}
 	return 0
 }

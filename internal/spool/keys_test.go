@@ -237,7 +237,9 @@ func TestSealedTampered(t *testing.T) {
 	}
 	d.abandon()
 	seg := segFiles(t, dir)[0]
-	recAt := func(b []byte, i int) []byte { return b[offs[i] : offs[i]+int64(recordSize(sealOverhead+len(dataFrame(i+1, 600))))] }
+	recAt := func(b []byte, i int) []byte {
+		return b[offs[i] : offs[i]+int64(recordSize(sealOverhead+len(dataFrame(i+1, 600))))]
+	}
 	fixCRC := func(r []byte) { binary.BigEndian.PutUint32(r[4:8], checksum(r[8:])) }
 	patch(t, dir, seg, func(b []byte) []byte {
 		r := recAt(b, 4) // record 5: a ciphertext byte
