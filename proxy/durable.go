@@ -122,6 +122,11 @@ type SpoolConfig struct {
 	// SegmentBytes is a segment's size (0: spool.DefaultSegmentBytes);
 	// space is freed a segment at a time.
 	SegmentBytes int64
+	// KeyFile, if set, is a key file (spool.LoadKeyring: "ID HEX" lines,
+	// mode 0600): the spool and the dead letters seal every record with
+	// its first key (AES-256-GCM) and open old records with any of them.
+	// Read at start; a bad file fails it.
+	KeyFile string
 }
 
 // maxRetryBackoff caps one retry's delay.
@@ -147,6 +152,9 @@ func (c *Config) validateDurability() error {
 	}
 	if c.RetryBackoff <= 0 || c.RetryBackoff > maxRetryBackoff {
 		return fmt.Errorf("retry backoff %v not in (0, %v]", c.RetryBackoff, maxRetryBackoff)
+	}
+	if c.Spool.KeyFile != "" && c.DataDir == "" {
+		return errors.New("a spool key file needs a data directory (--data-dir): there is nothing on disk to encrypt without one")
 	}
 	if c.DataDir != "" {
 		sc := c.Spool.config()
@@ -224,6 +232,14 @@ func openDurable(s *Server, conf *settings) (*durable, error) {
 
 	log := s.log.With("component", "spool")
 	sc := conf.Spool.config()
+	if conf.Spool.KeyFile != "" {
+		keys, err := spool.LoadKeyring(conf.Spool.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: spool encryption: %w", err)
+		}
+		sc.Keys = keys
+		log.Info("spool encrypted at rest", "key_file", conf.Spool.KeyFile, "key", keys.Current(), "keys", len(keys.IDs()))
+	}
 	// Acknowledgements persisted every 200 ms (the spool's default is a
 	// second): what a crash replays twice. Each costs a small file's
 	// write, rename and two fsyncs.
@@ -232,6 +248,10 @@ func openDurable(s *Server, conf *settings) (*durable, error) {
 	sc.Log = log
 	sc.OnDurable = d.onDurable
 	sc.OnDamage = func(dmg spool.Damage) {
+		if dmg.Kind == spool.DamageKey {
+			log.Error("spool records sealed with a key not in the key file: kept, not replayed until a restart with the key", "damage", dmg.String())
+			return
+		}
 		d.damaged.Add(int(dmg.Records()))
 		log.Error("spool damage skipped", "damage", dmg.String())
 	}
@@ -249,7 +269,14 @@ func openDurable(s *Server, conf *settings) (*durable, error) {
 	dc.Sync = spool.SyncAlways // rare, and each one is a packet given up on
 	dc.SegmentBytes = 4 << 20
 	dc.Log = log.With("spool", "dead-letters")
-	dc.OnDamage = func(dmg spool.Damage) { log.Error("dead-letter damage skipped", "damage", dmg.String()) }
+	dc.Keys = sc.Keys
+	dc.OnDamage = func(dmg spool.Damage) {
+		if dmg.Kind == spool.DamageKey {
+			log.Error("dead letters sealed with a key not in the key file: kept until a restart with the key", "damage", dmg.String())
+			return
+		}
+		log.Error("dead-letter damage skipped", "damage", dmg.String())
+	}
 	dead, err := spool.Open(filepath.Join(conf.DataDir, "dead-letters"), dc)
 	if err != nil {
 		d.dir.Close()

@@ -63,6 +63,7 @@ type Spec struct {
 	AckMode       string    `json:"ack-mode" yaml:"ack-mode"`
 	SpoolSync     string    `json:"spool-sync" yaml:"spool-sync"`
 	SpoolMaxBytes int64     `json:"spool-max-bytes" yaml:"spool-max-bytes"`
+	SpoolKeyFile  string    `json:"spool-key-file" yaml:"spool-key-file"`
 	Overflow      string    `json:"overflow" yaml:"overflow"`
 	QueueAlert    []float64 `json:"queue-alert" yaml:"queue-alert"`
 	RetryMax      int       `json:"retry-max" yaml:"retry-max"`
@@ -266,6 +267,7 @@ func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
 		return bad("spool-sync", err)
 	}
 	c.Spool.MaxBytes = s.SpoolMaxBytes
+	c.Spool.KeyFile = s.SpoolKeyFile
 	if c.Overflow, err = proxy.ParseOverflow(s.Overflow); err != nil {
 		return bad("overflow", err)
 	}
@@ -330,6 +332,7 @@ func Restart(a, b Spec) []string {
 	add(a.AckMode != b.AckMode, "ack-mode")
 	add(a.SpoolSync != b.SpoolSync, "spool-sync")
 	add(a.SpoolMaxBytes != b.SpoolMaxBytes, "spool-max-bytes")
+	add(a.SpoolKeyFile != b.SpoolKeyFile, "spool-key-file (its contents are read at start only)")
 	add(a.Pprof != b.Pprof, "pprof")
 	add(a.LogFormat != b.LogFormat, "log-format")
 	add(a.Loops != b.Loops, "loops")
