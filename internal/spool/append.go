@@ -191,8 +191,9 @@ func (d *Dir) appendRecord(dst []byte, seq uint64, r *Record) []byte {
 	start := len(dst)
 	var h [RecordHeaderSize]byte
 	dst = append(dst, h[:]...)
-	dst = d.cfg.Keys.appendSealed(dst, seq, r.Kind, r.Body)
-	putRecordHeader(dst[start:], seq, r.Kind, r.Flags|FlagSealed)
+	putRecordHeader(dst[start:], seq, r.Kind, r.Flags|FlagSealed) // seq and kind: the seal's additional data
+	dst = d.cfg.Keys.appendSealed(dst, dst[start+8:start+8+adSize], r.Body)
+	putRecordHeader(dst[start:], seq, r.Kind, r.Flags|FlagSealed) // now with the length and CRC
 	return dst
 }
 

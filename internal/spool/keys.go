@@ -165,23 +165,20 @@ func KeyLine(id uint16) string {
 // sealNonce fills a new record's nonce (a seam for the golden test).
 var sealNonce = func(b []byte) { rand.Read(b) }
 
-// sealAD is the additional data of a record's seal: its sequence and kind.
-func sealAD(ad *[9]byte, seq uint64, kind Kind) []byte {
-	binary.BigEndian.PutUint64(ad[:8], seq)
-	ad[8] = byte(kind)
-	return ad[:]
-}
+// A seal's additional data is the record's sequence and kind, as its
+// header holds them (bytes 8-16): ad is that slice of the header, so
+// that sealing and opening allocate nothing for it.
+const adSize = 9
 
-// appendSealed appends body sealed with the current key, as record seq
-// of kind, to dst.
-func (k *Keyring) appendSealed(dst []byte, seq uint64, kind Kind, body []byte) []byte {
-	var ad [9]byte
+// appendSealed appends body sealed with the current key to dst; ad is
+// the record's sequence and kind (its header's bytes 8-16).
+func (k *Keyring) appendSealed(dst, ad, body []byte) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, k.current)
 	n := len(dst)
 	dst = append(dst, make([]byte, nonceSize)...)
 	nonce := dst[n : n+nonceSize]
 	sealNonce(nonce)
-	return k.aeads[k.current].Seal(dst, nonce, body, sealAD(&ad, seq, kind))
+	return k.aeads[k.current].Seal(dst, nonce, body, ad)
 }
 
 // sealedKey returns the key id of a sealed body (0: too short to hold
@@ -202,9 +199,10 @@ const (
 	badSeal            // too short, or it fails authentication: damage
 )
 
-// open opens a sealed body of record seq, kind, appending the plaintext
-// to dst[:0]. k may be nil (no keyring: noKey).
-func (k *Keyring) open(dst []byte, seq uint64, kind Kind, body []byte) ([]byte, openResult, string) {
+// open opens a sealed body, ad its record's sequence and kind (the
+// header's bytes 8-16), appending the plaintext to dst[:0]. k may be nil
+// (no keyring: noKey).
+func (k *Keyring) open(dst, ad, body []byte) ([]byte, openResult, string) {
 	if len(body) < sealOverhead {
 		return nil, badSeal, fmt.Sprintf("sealed body of %d bytes, shorter than its key id, nonce and tag (%d)", len(body), sealOverhead)
 	}
@@ -222,9 +220,8 @@ func (k *Keyring) open(dst []byte, seq uint64, kind Kind, body []byte) ([]byte, 
 	if !ok {
 		return nil, noKey, fmt.Sprintf("key %d not in the key file", id)
 	}
-	var ad [9]byte
 	nonce := body[keyIDSize : keyIDSize+nonceSize]
-	pt, err := a.Open(dst[:0], nonce, body[keyIDSize+nonceSize:], sealAD(&ad, seq, kind))
+	pt, err := a.Open(dst[:0], nonce, body[keyIDSize+nonceSize:], ad)
 	if err != nil {
 		return nil, badSeal, fmt.Sprintf("sealed with key %d, fails authentication (altered, or moved from another record)", id)
 	}
@@ -239,7 +236,7 @@ func (d *Dir) openBody(buf *[]byte, rr *rawRec) (body []byte, key uint16, res op
 		return rr.body, 0, opened, ""
 	}
 	key = sealedKey(rr.body)
-	body, res, detail = d.cfg.Keys.open(*buf, rr.seq, rr.kind, rr.body)
+	body, res, detail = d.cfg.Keys.open(*buf, rr.ad, rr.body)
 	if res == opened && cap(body) <= 4*readAhead {
 		*buf = body[:0] // keep it, unless a huge record grew it
 	}

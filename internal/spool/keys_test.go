@@ -411,17 +411,20 @@ func BenchmarkSeal(b *testing.B) {
 	k := keyring(b, 1)
 	body := dataFrame(1, 1400)
 	var buf, plain []byte
+	ad := []byte{0, 0, 0, 0, 0, 0, 0, 1, byte(KindData)}
 	b.Run("seal", func(b *testing.B) {
 		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
 		for b.Loop() {
-			buf = k.appendSealed(buf[:0], 1, KindData, body)
+			buf = k.appendSealed(buf[:0], ad, body)
 		}
 	})
 	b.Run("open", func(b *testing.B) {
 		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
 		for b.Loop() {
 			var res openResult
-			plain, res, _ = k.open(plain, 1, KindData, buf)
+			plain, res, _ = k.open(plain, ad, buf)
 			if res != opened {
 				b.Fatal("does not open")
 			}

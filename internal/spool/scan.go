@@ -73,6 +73,7 @@ type rawRec struct {
 	kind  Kind
 	flags uint8
 	body  []byte
+	ad    []byte // seq and kind as the header holds them: a seal's additional data
 }
 
 type recStatus uint8
@@ -119,6 +120,7 @@ func (s *segReader) record(off int64) (rawRec, recStatus, error) {
 	r.kind = Kind(b[16])
 	r.flags = b[17]
 	r.body = b[RecordHeaderSize:]
+	r.ad = b[8 : 8+adSize]
 	return r, recOK, nil
 }
 
