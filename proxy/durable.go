@@ -913,6 +913,7 @@ func (d *durable) writeMetrics(w io.Writer) {
 	metrics.WriteGaugeUint64(w, "logdist_spool_max_bytes", uint64(d.maxBytes))
 	metrics.WriteCounterUint64(w, "logdist_spool_syncs_total", st.Syncs)
 	metrics.WriteCounterUint64(w, "logdist_spool_lost_records_total", st.Lost)
+	metrics.WriteGaugeUint64(w, "logdist_spool_records_need_key", st.NeedKey)
 	dl := d.dead.Stats()
 	metrics.WriteGaugeUint64(w, "logdist_dead_letters", dl.Records)
 	metrics.WriteGaugeUint64(w, "logdist_dead_letters_bytes", uint64(dl.Bytes))

@@ -43,6 +43,7 @@ var MetricFamilies = []promexp.Family{
 	{Name: "logdist_spool_records", Type: "gauge", Help: "Packets in the spool not yet acknowledged by an analyzer."},
 	{Name: "logdist_spool_spilled_records", Type: "gauge", Help: "Packets in the spool only (not in memory), waiting to be read back."},
 	{Name: "logdist_spool_oldest_age_seconds", Type: "gauge", Help: "Age of the oldest packet in the spool not yet acknowledged (0: none)."},
+	{Name: "logdist_spool_records_need_key", Type: "gauge", Help: "Sealed spool records met since start whose key is not in --spool-key-file: kept, not lost; replayed after a restart with the key."},
 	{Name: "logdist_spool_syncs_total", Type: "counter", Help: "Data fsyncs of the spool since start."},
 	{Name: "logdist_spool_lost_records_total", Type: "counter", Help: "Spool sequences reported lost to damage since start."},
 	{Name: "logdist_dead_lettered_total", Type: "counter", Help: "Packets put in the dead letters, by reason (label reason: rejected by an analyzer, retries-exhausted past --retry-max)."},

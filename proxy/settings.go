@@ -78,7 +78,7 @@ func restartChanges(a, b *Config) error {
 	add(a.SyslogRecvBuffer != b.SyslogRecvBuffer, "syslog-rcvbuf")
 	add(a.TransportListen != b.TransportListen, "transport-listen")
 	add(a.DataDir != b.DataDir, "data-dir")
-	add(a.Spool != b.Spool, "spool-sync/spool-max-bytes")
+	add(a.Spool != b.Spool, "spool-sync/spool-max-bytes/spool-key-file")
 	add(a.AckMode != b.AckMode, "ack-mode")
 	ab, bb := a.Balancer.WithDefaults(), b.Balancer.WithDefaults()
 	add(ab.Strategy != bb.Strategy, "balance")
