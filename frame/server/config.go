@@ -31,6 +31,22 @@ type Config struct {
 	// A client asking for less gets what it asked for.
 	Window uint32
 
+	// Concurrency is how many packets of one connection may be handled at
+	// once: up to Concurrency HandlePacket calls run concurrently per
+	// connection, each on a goroutine of its own, while the connection's
+	// read goroutine decodes the next DATA frames. When all are busy the
+	// connection stops reading (backpressure). Packets may then complete
+	// out of order; each is resolved on the wire as its handler says, and
+	// the cumulative ACK moves once every earlier packet is resolved. It
+	// lets an analyzer whose handler waits (a database write, say) serve
+	// more than 1/latency packets a second per connection. Memory: up to
+	// Concurrency decoded packets (and their frames) per connection.
+	//
+	// 1 (the default; 0 means 1 too) calls the handler synchronously on
+	// the read goroutine, one packet at a time, in sequence order. At most
+	// 1024.
+	Concurrency int
+
 	// MaxConns caps the number of open connections; a connection above it
 	// gets ERROR overloaded and is closed. 0 means no cap.
 	MaxConns int
@@ -81,13 +97,15 @@ type Config struct {
 }
 
 // DefaultConfig returns a Config that works on one host: 127.0.0.1:7501,
-// frame.DefaultLimits, a window of 1024 packets, 10 s handshake, 60 s idle,
+// frame.DefaultLimits, a window of 1024 packets, one packet handled at a
+// time per connection, 10 s handshake, 60 s idle,
 // 10 s write and 10 s drain timeouts, 100 ms busy retry-after.
 func DefaultConfig() Config {
 	return Config{
 		Addr:             "127.0.0.1:7501",
 		Limits:           frame.DefaultLimits(),
 		Window:           1024,
+		Concurrency:      1,
 		HandshakeTimeout: 10 * time.Second,
 		IdleTimeout:      60 * time.Second,
 		WriteTimeout:     10 * time.Second,
@@ -95,6 +113,12 @@ func DefaultConfig() Config {
 		BusyRetryAfter:   100 * time.Millisecond,
 	}
 }
+
+// MaxConcurrency is the largest Config.Concurrency.
+const MaxConcurrency = 1024
+
+// concurrency is Config.Concurrency, 0 meaning 1.
+func (c *Config) concurrency() int { return max(c.Concurrency, 1) }
 
 // ErrBadConfig is wrapped by every error Validate returns.
 var ErrBadConfig = errors.New("server: invalid config")
@@ -107,6 +131,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Window == 0:
 		return fmt.Errorf("%w: window must be at least 1", ErrBadConfig)
+	case c.Concurrency < 0 || c.Concurrency > MaxConcurrency:
+		return fmt.Errorf("%w: concurrency %d not in [1, %d] (packets handled at once per connection)", ErrBadConfig, c.Concurrency, MaxConcurrency)
 	case c.MaxConns < 0:
 		return fmt.Errorf("%w: max conns %d is negative (0 means no cap)", ErrBadConfig, c.MaxConns)
 	case c.HandshakeTimeout <= 0:
@@ -126,8 +152,10 @@ func (c *Config) Validate() error {
 }
 
 // sessionConfig is what every connection's protocol session grants and
-// enforces: zstd (no SACK: a handler resolves packets in order, so the
-// cumulative ACK says everything).
+// enforces: zstd (no SACK: with Concurrency 1 a handler resolves packets
+// in order, so the cumulative ACK says everything; with more, packets
+// complete at most Concurrency apart, and the cumulative ACK waits for
+// the oldest of them).
 func (c *Config) sessionConfig() session.ServerConfig {
 	return session.ServerConfig{
 		Limits:      c.Limits,

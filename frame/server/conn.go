@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/logdist/logdist/frame"
@@ -22,10 +23,12 @@ import (
 // reads the ERROR instead of a reset.
 const lingerTimeout = 500 * time.Millisecond
 
-// conn is one client connection. Its goroutine (serve) does all reading,
-// decoding and handler calls; the protocol's rules are the session's
-// (frame/session). mu guards the session and the writer, because Close's
-// GOAWAY comes from another goroutine.
+// conn is one client connection. Its goroutine (serve) does all reading
+// and decoding, and with Concurrency 1 the handler calls; with more, the
+// handler calls run on worker goroutines (work), one per packet in flight.
+// The protocol's rules are the session's (frame/session). mu guards the
+// session and the writer, because Close's GOAWAY and the workers' answers
+// come from other goroutines.
 type conn struct {
 	s      *Server
 	nc     net.Conn
@@ -42,10 +45,34 @@ type conn struct {
 	werr error // first write error, under mu
 	acks uint64
 
-	// Read-loop state, owned by serve's goroutine.
+	// Read-loop state, owned by serve's goroutine. With Concurrency > 1,
+	// md holds the connection's part of every slot's Meta.
 	dec *frame.Decoder
 	pkt frame.Packet
 	md  Meta
+
+	// Concurrent handling (Config.Concurrency > 1; free is nil with 1).
+	free      chan *slot     // slots whose handler returned
+	slots     int            // slots made so far (serve's goroutine)
+	workers   sync.WaitGroup // handlers in flight
+	finishing atomic.Int32   // workers whose handler returned, not yet resolved
+	// readerIdle (under mu) is set when serve's goroutine may block (on
+	// the socket or on a free slot) after flushing: a worker resolving a
+	// packet then writes the answer itself. Otherwise serve flushes soon.
+	readerIdle bool
+	// workerFatal (under mu): a handler's connection-code error ended the
+	// session; its ERROR is written, the connection is to be closed.
+	workerFatal bool
+}
+
+// slot is one packet handed to a worker: the decoder its packet aliases,
+// the packet and its Meta, and the frame's payload when the packet
+// aliases it (uncompressed). Not reused until its handler returned.
+type slot struct {
+	dec *frame.Decoder
+	pkt frame.Packet
+	md  Meta
+	buf []byte
 }
 
 func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
@@ -62,6 +89,9 @@ func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
 		sess:   session.NewServer(&s.sess, session.Peer{Addr: nc.RemoteAddr()}),
 		bw:     bufio.NewWriterSize(nc, 16<<10),
 		dec:    frame.NewDecoder(s.cfg.Limits),
+	}
+	if n := s.cfg.concurrency(); n > 1 {
+		c.free = make(chan *slot, n)
 	}
 	// Before the handshake only a HELLO's header is admitted: a peer cannot
 	// make the server buffer what a DATA header announces.
@@ -129,9 +159,16 @@ func (c *conn) serve() {
 		// every answerEvery while a backlog keeps frames buffered: a slow
 		// handler behind a full buffer must still send ACKs (and the PONGs
 		// queued behind the DATA), or the client takes silence for death.
-		if !c.rd.Ready() || time.Since(lastFlush) >= answerEvery {
-			if err := c.flush(); err != nil {
+		if buffered := c.rd.Ready(); !buffered || time.Since(lastFlush) >= answerEvery {
+			c.mu.Lock()
+			// With workers: about to block on the socket, so a worker
+			// finishing meanwhile writes its answer itself.
+			c.readerIdle = !buffered
+			err := c.flushLocked()
+			c.mu.Unlock()
+			if err != nil {
 				c.log.Debug("connection closed: cannot write", "err", err)
+				c.waitWorkers()
 				c.nc.Close()
 				return
 			}
@@ -139,12 +176,19 @@ func (c *conn) serve() {
 		}
 		c.mu.Lock()
 		ready := c.sess.Ready()
-		c.mu.Unlock()
+		if c.workerFatal {
+			c.mu.Unlock()
+			c.endAfterWorkers()
+			return
+		}
+		// Under mu: a worker ending the session sets a past deadline to
+		// wake this read, which must not be overwritten.
 		if ready {
 			c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
 		} else {
 			c.nc.SetReadDeadline(c.start.Add(c.s.cfg.HandshakeTimeout))
 		}
+		c.mu.Unlock()
 		h, payload, err := c.rd.Next()
 		if err != nil && h == nil {
 			c.readFailed(err, !ready)
@@ -156,6 +200,7 @@ func (c *conn) serve() {
 		c.s.m.frames[h.Type()].Inc()
 		c.s.m.bytes.Add(h.FrameLen())
 		c.mu.Lock()
+		c.readerIdle = false
 		ev, err := c.sess.Handle(h, payload)
 		c.mu.Unlock()
 		if err != nil {
@@ -170,7 +215,11 @@ func (c *conn) serve() {
 			c.log = c.log.With("agent", c.md.AgentID)
 			c.log.Debug("client connected", "window", c.sess.Window(), "caps", uint32(c.sess.Granted()))
 		case session.EvData:
-			if !c.onData(h, payload) {
+			if c.free != nil {
+				if !c.dispatch(h, payload) {
+					return
+				}
+			} else if !c.onData(h, payload) {
 				return
 			}
 		case session.EvRejected:
@@ -200,7 +249,7 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 			c.fatal(code, err.Error())
 			return false
 		}
-		c.reject(seq, code, err.Error(), undecoded{h, payload})
+		c.reject(seq, code, err.Error(), undecoded{h, payload, c.dec})
 		return true
 	}
 	c.md.Seq = seq
@@ -235,6 +284,161 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 		return false
 	}
 	return true
+}
+
+// dispatch is onData with Concurrency > 1: it decodes a DATA frame into a
+// free slot — waiting for one while all are busy, reading nothing
+// meanwhile — and starts a worker to call the Handler; false ends the
+// connection.
+func (c *conn) dispatch(h frame.Header, payload []byte) bool {
+	sl := c.slot()
+	if sl == nil {
+		c.endAfterWorkers()
+		return false
+	}
+	seq := h.Seq()
+	src := payload
+	if !h.Compressed() {
+		// The packet would alias the reader's buffer, which the next
+		// frame overwrites.
+		sl.buf = append(sl.buf[:0], payload...)
+		src = sl.buf
+	}
+	if err := sl.dec.Decode(h, src, &sl.pkt); err != nil {
+		c.free <- sl
+		code := frame.CodeOf(err)
+		if code.Fatal() {
+			c.waitWorkers()
+			c.fatal(code, err.Error())
+			return false
+		}
+		c.reject(seq, code, err.Error(), undecoded{h, payload, sl.dec})
+		return true
+	}
+	md := &sl.md
+	*md = Meta{Remote: c.md.Remote, AgentID: c.md.AgentID, Identity: c.md.Identity}
+	md.Seq = seq
+	md.PayloadBytes = len(payload)
+	md.RawBytes = int(h.RawLen())
+	md.Compressed = h.Compressed()
+	if h.Traced() {
+		copy(md.Trace[:], payload)
+		md.Traced = md.Trace.Valid()
+	}
+	c.workers.Add(1)
+	go c.work(sl)
+	return true
+}
+
+// slot returns a free slot, making one while fewer than Concurrency
+// exist, else waiting for a handler to return (after writing what is
+// resolved: workers answer for themselves while serve waits). nil means
+// the connection ended meanwhile (a handler's fatal error, or kill).
+func (c *conn) slot() *slot {
+	select {
+	case sl := <-c.free:
+		return sl
+	default:
+	}
+	if c.slots < c.s.cfg.concurrency() {
+		c.slots++
+		return &slot{dec: frame.NewDecoder(c.s.cfg.Limits)}
+	}
+	c.mu.Lock()
+	c.readerIdle = true
+	c.flushLocked() // an error ends the connection at the next flush
+	c.mu.Unlock()
+	sl := <-c.free
+	c.mu.Lock()
+	c.readerIdle = false
+	ended := c.workerFatal || c.werr != nil
+	c.mu.Unlock()
+	if ended || c.ctx.Err() != nil {
+		c.free <- sl
+		return nil
+	}
+	return sl
+}
+
+// work calls the Handler for the packet in sl and resolves it as onData
+// does, then frees sl. The answer is written now if serve may be blocked
+// (readerIdle) and no other worker is about to resolve (finishing): of
+// workers finishing together, the last writes for all; while serve is
+// busy reading buffered frames, it writes them with its own.
+func (c *conn) work(sl *slot) {
+	defer c.workers.Done()
+	seq := sl.md.Seq
+	v := classify(c.s.handler.HandlePacket(c.ctx, &sl.md, &sl.pkt), c.s.cfg.BusyRetryAfter)
+	switch v.kind {
+	case verdictAck:
+		c.s.m.acked.Inc()
+		c.s.m.messages.Add(len(sl.pkt.Messages))
+	case verdictBusy:
+		if v.reason != "" {
+			c.logPacket("handler failed; packet answered BUSY", 0, decoded{&sl.pkt}, "seq", seq, "err", v.reason)
+		}
+		c.s.m.busy.Inc()
+	case verdictReject:
+		c.s.m.rejected(v.code)
+		c.logPacket("packet rejected", v.code, decoded{&sl.pkt}, "seq", seq, "code", v.code.String(), "reason", v.reason)
+	case verdictFatal:
+		c.s.m.connError(v.code)
+		c.log.Info("closing connection with ERROR", "code", v.code.String(), "reason", v.reason)
+	}
+	c.finishing.Add(1)
+	c.mu.Lock()
+	switch v.kind {
+	case verdictAck:
+		c.sess.Accept(seq)
+	case verdictBusy:
+		c.sess.Busy(seq, v.retryAfter)
+	case verdictReject:
+		c.sess.Reject(seq, v.code, v.reason)
+	}
+	last := c.finishing.Add(-1) == 0
+	switch {
+	case v.kind == verdictFatal:
+		if !c.sess.Closed() {
+			c.sess.Fatal(v.code, v.reason)
+			c.workerFatal = true
+			c.flushLocked()
+			// Wake serve's read; it ends the connection once every
+			// worker returned.
+			c.nc.SetReadDeadline(time.Now())
+		}
+	case last && c.readerIdle:
+		if c.flushLocked() != nil {
+			c.nc.SetReadDeadline(time.Now())
+		}
+	}
+	c.mu.Unlock()
+	c.free <- sl
+}
+
+// waitWorkers waits for the handlers in flight (none with Concurrency 1);
+// their answers are in the session, for the caller's last flush.
+func (c *conn) waitWorkers() {
+	if c.free != nil {
+		c.workers.Wait()
+	}
+}
+
+// endAfterWorkers ends a connection whose session a worker closed, or
+// that was killed or could not be written: it waits for the handlers in
+// flight, then closes (after writing their answers, when it can).
+func (c *conn) endAfterWorkers() {
+	c.waitWorkers()
+	c.mu.Lock()
+	fatal := c.workerFatal
+	if !fatal && c.werr == nil && c.ctx.Err() == nil {
+		c.flushLocked()
+	}
+	c.mu.Unlock()
+	if fatal {
+		c.lingerClose()
+		return
+	}
+	c.nc.Close()
 }
 
 // reject answers DATA seq with a packet ERROR.
@@ -288,12 +492,13 @@ func (d decoded) ids(*conn) (uint64, []byte, bool) { return d.p.ID, d.p.AgentID,
 type undecoded struct {
 	h       frame.Header
 	payload []byte
+	dec     *frame.Decoder
 }
 
 // ids reads them from the payload, decompressing it again if need be: a
 // packet that failed to decode may still start well. Only for a log line.
 func (u undecoded) ids(c *conn) (uint64, []byte, bool) {
-	raw, err := c.dec.Raw(u.h, u.payload)
+	raw, err := u.dec.Raw(u.h, u.payload)
 	if err != nil {
 		return 0, nil, false
 	}
@@ -304,6 +509,7 @@ func (u undecoded) ids(c *conn) (uint64, []byte, bool) {
 // violation or a refused handshake (its ERROR is in the output), or the
 // peer's fatal ERROR.
 func (c *conn) ended(err error) {
+	c.waitWorkers()
 	var v *session.Violation
 	var r *session.Refused
 	var re *frame.RemoteError
@@ -327,6 +533,19 @@ func (c *conn) ended(err error) {
 // readFailed ends the connection after a failed read: with ERROR for a
 // protocol violation or a timeout, quietly for a peer that went away.
 func (c *conn) readFailed(err error, inHandshake bool) {
+	if c.free != nil {
+		// Stop reading; let the handlers in flight finish (their answers
+		// go out with the last flush below). A read woken by a worker
+		// that ended the session, or could not write, ends here.
+		c.waitWorkers()
+		c.mu.Lock()
+		byWorker := c.workerFatal || c.werr != nil
+		c.mu.Unlock()
+		if byWorker {
+			c.endAfterWorkers()
+			return
+		}
+	}
 	var v *session.Violation
 	var fe *frame.Error
 	var ne net.Error

@@ -12,8 +12,9 @@ import (
 
 // Handler processes the packets a server receives.
 //
-// HandlePacket is called once per DATA frame, sequentially for one
-// connection and concurrently across connections. p and md, and every byte
+// HandlePacket is called once per DATA frame, concurrently across
+// connections and, for one connection, sequentially in sequence order —
+// or, with Config.Concurrency N > 1, up to N at once, in any order. p and md, and every byte
 // slice they hold, are valid only during the call: copy what you keep.
 // ctx is cancelled when the connection is torn down (the server's drain
 // timeout expired, or the peer went away); a slow handler should watch it.

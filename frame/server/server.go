@@ -10,6 +10,21 @@
 // (after any BUSY and ERROR frames it covers) and flushes, so a burst of
 // DATA frames costs one write back. Nothing waits on a timer to ACK.
 //
+// By default (Config.Concurrency 1) that goroutine calls the Handler too,
+// one packet at a time: a handler taking 5 ms serves at most 200 packets a
+// second per connection, however idle the CPU. With Concurrency N, the
+// reading goroutine decodes each DATA into one of N slots and hands it to
+// a goroutine of its own that calls the Handler and resolves the packet;
+// with all N busy it stops reading (backpressure: the client's window
+// fills). Packets complete in any order; the cumulative ACK covers a
+// packet once every earlier one is resolved. A worker that finishes while
+// the reader waits (on the socket or for a slot) writes the answers, the
+// last of several finishing together writing for all; otherwise the
+// reader writes them with its next batch. When the connection ends — the
+// peer hangs up, a drain completes — reading stops, the handlers in
+// flight finish and their answers are written before it closes; a kill
+// (drain timeout) cancels their context first.
+//
 // The server keeps no process-wide state; its metrics live on the
 // *metrics.Set returned by Metrics.
 package server
