@@ -133,6 +133,7 @@ Flags:
 	fs.StringVar(&cfg.Admin, "admin", cfg.Admin, "HTTP address for GET /stats, /metrics and /healthz (default \"\": off)")
 	fs.StringVar(&cfg.Out, "out", cfg.Out, "write received messages as JSON lines to this file (appended), or - for stdout (default \"\": off)")
 	fs.DurationVar(&cfg.Delay, "delay", cfg.Delay, "processing delay per packet before its ACK, to simulate a slow analyzer (default 0s: none)")
+	fs.IntVar(&cfg.Server.Concurrency, "concurrency", cfg.Server.Concurrency, "packets handled at once per connection (1 to 1024): with more than 1, a slow --delay (or slow output) no longer caps a connection at 1/delay packets a second; packets then complete out of order, acknowledged once all before them are")
 	fs.Int64Var(&window, "window", window, "most packets a client may have unacknowledged (the granted window)")
 	fs.Int64Var(&maxFrame, "max-frame", maxFrame, "largest DATA payload accepted, in bytes")
 	fs.Uint64Var(&cfg.DedupWindow, "dedup-window", cfg.DedupWindow, "packet ids remembered per agent for duplicate detection (memory: this/8 bytes per agent)")
@@ -165,6 +166,9 @@ Flags:
 	}
 	if maxFrame < frame.MaxControlPayload || maxFrame > frame.HardMaxFrame {
 		return cfg, lf, nil, fmt.Errorf("--max-frame %d: must be in [%d, %d]", maxFrame, frame.MaxControlPayload, frame.HardMaxFrame)
+	}
+	if c := cfg.Server.Concurrency; c < 1 || c > 1024 {
+		return cfg, lf, nil, fmt.Errorf("--concurrency %d: must be in [1, 1024]", c)
 	}
 	cfg.Server.Window = uint32(window)
 	cfg.Server.Limits.MaxFrame = uint32(maxFrame)

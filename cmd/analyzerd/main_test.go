@@ -254,6 +254,8 @@ func TestBadFlags(t *testing.T) {
 	f(2, "unknown flag: --bogus", "--bogus")
 	f(2, "--log-format", "--log-format", "xml")
 	f(2, "--window", "--window", "0")
+	f(2, "--concurrency 0: must be in [1, 1024]", "--concurrency", "0")
+	f(2, "--concurrency 1025: must be in [1, 1024]", "--concurrency", "1025")
 	f(2, "invalid argument", "--delay", "soon")
 	f(2, "unexpected argument", "extra")
 	f(0, `--listen string`, "--help")
@@ -272,7 +274,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, flag := range []string{"listen", "name", "admin", "out", "delay", "window", "max-frame", "dedup-window",
+	for _, flag := range []string{"listen", "name", "admin", "out", "delay", "concurrency", "window", "max-frame", "dedup-window",
 		"dedup-agents", "idle-timeout", "handshake-timeout", "drain-timeout", "log-level", "log-format"} {
 		re := regexp.MustCompile(`(?m)^\s+--` + flag + ` .*\(default [^)]*\)$`)
 		if !re.Match(out) {
