@@ -263,11 +263,14 @@ func ledgerModel(t *testing.T, seed uint64) {
 		h.ac.out = h.ac.out[:0]
 	}
 	// Settle: every analyzer connected and answering everything, weights
-	// positive, until nothing is left.
+	// positive, until nothing is left. Forced up: the fake analyzers answer
+	// no heartbeat, and the balancer's breakers run on the real clock, so
+	// an analyzer the random steps took down could stay down while a
+	// packet waits out a retry's backoff (seconds of this loop's clock).
 	cfg := s.Config()
 	for i := range cfg.Analyzers {
 		cfg.Analyzers[i].Weight = 1
-		cfg.Analyzers[i].Admin = balancer.Enabled
+		cfg.Analyzers[i].Admin = balancer.ForcedUp
 	}
 	if err := s.Reconfigure(cfg); err != nil {
 		t.Fatal(err)
@@ -288,7 +291,19 @@ func ledgerModel(t *testing.T, seed uint64) {
 	}
 	m.read(h.ac.out, sent)
 	if uint64(len(m.resolved)) != sent || m.ackPoint != sent {
-		t.Fatalf("%d of %d packets resolved, ack point %d", len(m.resolved), sent, m.ackPoint)
+		var missing []uint64
+		for seq := uint64(1); seq <= sent && len(missing) < 10; seq++ {
+			if _, ok := m.resolved[seq]; !ok {
+				missing = append(missing, seq)
+			}
+		}
+		for _, u := range live() {
+			t.Logf("upstream %s: state %d, accepting %v, late %v, in flight %d, backlog %d, retiring %v", u.name, u.state, u.accepting(), u.late, u.sess.InFlight(), u.backlog.len(), u.retiring)
+		}
+		t.Logf("selectable %v, regather %+v, warming %v", h.lp.cur.Selectable(), h.lp.rg, h.lp.warming)
+		t.Fatalf("%d of %d packets resolved, ack point %d; unresolved %v; %d records live (%d waiting, %d delayed, %d retrying, %d redo), agent open: %v",
+			len(m.resolved), sent, m.ackPoint, missing, h.lp.led.live, h.lp.led.waiting.len(), h.lp.led.delayed.len(), len(h.lp.led.retrying), len(h.lp.led.redo),
+			h.agent.sess.Unresolved())
 	}
 	if h.lp.led.live != 0 {
 		t.Fatalf("%d records left", h.lp.led.live)
