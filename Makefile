@@ -22,7 +22,7 @@ BUILDAH ?= buildah
 # gives the same bytes (and checksums) wherever it is built.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: chaos soak durability image release all build test deploy-check test-race test-short run bench bench-go fuzz fmt vet lint clean
+.PHONY: chaos soak durability image release all build test deploy-check test-race test-short run bench bench-proxy bench-go fuzz fmt vet lint clean
 
 all: build
 
@@ -64,6 +64,11 @@ run: build
 bench: build
 	$(GO) build -o $(BIN)/ ./tools/benchcmp
 	./$(BIN)/benchcmp --bin $(BIN) $(BENCHFLAGS)
+
+## bench-proxy: the proxy's own cost: copyproxy (the floor), logdist --loops 1 and HAProxy nbthread 1, each alone on one CPU (taskset), logbench and framesink on the other; CPU and system calls per packet (benchcmp --isolated; perf from linux-perf for the system calls).
+bench-proxy: build
+	$(GO) build -o $(BIN)/ ./tools/benchcmp ./tools/framesink ./tools/copyproxy
+	./$(BIN)/benchcmp --bin $(BIN) --isolated $(BENCHFLAGS)
 
 ## bench-go: Go micro-benchmarks of the hot paths.
 bench-go:

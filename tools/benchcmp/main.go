@@ -49,6 +49,9 @@ type config struct {
 	tls         bool
 	trace       bool
 	spool       bool
+	isolated    bool
+	proxyCPU    string
+	restCPU     string
 }
 
 func main() {
@@ -69,6 +72,9 @@ func main() {
 	fs.BoolVar(&cfg.trace, "trace", true, "also measure logdist exporting OpenTelemetry spans to a sink in benchcmp, sampling 0 (logdist-trace0) and 1% of packets (logdist-trace1)")
 	fs.BoolVar(&cfg.spool, "spool", true, "also measure logdist with --ack-mode spool (logdist-spool: every packet written to a disk spool under a temporary --data-dir, fsync every 100 ms, agents acknowledged once it is durable)")
 	fs.BoolVar(&cfg.tls, "tls", true, "also measure logdist with TLS on the agent hop (logdist-tls) and on both hops (logdist-tls2, over four more analyzerd serving TLS)")
+	fs.BoolVar(&cfg.isolated, "isolated", false, "the proxy-isolated benchmark (make bench-proxy) instead: copyproxy, logdist --loops 1 and HAProxy nbthread 1, each alone on --proxy-cpu, with logbench and framesink (acknowledges unread) on --rest-cpu; CPU and system calls per packet")
+	fs.StringVar(&cfg.proxyCPU, "proxy-cpu", "1", "with --isolated: the CPU list (taskset -c) the proxy under test runs on")
+	fs.StringVar(&cfg.restCPU, "rest-cpu", "0", "with --isolated: the CPU list for logbench and the analyzers")
 	fs.StringVar(&cfg.out, "out", "", "also write the report to this file (default \"\": stdout only)")
 	hapConfig := fs.StringSlice("haproxy-config", nil, "print the HAProxy configuration of the haproxy path for BIND,ANALYZER1,...,ANALYZER4 (addresses) and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -88,7 +94,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := 0
-	if err := run(ctx, cfg); err != nil {
+	runner := run
+	if cfg.isolated {
+		runner = runIsolated
+	}
+	if err := runner(ctx, cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "benchcmp: %v\n", err)
 		code = 1
 	}

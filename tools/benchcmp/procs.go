@@ -146,27 +146,33 @@ func lastLines(s string, n int) string {
 
 // cpuSeconds returns utime+stime of pid from /proc/<pid>/stat.
 func cpuSeconds(pid int) (float64, error) {
+	u, s, err := cpuSplit(pid)
+	return u + s, err
+}
+
+// cpuSplit returns utime and stime of pid from /proc/<pid>/stat, apart.
+func cpuSplit(pid int) (user, sys float64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The command name may hold spaces; fields start after its ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+		return 0, 0, fmt.Errorf("bad /proc/%d/stat", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+		return 0, 0, fmt.Errorf("bad /proc/%d/stat", pid)
 	}
 	// After ')': state(3) ... utime is field 14, stime 15 of the whole line.
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+		return 0, 0, fmt.Errorf("bad /proc/%d/stat", pid)
 	}
 	const clkTck = 100 // USER_HZ on every Linux architecture Go supports
-	return float64(ut+st) / clkTck, nil
+	return float64(ut) / clkTck, float64(st) / clkTck, nil
 }
 
 // rssMiB returns VmRSS of pid from /proc/<pid>/status.

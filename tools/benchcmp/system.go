@@ -72,7 +72,11 @@ func startLogdist(bin string, analyzers []*proc, tlsAnalyzers bool, extra ...str
 	if err != nil {
 		return nil, err
 	}
-	// Wait until every analyzer is up in logdist's view.
+	return p, waitHealthy(p, len(analyzers))
+}
+
+// waitHealthy waits until logdist p sees n analyzers up.
+func waitHealthy(p *proc, n int) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var as []struct {
@@ -85,11 +89,11 @@ func startLogdist(bin string, analyzers []*proc, tlsAnalyzers bool, extra ...str
 				up++
 			}
 		}
-		if err == nil && up == len(analyzers) {
-			return p, nil
+		if err == nil && up == n {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("logdist: %d of %d analyzers healthy after 10s (%v)", up, len(analyzers), err)
+			return fmt.Errorf("logdist: %d of %d analyzers healthy after 10s (%v)", up, n, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
