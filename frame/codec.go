@@ -3,6 +3,8 @@ package frame
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"sync"
@@ -98,7 +100,11 @@ type Encoder struct {
 	// Level is the zstd level used when compressing; the zero value means
 	// zstd.SpeedDefault, values beyond zstd.SpeedBestCompression mean that.
 	Level zstd.EncoderLevel
-	raw   []byte
+	// Dict, if not nil, is the dictionary compressed payloads use (the
+	// receiver must hold it: a client uses one its server's WELCOME
+	// lists). Uncompressed payloads ignore it.
+	Dict *Dict
+	raw  []byte
 }
 
 // AppendData appends a DATA frame carrying p with sequence seq to dst. With
@@ -136,9 +142,13 @@ func (e *Encoder) AppendCompressed(dst []byte, seq uint64, count uint32, raw []b
 	}
 	start := len(dst)
 	dst = AppendHeader(dst, TypeData, 0, seq, count, 0, 0, 0)
-	enc := encoders[level].get()
+	pool := &encoders[level]
+	if e.Dict != nil {
+		pool = &e.Dict.encoders[level]
+	}
+	enc := pool.get()
 	dst = enc.EncodeAll(raw, dst)
-	encoders[level].put(enc)
+	pool.put(enc)
 	payload := dst[start+HeaderSize:]
 	if len(payload) >= len(raw) {
 		dst = append(dst[:start+HeaderSize], raw...)
@@ -162,7 +172,10 @@ func fillLengths(h Header, f Flags, n, raw, crc uint32) {
 // use (use one per goroutine).
 type Decoder struct {
 	Limits Limits
-	raw    []byte
+	// Dicts are the dictionaries payloads may be compressed with; one
+	// whose zstd frame names another is refused (ErrUnknownDictionary).
+	Dicts Dicts
+	raw   []byte
 }
 
 // NewDecoder returns a Decoder enforcing lim.
@@ -198,18 +211,32 @@ func (d *Decoder) Raw(h Header, payload []byte) ([]byte, error) {
 	// A zstd frame that declares more content than the header's raw length
 	// is a bomb or a lie: refuse it before allocating the output buffer.
 	// (Less is not an error yet: the payload may hold more frames.)
+	pool := &decoders
+	var dict *Dict
 	var zh zstd.Header
-	if zh.Decode(payload) == nil && zh.HasFCS && zh.FrameContentSize > uint64(rawLen) {
-		return nil, ErrRawTooLarge
+	if zh.Decode(payload) == nil {
+		if zh.HasFCS && zh.FrameContentSize > uint64(rawLen) {
+			return nil, ErrRawTooLarge
+		}
+		if zh.DictionaryID != 0 {
+			if dict = d.Dicts.Find(zh.DictionaryID); dict == nil {
+				return nil, &unknownDictError{zh.DictionaryID}
+			}
+			pool = &dict.decoders
+		}
 	}
 	if uint32(cap(d.raw)) < rawLen {
 		d.raw = make([]byte, 0, rawLen)
 	}
-	dec := decoders.get()
+	dec := pool.get()
 	out, err := dec.DecodeAll(payload, d.raw[:0:rawLen])
-	decoders.put(dec)
+	pool.put(dec)
 	if err != nil {
-		if err == zstd.ErrDecoderSizeExceeded || err == zstd.ErrWindowSizeExceeded || decodesPast(payload, rawLen) {
+		switch {
+		case errors.Is(err, zstd.ErrUnknownDictionary):
+			// A second frame naming a dictionary (senders send one frame).
+			return nil, ErrUnknownDictionary
+		case err == zstd.ErrDecoderSizeExceeded || err == zstd.ErrWindowSizeExceeded || decodesPast(payload, rawLen, dict):
 			return nil, ErrRawTooLarge
 		}
 		return nil, ErrBadCompression
@@ -238,13 +265,17 @@ func (d *Decoder) Decode(h Header, payload []byte, p *Packet) error {
 // than max block size", which is a zip bomb, not bad compression
 // (PROTOCOL.md 8: raw_too_large). Only called on the error path, it
 // decodes at most n+1 bytes as a stream.
-func decodesPast(payload []byte, n uint32) bool {
-	d, err := zstd.NewReader(bytes.NewReader(payload),
+func decodesPast(payload []byte, n uint32, dict *Dict) bool {
+	opts := []zstd.DOption{
 		zstd.WithDecoderConcurrency(1), // synchronous: no goroutines
 		zstd.WithDecoderMaxMemory(HardMaxFrame),
 		zstd.WithDecoderMaxWindow(HardMaxFrame),
 		zstd.WithDecoderLowmem(true),
-	)
+	}
+	if dict != nil {
+		opts = append(opts, zstd.WithDecoderDicts(dict.raw))
+	}
+	d, err := zstd.NewReader(bytes.NewReader(payload), opts...)
 	if err != nil {
 		return false
 	}
@@ -252,3 +283,13 @@ func decodesPast(payload []byte, n uint32) bool {
 	k, _ := io.CopyN(io.Discard, d, int64(n)+1)
 	return k > int64(n)
 }
+
+// unknownDictError is ErrUnknownDictionary naming the dictionary, for the
+// ERROR's reason (an error path: it may allocate).
+type unknownDictError struct{ id uint32 }
+
+func (e *unknownDictError) Error() string {
+	return fmt.Sprintf("frame: the zstd payload names dictionary %d, which this receiver does not hold", e.id)
+}
+
+func (e *unknownDictError) Unwrap() error { return ErrUnknownDictionary }

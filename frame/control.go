@@ -2,6 +2,7 @@ package frame
 
 import (
 	"encoding/binary"
+	"slices"
 	"time"
 	"unicode/utf8"
 )
@@ -31,12 +32,18 @@ type Hello struct {
 //	u32 max frame        largest DATA payload the server accepts
 //	u32 idle timeout ms  the server closes a connection silent this long; clients PING well within it (0: none)
 //	u16 n, n bytes       server id, free text (0-255 bytes)
+//	only when capabilities has CapDict:
+//	u8 n, n × u32        the dictionary ids the server holds (1-16 of them, non-zero, distinct)
 type Welcome struct {
 	Caps          Capabilities
 	Window        uint32
 	MaxFrame      uint32
 	IdleTimeoutMs uint32
 	ServerID      []byte
+	// Dicts are the dictionary ids the server accepts payloads compressed
+	// with; on the wire only with CapDict, which AppendWelcome drops when
+	// Dicts is empty.
+	Dicts []uint32
 }
 
 // Handshake field limits.
@@ -87,18 +94,32 @@ func DecodeHello(b []byte, h *Hello) error {
 }
 
 // AppendWelcome appends a whole WELCOME frame to dst.
+// The ids must be non-zero and distinct (the decoder refuses others); at
+// most MaxDicts are sent.
 func AppendWelcome(dst []byte, w *Welcome) []byte {
+	caps := w.Caps
+	if len(w.Dicts) == 0 {
+		caps &^= CapDict
+	}
 	start := len(dst)
 	dst = AppendHeader(dst, TypeWelcome, 0, 0, 0, 0, 0, 0)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(w.Caps))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(caps))
 	dst = binary.BigEndian.AppendUint32(dst, w.Window)
 	dst = binary.BigEndian.AppendUint32(dst, w.MaxFrame)
 	dst = binary.BigEndian.AppendUint32(dst, w.IdleTimeoutMs)
 	dst = appendStr16(dst, clip(w.ServerID, MaxSoftware))
+	if caps&CapDict != 0 {
+		ids := w.Dicts[:min(len(w.Dicts), MaxDicts)]
+		dst = append(dst, byte(len(ids)))
+		for _, id := range ids {
+			dst = binary.BigEndian.AppendUint32(dst, id)
+		}
+	}
 	return finishControl(dst, start)
 }
 
-// DecodeWelcome decodes a WELCOME payload. The byte fields alias b.
+// DecodeWelcome decodes a WELCOME payload. The byte fields alias b; the
+// dictionary ids are appended to w.Dicts[:0].
 func DecodeWelcome(b []byte, w *Welcome) error {
 	r := reader{b: b}
 	w.Caps = Capabilities(r.u32())
@@ -106,6 +127,20 @@ func DecodeWelcome(b []byte, w *Welcome) error {
 	w.MaxFrame = r.u32()
 	w.IdleTimeoutMs = r.u32()
 	w.ServerID = r.str16(MaxSoftware)
+	w.Dicts = w.Dicts[:0]
+	if w.Caps&CapDict != 0 && r.err == nil {
+		n := int(r.u8())
+		if r.err != nil || n == 0 || n > MaxDicts || len(r.b) < 4*n {
+			return ErrBadHandshake
+		}
+		for i := 0; i < n; i++ {
+			id := r.u32()
+			if id == 0 || slices.Contains(w.Dicts, id) {
+				return ErrBadHandshake
+			}
+			w.Dicts = append(w.Dicts, id)
+		}
+	}
 	if r.err != nil || len(r.b) != 0 || w.Window == 0 || w.MaxFrame == 0 {
 		return ErrBadHandshake
 	}

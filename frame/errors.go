@@ -43,6 +43,7 @@ const (
 	CodeBadCompression  Code = 0x104 // zstd payload does not decompress
 	CodeRawTooLarge     Code = 0x105 // decompressed size above the limit or not the announced raw length (zip bomb)
 	CodeRejected        Code = 0x106 // the analyzer refused the packet as unprocessable
+	CodeUnknownDict     Code = 0x107 // the zstd payload names a dictionary the receiver does not hold
 )
 
 // Fatal reports whether the code closes the connection.
@@ -70,6 +71,7 @@ var codeNames = map[Code]string{
 	CodeBadCompression:   "bad_compression",
 	CodeRawTooLarge:      "raw_too_large",
 	CodeRejected:         "rejected",
+	CodeUnknownDict:      "unknown_dictionary",
 }
 
 // Codes returns every code this version defines, connection codes first,
@@ -126,6 +128,9 @@ var (
 	ErrBadCompression  = &Error{CodeBadCompression, "frame: zstd payload does not decompress"}
 	ErrRawTooLarge     = &Error{CodeRawTooLarge, "frame: decompressed size above the limit"}
 	ErrRawMismatch     = &Error{CodeRawTooLarge, "frame: decompressed size differs from the header's raw length"}
+	// ErrUnknownDictionary: the payload's zstd frame names a dictionary
+	// the receiver does not hold (frame.DictID says which).
+	ErrUnknownDictionary = &Error{CodeUnknownDict, "frame: the zstd payload names a dictionary this receiver does not hold"}
 )
 
 // CodeOf returns the wire code for err: the code of the *Error in its chain,

@@ -39,6 +39,7 @@ var sentinels = []struct {
 	{"ErrBadCompression", ErrBadCompression, CodeBadCompression},
 	{"ErrRawTooLarge", ErrRawTooLarge, CodeRawTooLarge},
 	{"ErrRawMismatch", ErrRawMismatch, CodeRawTooLarge},
+	{"ErrUnknownDictionary", ErrUnknownDictionary, CodeUnknownDict},
 }
 
 func TestSentinelCodes(t *testing.T) {
@@ -83,7 +84,7 @@ func TestCodeFatal(t *testing.T) {
 	fatal := []Code{CodeProtocol, CodeBadMagic, CodeBadVersion, CodeBadType, CodeFrameTooLarge, CodeBadChecksum,
 		CodeBadHandshake, CodeAuth, CodeHandshakeTimeout, CodeIdleTimeout, CodeWindowExceeded, CodeBadSequence,
 		CodeShutdown, CodeInternal, CodeOverloaded}
-	packet := []Code{CodeMalformed, CodeTooManyMessages, CodeFieldTooLong, CodeBadCompression, CodeRawTooLarge, CodeRejected}
+	packet := []Code{CodeMalformed, CodeTooManyMessages, CodeFieldTooLong, CodeBadCompression, CodeRawTooLarge, CodeRejected, CodeUnknownDict}
 	for _, c := range fatal {
 		if !c.Fatal() || c >= 0x100 {
 			t.Errorf("%v (%#x) should be fatal", c, uint16(c))

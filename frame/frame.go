@@ -139,6 +139,13 @@ const (
 	// context ahead of the packet), so a forwarder reads it without
 	// decompressing.
 	CapTrace Capabilities = 1 << 2
+	// CapDict: the receiver of DATA accepts payloads compressed with a zstd
+	// dictionary. A client offers it when it holds dictionaries; a server
+	// that grants it lists the dictionary ids it holds in WELCOME
+	// (Welcome.Dicts), and the client compresses only with one of those.
+	// Each compressed payload names its dictionary in its zstd frame
+	// header (DictID), so a forwarder routes it without decompressing.
+	CapDict Capabilities = 1 << 3
 )
 
 // Severity is the syslog severity of a message (0 emergency … 7 debug).

@@ -55,6 +55,15 @@ var goldenSack = []SeqRange{{4, 5}, {9, 9}}
 
 var goldenWelcome = &Welcome{Caps: CapZstd, Window: 16, MaxFrame: 1 << 20, IdleTimeoutMs: 60000, ServerID: []byte("logdist-1")}
 
+// goldenHelloDict offers the dict capability (a client holding
+// dictionaries); goldenWelcomeDict grants it and lists two dictionary ids:
+// the test dictionary's and another.
+var goldenHelloDict = &Hello{Caps: CapZstd | CapSack | CapTrace | CapDict, Window: 32, MaxFrame: 4096, AgentID: []byte("agent-7"),
+	Software: []byte("logdist-client/0.1.0")}
+
+var goldenWelcomeDict = &Welcome{Caps: CapZstd | CapDict, Window: 16, MaxFrame: 1 << 20, IdleTimeoutMs: 60000, ServerID: []byte("analyzerd"),
+	Dicts: []uint32{testDictID, 0x8001}}
+
 func goldenCases() []goldenCase {
 	var enc Encoder
 	data := func(seq uint64, p *Packet) func(testing.TB) []byte {
@@ -211,6 +220,47 @@ func goldenCases() []goldenCase {
 			}},
 		{name: "hello_no_agent", doc: "a HELLO with an empty agent id", want: ErrBadHandshake,
 			build: func(testing.TB) []byte { return AppendHello(nil, &Hello{Window: 1}) }},
+
+		{name: "hello_dict", doc: "HELLO offering zstd, sack, trace and dict (bit 3: the client holds zstd dictionaries)",
+			build: func(testing.TB) []byte { return AppendHello(nil, goldenHelloDict) }, value: goldenHelloDict},
+		{name: "welcome_dict", doc: "WELCOME granting zstd and dict, listing dictionaries 1279524865 (0x4c440001, testdict.zdict) and 32769",
+			build: func(testing.TB) []byte { return AppendWelcome(nil, goldenWelcomeDict) }, value: goldenWelcomeDict},
+		{name: "welcome_dict_zero", doc: "welcome_dict with its second dictionary id set to 0", want: ErrBadHandshake,
+			build: func(testing.TB) []byte {
+				w := *goldenWelcomeDict
+				w.Dicts = []uint32{testDictID, 0}
+				return AppendWelcome(nil, &w)
+			}},
+		{name: "welcome_dict_no_list", doc: "a WELCOME granting dict whose payload ends after the server id, without the list", want: ErrBadHandshake,
+			build: func(testing.TB) []byte {
+				w := *goldenWelcomeDict
+				w.Dicts = nil
+				p := AppendWelcome(nil, &w)[HeaderSize:]
+				binary.BigEndian.PutUint32(p, uint32(CapZstd|CapDict))
+				return AppendFrame(nil, TypeWelcome, 0, 0, p)
+			}},
+		{name: "data_zstd_dict", doc: "DATA seq 3, zstd-compressed with dictionary 1279524865 (testdict.zdict, named in the zstd frame header), 1 realistic message",
+			build: func(t testing.TB) []byte {
+				return (&Encoder{Dict: testDict(t)}).AppendData(nil, 3, realisticPacket(1, 4242), true)
+			},
+			unstable: true, value: realisticPacket(1, 4242)},
+		{name: "data_unknown_dict", doc: "data_zstd_dict with the zstd frame header's dictionary id changed to 1279524866, which the receiver does not hold (CRC adjusted)",
+			want: ErrUnknownDictionary, build: func(t testing.TB) []byte {
+				b := (&Encoder{Dict: testDict(t)}).AppendData(nil, 3, realisticPacket(1, 4242), true)
+				h := Header(b)
+				p := bytes.Clone(b[HeaderSize:])
+				// Frame_Header_Descriptor: a 4-byte id, after the
+				// Window_Descriptor byte unless Single_Segment is set.
+				if p[4]&3 != 3 {
+					t.Fatalf("zstd frame header descriptor %#x: not a 4-byte dictionary id", p[4])
+				}
+				at := 6
+				if p[4]&0x20 != 0 {
+					at = 5
+				}
+				binary.LittleEndian.PutUint32(p[at:], testDictID+1)
+				return withPayload(FlagZstd, 3, 1, p, h.RawLen())
+			}},
 	}
 }
 
@@ -276,6 +326,10 @@ func describe(b []byte) (string, any, error) {
 		return s.String(), nil, err
 	}
 	r := NewReader(bytes.NewReader(b), &lim)
+	dict, err := testDictOnce()
+	if err != nil {
+		return "", nil, err
+	}
 	h, payload, err := r.Next()
 	if err != nil {
 		return fail(err)
@@ -306,11 +360,26 @@ func describe(b []byte) (string, any, error) {
 		fmt.Fprintf(&s, "welcome.caps=0x%08x\nwelcome.window=%d\nwelcome.max_frame=%d\nwelcome.idle_timeout_ms=%d\n",
 			uint32(v.Caps), v.Window, v.MaxFrame, v.IdleTimeoutMs)
 		str("welcome.server_id", v.ServerID)
+		if len(v.Dicts) > 0 {
+			s.WriteString("welcome.dicts=")
+			for i, id := range v.Dicts {
+				if i > 0 {
+					s.WriteByte(',')
+				}
+				fmt.Fprintf(&s, "%d", id)
+			}
+			s.WriteByte('\n')
+		}
 		value = &v
 	case TypeData:
 		var p Packet
-		if err := NewDecoder(lim).Decode(h, payload, &p); err != nil {
+		dec := NewDecoder(lim)
+		dec.Dicts = Dicts{dict} // testdict.zdict, as README.md says
+		if err := dec.Decode(h, payload, &p); err != nil {
 			return fail(err)
+		}
+		if id := DictID(append(append([]byte(nil), h...), payload...)); id != 0 {
+			fmt.Fprintf(&s, "dict=%d\n", id)
 		}
 		if tc, ok := TraceOf(append(append([]byte(nil), h...), payload...)); ok {
 			fmt.Fprintf(&s, "trace=%s\n", tc.String())
@@ -442,7 +511,7 @@ func checkGoldenValue(t *testing.T, want, got any) {
 	case *Welcome:
 		g := got.(*Welcome)
 		if g.Caps != w.Caps || g.Window != w.Window || g.MaxFrame != w.MaxFrame || g.IdleTimeoutMs != w.IdleTimeoutMs ||
-			!bytes.Equal(g.ServerID, w.ServerID) {
+			!bytes.Equal(g.ServerID, w.ServerID) || !slices.Equal(g.Dicts, w.Dicts) {
 			t.Errorf("WELCOME %+v, want %+v", g, w)
 		}
 	case *Packet:

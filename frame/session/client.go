@@ -1,6 +1,7 @@
 package session
 
 import (
+	"slices"
 	"time"
 
 	"github.com/logdist/logdist/frame"
@@ -20,6 +21,11 @@ type ClientConfig struct {
 	// Window is the most DATA the client wants unresolved at once; WELCOME
 	// may grant fewer.
 	Window uint32
+	// Dicts are the ids of the zstd dictionaries the client can compress
+	// with, in order of preference. With at least one, HELLO offers
+	// CapDict (whatever Offer says), and Dict picks the first one the
+	// server's WELCOME lists.
+	Dicts []uint32
 }
 
 // Resolver receives the items of DATA frames as the server resolves them,
@@ -72,6 +78,7 @@ type Client[T any] struct {
 	maxFrame uint32
 	idleMs   uint32
 	serverID []byte
+	dicts    []uint32 // the WELCOME's dictionary ids, when CapDict was granted
 	awayCode frame.Code
 	awayWhy  []byte
 
@@ -112,22 +119,30 @@ func NewClient[T any](cfg *ClientConfig, r Resolver[T]) *Client[T] {
 // buffers. The previous connection's unresolved items must have been taken
 // (TakeUnresolved) first; they are dropped.
 func (c *Client[T]) Reset(cfg *ClientConfig, r Resolver[T]) {
-	items, live, ranges, out, sid := c.items, c.live, c.ranges[:0], c.out[:0], c.serverID[:0]
+	items, live, ranges, out, sid, dicts := c.items, c.live, c.ranges[:0], c.out[:0], c.serverID[:0], c.dicts[:0]
 	items.reset()
 	live.reset()
-	*c = Client[T]{cfg: cfg, res: r, items: items, live: live, ranges: ranges, out: out, serverID: sid}
+	*c = Client[T]{cfg: cfg, res: r, items: items, live: live, ranges: ranges, out: out, serverID: sid, dicts: dicts}
 }
 
 // AppendHello appends the HELLO to dst.
 func (c *Client[T]) AppendHello(dst []byte) []byte {
 	return frame.AppendHello(dst, &frame.Hello{
-		Caps:     c.cfg.Offer,
+		Caps:     c.offer(),
 		Window:   max(c.cfg.Window, 1),
 		MaxFrame: frame.MaxControlPayload, // a server sends control frames only
 		AgentID:  []byte(c.cfg.AgentID),
 		Token:    []byte(c.cfg.Token),
 		Software: []byte(c.cfg.Software),
 	})
+}
+
+// offer is the capabilities HELLO offers: CapDict with dictionaries only.
+func (c *Client[T]) offer() frame.Capabilities {
+	if len(c.cfg.Dicts) > 0 {
+		return c.cfg.Offer | frame.CapDict
+	}
+	return c.cfg.Offer &^ frame.CapDict
 }
 
 // Admit checks the 32 header bytes at the start of b: a frame a server may
@@ -262,11 +277,14 @@ func (c *Client[T]) welcome(h frame.Header, payload []byte) (Event, error) {
 	default:
 		return EvNone, c.violate(frame.CodeBadHandshake, "the server answered HELLO with %s, not WELCOME", h.Type())
 	}
-	var w frame.Welcome
+	w := frame.Welcome{Dicts: c.dicts[:0]}
 	if err := frame.DecodeWelcome(payload, &w); err != nil {
 		return EvNone, c.violate(frame.CodeBadHandshake, "malformed WELCOME")
 	}
-	c.caps = w.Caps & c.cfg.Offer
+	c.caps = w.Caps & c.offer()
+	if c.caps&frame.CapDict != 0 {
+		c.dicts = w.Dicts
+	}
 	c.window = uint64(min(w.Window, max(c.cfg.Window, 1)))
 	c.maxFrame = w.MaxFrame
 	c.idleMs = w.IdleTimeoutMs
@@ -468,6 +486,25 @@ func (c *Client[T]) Done() bool { return c.draining && c.unresolved == 0 }
 
 // Granted returns the capabilities WELCOME granted.
 func (c *Client[T]) Granted() frame.Capabilities { return c.caps }
+
+// Dicts returns the dictionary ids the server's WELCOME listed (none
+// unless CapDict was granted); valid until Reset.
+func (c *Client[T]) Dicts() []uint32 { return c.dicts }
+
+// AcceptsDict reports whether the server listed dictionary id: a payload
+// compressed with it may be sent on this connection.
+func (c *Client[T]) AcceptsDict(id uint32) bool { return slices.Contains(c.dicts, id) }
+
+// Dict returns the first of the client's dictionaries (ClientConfig.Dicts)
+// that the server listed, or 0: compress without one.
+func (c *Client[T]) Dict() uint32 {
+	for _, id := range c.cfg.Dicts {
+		if c.AcceptsDict(id) {
+			return id
+		}
+	}
+	return 0
+}
 
 // Window returns the window: min(asked, granted).
 func (c *Client[T]) Window() int { return int(c.window) }

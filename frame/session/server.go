@@ -41,8 +41,13 @@ type ServerConfig struct {
 	// asking for less gets what it asked for.
 	Window uint32
 	// Grant is the capabilities the server may grant (WELCOME grants
-	// those the HELLO offered).
+	// those the HELLO offered). Its CapDict bit is ignored: Dicts decides.
 	Grant frame.Capabilities
+	// Dicts are the ids of the zstd dictionaries the server holds (at most
+	// frame.MaxDicts, non-zero, distinct; frame.Dicts.IDs). With at least
+	// one, a client that offers CapDict is granted it and WELCOME lists
+	// them.
+	Dicts []uint32
 	// IdleTimeout is announced in WELCOME: the owner closes a connection
 	// silent this long (0: never).
 	IdleTimeout time.Duration
@@ -268,15 +273,23 @@ func (s *Server) hello(h frame.Header, payload []byte) (Event, error) {
 	s.identity = identity
 	s.window = uint64(min(hello.Window, s.cfg.Window))
 	s.gapMax = s.cfg.maxGap() * s.window
-	s.caps = hello.Caps & s.cfg.Grant
+	grant := s.cfg.Grant &^ frame.CapDict
+	if len(s.cfg.Dicts) > 0 {
+		grant |= frame.CapDict
+	}
+	s.caps = hello.Caps & grant
 	s.state = srvReady
-	s.out = frame.AppendWelcome(s.out, &frame.Welcome{
+	w := frame.Welcome{
 		Caps:          s.caps,
 		Window:        uint32(s.window),
 		MaxFrame:      s.cfg.Limits.MaxFrame,
 		IdleTimeoutMs: frame.Millis(s.cfg.IdleTimeout),
 		ServerID:      []byte(s.cfg.ServerID),
-	})
+	}
+	if s.caps&frame.CapDict != 0 {
+		w.Dicts = s.cfg.Dicts[:min(len(s.cfg.Dicts), frame.MaxDicts)]
+	}
+	s.out = frame.AppendWelcome(s.out, &w)
 	return EvHello, nil
 }
 
