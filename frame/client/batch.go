@@ -121,6 +121,7 @@ type packet struct {
 	rec       *flushRec
 	notBefore int64 // Unix ns; set by BUSY: not to be sent before
 	sends     int
+	dict      uint32 // the dictionary the payload is compressed with (0: none)
 }
 
 func (p *packet) payloadLen() int { return len(p.frame) - frame.HeaderSize }
@@ -155,14 +156,16 @@ func (c *Client) encodeBatch(enc *frame.Encoder, msgs []frame.Message, rec *flus
 			buf = frame.AppendWithTrace(make([]byte, 0, len(buf)+frame.TraceSize), buf, &tc)
 		}
 	}
-	return append(out, &packet{id: p.ID, msgs: len(msgs), size: size, frame: buf, rec: rec})
+	return append(out, &packet{id: p.ID, msgs: len(msgs), size: size, frame: buf, rec: rec, dict: frame.DictID(buf)})
 }
 
-// adapt re-encodes p for a connection that did not grant zstd or accepts
-// smaller frames than p was built for (a reconnect to another server). It
+// adapt re-encodes p for a connection that did not grant zstd, does not
+// hold p's dictionary, or accepts smaller frames than p was built for (a
+// reconnect to another server), compressing with dict if not nil. It
 // returns the replacement packets; the split ones get new packet ids.
-func (c *Client) adapt(p *packet, zstdOK bool, maxFrame int) []*packet {
+func (c *Client) adapt(p *packet, zstdOK bool, dict *frame.Dict, maxFrame int) []*packet {
 	var dec frame.Decoder
+	dec.Dicts = c.cfg.Dicts
 	dec.Limits = c.cfg.Limits
 	dec.Limits.MaxFrame = frame.HardMaxFrame
 	dec.Limits.MaxRaw = frame.HardMaxFrame
@@ -175,15 +178,16 @@ func (c *Client) adapt(p *packet, zstdOK bool, maxFrame int) []*packet {
 	if !compress || p.payloadLen() <= maxFrame {
 		// Keep the packet id when it stays one packet: a server may
 		// already have it, and the id lets it deduplicate.
-		enc := frame.Encoder{Level: c.cfg.Level}
+		enc := frame.Encoder{Level: c.cfg.Level, Dict: dict}
 		buf := enc.AppendData(nil, 0, &pk, compress)
 		if len(buf)-frame.HeaderSize <= maxFrame {
 			q := *p
-			q.frame = buf
+			q.frame, q.dict = buf, frame.DictID(buf)
 			return []*packet{&q}
 		}
 	}
 	enc := c.encoders.Get().(*frame.Encoder)
+	enc.Dict = dict
 	defer c.encoders.Put(enc)
 	return c.encodeBatch(enc, pk.Messages, p.rec, compress, maxFrame, nil)
 }

@@ -54,6 +54,9 @@ type Client struct {
 	// granted zstd. Read without the lock when encoding.
 	maxFrame atomic.Int64
 	compress atomic.Bool
+	// dict is the dictionary the current server listed that packets are
+	// compressed with (nil: none). Read without the lock when encoding.
+	dict atomic.Pointer[frame.Dict]
 
 	ctx     context.Context // cancelled by Close: aborts dials
 	cancel  context.CancelFunc
@@ -133,6 +136,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Compress {
 		c.sessCfg.Offer |= frame.CapZstd
+		c.sessCfg.Dicts = cfg.Dicts.IDs()
 	}
 	c.encoders.New = func() any { return &frame.Encoder{Level: cfg.Level} }
 	c.nextID.Store(uint64(time.Now().UnixNano()))
@@ -235,6 +239,7 @@ func (c *Client) checkFits(m *frame.Message, size int) error {
 	}
 	if c.compress.Load() {
 		enc := c.encoders.Get().(*frame.Encoder)
+		enc.Dict = c.dict.Load()
 		p := frame.Packet{AgentID: c.agentID, Messages: []frame.Message{*m}}
 		buf := enc.AppendData(nil, 1, &p, true)
 		c.encoders.Put(enc)
@@ -267,6 +272,7 @@ func (c *Client) sealLocked() (*batch, *flushRec) {
 // sending goroutines.
 func (c *Client) encode(b *batch, rec *flushRec) {
 	enc := c.encoders.Get().(*frame.Encoder)
+	enc.Dict = c.dict.Load()
 	pkts := c.encodeBatch(enc, b.msgs, rec, c.compress.Load(), int(c.maxFrame.Load()), nil)
 	c.encoders.Put(enc)
 	b.reset()

@@ -57,6 +57,15 @@ type Config struct {
 	// Level is the zstd level used when Compress is set.
 	Level zstd.EncoderLevel
 
+	// Dicts are zstd dictionaries (frame.LoadDicts) the client may
+	// compress with, in order of preference. With Compress and at least
+	// one, HELLO offers the dict capability, and packets are compressed
+	// with the first dictionary the server's WELCOME lists (with none when
+	// it lists none: a server without dictionaries gets packets as
+	// today). Small packets gain most: see docs/PERFORMANCE.md, "zstd
+	// dictionaries". Nil: no dictionary.
+	Dicts frame.Dicts
+
 	// MaxPending bounds the memory the client holds, in bytes: the encoded
 	// (uncompressed) size of every message accepted by Send and not yet
 	// resolved — still batching, queued, or in flight. When the next
@@ -158,6 +167,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
 	}
 	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if err := c.Dicts.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if len(c.Addrs) == 0 {

@@ -36,7 +36,8 @@ type conn struct {
 	rd        *frame.Reader
 	maxFrame  int
 	zstd      bool
-	trace     bool // the server granted CapTrace
+	dict      *frame.Dict // the dictionary payloads are compressed with here (nil: none)
+	trace     bool        // the server granted CapTrace
 	pingEvery time.Duration
 	started   time.Time
 
@@ -149,8 +150,9 @@ func (c *Client) run() {
 		first = false
 		c.maxFrame.Store(int64(cn.maxFrame))
 		c.compress.Store(cn.zstd)
+		c.dict.Store(cn.dict)
 		c.mu.Unlock()
-		c.log.Info("connected", "addr", addr, "window", cn.sess.Window(), "max_frame", cn.maxFrame, "zstd", cn.zstd)
+		c.log.Info("connected", "addr", addr, "window", cn.sess.Window(), "max_frame", cn.maxFrame, "zstd", cn.zstd, "dict", dictID(cn.dict))
 		c.wg.Add(2)
 		go cn.readLoop()
 		go cn.writeLoop()
@@ -280,6 +282,9 @@ func (c *Client) handshake(nc net.Conn, addr string) (*conn, error) {
 	nc.SetDeadline(time.Time{})
 	cn.maxFrame = int(min(cn.sess.MaxFrame(), c.cfg.Limits.MaxFrame))
 	cn.zstd = c.cfg.Compress && cn.sess.Granted()&frame.CapZstd != 0
+	if cn.zstd {
+		cn.dict = c.cfg.Dicts.Find(cn.sess.Dict()) // nil when the server lists none of ours
+	}
 	cn.trace = cn.sess.Granted()&frame.CapTrace != 0
 	if idle := cn.sess.IdleTimeout(); idle > 0 {
 		cn.pingEvery = max(idle/3, time.Millisecond)
@@ -393,8 +398,8 @@ func (cn *conn) fillLocked(now time.Time, buf *[]byte, wait *time.Duration, resu
 			// it (from now on: the bytes are shared with sends in flight).
 			p.frame = frame.AppendWithoutTrace(nil, p.frame)
 		}
-		if p.payloadLen() > cn.maxFrame || (p.compressed() && !cn.zstd) {
-			ps := c.adapt(p, cn.zstd, cn.maxFrame)
+		if p.payloadLen() > cn.maxFrame || (p.compressed() && !cn.zstd) || (p.dict != 0 && !cn.sess.AcceptsDict(p.dict)) {
+			ps := c.adapt(p, cn.zstd, cn.dict, cn.maxFrame)
 			p.rec.open += len(ps) - 1
 			var keep []*packet
 			for _, q := range ps {
@@ -564,4 +569,12 @@ func (cn *conn) readFrames() error {
 			cn.close(nil)
 		}
 	}
+}
+
+// dictID is d's id, 0 for none (for logs).
+func dictID(d *frame.Dict) uint32 {
+	if d == nil {
+		return 0
+	}
+	return d.ID()
 }

@@ -77,6 +77,12 @@ type Config struct {
 	// "analyzerd/a1".
 	ServerID string
 
+	// Dicts are the zstd dictionaries (frame.LoadDicts) packets may be
+	// compressed with: WELCOME lists their ids to clients that offer the
+	// dict capability. A packet naming another is rejected with
+	// unknown_dictionary (counted in packets_rejected_total). Nil: none.
+	Dicts frame.Dicts
+
 	// TLS, if not nil, makes every connection TLS (tlsconf.NewServer builds
 	// one from PEM files, reloadable; with a client CA, clients must present
 	// a certificate, whose identity the connection then acts as). The
@@ -128,6 +134,9 @@ func (c *Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
+	if err := c.Dicts.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
 	switch {
 	case c.Window == 0:
 		return fmt.Errorf("%w: window must be at least 1", ErrBadConfig)
@@ -164,5 +173,14 @@ func (c *Config) sessionConfig() session.ServerConfig {
 		IdleTimeout: c.IdleTimeout,
 		ServerID:    c.ServerID,
 		Auth:        c.Auth,
+		Dicts:       c.Dicts.IDs(),
 	}
+}
+
+// newDecoder returns a packet decoder under the limits, holding the
+// dictionaries.
+func (c *Config) newDecoder() *frame.Decoder {
+	d := frame.NewDecoder(c.Limits)
+	d.Dicts = c.Dicts
+	return d
 }

@@ -88,7 +88,7 @@ func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
 		start:  time.Now(),
 		sess:   session.NewServer(&s.sess, session.Peer{Addr: nc.RemoteAddr()}),
 		bw:     bufio.NewWriterSize(nc, 16<<10),
-		dec:    frame.NewDecoder(s.cfg.Limits),
+		dec:    s.cfg.newDecoder(),
 	}
 	if n := s.cfg.concurrency(); n > 1 {
 		c.free = make(chan *slot, n)
@@ -342,7 +342,7 @@ func (c *conn) slot() *slot {
 	}
 	if c.slots < c.s.cfg.concurrency() {
 		c.slots++
-		return &slot{dec: frame.NewDecoder(c.s.cfg.Limits)}
+		return &slot{dec: c.s.cfg.newDecoder()}
 	}
 	c.mu.Lock()
 	c.readerIdle = true

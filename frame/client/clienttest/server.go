@@ -46,6 +46,7 @@ type Data struct {
 	Bodies     []string
 	PayloadLen int
 	Compressed bool
+	Dict       uint32 // the dictionary the payload names (0: none)
 	At         time.Time
 	Unresolved int // DATA unresolved on the connection, this one included
 }
@@ -64,6 +65,9 @@ type Options struct {
 	NoZstd bool
 	// Sack grants selective ACKs to a client that offers them.
 	Sack bool
+	// Dicts are the zstd dictionaries the server holds: WELCOME grants the
+	// dict capability to a client that offers it and lists their ids.
+	Dicts frame.Dicts
 	// NoPong makes the server ignore PINGs.
 	NoPong bool
 	// CountOnly keeps no Data (Received returns nothing), only the
@@ -215,12 +219,18 @@ func (s *Server) serve(c *sconn) {
 		caps |= hello.Caps & frame.CapSack
 	}
 	c.sack = caps&frame.CapSack != 0
+	var dicts []uint32
+	if len(s.opts.Dicts) > 0 && caps&frame.CapZstd != 0 {
+		caps |= hello.Caps & frame.CapDict
+		dicts = s.opts.Dicts.IDs()
+	}
 	c.write(frame.AppendWelcome(nil, &frame.Welcome{
 		Caps: caps, Window: window, MaxFrame: s.opts.MaxFrame,
-		IdleTimeoutMs: s.opts.IdleTimeoutMs, ServerID: []byte("clienttest"),
+		IdleTimeoutMs: s.opts.IdleTimeoutMs, ServerID: []byte("clienttest"), Dicts: dicts,
 	}))
 	c.nc.SetReadDeadline(time.Time{})
 	dec := frame.NewDecoder(lim)
+	dec.Dicts = s.opts.Dicts
 	var pk frame.Packet
 	for {
 		h, payload, err := rd.Next()
@@ -272,6 +282,7 @@ func (s *Server) serve(c *sconn) {
 		d := Data{
 			Conn: c.id, Seq: h.Seq(), PacketID: pk.ID, AgentID: string(pk.AgentID),
 			PayloadLen: len(payload), Compressed: h.Compressed(), At: time.Now(),
+			Dict: frame.DictID(append(append([]byte(nil), h...), payload...)),
 		}
 		for _, m := range pk.Messages {
 			d.Bodies = append(d.Bodies, string(m.Body))
