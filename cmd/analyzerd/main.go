@@ -127,6 +127,7 @@ Flags:
 		logLevel  = "info"
 		logFormat = "text"
 		otlp      string
+		dicts     []string
 	)
 	fs.StringVar(&cfg.Server.Addr, "listen", cfg.Server.Addr, "TCP address to receive packets on (port 0 picks a free port; see the \"analyzerd ready\" line on stderr)")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "analyzer name, reported in /stats and logs")
@@ -136,6 +137,7 @@ Flags:
 	fs.IntVar(&cfg.Server.Concurrency, "concurrency", cfg.Server.Concurrency, "packets handled at once per connection (1 to 1024): with more than 1, a slow --delay (or slow output) no longer caps a connection at 1/delay packets a second; packets then complete out of order, acknowledged once all before them are")
 	fs.Int64Var(&window, "window", window, "most packets a client may have unacknowledged (the granted window)")
 	fs.Int64Var(&maxFrame, "max-frame", maxFrame, "largest DATA payload accepted, in bytes")
+	fs.StringArrayVar(&dicts, "dict", nil, "zstd dictionary file (logdist dict train) packets may be compressed with; repeat for several (at most 16: the old and the new while rotating); clients that offer the dict capability are told their ids. A packet naming a dictionary not given is rejected with unknown_dictionary")
 	fs.Uint64Var(&cfg.DedupWindow, "dedup-window", cfg.DedupWindow, "packet ids remembered per agent for duplicate detection (memory: this/8 bytes per agent)")
 	fs.IntVar(&cfg.DedupAgents, "dedup-agents", cfg.DedupAgents, "agents tracked for duplicate detection; the least recently seen is forgotten beyond it")
 	fs.DurationVar(&cfg.Server.IdleTimeout, "idle-timeout", cfg.Server.IdleTimeout, "close connections on which no frame arrived for this long")
@@ -169,6 +171,9 @@ Flags:
 	}
 	if c := cfg.Server.Concurrency; c < 1 || c > 1024 {
 		return cfg, lf, nil, fmt.Errorf("--concurrency %d: must be in [1, 1024]", c)
+	}
+	if cfg.Server.Dicts, err = frame.LoadDicts(dicts); err != nil {
+		return cfg, lf, nil, fmt.Errorf("--dict: %w", err)
 	}
 	cfg.Server.Window = uint32(window)
 	cfg.Server.Limits.MaxFrame = uint32(maxFrame)

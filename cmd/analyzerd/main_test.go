@@ -258,7 +258,9 @@ func TestBadFlags(t *testing.T) {
 	f(2, "--concurrency 1025: must be in [1, 1024]", "--concurrency", "1025")
 	f(2, "invalid argument", "--delay", "soon")
 	f(2, "unexpected argument", "extra")
+	f(2, "--dict: open /nonexistent.zdict", "--dict", "/nonexistent.zdict")
 	f(0, `--listen string`, "--help")
+	f(0, `--dict stringArray`, "--help")
 	f(0, `(default "127.0.0.1:7501")`, "-h")
 
 	// A port already in use is a bad --listen: the same one-line exit 2.

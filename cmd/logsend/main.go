@@ -49,6 +49,7 @@ type options struct {
 	batch      int
 	timeout    time.Duration
 	noCompress bool
+	dicts      []string
 	verbose    bool
 	logFormat  string
 	otlp       string
@@ -74,6 +75,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.batch, "batch", 100, "at most this many messages per packet")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "overall deadline for every line to be acknowledged")
 	fs.BoolVar(&o.noCompress, "no-compress", false, "send packets uncompressed")
+	fs.StringArrayVar(&o.dicts, "dict", nil, "zstd dictionary file (logdist dict train) to compress with when the server lists its id; repeat for several, preferred first (the new one first while rotating)")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log connection events to stderr")
 	fs.StringVar(&o.logFormat, "log-format", "text", "format of what logsend writes to stderr (the --verbose log, the failures): text or json")
 	fs.StringVar(&o.otlp, "otlp-endpoint", "", "OpenTelemetry collector (OTLP/HTTP, as http://HOST:4318) to send a span to for each packet --trace-sample picks; the packet carries its trace context to logdist and the analyzer; empty: off")
@@ -144,6 +146,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	cfg.BatchMessages = o.batch
 	cfg.Compress = !o.noCompress
+	if cfg.Dicts, err = frame.LoadDicts(o.dicts); err != nil {
+		return usageErr("--dict: %v", err)
+	}
 	cfg.Block = true
 	cfg.CloseTimeout = 0 // Flush below already waited as long as allowed
 	cfg.DialTimeout = min(cfg.DialTimeout, o.timeout)

@@ -153,6 +153,7 @@ func TestBadFlags(t *testing.T) {
 	f("--batch 0", "--batch", "0")
 	f("not host:port", "--target", "nohostport")
 	f("invalid argument", "--timeout", "soon")
+	f("--dict: open /nonexistent.zdict", "--dict", "/nonexistent.zdict")
 }
 
 func TestHelp(t *testing.T) {
@@ -163,7 +164,7 @@ func TestHelp(t *testing.T) {
 	for _, want := range []string{
 		`--target strings`, `(default [127.0.0.1:7400])`, `--agent-id`, `--token`, `--severity string`, `(default "info")`,
 		`--facility string`, `(default "user")`, `--app string`, `(default "logsend")`, `--hostname`, `--batch int`,
-		`(default 100)`, `--timeout duration`, `(default 30s)`, `--no-compress`, `-h, --help`,
+		`(default 100)`, `--timeout duration`, `(default 30s)`, `--no-compress`, `--dict stringArray`, `-h, --help`,
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("--help lacks %q:\n%s", want, stdout)
