@@ -62,6 +62,10 @@ type Config struct {
 	// Compress sends zstd-compressed payloads (the server must grant zstd).
 	Compress bool
 
+	// Dict, with Compress, compresses the payloads with this zstd
+	// dictionary (the server must list it in WELCOME).
+	Dict *frame.Dict
+
 	// Sack offers selective ACKs (frame.CapSack): packets are acknowledged
 	// as their analyzer acknowledges them, each one's latency its own. A
 	// server may not grant it; then cumulative ACKs resolve in order.
@@ -178,6 +182,8 @@ func (c *Config) Validate() error {
 		return bad("message size %d not in [1, %d]", c.MsgSize, c.Limits.MaxBody)
 	case uint64(c.MsgsPerPacket)*uint64(c.MsgSize+64) > uint64(c.Limits.MaxRaw):
 		return bad("a packet of %d messages of %d bytes exceeds the %d-byte raw limit", c.MsgsPerPacket, c.MsgSize, c.Limits.MaxRaw)
+	case c.Dict != nil && !c.Compress:
+		return bad("a dictionary needs compression: drop --dict or --compress none")
 	case c.TraceSample < 0 || c.TraceSample > 1:
 		return bad("trace sample must be from 0 to 1")
 	case c.PoolSize < 0:

@@ -80,6 +80,9 @@ func (r *runner) checkWelcome(sess *session.Client[item]) error {
 	if r.cfg.Compress && sess.Granted()&frame.CapZstd == 0 {
 		return fmt.Errorf("%w: %s did not grant zstd: run with --compress none", errPermanent, r.cfg.Target)
 	}
+	if d := r.cfg.Dict; d != nil && !sess.AcceptsDict(d.ID()) {
+		return fmt.Errorf("%w: %s does not hold dictionary %d (it lists %v): give it the same --dict, or run without", errPermanent, r.cfg.Target, d.ID(), sess.Dicts())
+	}
 	for _, c := range r.conns {
 		for _, f := range c.pool.frames {
 			if uint32(len(f)-frame.HeaderSize) > sess.MaxFrame() {
@@ -133,6 +136,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		MsgsPerPacket: cfg.MsgsPerPacket, MsgSize: cfg.MsgSize, Compress: "none", Window: cfg.Window}
 	if cfg.Compress {
 		res.Compress = "zstd"
+	}
+	if d := cfg.Dict; d != nil {
+		r.sess.Dicts = []uint32{d.ID()}
+		res.Compress = fmt.Sprintf("zstd, dictionary %d", d.ID())
 	}
 
 	var before []status.Analyzer
@@ -299,7 +306,7 @@ func (r *runner) buildPools(res *Result) error {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			enc := &frame.Encoder{Level: defaultLevel}
+			enc := &frame.Encoder{Level: defaultLevel, Dict: cfg.Dict}
 			c.pool, errs[i] = buildPool(newTextGen(cfg.Seed+uint64(i)), enc, []byte(cfg.AgentID), first, n, cfg.MsgsPerPacket, cfg.MsgSize, cfg.Compress, &cfg.Limits)
 			if errs[i] == nil && cfg.TraceSample > 0 {
 				c.pool.trace(rand.New(rand.NewPCG(cfg.Seed+uint64(i), 0x7ace)), cfg.TraceSample)

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/logdist/logdist/bench"
+	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/internal/cli"
 )
 
@@ -87,6 +88,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (bench.Config, bool, bo
 	}
 	var (
 		compress = "zstd"
+		dictFile string
 		profile  string
 		scale    = 1.0
 		jsonOut  bool
@@ -100,6 +102,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (bench.Config, bool, bo
 	fs.IntVar(&cfg.MsgsPerPacket, "msgs-per-packet", cfg.MsgsPerPacket, "messages in each packet")
 	fs.IntVar(&cfg.MsgSize, "msg-size", cfg.MsgSize, "bytes of each message body: generated log text (timestamps, levels, hosts, ids)")
 	fs.StringVar(&compress, "compress", compress, "payload compression: zstd or none")
+	fs.StringVar(&dictFile, "dict", "", "zstd dictionary file (logdist dict train) to compress the packets with; the target must hold it too (its WELCOME lists its id) (default \"\": none)")
 	fs.Float64Var(&cfg.TraceSample, "trace-sample", cfg.TraceSample, "share of packets (0-1) that carry a sampled W3C trace context, each a new trace, for logdist and the analyzers to trace (logbench exports no spans; the server must grant the trace capability)")
 	fs.BoolVar(&cfg.Sack, "sack", cfg.Sack, "offer selective ACKs: each packet is acknowledged when its analyzer acknowledges it (--sack=false: cumulative ACKs only, as older agents)")
 	fs.IntVar(&cfg.Window, "window", cfg.Window, "packets each connection keeps unacknowledged (the server may grant fewer)")
@@ -134,6 +137,11 @@ func parseFlags(args []string, stdout, stderr io.Writer) (bench.Config, bool, bo
 		cfg.Compress = false
 	default:
 		return cfg, false, false, fmt.Errorf("--compress %q: want zstd or none", compress)
+	}
+	if dictFile != "" {
+		if cfg.Dict, err = frame.LoadDict(dictFile); err != nil {
+			return cfg, false, false, fmt.Errorf("--dict: %w", err)
+		}
 	}
 	if fs.Changed("duration") && fs.Changed("packets") {
 		return cfg, false, false, errors.New("give --duration or --packets, not both")

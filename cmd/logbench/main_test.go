@@ -52,7 +52,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	if code := run([]string{"--help"}, &out, &errb); code != 0 {
 		t.Fatalf("--help exit %d", code)
 	}
-	for _, f := range []string{"--target", "--conns", "--rate", "--duration", "--packets", "--msgs-per-packet", "--msg-size", "--compress", "--window", "--profile", "--scale", "--admin", "--idle-conns", "--json"} {
+	for _, f := range []string{"--target", "--conns", "--rate", "--duration", "--packets", "--msgs-per-packet", "--msg-size", "--compress", "--dict", "--window", "--profile", "--scale", "--admin", "--idle-conns", "--json"} {
 		if !strings.Contains(errb.String(), f) {
 			t.Fatalf("--help does not list %s", f)
 		}
