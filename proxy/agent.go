@@ -207,6 +207,9 @@ func (a *agentConn) event(ev session.Event, h frame.Header, fb, payload []byte) 
 		lp.pend.frames++
 		lp.pend.messages += int(h.Count())
 		lp.pend.bytes += len(fb)
+		if len(lp.conf.Dicts) > 0 && !lp.admitDict(a, h, fb) {
+			return
+		}
 		if lp.conf.Inspect == InspectFull || lp.conf.Redactor != nil {
 			if err := lp.dec.Decode(h, payload, &lp.pkt); err != nil {
 				lp.logPacket("packet rejected", frame.CodeOf(err), err.Error(), a, h.Seq(), fb, nil)

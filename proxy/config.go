@@ -258,6 +258,12 @@ type Config struct {
 	// analyzer.
 	RetryMax     int
 	RetryBackoff time.Duration
+	// Dicts are the zstd dictionaries agents may compress packets with
+	// (dict.go, PROTOCOL.md 8.1): logdist lists their ids to agents that
+	// offer the dict capability, offers dict to analyzers, and sends a
+	// packet compressed with one only to an analyzer that listed it. Load
+	// one here only once every analyzer holds it. Fixed at start.
+	Dicts frame.Dicts
 	// ServerID is sent in WELCOME; defaults to "logdist".
 	ServerID string
 	// Logger receives structured logs; nil means slog.Default().
@@ -496,6 +502,9 @@ func (c *Config) Validate() error {
 	if len(c.ServerID) > frame.MaxSoftware {
 		return bad("server id longer than %d bytes", frame.MaxSoftware)
 	}
+	if err := c.Dicts.Validate(); err != nil {
+		return bad("%v", err)
+	}
 	return nil
 }
 
@@ -512,5 +521,6 @@ func (c *Config) clone() Config {
 	d.Analyzers = append([]AnalyzerConfig(nil), c.Analyzers...)
 	d.Allow = append([]netip.Prefix(nil), c.Allow...)
 	d.QueueAlert = append([]float64(nil), c.QueueAlert...)
+	d.Dicts = append(frame.Dicts(nil), c.Dicts...)
 	return d
 }

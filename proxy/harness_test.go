@@ -99,6 +99,9 @@ type harnessOpts struct {
 	weights        []float64          // of the analyzers a, b, c, d (default 0.4/0.3/0.2/0.1)
 	upstreamCaps   frame.Capabilities // granted by each analyzer's WELCOME (default zstd)
 	edit           func(*Config)
+
+	// upstreamDicts gives the dictionaries analyzer i lists (nil: none).
+	upstreamDicts func(i int) []uint32
 }
 
 func newHarness(tb testing.TB, msgs int) *harness {
@@ -141,12 +144,18 @@ func newHarnessOpts(tb testing.TB, o harnessOpts) *harness {
 	}
 	h := &harness{lp: newLoop(s, nil, 0)}
 	h.lp.reconcile()
-	for _, u := range h.lp.ups {
+	for i, u := range h.lp.ups {
 		fc := &fakeConn{}
 		if _, action := u.onOpen(fc); action != gnet.None {
 			tb.Fatal("upstream refused to open")
 		}
-		fc.in = frame.AppendWelcome(nil, &frame.Welcome{Caps: o.upstreamCaps | frame.CapZstd, Window: o.upstreamWindow, MaxFrame: 1 << 20})
+		w := frame.Welcome{Caps: o.upstreamCaps | frame.CapZstd, Window: o.upstreamWindow, MaxFrame: 1 << 20}
+		if o.upstreamDicts != nil {
+			if w.Dicts = o.upstreamDicts(i); len(w.Dicts) > 0 {
+				w.Caps |= frame.CapDict
+			}
+		}
+		fc.in = frame.AppendWelcome(nil, &w)
 		u.onTraffic(fc)
 		s.set.Report(u.id, balancer.HeartbeatOK)
 		if !u.accepting() {

@@ -225,7 +225,7 @@ func (lp *loop) freeRecord(r *record) {
 // dispatch sends r to the analyzer the cursor picks; if none can take it,
 // r waits in the queue, and if the queue is full the agent gets BUSY.
 func (lp *loop) dispatch(r *record) {
-	if !lp.tryDispatch(r) {
+	if !lp.tryDispatch(r) && !lp.strandedDict(r) {
 		lp.enqueueWaiting(r)
 	}
 }
@@ -247,6 +247,7 @@ func (lp *loop) tryDispatch(r *record) bool {
 	if r.agent != nil {
 		key = r.agent.sess.AgentID()
 	}
+	dict := lp.dictOf(r) // 0 without dictionaries (dict.go)
 	for tries := 0; tries <= len(lp.ups); tries++ {
 		id, ok := lp.cur.Pick(key)
 		if !ok {
@@ -254,13 +255,13 @@ func (lp *loop) tryDispatch(r *record) bool {
 			return false
 		}
 		u := lp.upstreamFor(id)
-		if u == nil || !u.accepting() {
+		if u == nil || !u.accepting() || !u.takesDict(dict) {
 			continue
 		}
 		u.take(r)
 		return true
 	}
-	return lp.anyWithRoom(r)
+	return lp.anyWithRoom(r, dict)
 }
 
 // regather is the end of a total outage. When the first analyzer comes
@@ -347,7 +348,7 @@ func (lp *loop) regathering() bool {
 // have room. The share moves towards them while the heavy one is full,
 // which is what its being full means. Hash keeps its keys where they are
 // (sticky routing) and lets the packet wait.
-func (lp *loop) anyWithRoom(r *record) bool {
+func (lp *loop) anyWithRoom(r *record, dict uint32) bool {
 	if lp.hash {
 		return false
 	}
@@ -356,7 +357,7 @@ func (lp *loop) anyWithRoom(r *record) bool {
 	for i := 0; i < n; i++ {
 		lp.spill++
 		u := lp.upstreamFor(int(ids[(lp.spill)%n]))
-		if u != nil && u.accepting() {
+		if u != nil && u.accepting() && u.takesDict(dict) {
 			u.take(r)
 			lp.m.spilled.Inc()
 			return true
@@ -486,7 +487,13 @@ func (lp *loop) drainWaiting() {
 			continue
 		}
 		if !r.orphan() && !lp.tryDispatch(r) {
-			return
+			if !lp.unroutableDict(r) { // dict.go
+				return
+			}
+			q.pop() // its dictionary's analyzers are gone: BUSY to its agent
+			lp.dequeued(r)
+			lp.busyDict(r)
+			continue
 		}
 		q.pop()
 		lp.dequeued(r)

@@ -111,7 +111,9 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 		Software: "logdist",
 		Offer:    frame.CapZstd | frame.CapTrace,
 		Window:   conf.UpstreamWindow,
+		Dicts:    conf.Dicts.IDs(), // offers dict: analyzers list theirs (dict.go)
 	}
+	lp.dec.Dicts = conf.Dicts
 	lp.wall0 = lp.base.UnixNano()
 	lp.warming = true
 	lp.led.maxBuf = maxRecordBuf

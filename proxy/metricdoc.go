@@ -57,6 +57,7 @@ var MetricFamilies = []promexp.Family{
 	{Name: "logdist_redispatched_packets_total", Type: "counter", Help: "Packets sent to another analyzer after theirs failed, said BUSY or timed out (each may arrive twice; analyzers drop duplicates by packet id)."},
 	{Name: "logdist_hedged_packets_total", Type: "counter", Help: "Packets copied from a late analyzer (silent for --late-after) to another."},
 	{Name: "logdist_spilled_packets_total", Type: "counter", Help: "Packets sent to another selectable analyzer because the one picked had no room in its window."},
+	{Name: "logdist_dict_unroutable_total", Type: "counter", Help: "Agents' packets compressed with a zstd dictionary logdist holds but no ready analyzer connection listed: answered BUSY (load the dictionary on the analyzers)."},
 	{Name: "logdist_queue_full_total", Type: "counter", Help: "Packets that found the waiting queue full (--queue-max-packets or --queue-max-bytes)."},
 	{Name: "logdist_queue_packets", Type: "gauge", Help: "Packets waiting for an analyzer to take them, over every loop."},
 	{Name: "logdist_queue_bytes", Type: "gauge", Help: "Wire bytes of the packets waiting for an analyzer."},

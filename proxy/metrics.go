@@ -38,6 +38,7 @@ type loopMetrics struct {
 	queueFull                         *metrics.Counter
 	redispatched                      *metrics.Counter
 	spilled                           *metrics.Counter
+	dictUnroutable                    *metrics.Counter // dict.go: no ready analyzer holds the packet's dictionary
 	orphansDropped                    *metrics.Counter
 	forwarded                         *metrics.Counter
 	agentConns                        atomic.Int64
@@ -83,7 +84,7 @@ var errorCodes = [...]frame.Code{
 	frame.CodeHandshakeTimeout, frame.CodeIdleTimeout, frame.CodeWindowExceeded, frame.CodeBadSequence,
 	frame.CodeShutdown, frame.CodeInternal, frame.CodeOverloaded,
 	frame.CodeMalformed, frame.CodeTooManyMessages, frame.CodeFieldTooLong, frame.CodeBadCompression,
-	frame.CodeRawTooLarge, frame.CodeRejected,
+	frame.CodeRawTooLarge, frame.CodeRejected, frame.CodeUnknownDict,
 }
 
 func newLoopMetrics(agentAckLatency *metrics.PrometheusHistogram) *loopMetrics {
@@ -107,6 +108,7 @@ func newLoopMetrics(agentAckLatency *metrics.PrometheusHistogram) *loopMetrics {
 		revoked:          c("revoked"),
 		agedOut:          c("aged_out"),
 		spilled:          c("spilled"),
+		dictUnroutable:   c("dict_unroutable"),
 		orphansDropped:   c("orphans_dropped"),
 		forwarded:        c("forwarded"),
 		agentAckLatency:  agentAckLatency,
@@ -152,6 +154,7 @@ var loopCounters = []struct {
 	{"logdist_redispatched_packets_total", func(m *loopMetrics) *metrics.Counter { return m.redispatched }},
 	{"logdist_hedged_packets_total", func(m *loopMetrics) *metrics.Counter { return m.hedged }},
 	{"logdist_spilled_packets_total", func(m *loopMetrics) *metrics.Counter { return m.spilled }},
+	{"logdist_dict_unroutable_total", func(m *loopMetrics) *metrics.Counter { return m.dictUnroutable }},
 	{"logdist_forwarded_packets_total", func(m *loopMetrics) *metrics.Counter { return m.forwarded }},
 	{"logdist_syslog_datagrams_total", func(m *loopMetrics) *metrics.Counter { return m.syslogDatagrams }},
 	{"logdist_syslog_datagram_bytes_total", func(m *loopMetrics) *metrics.Counter { return m.syslogBytes }},

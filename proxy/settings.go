@@ -39,6 +39,7 @@ func newSettings(cfg Config, version uint64) *settings {
 		ServerID:    cfg.ServerID,
 		SackDelay:   cfg.SackDelay,
 		Auth:        cfg.Auth,
+		Dicts:       cfg.Dicts.IDs(),
 	}
 	st.busyRetryMs = uint32(cfg.BusyRetryAfter / time.Millisecond)
 	st.timer = min(max(cfg.HeartbeatInterval/5, time.Millisecond), 50*time.Millisecond)
@@ -80,6 +81,7 @@ func restartChanges(a, b *Config) error {
 	add(a.DataDir != b.DataDir, "data-dir")
 	add(a.Spool != b.Spool, "spool-sync/spool-max-bytes/spool-key-file")
 	add(a.AckMode != b.AckMode, "ack-mode")
+	add(dictsChanged(a.Dicts, b.Dicts), "dict")
 	ab, bb := a.Balancer.WithDefaults(), b.Balancer.WithDefaults()
 	add(ab.Strategy != bb.Strategy, "balance")
 	add(ab.Rise != bb.Rise || ab.Fall != bb.Fall, "rise/fall")
