@@ -3,7 +3,8 @@
 // docs/OPERATIONS.md. "logdist ctl ..." speaks to a running logdist's
 // admin API (ctl.go); "logdist auth hash" hashes agent tokens (auth.go);
 // "logdist spool verify|dump|stats" reads a spool directory, "logdist spool
-// keygen" makes a key for --spool-key-file (spool.go).
+// keygen" makes a key for --spool-key-file (spool.go); "logdist dict
+// train" trains a zstd dictionary for --dict (dict.go).
 package main
 
 import (
@@ -47,6 +48,7 @@ func usage(fs *pflag.FlagSet) {
        logdist ctl [flags] COMMAND ...   (logdist ctl --help)
        logdist auth hash [--new | TOKEN] (logdist auth --help)
        logdist spool verify|dump|stats DIR, logdist spool keygen [ID] (logdist spool --help)
+       logdist dict train --in FILE --out DICT   (logdist dict --help)
 
 logdist accepts framed log packets from agents on --listen and forwards each packet
 to one of the --analyzer backends, in proportion to their weights.
@@ -73,6 +75,9 @@ func run(args []string) int {
 	}
 	if len(args) > 0 && args[0] == "spool" {
 		return runSpool(args[1:], os.Stdout, os.Stderr)
+	}
+	if len(args) > 0 && args[0] == "dict" {
+		return runDict(args[1:], os.Stdout, os.Stderr)
 	}
 	fail := failer(nil, false) // plain text until the log is set up
 	spec, cmd, err := config.Load(args, usage)
@@ -236,6 +241,12 @@ func serve(ctl *control.Controller, declared config.Spec, adminLn net.Listener, 
 	if guard != nil {
 		base.Auth, base.AgentLimits = guard.Auth, guard
 		log.Info("agent authentication", "auth", guard.Mode().String(), "auth_file", spec.AuthFile, "identities", guard.Policy().Len())
+	}
+	if base.Dicts, err = spec.Dicts(); err != nil {
+		return fail("%v", err)
+	}
+	if len(base.Dicts) > 0 {
+		log.Info("zstd dictionaries", "dict", spec.Dict, "ids", base.Dicts.IDs())
 	}
 	if spec.Redact != "" {
 		if base.Redactor, err = redact.Load(spec.Redact, base.Metrics); err != nil {

@@ -140,6 +140,9 @@ func (s Spec) Check() error {
 			return err
 		}
 	}
+	if _, err := s.Dicts(); err != nil {
+		return err
+	}
 	if s.AdminTokenFile != "" {
 		if _, err := ReadTokens(s.AdminTokenFile); err != nil {
 			return err

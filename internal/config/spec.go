@@ -12,11 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/logdist/logdist/balancer"
+	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/internal/spool"
 	"github.com/logdist/logdist/proxy"
 )
@@ -47,6 +49,9 @@ type Spec struct {
 	Allow []string `json:"allow" yaml:"allow"`
 	// Redact is the redaction rules file (redact); empty: none.
 	Redact string `json:"redact" yaml:"redact"`
+	// Dict lists zstd dictionary files agents may compress with (read at
+	// start; proxy.Config.Dicts).
+	Dict []string `json:"dict" yaml:"dict"`
 	// OTLPEndpoint and TraceSample configure tracing (restart to change).
 	OTLPEndpoint string  `json:"otlp-endpoint" yaml:"otlp-endpoint"`
 	TraceSample  float64 `json:"trace-sample" yaml:"trace-sample"`
@@ -145,6 +150,7 @@ func Default() Spec {
 		MaxAnalyzers:        b.MaxAnalyzers,
 		Admin:               "127.0.0.1:7480",
 		Allow:               []string{},
+		Dict:                []string{},
 		HeartbeatInterval:   Duration(c.HeartbeatInterval),
 		HeartbeatTimeout:    Duration(c.HeartbeatTimeout),
 		Rise:                b.Rise,
@@ -193,6 +199,7 @@ func Default() Spec {
 func (s Spec) Clone() Spec {
 	s.AdminAllow = append([]string(nil), s.AdminAllow...)
 	s.Allow = append([]string(nil), s.Allow...)
+	s.Dict = append([]string(nil), s.Dict...)
 	s.QueueAlert = append([]float64(nil), s.QueueAlert...)
 	as := make([]Analyzer, len(s.Analyzers))
 	for i, a := range s.Analyzers {
@@ -327,6 +334,7 @@ func Restart(a, b Spec) []string {
 		"upstream-tls-ca/cert/key (their contents reload)")
 	add(a.Auth != b.Auth || a.AuthFile != b.AuthFile, "auth/auth-file (the file's contents reload)")
 	add(a.Redact != b.Redact, "redact (the file's contents reload)")
+	add(!slices.Equal(a.Dict, b.Dict), "dict (the files are read at start only)")
 	add(a.Admin != b.Admin, "admin")
 	add(a.DataDir != b.DataDir, "data-dir")
 	add(a.AckMode != b.AckMode, "ack-mode")
@@ -463,3 +471,12 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // Set and Type make a Duration a pflag.Value.
 func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }
 func (d *Duration) Type() string       { return "duration" }
+
+// Dicts loads the dictionary files s lists (dict), in order.
+func (s Spec) Dicts() (frame.Dicts, error) {
+	ds, err := frame.LoadDicts(s.Dict)
+	if err != nil {
+		return nil, fmt.Errorf("dict: %w", err)
+	}
+	return ds, nil
+}
