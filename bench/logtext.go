@@ -149,8 +149,12 @@ func buildPool(g *textGen, enc *frame.Encoder, agent []byte, firstID uint64, n, 
 	return p, nil
 }
 
-// defaultLevel is the zstd level the agent client uses by default.
-const defaultLevel = zstd.SpeedDefault
+// defaultLevel is the zstd level the agent client uses by default;
+// dictLevel the one it uses with a dictionary (client.Config.DictLevel).
+const (
+	defaultLevel = zstd.SpeedDefault
+	dictLevel    = zstd.SpeedFastest
+)
 
 // trace gives a share ratio of the pool's frames a sampled trace context,
 // each its own trace (random ids from rng).

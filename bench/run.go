@@ -307,6 +307,9 @@ func (r *runner) buildPools(res *Result) error {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			enc := &frame.Encoder{Level: defaultLevel, Dict: cfg.Dict}
+			if cfg.Dict != nil {
+				enc.Level = dictLevel // as the agent library compresses with one
+			}
 			c.pool, errs[i] = buildPool(newTextGen(cfg.Seed+uint64(i)), enc, []byte(cfg.AgentID), first, n, cfg.MsgsPerPacket, cfg.MsgSize, cfg.Compress, &cfg.Limits)
 			if errs[i] == nil && cfg.TraceSample > 0 {
 				c.pool.trace(rand.New(rand.NewPCG(cfg.Seed+uint64(i), 0x7ace)), cfg.TraceSample)

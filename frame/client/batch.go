@@ -178,7 +178,8 @@ func (c *Client) adapt(p *packet, zstdOK bool, dict *frame.Dict, maxFrame int) [
 	if !compress || p.payloadLen() <= maxFrame {
 		// Keep the packet id when it stays one packet: a server may
 		// already have it, and the id lets it deduplicate.
-		enc := frame.Encoder{Level: c.cfg.Level, Dict: dict}
+		var enc frame.Encoder
+		c.useDict(&enc, dict)
 		buf := enc.AppendData(nil, 0, &pk, compress)
 		if len(buf)-frame.HeaderSize <= maxFrame {
 			q := *p
@@ -187,7 +188,7 @@ func (c *Client) adapt(p *packet, zstdOK bool, dict *frame.Dict, maxFrame int) [
 		}
 	}
 	enc := c.encoders.Get().(*frame.Encoder)
-	enc.Dict = dict
+	c.useDict(enc, dict)
 	defer c.encoders.Put(enc)
 	return c.encodeBatch(enc, pk.Messages, p.rec, compress, maxFrame, nil)
 }

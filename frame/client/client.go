@@ -239,7 +239,7 @@ func (c *Client) checkFits(m *frame.Message, size int) error {
 	}
 	if c.compress.Load() {
 		enc := c.encoders.Get().(*frame.Encoder)
-		enc.Dict = c.dict.Load()
+		c.useDict(enc, c.dict.Load())
 		p := frame.Packet{AgentID: c.agentID, Messages: []frame.Message{*m}}
 		buf := enc.AppendData(nil, 1, &p, true)
 		c.encoders.Put(enc)
@@ -272,7 +272,7 @@ func (c *Client) sealLocked() (*batch, *flushRec) {
 // sending goroutines.
 func (c *Client) encode(b *batch, rec *flushRec) {
 	enc := c.encoders.Get().(*frame.Encoder)
-	enc.Dict = c.dict.Load()
+	c.useDict(enc, c.dict.Load())
 	pkts := c.encodeBatch(enc, b.msgs, rec, c.compress.Load(), int(c.maxFrame.Load()), nil)
 	c.encoders.Put(enc)
 	b.reset()
@@ -293,6 +293,14 @@ func (c *Client) encode(b *batch, rec *flushRec) {
 	c.wakeActiveLocked()
 	c.mu.Unlock()
 	c.report(results)
+}
+
+// useDict makes enc compress with d (nil: none), at the level for it.
+func (c *Client) useDict(enc *frame.Encoder, d *frame.Dict) {
+	enc.Dict, enc.Level = d, c.cfg.Level
+	if d != nil {
+		enc.Level = c.cfg.DictLevel
+	}
 }
 
 // lingerLoop seals a batch that has waited Linger for more messages.

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/client"
@@ -84,7 +87,7 @@ func TestDictResendAdapts(t *testing.T) {
 	c := newClient(t, cfg)
 	waitFor(t, "the connection", func() bool { return c.Stats().Addr == a.Addr() })
 	for i := range 10 {
-		send(t, c, fmt.Sprintf("level=INFO msg=%q n=%d", "request served", i))
+		send(t, c, fmt.Sprintf("2026-12-06T17:00:%02d.000Z level=INFO req_id=%d method=GET path=/api/v2/orders status=200 latency=3.2ms", i, 1000+i))
 	}
 	done := make(chan error, 1)
 	go func() { done <- flush(c) }()
@@ -122,5 +125,13 @@ func TestDictConfig(t *testing.T) {
 		if _, err := client.New(cfg); err == nil {
 			t.Fatalf("%v accepted", ds)
 		}
+	}
+	cfg := testConfig("127.0.0.1:1")
+	cfg.Dicts, cfg.DictLevel = frame.Dicts{d}, 0
+	if _, err := client.New(cfg); err == nil || !strings.Contains(err.Error(), "dictionary level") {
+		t.Fatalf("dictionary level 0: %v", err)
+	}
+	if client.DefaultConfig().DictLevel != zstd.SpeedFastest {
+		t.Fatal("the default dictionary level is not the fastest")
 	}
 }
