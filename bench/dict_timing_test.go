@@ -174,3 +174,41 @@ func TestDictGain(t *testing.T) {
 		}
 	}
 }
+
+// TestDictBuilders compares the two ways of choosing the dictionary's
+// content (internal/zdict), trained and measured as TestDictGain: the
+// figures of docs/PERFORMANCE.md's builder table.
+func TestDictBuilders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains two dictionaries on 20,000 packets")
+	}
+	var samples [][]byte
+	for _, p := range dictPackets(dictTrainSeed, dictSamples, 1) {
+		samples = append(samples, frame.AppendPacket(nil, p))
+	}
+	for _, b := range []zdict.Builder{zdict.BuilderCover, zdict.BuilderKlauspost} {
+		start := time.Now()
+		raw, err := zdict.Train(samples, zdict.Options{ID: dictID, Size: zdict.DefaultSize, Builder: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		d, err := frame.ParseDict(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault} {
+			line := fmt.Sprintf("builder %-9s (trained in %v), level %-7v:", b, took.Round(10*time.Millisecond), level)
+			for _, msgs := range []int{1, 10, 100} {
+				var raw, with int
+				for _, p := range dictPackets(dictMeasureSeed, 256, msgs) {
+					g := (&frame.Encoder{Level: level, Dict: d}).AppendData(nil, 1, p, true)
+					raw += int(frame.Header(g).RawLen())
+					with += len(g) - frame.HeaderSize
+				}
+				line += fmt.Sprintf("  %d msgs ratio %.2f", msgs, float64(raw)/float64(with))
+			}
+			t.Log(line)
+		}
+	}
+}
