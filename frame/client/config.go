@@ -67,10 +67,11 @@ type Config struct {
 	Dicts frame.Dicts
 
 	// DictLevel is the zstd level used when compressing with a dictionary.
-	// With one, SpeedFastest compresses logs as well as SpeedDefault does
-	// (better for 1-message packets) at a quarter of the CPU: the encoder
-	// restores the dictionary's match tables for every packet, which costs
-	// more at the higher levels' larger tables (docs/PERFORMANCE.md).
+	// With one, SpeedFastest compresses logs about as well as SpeedDefault
+	// (better for 1-message packets, 2-4% worse for larger ones) in a
+	// quarter to a half of its time: the encoder restores the
+	// dictionary's match tables for every packet, which costs more with
+	// the larger tables of the higher levels (docs/PERFORMANCE.md).
 	DictLevel zstd.EncoderLevel
 
 	// MaxPending bounds the memory the client holds, in bytes: the encoded
