@@ -161,6 +161,7 @@ func FuzzDecodePacket(f *testing.F) {
 func FuzzDecodeData(f *testing.F) {
 	addFrameSeeds(f)
 	dec := NewDecoder(fuzzLimits())
+	dec.Dicts = Dicts{testDict(f)} // payloads naming it decode; others are unknown_dictionary
 	var enc Encoder
 	f.Fuzz(func(t *testing.T, b []byte) {
 		lim := dec.Limits
@@ -186,6 +187,9 @@ func FuzzDecodeData(f *testing.F) {
 		raw, err := dec.Raw(h, payload)
 		if err != nil {
 			t.Fatalf("Decode succeeded, Raw failed: %v", err)
+		}
+		if id := DictID(b[:h.FrameLen()]); id != 0 && dec.Dicts.Find(id) == nil {
+			t.Fatalf("decoded a payload naming dictionary %d, which the decoder does not hold", id)
 		}
 		if uint32(len(raw)) != h.RawLen() || uint32(len(p.Messages)) != h.Count() {
 			t.Fatalf("raw %d (header %d), %d messages (header %d)", len(raw), h.RawLen(), len(p.Messages), h.Count())
