@@ -148,8 +148,8 @@ func BenchmarkDictDecode(b *testing.B) {
 // and 10-message packets at least 1.5× smaller than without. The figures
 // are deterministic (seeded text, a fixed dictionary id).
 func TestDictGain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("trains a dictionary on 20,000 packets")
+	if testing.Short() || raceEnabled {
+		t.Skip("trains a dictionary on 20,000 packets (slow under -short and -race; the ratios have nothing concurrent)")
 	}
 	d, err := benchDict()
 	if err != nil {
@@ -179,8 +179,8 @@ func TestDictGain(t *testing.T) {
 // content (internal/zdict), trained and measured as TestDictGain: the
 // figures of docs/PERFORMANCE.md's builder table.
 func TestDictBuilders(t *testing.T) {
-	if testing.Short() {
-		t.Skip("trains two dictionaries on 20,000 packets")
+	if testing.Short() || raceEnabled {
+		t.Skip("trains two dictionaries on 20,000 packets (slow under -short and -race)")
 	}
 	var samples [][]byte
 	for _, p := range dictPackets(dictTrainSeed, dictSamples, 1) {
