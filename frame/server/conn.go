@@ -103,7 +103,8 @@ func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
 // connection onto it. A plaintext client is told so in its own protocol:
 // an ERROR bad_handshake frame, in the clear.
 func (c *conn) startTLS(cfg *tls.Config) bool {
-	tc := tls.Server(c.nc, cfg)
+	ra := &readAhead{Conn: c.nc}
+	tc := tls.Server(ra, cfg)
 	ctx, cancel := context.WithDeadline(c.ctx, c.start.Add(c.s.cfg.HandshakeTimeout))
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -122,7 +123,7 @@ func (c *conn) startTLS(cfg *tls.Config) bool {
 	}
 	cs := tc.ConnectionState()
 	c.nc = tc
-	c.rd = frame.NewReader(tc, &c.s.cfg.Limits)
+	c.rd = frame.NewReader(&tlsSource{tc: tc, ra: ra}, &c.s.cfg.Limits)
 	c.rd.SetAdmit(c.admit)
 	c.bw = bufio.NewWriterSize(tc, 16<<10)
 	c.sess.Reset(&c.s.sess, session.Peer{Addr: c.remote, Identity: tlsconf.Identity(&cs)})
