@@ -8,7 +8,10 @@ import (
 // handler routes gnet's callbacks. Agent connections carry an *agentConn
 // as their context, upstream connections an *upstream (set before OnOpen
 // through the Enroll context), agents bridged in from the transport
-// listener a *bridgedAgent until OnOpen replaces it.
+// listener a *bridgedAgent until OnOpen replaces it. A loop-native TLS
+// connection's socket carries its *tlsConn, which routes the callbacks
+// again with itself as the connection (and one of the above as its
+// context).
 //
 // The same type serves both engines: udp marks the syslog engine, whose
 // context-less traffic is datagrams.
@@ -31,6 +34,8 @@ func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
 
 func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	switch x := c.Context().(type) {
+	case *tlsConn: // loop-native TLS: the connection inside sees x
+		return x.open(c, h)
 	case *upstream:
 		return x.onOpen(c)
 	case *bridgedAgent:
@@ -46,6 +51,8 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 
 func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	switch x := c.Context().(type) {
+	case *tlsConn:
+		return x.traffic(h)
 	case *agentConn:
 		return x.onTraffic(c)
 	case *upstream:
@@ -60,6 +67,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 
 func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 	switch x := c.Context().(type) {
+	case *tlsConn:
+		x.closing(err, h)
 	case *agentConn:
 		x.onClose(err)
 	case *upstream:

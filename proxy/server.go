@@ -37,6 +37,7 @@
 //	upstream.go    a connection to an analyzer
 //	syslog*.go     syslog ingest: UDP datagrams, TCP streams, batching
 //	transport.go   connections wrapped off the loops (TLS) and bridged in
+//	looptls.go     TLS connections whose record layer runs on the loops
 //	worker.go      blocking work off the loops, results handed back
 //	handler.go     gnet's callbacks
 //	statusview.go  the status the admin API serves

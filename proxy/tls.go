@@ -28,7 +28,7 @@ func (t TLSTransport) Server(ctx context.Context, nc net.Conn) (net.Conn, error)
 	if t.ServerConfig == nil {
 		return nil, errors.New("no TLS server configuration")
 	}
-	tc := tls.Server(nc, t.ServerConfig())
+	tc := tls.Server(&recordConn{Conn: nc}, t.ServerConfig())
 	if err := tc.HandshakeContext(ctx); err != nil {
 		var rh tls.RecordHeaderError
 		if errors.As(err, &rh) && rh.Conn != nil {
@@ -57,5 +57,5 @@ func (t TLSTransport) Client(ctx context.Context, nc net.Conn, addr, serverName 
 		cfg = cfg.Clone()
 		cfg.ServerName = serverName
 	}
-	return tlsconf.Handshake(ctx, nc, cfg, addr)
+	return tlsconf.Handshake(ctx, &recordConn{Conn: nc}, cfg, addr)
 }

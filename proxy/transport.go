@@ -17,18 +17,23 @@ import (
 )
 
 // Transport wraps the connections of one hop before the event loops serve
-// them: TLS is a Transport. gnet has no TLS, and crypto/tls needs blocking
-// reads and writes, so a wrapped connection is served this way:
+// them: TLS is a Transport. The handshake runs on a goroutine per
+// connection, off the loops.
 //
-//	peer ⇄ [wrapped conn: TLS records]  goroutine pump ⇄ socketpair ⇄ event loop
+// A TLS connection of the TLSTransport (crypto/tls over a recordConn over
+// a TCP socket) is handed over to a loop, which runs its record layer on
+// gnet's buffers (looptls.go): no goroutine, no copy through the kernel
+// beyond the socket's own. Any other wrapped connection is bridged:
 //
-// The handshake and the record layer run on two goroutines per connection
-// (pumps), which copy plaintext to and from one end of a Unix socketpair;
-// the other end is enrolled on an event loop and served exactly like a
-// plain TCP connection, so nothing on the per-packet path knows about
-// TLS. The kernel's socket buffers carry the backpressure both ways. The
-// cost is two more copies and system calls per direction per read, paid
-// only by wrapped connections (measured in docs/PERFORMANCE.md).
+//	peer ⇄ [wrapped conn]  goroutine pump ⇄ socketpair ⇄ event loop
+//
+// Two goroutines per bridged connection (pumps) copy plaintext to and from
+// one end of a Unix socketpair; the other end is enrolled on an event loop
+// and served exactly like a plain TCP connection. The kernel's socket
+// buffers carry the backpressure both ways. The cost is two more copies
+// and system calls per direction per read (measured in
+// docs/PERFORMANCE.md). Either way nothing on the per-packet path knows
+// about the transport.
 type Transport interface {
 	// Server wraps a connection accepted on Config.TransportListen and
 	// completes its handshake; ctx bounds it (HandshakeTimeout).
@@ -39,9 +44,10 @@ type Transport interface {
 	Client(ctx context.Context, nc net.Conn, addr, serverName string) (net.Conn, error)
 }
 
-// bridgedAgent is the gnet context of an agent connection bridged in from
-// the transport listener, until OnOpen replaces it: the peer's address and
-// its verified certificate's identity ("" if none).
+// bridgedAgent is the gnet context of an agent connection from the
+// transport listener (bridged, or inside a loop-native tlsConn), until
+// OnOpen replaces it: the peer's address and its verified certificate's
+// identity ("" if none).
 type bridgedAgent struct {
 	remote   net.Addr
 	identity string
@@ -156,32 +162,11 @@ func (p *pump) closeBoth() {
 	})
 }
 
-// bridgeDialed wraps a connection dialed to an analyzer with the upstream
-// transport and bridges it, for the upstream's dial goroutine.
-func (s *Server) bridgeDialed(ctx context.Context, nc net.Conn, addr, serverName string) (net.Conn, error) {
-	t := s.conf.Load().UpstreamTransport
-	if t == nil {
-		nc.Close()
-		return nil, errors.New("proxy: no upstream transport configured")
-	}
-	w, err := t.Client(ctx, nc, addr, serverName)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("transport handshake with %s: %w", addr, err)
-	}
-	loopEnd, err := s.bridge(w)
-	if err != nil {
-		w.Close()
-		return nil, err
-	}
-	return loopEnd, nil
-}
-
 // transportListener accepts agents on Config.TransportListen, wraps each
-// connection with the agent transport on a goroutine and bridges it into a
-// loop. Its acceptor tracks a connection only until it is bridged: close
-// ends the handshakes in progress, and bridged connections live until the
-// drain ends.
+// connection with the agent transport on a goroutine and hands it over to
+// a loop (loop-native TLS) or bridges it into one. Its acceptor tracks a
+// connection only until then: close ends the handshakes in progress, and
+// the connections on the loops live until the drain ends.
 type transportListener struct {
 	s  *Server
 	ac *acceptor
@@ -216,7 +201,8 @@ func (s *Server) TransportAddr() net.Addr {
 func (t *transportListener) start() { t.ac.start() }
 func (t *transportListener) close() { t.ac.close() }
 
-// open wraps one accepted connection and enrolls its bridge on a loop.
+// open wraps one accepted connection and enrolls it (or its bridge) on a
+// loop.
 func (t *transportListener) open(nc net.Conn) {
 	s := t.s
 	conf := s.conf.Load()
@@ -240,15 +226,18 @@ func (t *transportListener) enroll(ctx context.Context, nc net.Conn, conf *setti
 		w.Close()
 		return errors.New("no event loop to serve it")
 	}
-	loopEnd, err := s.bridge(w)
-	if err != nil {
-		w.Close()
-		return err
-	}
 	ba := &bridgedAgent{remote: nc.RemoteAddr()}
 	if tc, ok := w.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		cs := tc.ConnectionState()
 		ba.identity = tlsconf.Identity(&cs)
+	}
+	if sock, x, ok := handOver(w, ba); ok {
+		return s.enrollTLS(lp.el, sock, x)
+	}
+	loopEnd, err := s.bridge(w)
+	if err != nil {
+		w.Close()
+		return err
 	}
 	ch, err := lp.el.Enroll(gnet.NewContext(s.ctx, ba), loopEnd)
 	if err != nil {

@@ -40,12 +40,13 @@ func (u *upstream) dial() {
 		d := net.Dialer{}
 		var conn net.Conn
 		var err error
+		var ectx any = u // with TLS, the loop-native connection around u
 		if conn, err = d.DialContext(ctx, "tcp", u.addr); err == nil && wrap {
-			conn, err = s.bridgeDialed(ctx, conn, u.addr, u.st.cfg.ServerName)
+			conn, ectx, err = s.wrapDialed(ctx, conn, u, u.addr, u.st.cfg.ServerName)
 		}
 		if err == nil {
 			var ch <-chan gnet.RegisteredResult
-			ch, err = lp.el.Enroll(gnet.NewContext(s.ctx, u), conn)
+			ch, err = lp.el.Enroll(gnet.NewContext(s.ctx, ectx), conn)
 			if err == nil {
 				// A loop that is shutting down never answers: do not wait
 				// for it past the server's own shutdown.
@@ -196,7 +197,7 @@ func (u *upstream) closeNow(ev balancer.Event, why string) {
 	}
 	u.closing = why
 	if u.c != nil && u.lp.el != nil {
-		_ = u.lp.el.Close(u.c)
+		_ = u.lp.el.Close(socketOf(u.c))
 	}
 }
 
