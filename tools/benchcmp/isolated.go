@@ -144,17 +144,7 @@ func runIsolated(ctx context.Context, cfg config) error {
 		}
 	}
 	rep.took = time.Since(began)
-	var w io.Writer = os.Stdout
-	if cfg.out != "" {
-		f, err := os.Create(cfg.out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = io.MultiWriter(os.Stdout, f)
-	}
-	rep.write(w)
-	return nil
+	return writeReport(cfg.out, rep.write)
 }
 
 func (s *isoSystem) startAll(haproxy string) error {

@@ -214,17 +214,22 @@ func run(ctx context.Context, cfg config) error {
 	}
 	rep.took = time.Since(began)
 
-	var w io.Writer = os.Stdout
-	if cfg.out != "" {
-		f, err := os.Create(cfg.out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = io.MultiWriter(os.Stdout, f)
+	return writeReport(cfg.out, rep.write)
+}
+
+// writeReport writes a report to stdout and, if out is not empty, to the
+// file out too.
+func writeReport(out string, write func(io.Writer)) error {
+	if out == "" {
+		write(os.Stdout)
+		return nil
 	}
-	rep.write(w)
-	return nil
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	write(io.MultiWriter(os.Stdout, f))
+	return f.Close()
 }
 
 // findHAProxy returns the haproxy binary, installing it with apt-get as
