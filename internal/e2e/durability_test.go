@@ -232,7 +232,7 @@ func TestSpoolDamageEndToEnd(t *testing.T) {
 	ag.send(t, n, "damage test packet")
 	ag.flush(t)
 	if got := len(ag.ackedIDs()); got != n {
-		t.Fatalf("%d of %d acknowledged (by the spool, with the analyzer down)", got, n)
+		t.Fatalf("%d of %d acknowledged (by the spool, with the analyzer down); first error: %v", got, n, ag.failure())
 	}
 	c.logdist.signal(15)
 	if code := c.logdist.wait(20 * time.Second); code != 0 {

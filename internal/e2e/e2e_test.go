@@ -195,8 +195,19 @@ func (c *cluster) received() map[uint64]int {
 // packet ids acknowledged.
 type agent struct {
 	*client.Client
-	mu    sync.Mutex
-	acked map[uint64]bool
+	mu       sync.Mutex
+	acked    map[uint64]bool
+	firstErr error // the first packet that resolved with an error
+	// sent counts the packets send queued, resolved those OnResult has
+	// reported: Flush can return before the last callbacks have run.
+	sent, resolved int
+}
+
+// failure returns the first error a packet resolved with, or nil.
+func (a *agent) failure() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.firstErr
 }
 
 func newAgent(t *testing.T, addr, id string) *agent {
@@ -216,11 +227,14 @@ func newAgentWith(t *testing.T, addr, id string, edit func(*clientConfig)) *agen
 	cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 100*time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.OnResult = func(r client.Result) {
+		a.mu.Lock()
+		a.resolved++
 		if r.Err == nil {
-			a.mu.Lock()
 			a.acked[r.PacketID] = true
-			a.mu.Unlock()
+		} else if a.firstErr == nil {
+			a.firstErr = r.Err
 		}
+		a.mu.Unlock()
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -244,6 +258,9 @@ func (a *agent) send(t *testing.T, n int, body string) {
 		if err := a.Send(ctx, m); err != nil {
 			t.Fatalf("send %d: %v", i, err)
 		}
+		a.mu.Lock()
+		a.sent++
+		a.mu.Unlock()
 	}
 }
 
@@ -253,6 +270,21 @@ func (a *agent) flush(t *testing.T) {
 	defer cancel()
 	if err := a.Flush(ctx); err != nil {
 		t.Fatalf("flush: %v (stats %+v)", err, a.Stats())
+	}
+	// Every packet is resolved; wait for the callbacks that say so (each
+	// message is a packet of its own: BatchMessages 1).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.mu.Lock()
+		done := a.resolved >= a.sent
+		a.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("flush returned, but only %d of %d packets were reported resolved after 10 s", a.resolved, a.sent)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
