@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"time"
@@ -50,6 +51,10 @@ type Config struct {
 	// Admin is the HTTP listen address for /stats, /metrics and /healthz;
 	// empty turns the admin server off.
 	Admin string
+
+	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
+	// address (profiles of the analyzer under load).
+	Pprof bool
 
 	// Out is where received messages are written as JSON lines: a file
 	// path (appended to), "-" for Stdout, or empty for nowhere.
@@ -451,7 +456,8 @@ func (a *Analyzer) process(ctx context.Context, agent []byte, p *frame.Packet) e
 }
 
 // AdminHandler returns the admin HTTP handler: GET /stats (JSON Stats),
-// GET /metrics (Prometheus text) and GET /healthz.
+// GET /metrics (Prometheus text), GET /healthz and, with Config.Pprof,
+// GET /debug/pprof/.
 func (a *Analyzer) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
@@ -465,5 +471,12 @@ func (a *Analyzer) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
+	if a.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }

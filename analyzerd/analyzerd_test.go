@@ -251,6 +251,26 @@ func TestAdminEndpoints(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("POST /stats: %d", resp.StatusCode)
 	}
+	resp, err = http.Get(base + "/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /debug/pprof/cmdline without Pprof: %d, want 404", resp.StatusCode)
+	}
+}
+
+func TestPprof(t *testing.T) {
+	a := start(t, func(c *analyzerd.Config) { c.Pprof = true })
+	resp, err := http.Get("http://" + a.AdminAddr().String() + "/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /debug/pprof/cmdline with Pprof: %d", resp.StatusCode)
+	}
 }
 
 func TestDelay(t *testing.T) {

@@ -132,6 +132,7 @@ Flags:
 	fs.StringVar(&cfg.Server.Addr, "listen", cfg.Server.Addr, "TCP address to receive packets on (port 0 picks a free port; see the \"analyzerd ready\" line on stderr)")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "analyzer name, reported in /stats and logs")
 	fs.StringVar(&cfg.Admin, "admin", cfg.Admin, "HTTP address for GET /stats, /metrics and /healthz (default \"\": off)")
+	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve net/http/pprof under /debug/pprof/ on --admin (default false)")
 	fs.StringVar(&cfg.Out, "out", cfg.Out, "write received messages as JSON lines to this file (appended), or - for stdout (default \"\": off)")
 	fs.DurationVar(&cfg.Delay, "delay", cfg.Delay, "processing delay per packet before its ACK, to simulate a slow analyzer (default 0s: none)")
 	fs.IntVar(&cfg.Server.Concurrency, "concurrency", cfg.Server.Concurrency, "packets handled at once per connection (1 to 1024): with more than 1, a slow --delay (or slow output) no longer caps a connection at 1/delay packets a second; packets then complete out of order, acknowledged once all before them are")
@@ -159,6 +160,9 @@ Flags:
 	}
 	if fs.NArg() > 0 {
 		return cfg, lf, nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
+	}
+	if cfg.Pprof && cfg.Admin == "" {
+		return cfg, lf, nil, errors.New("--pprof needs --admin (pprof is served on the admin address)")
 	}
 	if cfg.Tracer, err = tracing.New(tracing.Config{Endpoint: otlp, Service: "analyzerd", Instance: cfg.Name, Version: version.Get().Version}); err != nil {
 		return cfg, lf, nil, err

@@ -259,6 +259,7 @@ func TestBadFlags(t *testing.T) {
 	f(2, "invalid argument", "--delay", "soon")
 	f(2, "unexpected argument", "extra")
 	f(2, "--dict: open /nonexistent.zdict", "--dict", "/nonexistent.zdict")
+	f(2, "--pprof needs --admin", "--pprof")
 	f(0, `--listen string`, "--help")
 	f(0, `--dict stringArray`, "--help")
 	f(0, `(default "127.0.0.1:7501")`, "-h")
