@@ -99,14 +99,25 @@ func TestRunSendsExactPackets(t *testing.T) {
 	if got := s.packets.Load(); got != 500 {
 		t.Fatalf("server accepted %d packets, want 500", got)
 	}
-	// Each connection cycles through its own 64 distinct packets.
-	if len(s.ids) != 3*64 {
-		t.Fatalf("server saw %d distinct packet ids, want 192", len(s.ids))
+	// Each connection cycles through its own 64 bodies, each time with a
+	// new packet id: 500 packets, 500 ids, consecutive over the run.
+	if len(s.ids) != 500 {
+		t.Fatalf("server saw %d distinct packet ids, want 500", len(s.ids))
 	}
+	lo := ^uint64(0)
 	for id, n := range s.ids {
-		if n < 2 || n > 3 {
-			t.Fatalf("packet id %d accepted %d times, want 2 or 3 (500 packets over 192 ids)", id, n)
+		if n != 1 {
+			t.Fatalf("packet id %d accepted %d times, want once", id, n)
 		}
+		lo = min(lo, id)
+	}
+	for id := lo; id < lo+500; id++ {
+		if s.ids[id] != 1 {
+			t.Fatalf("packet id %d (of %d…%d) not accepted", id, lo, lo+499)
+		}
+	}
+	if !res.UniqueIDs || res.PoolBodies != 3*64 {
+		t.Fatalf("result says unique ids %v, %d bodies; want true, 192", res.UniqueIDs, res.PoolBodies)
 	}
 	if res.Errors != 0 || res.Busy != 0 || res.Reconnects != 0 || res.Unresolved != 0 {
 		t.Fatalf("errors %d busy %d reconnects %d unresolved %d, want none", res.Errors, res.Busy, res.Reconnects, res.Unresolved)
@@ -203,6 +214,17 @@ func TestBusyIsResent(t *testing.T) {
 	if s.packets.Load() != 300 {
 		t.Fatalf("server accepted %d packets, want 300", s.packets.Load())
 	}
+	// A resend carries its packet's id: 300 ids, each accepted once.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ids) != 300 {
+		t.Fatalf("server accepted %d distinct ids, want 300", len(s.ids))
+	}
+	for id, n := range s.ids {
+		if n != 1 {
+			t.Fatalf("packet id %d accepted %d times", id, n)
+		}
+	}
 }
 
 func TestRejectedPacketIsAnError(t *testing.T) {
@@ -270,7 +292,12 @@ func TestIdleConnsHeldAcrossIdleTimeout(t *testing.T) {
 
 func TestMessageTextIsNotTriviallyCompressible(t *testing.T) {
 	lim := frame.DefaultLimits()
-	p, err := buildPool(newTextGen(1), &frame.Encoder{Level: defaultLevel}, []byte("agent"), 1, 64, 10, 200, true, &lim)
+	zenc, err := newZstdEncoder(defaultLevel, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zenc.Close()
+	p, err := buildPool(newTextGen(1), zenc, nil, []byte("agent"), 64, 10, 200, &lim)
 	if err != nil {
 		t.Fatal(err)
 	}

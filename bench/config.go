@@ -4,11 +4,12 @@
 // allows), measures send → ACK latency end to end, and, given logdist's
 // admin API, reports how the packets were spread over the analyzers.
 //
-// The generator is built not to be the bottleneck: every packet is built
-// and compressed before the clock starts, from a pool of distinct packets
-// per connection, and sending only stamps the header's sequence number and
-// copies the frame into a batched writer. One writer and one reader
-// goroutine serve each connection.
+// The generator is built not to be the bottleneck: packet bodies are built
+// and compressed before the clock starts, a pool of them per connection,
+// and sending only copies a frame into a batched writer and stamps the
+// copy: the header's sequence number, a packet id of its own (every packet
+// sent is a new one to the receiver) and the checksum. One writer and one
+// reader goroutine serve each connection.
 //
 // Latency is measured from the time a packet was due: at a fixed rate that
 // is its place in the schedule, not when the writer got round to it, so a
@@ -123,10 +124,11 @@ type Config struct {
 	// Limits bounds the frames read from the server.
 	Limits frame.Limits
 
-	// PoolSize is the number of distinct packets built per connection
-	// before the clock starts (0: up to 2,048, about 64 Ki over all
-	// connections, fewer if the run sends fewer). It is always raised above
-	// the window, so that no packet id is in flight twice at once.
+	// PoolSize is the number of packet bodies built per connection before
+	// the clock starts (0: up to 2,048, about 64 Ki over all connections,
+	// fewer if the run sends fewer). Bodies are reused; packet ids are not:
+	// every packet sent carries an id of its own, stamped into the frame
+	// as it is written.
 	PoolSize int
 
 	// Seed makes the generated text reproducible; 0 uses a fixed seed.

@@ -47,8 +47,7 @@ func (s *connStats) fail(err error) {
 // connection that failed. due is when it was first due, so its latency
 // counts the whole detour.
 type resend struct {
-	idx       int32
-	due       int64
+	item
 	notBefore int64
 }
 
@@ -96,43 +95,43 @@ func (c *agentConn) pendingResends() int {
 }
 
 // nextNew returns the next scheduled packet if it is due at now, else the
-// time it will be (-1: no more new packets).
-func (c *agentConn) nextNew(now int64) (idx int32, due int64, ok bool, next int64) {
+// time it will be (-1: no more new packets). The packet's id is its place
+// in the run's schedule, over all connections, from the run's id base.
+func (c *agentConn) nextNew(now int64) (it item, ok bool, next int64) {
 	r := c.r
 	if r.stopped() || (c.quota >= 0 && c.k >= c.quota) {
-		return 0, 0, false, -1
+		return it, false, -1
 	}
-	if r.sched == nil { // as fast as the window allows, until the end
-		if r.end > 0 && now >= r.end {
-			return 0, 0, false, -1
+	n := c.k*int64(len(r.conns)) + int64(c.id)
+	due := now
+	if r.sched != nil {
+		t, more := r.sched.TimeOf(float64(n))
+		if !more {
+			return it, false, -1
 		}
-		idx = int32(c.k % int64(len(c.pool.frames)))
-		c.k++
-		return idx, now, true, 0
+		if int64(t) > now {
+			return it, false, int64(t)
+		}
+		due = int64(t)
+	} else if r.end > 0 && now >= r.end { // as fast as the window allows, until the end
+		return it, false, -1
 	}
-	t, more := r.sched.TimeOf(float64(c.k*int64(len(r.conns)) + int64(c.id)))
-	if !more {
-		return 0, 0, false, -1
-	}
-	if int64(t) > now {
-		return 0, 0, false, int64(t)
-	}
-	idx = int32(c.k % int64(len(c.pool.frames)))
+	it = item{idx: int32(c.k % int64(len(c.pool.frames))), due: due, id: r.idBase + uint64(n)}
 	c.k++
-	return idx, int64(t), true, 0
+	return it, true, 0
 }
 
 // moreNew reports whether the schedule or quota still has packets.
 func (c *agentConn) moreNew() bool {
-	_, _, ok, next := c.peekNew()
+	_, ok, next := c.peekNew()
 	return ok || next >= 0
 }
 
-func (c *agentConn) peekNew() (int32, int64, bool, int64) {
+func (c *agentConn) peekNew() (item, bool, int64) {
 	k := c.k
-	idx, due, ok, next := c.nextNew(c.r.now())
+	it, ok, next := c.nextNew(c.r.now())
 	c.k = k
-	return idx, due, ok, next
+	return it, ok, next
 }
 
 // run sends this connection's share, reconnecting after failures, until
@@ -212,7 +211,7 @@ type link struct {
 func (l *link) Acked(it item) { l.lats = append(l.lats, l.now-it.due) }
 
 func (l *link) Busy(it item, retry time.Duration) {
-	l.c.pushResend(resend{idx: it.idx, due: it.due, notBefore: l.now + int64(retry)})
+	l.c.pushResend(resend{item: it, notBefore: l.now + int64(retry)})
 	l.c.st.busy.Add(1)
 }
 
@@ -240,7 +239,7 @@ func (l *link) run(nc net.Conn, sess *session.Client[item]) bool {
 	// one (at-least-once), counted from when it was first due.
 	now := c.r.now()
 	l.mu.Lock()
-	l.sess.TakeUnresolved(func(it item) { c.pushResend(resend{idx: it.idx, due: it.due, notBefore: now}) })
+	l.sess.TakeUnresolved(func(it item) { c.pushResend(resend{item: it, notBefore: now}) })
 	l.sess.Close()
 	l.mu.Unlock()
 	return done
@@ -268,15 +267,14 @@ func (l *link) writeLoop() bool {
 		l.mu.Lock()
 		for l.sess.CanSend() && len(buf) < 64<<10 {
 			var (
-				idx int32
-				due int64
-				ok  bool
+				it item
+				ok bool
 			)
 			if x, got, rn := c.takeResend(now); got {
-				idx, due, ok = x.idx, x.due, true
+				it, ok = x.item, true // a resend keeps its packet id
 			} else {
 				var nn int64
-				idx, due, ok, nn = c.nextNew(now)
+				it, ok, nn = c.nextNew(now)
 				next = rn
 				if nn >= 0 && (next < 0 || nn < next) {
 					next = nn
@@ -285,9 +283,11 @@ func (l *link) writeLoop() bool {
 			if !ok {
 				break
 			}
-			f := c.pool.frames[idx]
-			l.sess.Send(item{idx: idx, due: due}, f)
-			buf = append(buf, f...)
+			start := len(buf)
+			buf = append(buf, c.pool.frames[it.idx]...)
+			f := buf[start:]
+			c.pool.stamp(f, it.idx, it.id)
+			l.sess.Send(it, f)
 			c.st.sent.Add(1)
 			c.st.bytes.Add(uint64(len(f)))
 		}

@@ -24,11 +24,13 @@ var errPermanent = errors.New("bench: permanent")
 var errGoingAway = errors.New("bench: server going away")
 
 // item is what a connection's protocol session keeps for each DATA frame
-// in flight: which packet of the pool, and when it was due (its latency
-// counts from then, across resends).
+// in flight: which body of the pool, its packet id (a resend carries the
+// same), and when it was due (its latency counts from then, across
+// resends).
 type item struct {
 	idx int32
 	due int64
+	id  uint64
 }
 
 // dialHandshake connects to target and does the handshake through a new

@@ -1,13 +1,10 @@
 package bench
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/logdist/logdist/frame"
 )
@@ -113,63 +110,5 @@ func (g *textGen) message(ts time.Time, size int) frame.Message {
 		Hostname:  []byte(host + "." + g.pick(genDomains)),
 		App:       []byte(app),
 		Body:      body,
-	}
-}
-
-// pool is the pre-built traffic of one connection: whole DATA frames whose
-// sequence is stamped in place just before each is written.
-type pool struct {
-	frames   [][]byte
-	rawBytes int64 // sum of the packets' uncompressed sizes
-	wire     int64 // sum of the frames' sizes
-}
-
-// buildPool builds n distinct packets with consecutive ids from firstID.
-func buildPool(g *textGen, enc *frame.Encoder, agent []byte, firstID uint64, n, msgs, size int, compress bool, lim *frame.Limits) (*pool, error) {
-	p := &pool{frames: make([][]byte, n)}
-	pk := frame.Packet{AgentID: agent, Messages: make([]frame.Message, msgs)}
-	ts := time.Now()
-	for i := range n {
-		pk.ID = firstID + uint64(i)
-		for j := range pk.Messages {
-			ts = ts.Add(time.Duration(g.rng.IntN(2000)) * time.Microsecond)
-			pk.Messages[j] = g.message(ts, size)
-		}
-		if err := pk.Validate(lim); err != nil {
-			return nil, fmt.Errorf("cannot build packet: %w", err)
-		}
-		f := enc.AppendData(nil, 1, &pk, compress)
-		if uint32(len(f)-frame.HeaderSize) > lim.MaxFrame {
-			return nil, fmt.Errorf("a packet of %d bytes exceeds the %d-byte frame limit: send fewer or smaller messages", len(f)-frame.HeaderSize, lim.MaxFrame)
-		}
-		p.frames[i] = f
-		p.rawBytes += int64(pk.RawSize())
-		p.wire += int64(len(f))
-	}
-	return p, nil
-}
-
-// defaultLevel is the zstd level the agent client uses by default;
-// dictLevel the one it uses with a dictionary (client.Config.DictLevel).
-const (
-	defaultLevel = zstd.SpeedDefault
-	dictLevel    = zstd.SpeedFastest
-)
-
-// trace gives a share ratio of the pool's frames a sampled trace context,
-// each its own trace (random ids from rng).
-func (p *pool) trace(rng *rand.Rand, ratio float64) {
-	for i, f := range p.frames {
-		if rng.Float64() >= ratio {
-			continue
-		}
-		var tid [16]byte
-		var sid [8]byte
-		binary.LittleEndian.PutUint64(tid[:8], rng.Uint64()|1)
-		binary.LittleEndian.PutUint64(tid[8:], rng.Uint64())
-		binary.LittleEndian.PutUint64(sid[:], rng.Uint64()|1)
-		tc := frame.NewTraceContext(tid, sid, true)
-		p.frames[i] = frame.AppendWithTrace(nil, f, &tc)
-		p.wire += frame.TraceSize
 	}
 }

@@ -21,6 +21,13 @@ type Result struct {
 	Compress         string  `json:"compress"`
 	PacketBytes      float64 `json:"packet_bytes"`
 	CompressionRatio float64 `json:"compression_ratio"`
+	// UniqueIDs says that every packet sent carried a packet id of its
+	// own (a resend keeps its packet's): the receiver sees no duplicate
+	// unless it asked for a resend. PoolBodies is the number of packet
+	// bodies built before the clock started (over all connections) and
+	// sent in turn, each time with a new id.
+	UniqueIDs  bool `json:"unique_ids"`
+	PoolBodies int  `json:"pool_bodies"`
 
 	// PacketsScheduled is what a rate or profile asked for (0 at rate 0);
 	// fewer acked means the target fell behind the schedule.
@@ -80,6 +87,13 @@ func (r *Result) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "target\t%s, %d conns, window %d, %s\n", r.Target, r.Conns, r.Window, rate)
 	fmt.Fprintf(tw, "packets\t%d messages of %d bytes, %s, %.0f bytes/frame, compression %.2fx\n", r.MsgsPerPacket, r.MsgSize, r.Compress, r.PacketBytes, r.CompressionRatio)
+	if r.PoolBodies > 0 {
+		unique := "no"
+		if r.UniqueIDs {
+			unique = "yes"
+		}
+		fmt.Fprintf(tw, "packet ids\tunique packet ids: %s (%d pre-encoded bodies over %d conns, each sent again with a new id)\n", unique, r.PoolBodies, r.Conns)
+	}
 	fmt.Fprintf(tw, "duration\t%.2f s\n", r.DurationS)
 	if r.PacketsScheduled > 0 {
 		fmt.Fprintf(tw, "scheduled\t%d packets\n", r.PacketsScheduled)

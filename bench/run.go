@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/session"
 	"github.com/logdist/logdist/proxy/status"
@@ -24,6 +26,8 @@ type runner struct {
 	sched *Schedule // nil: as fast as the window allows
 	end   int64     // ns since start after which rate-0 sending stops; 0: none
 	conns []*agentConn
+	// idBase is the packet id of the schedule's first packet.
+	idBase uint64
 	// sess is every connection's HELLO.
 	sess session.ClientConfig
 
@@ -93,15 +97,15 @@ func (r *runner) checkWelcome(sess *session.Client[item]) error {
 	return nil
 }
 
-// poolSize is the number of distinct packets per connection: up to 2,048
-// (about 64 Ki packets over all connections) but always more than the
-// window, so that no packet id is in flight twice at once.
-func poolSize(want, window, conns int, quota int64) int {
+// poolSize is the number of pre-built packet bodies per connection: up to
+// 2,048 (about 64 Ki over all connections), fewer if the connection sends
+// fewer packets. Each is sent again and again, with a new packet id every
+// time (pool.stamp).
+func poolSize(want, conns int, quota int64) int {
 	n := want
 	if n == 0 {
 		n = min(2048, max(64, 65536/max(conns, 1)))
 	}
-	n = max(n, window+1)
 	if quota > 0 && quota < int64(n) {
 		n = int(quota)
 	}
@@ -278,7 +282,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 // buildPools makes every connection's packets, in parallel.
 func (r *runner) buildPools(res *Result) error {
 	cfg := &r.cfg
-	base := uint64(time.Now().UnixNano())
+	// Packet ids: the n-th packet of the run's schedule (connection c's
+	// k-th, n = k × conns + c) is idBase + n, the way an agent counts up
+	// from the time it started.
+	r.idBase = uint64(time.Now().UnixNano())
 	r.conns = make([]*agentConn, cfg.Conns)
 	errs := make([]error, cfg.Conns)
 	var wg sync.WaitGroup
@@ -296,21 +303,26 @@ func (r *runner) buildPools(res *Result) error {
 			// A fixed rate for a duration sends a known number.
 			q = int64(cfg.Rate*cfg.Duration.Seconds())/int64(cfg.Conns) + 1
 		}
-		n := poolSize(cfg.PoolSize, cfg.Window, cfg.Conns, q)
+		n := poolSize(cfg.PoolSize, cfg.Conns, q)
 		c := &agentConn{r: r, id: i, quota: quota}
 		c.st.hist, c.st.interval = newHist(), newHist()
 		r.conns[i] = c
-		first := base
-		base += uint64(n)
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			enc := &frame.Encoder{Level: defaultLevel, Dict: cfg.Dict}
-			if cfg.Dict != nil {
-				enc.Level = dictLevel // as the agent library compresses with one
+			var zenc *zstd.Encoder
+			if cfg.Compress {
+				level := defaultLevel
+				if cfg.Dict != nil {
+					level = dictLevel // as the agent library compresses with one
+				}
+				if zenc, errs[i] = newZstdEncoder(level, cfg.Dict); errs[i] != nil {
+					return
+				}
+				defer zenc.Close()
 			}
-			c.pool, errs[i] = buildPool(newTextGen(cfg.Seed+uint64(i)), enc, []byte(cfg.AgentID), first, n, cfg.MsgsPerPacket, cfg.MsgSize, cfg.Compress, &cfg.Limits)
+			c.pool, errs[i] = buildPool(newTextGen(cfg.Seed+uint64(i)), zenc, cfg.Dict, []byte(cfg.AgentID), n, cfg.MsgsPerPacket, cfg.MsgSize, &cfg.Limits)
 			if errs[i] == nil && cfg.TraceSample > 0 {
 				c.pool.trace(rand.New(rand.NewPCG(cfg.Seed+uint64(i), 0x7ace)), cfg.TraceSample)
 			}
@@ -321,7 +333,9 @@ func (r *runner) buildPools(res *Result) error {
 		return err
 	}
 	var raw, wire, frames int64
+	res.UniqueIDs = true
 	for _, c := range r.conns {
+		res.PoolBodies += len(c.pool.frames)
 		raw += c.pool.rawBytes
 		wire += c.pool.wire
 		frames += int64(len(c.pool.frames))

@@ -105,6 +105,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (bench.Config, bool, bo
 	fs.StringVar(&dictFile, "dict", "", "zstd dictionary file (logdist dict train) to compress the packets with; the target must hold it too (its WELCOME lists its id) (default \"\": none)")
 	fs.Float64Var(&cfg.TraceSample, "trace-sample", cfg.TraceSample, "share of packets (0-1) that carry a sampled W3C trace context, each a new trace, for logdist and the analyzers to trace (logbench exports no spans; the server must grant the trace capability)")
 	fs.BoolVar(&cfg.Sack, "sack", cfg.Sack, "offer selective ACKs: each packet is acknowledged when its analyzer acknowledges it (--sack=false: cumulative ACKs only, as older agents)")
+	fs.IntVar(&cfg.PoolSize, "pool-size", cfg.PoolSize, "packet bodies built per connection before the clock starts, sent in turn, each time with a new packet id (default 0: up to 2,048, about 64 Ki over all connections)")
 	fs.IntVar(&cfg.Window, "window", cfg.Window, "packets each connection keeps unacknowledged (the server may grant fewer)")
 	fs.StringVar(&profile, "profile", "", "load shape instead of --rate/--duration: baseline (1,000 pkt/s for 5m), spike (100 to 5,000 pkt/s over 2m), sustained (2,000 pkt/s for 30m), variable (5m of varying rates) (default \"\": --rate and --duration)")
 	fs.Float64Var(&scale, "scale", scale, "with --profile: multiply its rates and divide its durations by this")

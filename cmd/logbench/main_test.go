@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/logdist/logdist/analyzerd"
 	"github.com/logdist/logdist/frame"
 	"github.com/logdist/logdist/frame/server"
 )
@@ -43,6 +45,7 @@ func TestBadFlagsExit2WithOneLine(t *testing.T) {
 	f("--duration", "1s", "--packets", "5")
 	f("--msgs-per-packet", "0")
 	f("--window", "0")
+	f("--pool-size", "-1")
 	f("--admin", "http://")
 	f("extra")
 }
@@ -100,5 +103,57 @@ func TestJSONRun(t *testing.T) {
 	}
 	if errb.Len() != 0 {
 		t.Fatalf("-q run wrote to stderr: %s", errb.String())
+	}
+}
+
+// TestAgainstAnalyzerdNoDuplicates runs logbench against analyzerd, as
+// whole-system measurements do, for longer than a pool lasts (each
+// connection sends its 64 bodies several times over, zstd and plain,
+// traced or not): every packet carries a new id, so analyzerd's /stats
+// counts every packet acknowledged as new and none as a duplicate, and
+// logbench says so.
+func TestAgainstAnalyzerdNoDuplicates(t *testing.T) {
+	for _, args := range [][]string{
+		{"--compress", "zstd"},
+		{"--compress", "none", "--trace-sample", "0.5"},
+	} {
+		t.Run(args[1], func(t *testing.T) {
+			cfg := analyzerd.DefaultConfig()
+			cfg.Server.Addr = "127.0.0.1:0"
+			cfg.Admin = "127.0.0.1:0"
+			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+			cfg.Server.DrainTimeout = time.Second
+			a, err := analyzerd.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+
+			var out, errb bytes.Buffer
+			// 3 connections × 64 bodies, 1,000 packets: each body goes
+			// out 5 or 6 times.
+			code := run(append([]string{"--target", a.Addr().String(), "--packets", "1000", "--conns", "3", "--window", "16", "--pool-size", "64", "-q"}, args...), &out, &errb)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			if want := "unique packet ids: yes (192 pre-encoded bodies over 3 conns"; !strings.Contains(out.String(), want) {
+				t.Fatalf("logbench output lacks %q:\n%s", want, out.String())
+			}
+			resp, err := http.Get("http://" + a.AdminAddr().String() + "/stats")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var st analyzerd.Stats
+			if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Duplicates != 0 || st.Packets != 1000 || st.Messages != 10000 {
+				t.Fatalf("analyzerd /stats after 1,000 packets: %+v, want 1000 packets, 10000 messages, 0 duplicates", st)
+			}
+		})
 	}
 }
