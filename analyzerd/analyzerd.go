@@ -390,6 +390,9 @@ func (a *Analyzer) handle(ctx context.Context, md *server.Meta, p *frame.Packet)
 	if len(agent) == 0 {
 		agent = []byte(md.AgentID)
 	}
+	if a.out == nil && a.cfg.Delay == 0 {
+		return a.count(ctx, md, agent, p)
+	}
 	key := packetKey{string(agent), p.ID}
 	a.mu.Lock()
 	if _, busy := a.inflight[key]; busy {
@@ -402,12 +405,9 @@ func (a *Analyzer) handle(ctx context.Context, md *server.Meta, p *frame.Packet)
 		}
 		return server.Busy(max(a.cfg.Delay, 10*time.Millisecond))
 	}
-	if a.dedup.contains(agent, p.ID) {
+	if a.dedup.contains(a.dedup.lookup(agent), p.ID) {
 		a.mu.Unlock()
-		a.duplicates.Inc()
-		if a.log.Enabled(ctx, slog.LevelDebug) {
-			a.log.Debug("duplicate packet: acknowledged, not processed again", "agent_id", key.agent, "packet_id", p.ID, "seq", md.Seq)
-		}
+		a.duplicate(ctx, md, agent, p)
 		return nil
 	}
 	a.inflight[key] = struct{}{}
@@ -417,20 +417,61 @@ func (a *Analyzer) handle(ctx context.Context, md *server.Meta, p *frame.Packet)
 
 	a.mu.Lock()
 	delete(a.inflight, key)
+	var evicted, tooOld uint64
 	if err == nil {
 		ev, old := a.dedup.evicted, a.dedup.tooOld
-		a.dedup.add(agent, p.ID)
-		a.evicted.Add(int(a.dedup.evicted - ev))
-		a.tooOld.Add(int(a.dedup.tooOld - old))
+		a.dedup.add(a.dedup.lookup(agent), agent, p.ID)
+		evicted, tooOld = a.dedup.evicted-ev, a.dedup.tooOld-old
 	}
 	a.mu.Unlock()
 	if err != nil {
 		return err
 	}
+	a.counted(md, p, evicted, tooOld)
+	return nil
+}
+
+// count is handle when processing a packet does nothing (no output, no
+// delay): finding out whether it is a duplicate and recording it are then
+// one step under the lock, and no copy of it can be in flight on another
+// connection meanwhile (inflight stays empty). The per-packet path of a
+// counting analyzer: no allocation, one lock, one map lookup.
+func (a *Analyzer) count(ctx context.Context, md *server.Meta, agent []byte, p *frame.Packet) error {
+	a.mu.Lock()
+	aw := a.dedup.lookup(agent)
+	if a.dedup.contains(aw, p.ID) {
+		a.mu.Unlock()
+		a.duplicate(ctx, md, agent, p)
+		return nil
+	}
+	ev, old := a.dedup.evicted, a.dedup.tooOld
+	a.dedup.add(aw, agent, p.ID)
+	evicted, tooOld := a.dedup.evicted-ev, a.dedup.tooOld-old
+	a.mu.Unlock()
+	a.counted(md, p, evicted, tooOld)
+	return nil
+}
+
+// counted counts a packet processed, and what recording it cost the
+// duplicate detector.
+func (a *Analyzer) counted(md *server.Meta, p *frame.Packet, evicted, tooOld uint64) {
 	a.packets.Inc()
 	a.messages.Add(len(p.Messages))
 	a.bytes.Add(md.RawBytes)
-	return nil
+	if evicted > 0 {
+		a.evicted.Add(int(evicted))
+	}
+	if tooOld > 0 {
+		a.tooOld.Add(int(tooOld))
+	}
+}
+
+// duplicate counts a packet received again after it was processed.
+func (a *Analyzer) duplicate(ctx context.Context, md *server.Meta, agent []byte, p *frame.Packet) {
+	a.duplicates.Inc()
+	if a.log.Enabled(ctx, slog.LevelDebug) {
+		a.log.Debug("duplicate packet: acknowledged, not processed again", "agent_id", string(agent), "packet_id", p.ID, "seq", md.Seq)
+	}
 }
 
 func (a *Analyzer) process(ctx context.Context, agent []byte, p *frame.Packet) error {

@@ -51,10 +51,13 @@ func newDedup(window uint64, maxAgents int) *dedup {
 	}
 }
 
-// contains reports whether (agent, id) was recorded and is still
-// remembered.
-func (d *dedup) contains(agent []byte, id uint64) bool {
-	aw := d.agents[string(agent)]
+// lookup returns the window of agent, nil if it has none: what contains
+// and add take, so that a packet costs one map lookup.
+func (d *dedup) lookup(agent []byte) *agentWindow { return d.agents[string(agent)] }
+
+// contains reports whether id was recorded in aw (agent's window, from
+// lookup) and is still remembered.
+func (d *dedup) contains(aw *agentWindow, id uint64) bool {
 	if aw == nil || id > aw.hi || aw.hi-id >= d.window {
 		return false
 	}
@@ -62,9 +65,9 @@ func (d *dedup) contains(agent []byte, id uint64) bool {
 	return c != nil && c.has(id%chunkBits)
 }
 
-// add records (agent, id).
-func (d *dedup) add(agent []byte, id uint64) {
-	aw := d.agents[string(agent)]
+// add records (agent, id); aw is agent's window from lookup, with
+// nothing added or evicted since.
+func (d *dedup) add(aw *agentWindow, agent []byte, id uint64) {
 	if aw == nil {
 		if len(d.agents) >= d.maxAgents {
 			old := d.lru.Remove(d.lru.Back()).(*agentWindow)

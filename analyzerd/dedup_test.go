@@ -2,6 +2,10 @@ package analyzerd
 
 import "testing"
 
+// has and put are contains and add with the agent's window looked up.
+func (d *dedup) has(agent []byte, id uint64) bool { return d.contains(d.lookup(agent), id) }
+func (d *dedup) put(agent []byte, id uint64)      { d.add(d.lookup(agent), agent, id) }
+
 func TestDedup(t *testing.T) {
 	d := newDedup(5000, 2) // rounded up to 8192
 	if d.window != 8192 {
@@ -10,12 +14,12 @@ func TestDedup(t *testing.T) {
 	a, b, c := []byte("a"), []byte("b"), []byte("c")
 	seen := func(agent []byte, id uint64, want bool) {
 		t.Helper()
-		got := d.contains(agent, id)
+		got := d.has(agent, id)
 		if got != want {
 			t.Fatalf("contains(%s, %d) = %v, want %v", agent, id, got, want)
 		}
 		if !got {
-			d.add(agent, id)
+			d.put(agent, id)
 		}
 	}
 	base := uint64(1_700_000_000_000_000_000)
@@ -44,19 +48,19 @@ func TestDedup(t *testing.T) {
 func TestDedupSlideClearsStaleBits(t *testing.T) {
 	d := newDedup(4096, 1)
 	a := []byte("a")
-	d.add(a, 10)
+	d.put(a, 10)
 	// 10 + 4096 lands on 10's slot: 10 must be gone, the new id recorded.
-	d.add(a, 10+4096)
-	if d.contains(a, 10) || !d.contains(a, 10+4096) {
+	d.put(a, 10+4096)
+	if d.has(a, 10) || !d.has(a, 10+4096) {
 		t.Fatal("slot reuse")
 	}
 	// Slide by less than a chunk, across a chunk border.
 	for id := uint64(10 + 4096); id < 20000; id += 1000 {
-		d.add(a, id)
+		d.put(a, id)
 	}
 	for id := uint64(20000 - 4095); id <= 20000; id++ {
 		want := (id-(10+4096))%1000 == 0
-		if d.contains(a, id) != want {
+		if d.has(a, id) != want {
 			t.Fatalf("id %d: contains %v", id, !want)
 		}
 	}

@@ -44,6 +44,11 @@ type conn struct {
 	bw   *bufio.Writer
 	werr error // first write error, under mu
 	acks uint64
+	// pend (under mu) counts what happened since the last flush; every
+	// flush adds it to the server's metrics before it writes, so that a
+	// client holding an ACK finds its packets counted, and the per-packet
+	// path touches no shared counter.
+	pend pending
 
 	// Read-loop state, owned by serve's goroutine. With Concurrency > 1,
 	// md holds the connection's part of every slot's Meta.
@@ -53,8 +58,9 @@ type conn struct {
 
 	// Concurrent handling (Config.Concurrency > 1; free is nil with 1).
 	free      chan *slot     // slots whose handler returned
-	slots     int            // slots made so far (serve's goroutine)
+	slots     []*slot        // slots made so far (serve's goroutine)
 	workers   sync.WaitGroup // handlers in flight
+	idlers    sync.WaitGroup // the slots' goroutines (stopWorkers ends them)
 	finishing atomic.Int32   // workers whose handler returned, not yet resolved
 	// readerIdle (under mu) is set when serve's goroutine may block (on
 	// the socket or on a free slot) after flushing: a worker resolving a
@@ -65,6 +71,32 @@ type conn struct {
 	workerFatal bool
 }
 
+// pending are a connection's counts not yet added to the server's
+// metrics.
+type pending struct {
+	frames          [frame.MaxType + 1]int
+	bytes           int
+	acked, messages int
+}
+
+// publishLocked adds the pending counts to the server's metrics. Under mu.
+func (c *conn) publishLocked() {
+	p, m := &c.pend, c.s.m
+	for t, n := range p.frames {
+		if n > 0 && m.frames[t] != nil {
+			m.frames[t].Add(n)
+		}
+	}
+	if p.bytes > 0 {
+		m.bytes.Add(p.bytes)
+	}
+	if p.acked > 0 {
+		m.acked.Add(p.acked)
+		m.messages.Add(p.messages)
+	}
+	*p = pending{}
+}
+
 // slot is one packet handed to a worker: the decoder its packet aliases,
 // the packet and its Meta, and the frame's payload when the packet
 // aliases it (uncompressed). Not reused until its handler returned.
@@ -73,6 +105,10 @@ type slot struct {
 	pkt frame.Packet
 	md  Meta
 	buf []byte
+	// run wakes the slot's goroutine (worker) to handle pkt: one
+	// goroutine per slot for the connection's life, rather than one per
+	// packet, whose start costs an allocation.
+	run chan struct{}
 }
 
 func newConn(s *Server, nc net.Conn, listenAddr string) *conn {
@@ -146,7 +182,13 @@ const answerEvery = 10 * time.Millisecond
 // serve runs the connection until it ends.
 func (c *conn) serve() {
 	defer c.s.untrack(c)
+	defer c.stopWorkers()
 	defer c.cancel()
+	defer func() { // what the last flush did not count (a lost connection has none)
+		c.mu.Lock()
+		c.publishLocked()
+		c.mu.Unlock()
+	}()
 	if cfg := c.s.cfg.TLS; cfg != nil && !c.startTLS(cfg) {
 		return
 	}
@@ -155,12 +197,14 @@ func (c *conn) serve() {
 		return
 	}
 	lastFlush := time.Now()
+	ready := false // the handshake is done (under mu, serve's copy)
 	for {
 		// Answer what we have before a read that may block, and at least
 		// every answerEvery while a backlog keeps frames buffered: a slow
 		// handler behind a full buffer must still send ACKs (and the PONGs
 		// queued behind the DATA), or the client takes silence for death.
-		if buffered := c.rd.Ready(); !buffered || time.Since(lastFlush) >= answerEvery {
+		buffered := c.rd.Ready()
+		if !buffered || time.Since(lastFlush) >= answerEvery {
 			c.mu.Lock()
 			// With workers: about to block on the socket, so a worker
 			// finishing meanwhile writes its answer itself.
@@ -175,21 +219,31 @@ func (c *conn) serve() {
 			}
 			lastFlush = time.Now()
 		}
-		c.mu.Lock()
-		ready := c.sess.Ready()
-		if c.workerFatal {
+		// The read deadline is armed only before a read from the socket:
+		// a buffered frame needs none (Next does not read), and arming a
+		// deadline costs more than reading a frame from the buffer. It is
+		// still a deadline per frame: each socket read gets a whole
+		// IdleTimeout from the last answer, just written. With workers,
+		// one may have ended the session meanwhile (workerFatal).
+		if !buffered || c.free != nil {
+			c.mu.Lock()
+			ready = c.sess.Ready()
+			if c.workerFatal {
+				c.mu.Unlock()
+				c.endAfterWorkers()
+				return
+			}
+			// Under mu: a worker ending the session sets a past deadline
+			// to wake this read, which must not be overwritten.
+			switch {
+			case buffered:
+			case ready:
+				c.nc.SetReadDeadline(lastFlush.Add(c.s.cfg.IdleTimeout))
+			default:
+				c.nc.SetReadDeadline(c.start.Add(c.s.cfg.HandshakeTimeout))
+			}
 			c.mu.Unlock()
-			c.endAfterWorkers()
-			return
 		}
-		// Under mu: a worker ending the session sets a past deadline to
-		// wake this read, which must not be overwritten.
-		if ready {
-			c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
-		} else {
-			c.nc.SetReadDeadline(c.start.Add(c.s.cfg.HandshakeTimeout))
-		}
-		c.mu.Unlock()
 		h, payload, err := c.rd.Next()
 		if err != nil && h == nil {
 			c.readFailed(err, !ready)
@@ -198,10 +252,10 @@ func (c *conn) serve() {
 		// err != nil with a header: a DATA header over a per-packet limit
 		// (PROTOCOL.md 3.1 rules 8-10), its payload skipped and its
 		// checksum verified; the session rejects that packet only.
-		c.s.m.frames[h.Type()].Inc()
-		c.s.m.bytes.Add(h.FrameLen())
 		c.mu.Lock()
 		c.readerIdle = false
+		c.pend.frames[h.Type()]++
+		c.pend.bytes += h.FrameLen()
 		ev, err := c.sess.Handle(h, payload)
 		c.mu.Unlock()
 		if err != nil {
@@ -210,6 +264,7 @@ func (c *conn) serve() {
 		}
 		switch ev {
 		case session.EvHello:
+			ready = true
 			c.md.Remote = c.remote
 			c.md.AgentID = string(c.sess.AgentID())
 			c.md.Identity = c.sess.Identity()
@@ -267,9 +322,9 @@ func (c *conn) onData(h frame.Header, payload []byte) bool {
 	case verdictAck:
 		c.mu.Lock()
 		c.sess.Accept(seq)
+		c.pend.acked++
+		c.pend.messages += len(c.pkt.Messages)
 		c.mu.Unlock()
-		c.s.m.acked.Inc()
-		c.s.m.messages.Add(len(c.pkt.Messages))
 	case verdictBusy:
 		if v.reason != "" {
 			c.logPacket("handler failed; packet answered BUSY", 0, decoded{&c.pkt}, "seq", seq, "err", v.reason)
@@ -327,7 +382,7 @@ func (c *conn) dispatch(h frame.Header, payload []byte) bool {
 		md.Traced = md.Trace.Valid()
 	}
 	c.workers.Add(1)
-	go c.work(sl)
+	sl.run <- struct{}{} // buffered; its goroutine is idle: the slot was free
 	return true
 }
 
@@ -341,9 +396,12 @@ func (c *conn) slot() *slot {
 		return sl
 	default:
 	}
-	if c.slots < c.s.cfg.concurrency() {
-		c.slots++
-		return &slot{dec: c.s.cfg.newDecoder()}
+	if len(c.slots) < c.s.cfg.concurrency() {
+		sl := &slot{dec: c.s.cfg.newDecoder(), run: make(chan struct{}, 1)}
+		c.slots = append(c.slots, sl)
+		c.idlers.Add(1)
+		go c.worker(sl)
+		return sl
 	}
 	c.mu.Lock()
 	c.readerIdle = true
@@ -361,6 +419,25 @@ func (c *conn) slot() *slot {
 	return sl
 }
 
+// worker is the goroutine of slot sl: it handles the slot's packet each
+// time dispatch hands it one, until stopWorkers.
+func (c *conn) worker(sl *slot) {
+	defer c.idlers.Done()
+	for range sl.run {
+		c.work(sl)
+	}
+}
+
+// stopWorkers ends the slots' goroutines, once the connection is over and
+// no handler runs (or one ignores its cancelled context: its goroutine
+// then ends when it returns).
+func (c *conn) stopWorkers() {
+	for _, sl := range c.slots {
+		close(sl.run)
+	}
+	c.idlers.Wait()
+}
+
 // work calls the Handler for the packet in sl and resolves it as onData
 // does, then frees sl. The answer is written now if serve may be blocked
 // (readerIdle) and no other worker is about to resolve (finishing): of
@@ -371,9 +448,6 @@ func (c *conn) work(sl *slot) {
 	seq := sl.md.Seq
 	v := classify(c.s.handler.HandlePacket(c.ctx, &sl.md, &sl.pkt), c.s.cfg.BusyRetryAfter)
 	switch v.kind {
-	case verdictAck:
-		c.s.m.acked.Inc()
-		c.s.m.messages.Add(len(sl.pkt.Messages))
 	case verdictBusy:
 		if v.reason != "" {
 			c.logPacket("handler failed; packet answered BUSY", 0, decoded{&sl.pkt}, "seq", seq, "err", v.reason)
@@ -391,6 +465,8 @@ func (c *conn) work(sl *slot) {
 	switch v.kind {
 	case verdictAck:
 		c.sess.Accept(seq)
+		c.pend.acked++
+		c.pend.messages += len(sl.pkt.Messages)
 	case verdictBusy:
 		c.sess.Busy(seq, v.retryAfter)
 	case verdictReject:
@@ -587,6 +663,7 @@ func (c *conn) flush() error {
 }
 
 func (c *conn) flushLocked() error {
+	c.publishLocked()
 	out := c.sess.Flush(int64(time.Since(c.start)))
 	if n := c.sess.Acks(); n > c.acks {
 		c.s.m.acks.Add(int(n - c.acks))

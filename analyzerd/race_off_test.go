@@ -1,0 +1,5 @@
+//go:build !race
+
+package analyzerd_test
+
+const raceEnabled = false
