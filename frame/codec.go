@@ -185,8 +185,9 @@ func NewDecoder(lim Limits) *Decoder { return &Decoder{Limits: lim} }
 // header h passed ParseHeader and whose payload passed h.Check. For an
 // uncompressed frame that is payload itself; otherwise the payload is
 // decompressed into the Decoder's buffer, which is valid until the next
-// call. The buffer never grows beyond the header's raw length, itself
-// bounded by Limits.MaxRaw, whatever the zstd frame claims.
+// call. The buffer never grows beyond the header's raw length (and 64
+// bytes, see rawSlack), itself bounded by Limits.MaxRaw, whatever the zstd
+// frame claims.
 //
 // Memory: a zstd frame that declares its content size (this package's
 // encoder always does) costs at most the raw length. One that does not
@@ -214,8 +215,10 @@ func (d *Decoder) Raw(h Header, payload []byte) ([]byte, error) {
 	pool := &decoders
 	var dict *Dict
 	var zh zstd.Header
+	declared := false
 	if zh.Decode(payload) == nil {
-		if zh.HasFCS && zh.FrameContentSize > uint64(rawLen) {
+		declared = zh.HasFCS
+		if declared && zh.FrameContentSize > uint64(rawLen) {
 			return nil, ErrRawTooLarge
 		}
 		if zh.DictionaryID != 0 {
@@ -225,11 +228,15 @@ func (d *Decoder) Raw(h Header, payload []byte) ([]byte, error) {
 			pool = &dict.decoders
 		}
 	}
-	if uint32(cap(d.raw)) < rawLen {
-		d.raw = make([]byte, 0, rawLen)
+	room := rawLen
+	if declared {
+		room += rawSlack
+	}
+	if uint32(cap(d.raw)) < room {
+		d.raw = make([]byte, 0, room)
 	}
 	dec := pool.get()
-	out, err := dec.DecodeAll(payload, d.raw[:0:rawLen])
+	out, err := dec.DecodeAll(payload, d.raw[:0:room])
 	pool.put(dec)
 	if err != nil {
 		switch {
@@ -241,11 +248,24 @@ func (d *Decoder) Raw(h Header, payload []byte) ([]byte, error) {
 		}
 		return nil, ErrBadCompression
 	}
-	if uint32(len(out)) != rawLen {
+	switch {
+	case uint32(len(out)) > rawLen: // into the slack
+		return nil, ErrRawTooLarge
+	case uint32(len(out)) != rawLen:
 		return nil, ErrRawMismatch
 	}
 	return out, nil
 }
+
+// rawSlack is the capacity past the raw length that Raw gives the zstd
+// decoder: with that much room after the output, the library copies
+// literals and matches in 16-byte blocks rather than byte-exact (its
+// "safe" copies), which makes a 10-message packet decode about 8% faster.
+// Only for a frame that declares its content size (the Go encoder's do),
+// which the decoder holds it to: one that does not is decoded into the raw
+// length exactly, so that a bomb of that kind stops there. A frame that
+// decodes into the slack is past its raw length, and refused as such.
+const rawSlack = 64
 
 // Decode decompresses (if needed) and decodes the packet of a DATA frame
 // into p. The packet's byte fields alias payload or the Decoder's buffer:
