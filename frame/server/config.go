@@ -40,7 +40,9 @@ type Config struct {
 	// the cumulative ACK moves once every earlier packet is resolved. It
 	// lets an analyzer whose handler waits (a database write, say) serve
 	// more than 1/latency packets a second per connection. Memory: up to
-	// Concurrency decoded packets (and their frames) per connection.
+	// Concurrency decoded packets (and their frames) per connection, and
+	// as many goroutines: a slot, made the first time every other one is
+	// busy, keeps its goroutine until the connection ends.
 	//
 	// 1 (the default; 0 means 1 too) calls the handler synchronously on
 	// the read goroutine, one packet at a time, in sequence order. At most

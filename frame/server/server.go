@@ -14,7 +14,7 @@
 // one packet at a time: a handler taking 5 ms serves at most 200 packets a
 // second per connection, however idle the CPU. With Concurrency N, the
 // reading goroutine decodes each DATA into one of N slots and hands it to
-// a goroutine of its own that calls the Handler and resolves the packet;
+// the slot's goroutine, which calls the Handler and resolves the packet;
 // with all N busy it stops reading (backpressure: the client's window
 // fills). Packets complete in any order; the cumulative ACK covers a
 // packet once every earlier one is resolved. A worker that finishes while
