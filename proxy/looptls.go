@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
@@ -200,16 +199,62 @@ const (
 	minPlainRoom = 16 << 10
 )
 
-// Pools of the plaintext buffers of reads and the record buffers of
-// writes: a connection holds one only while it has bytes in it, so idle
-// TLS connections cost no more than crypto/tls's own buffers.
-var (
-	plainPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
-	outPool   = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+// The plaintext buffers of reads come from pools by size class (8 KiB to
+// 2 MiB, ×4 each), and so do the record buffers of writes (outPool): a
+// connection holds a buffer only while it has bytes in it, and one that
+// keeps part of a frame between reads keeps it in a buffer of its size's
+// class, as gnet keeps a plaintext connection's. Idle TLS connections cost
+// no more than crypto/tls's own buffers, and the partial-frame budget
+// (--max-partial-bytes) bounds what the others hold within 4×.
+const (
+	minPlainClass = 8 << 10
+	plainClasses  = 5 // 8 KiB, 32 KiB, 128 KiB, 512 KiB, 2 MiB
 )
 
-// maxPooled is the largest buffer put back in a pool; a larger one (a
-// frame of a MiB) goes to the garbage collector.
+var (
+	plainPools [plainClasses]sync.Pool
+	outPool    = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+)
+
+// plainClass returns the smallest class that holds n bytes, or
+// plainClasses if none does.
+func plainClass(n int) int {
+	c, size := 0, minPlainClass
+	for size < n && c < plainClasses {
+		c, size = c+1, size<<2
+	}
+	return c
+}
+
+// getPlain returns an empty buffer for at least n bytes.
+func getPlain(n int) *[]byte {
+	c := plainClass(n)
+	if c == plainClasses {
+		b := make([]byte, 0, n)
+		return &b
+	}
+	if bp, ok := plainPools[c].Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, 0, minPlainClass<<(2*c))
+	return &b
+}
+
+// putPlain gives a buffer back (b is its current slice: it may have
+// moved), in the largest class it holds.
+func putPlain(bp *[]byte, b []byte) {
+	c := plainClass(cap(b) + 1)
+	if c == 0 {
+		return // smaller than any class: not from a pool
+	}
+	if c--; cap(b) > minPlainClass<<(2*plainClasses-2) {
+		return // larger than the largest class: to the garbage collector
+	}
+	*bp = b[:0]
+	plainPools[c].Put(bp)
+}
+
+// maxPooled is the largest record buffer put back in outPool.
 const maxPooled = 4 * sendChunk
 
 // socketOf returns the gnet connection under c: EventLoop.Close takes
@@ -274,17 +319,23 @@ func (x *tlsConn) traffic(h *handler) gnet.Action {
 // plaintext bytes it added and, if the record layer ended, why (io.EOF:
 // the peer's close_notify).
 func (x *tlsConn) fill() (int, error) {
-	if x.inBuf == nil {
-		x.inBuf = plainPool.Get().(*[]byte)
-		x.in, x.off = (*x.inBuf)[:0], 0
-	} else if x.off > 0 {
+	// The plaintext is smaller than the ciphertext gnet holds, plus at
+	// most a record crypto/tls has buffered.
+	need := x.InboundBuffered() + x.Conn.InboundBuffered() + minPlainRoom
+	switch {
+	case x.inBuf == nil:
+		x.inBuf = getPlain(need)
+		x.in, x.off = *x.inBuf, 0
+	case cap(x.in) < need:
+		x.moveIn(need)
+	case x.off > 0:
 		x.in = x.in[:copy(x.in, x.in[x.off:])]
 		x.off = 0
 	}
 	added := 0
 	for {
 		if cap(x.in)-len(x.in) < minPlainRoom {
-			x.in = slices.Grow(x.in, max(cap(x.in), minPlainRoom))
+			x.moveIn(2 * (len(x.in) + minPlainRoom))
 		}
 		n, err := x.tc.Read(x.in[len(x.in):cap(x.in)])
 		x.in = x.in[:len(x.in)+n]
@@ -298,14 +349,28 @@ func (x *tlsConn) fill() (int, error) {
 	}
 }
 
-// release returns the plaintext buffer once nothing is left in it.
+// moveIn moves the unread plaintext into a buffer for at least n bytes.
+func (x *tlsConn) moveIn(n int) {
+	bp := getPlain(n)
+	b := append(*bp, x.in[x.off:]...)
+	putPlain(x.inBuf, x.in)
+	x.inBuf, x.in, x.off = bp, b, 0
+}
+
+// release gives the plaintext buffer back once nothing is left in it, and
+// moves what is left of a frame into a buffer of its size.
 func (x *tlsConn) release() {
-	if x.inBuf != nil && x.off == len(x.in) {
-		if cap(x.in) <= maxPooled {
-			*x.inBuf = x.in[:0]
-			plainPool.Put(x.inBuf)
-		}
+	if x.inBuf == nil {
+		return
+	}
+	left := len(x.in) - x.off
+	if left == 0 {
+		putPlain(x.inBuf, x.in)
 		x.in, x.inBuf, x.off = nil, nil, 0
+		return
+	}
+	if plainClass(left) < plainClass(cap(x.in)+1)-1 {
+		x.moveIn(left)
 	}
 }
 
@@ -350,8 +415,10 @@ func (x *tlsConn) closing(err error, h *handler) {
 	}
 	h.OnClose(x, err)
 	x.dropOut()
-	x.off = len(x.in)
-	x.release()
+	if x.inBuf != nil {
+		putPlain(x.inBuf, x.in)
+		x.in, x.inBuf, x.off = nil, nil, 0
+	}
 	x.gather = nil
 	x.rc.raw = nil
 }

@@ -32,6 +32,7 @@ func (m *memSocket) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+func (m *memSocket) InboundBuffered() int        { return len(m.in) - m.r }
 func (m *memSocket) Write(p []byte) (int, error) { m.out = append(m.out, p...); return len(p), nil }
 func (m *memSocket) Close() error                { return nil }
 
@@ -220,5 +221,54 @@ func TestLoopTLSAllocs(t *testing.T) {
 		if allocs > 5 {
 			t.Fatalf("a loop-native TLS exchange allocates %.2f times, want at most 5 (crypto/tls's reads)", allocs)
 		}
+	}
+}
+
+// What a connection keeps of a frame between reads stays in a buffer of
+// its size's class, not in the large one the read needed.
+func TestLoopTLSPartialFrameBuffer(t *testing.T) {
+	srv, cli := loopTLSPair(t)
+	big := bytes.Repeat([]byte("0123456789"), 20_000) // 200,000 bytes
+	if _, err := cli.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	carry(cli, srv)
+	if _, err := srv.fill(); err != nil {
+		t.Fatal(err)
+	}
+	if srv.InboundBuffered() != len(big) || cap(srv.in) < len(big) {
+		t.Fatalf("read %d bytes into a buffer of %d, want %d", srv.InboundBuffered(), cap(srv.in), len(big))
+	}
+	if _, err := srv.Discard(len(big) - 100); err != nil { // a frame's first 100 bytes stay
+		t.Fatal(err)
+	}
+	srv.release()
+	if srv.InboundBuffered() != 100 || cap(srv.in) != minPlainClass || !bytes.Equal(srv.in[srv.off:], big[len(big)-100:]) {
+		t.Fatalf("kept %d bytes in a buffer of %d, want the last 100 in one of %d", srv.InboundBuffered(), cap(srv.in), minPlainClass)
+	}
+	if _, err := cli.Write([]byte("rest")); err != nil {
+		t.Fatal(err)
+	}
+	carry(cli, srv)
+	if _, err := srv.fill(); err != nil {
+		t.Fatal(err)
+	}
+	if want := append(append([]byte(nil), big[len(big)-100:]...), "rest"...); !bytes.Equal(srv.in[srv.off:], want) {
+		t.Fatalf("after more input: %q", srv.in[srv.off:])
+	}
+}
+
+func TestPlainClasses(t *testing.T) {
+	for _, c := range []struct{ n, class int }{{0, 0}, {8 << 10, 0}, {8<<10 + 1, 1}, {32 << 10, 1}, {2 << 20, 4}, {2<<20 + 1, plainClasses}} {
+		if got := plainClass(c.n); got != c.class {
+			t.Errorf("plainClass(%d) = %d, want %d", c.n, got, c.class)
+		}
+	}
+	for _, n := range []int{1, 8 << 10, 100 << 10, 2 << 20, 3 << 20} {
+		bp := getPlain(n)
+		if cap(*bp) < n || len(*bp) != 0 {
+			t.Errorf("getPlain(%d): len %d cap %d", n, len(*bp), cap(*bp))
+		}
+		putPlain(bp, *bp)
 	}
 }
