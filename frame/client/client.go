@@ -81,6 +81,7 @@ type Client struct {
 	active      *conn // the connection new DATA goes to; nil while (re)connecting
 	conns       map[*conn]struct{}
 	notify      chan struct{} // closed on progress; created on demand by waiters
+	unreported  int           // packets resolved whose OnResult has not returned yet
 	pending     int           // bytes accepted by Send, unresolved
 	pendMsgs    int           // messages accepted by Send, unresolved
 	rejCount    int           // packets rejected since the last Flush returned
@@ -330,7 +331,9 @@ func (c *Client) lingerLoop() {
 }
 
 // Flush sends the messages still batching and returns when every message
-// accepted by Send before the call is resolved. It returns an error
+// accepted by Send before the call is resolved, and Config.OnResult has
+// returned for each of their packets (a caller counting results there
+// sees them all). It returns an error
 // wrapping ErrRejected if packets were rejected for good since the
 // previous Flush returned (the count and the first reason are in the
 // message), ctx's error (with the number of unresolved messages and the
@@ -356,7 +359,7 @@ func (c *Client) Flush(ctx context.Context) error {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.recs) > 0 && c.recs[0].idx <= target {
+	for (len(c.recs) > 0 && c.recs[0].idx <= target) || c.unreported > 0 {
 		if c.fatal != nil {
 			return c.fatal
 		}
@@ -465,17 +468,28 @@ func (c *Client) resolveLocked(p *packet, err error) Result {
 		c.recs[0] = nil
 		c.recs = c.recs[1:]
 	}
+	if c.cfg.OnResult != nil {
+		c.unreported++ // until report has passed it on
+	}
 	c.broadcastLocked()
 	return Result{PacketID: p.id, Messages: p.msgs, Err: err}
 }
 
+// report passes results from resolveLocked to Config.OnResult, outside the
+// lock, then tells Flush they are out.
 func (c *Client) report(results []Result) {
-	if c.cfg.OnResult == nil {
+	if c.cfg.OnResult == nil || len(results) == 0 {
 		return
 	}
 	for _, r := range results {
 		c.cfg.OnResult(r)
 	}
+	c.mu.Lock()
+	c.unreported -= len(results)
+	if c.unreported == 0 {
+		c.broadcastLocked()
+	}
+	c.mu.Unlock()
 }
 
 // waitLocked returns a channel closed at the next progress (a packet

@@ -952,3 +952,37 @@ func TestDataFromServerIsProtocolError(t *testing.T) {
 		t.Fatal("no ERROR from the client")
 	}
 }
+
+// Flush returns only once OnResult has returned for every packet it
+// waited for: a caller counting acknowledgements there sees them all when
+// Flush returns. OnResult runs on the connection's reader goroutine after
+// the packet is resolved; before Flush waited for it, a slow callback
+// (here a few microseconds of work per packet) was still running for the
+// last packets when Flush returned.
+func TestFlushWaitsForOnResult(t *testing.T) {
+	srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{})
+	var acked atomic.Int64
+	cfg := testConfig(srv.Addr())
+	cfg.BatchMessages = 1 // a packet, and a result, per message
+	cfg.OnResult = func(r client.Result) {
+		for deadline := time.Now().Add(50 * time.Microsecond); time.Now().Before(deadline); {
+		}
+		if r.Err == nil {
+			acked.Add(int64(r.Messages))
+		}
+	}
+	c := newClient(t, cfg)
+	sent := 0
+	for round := range 20 {
+		for i := range 50 {
+			send(t, c, fmt.Sprintf("r%d-m%d", round, i))
+			sent++
+		}
+		if err := flush(c); err != nil {
+			t.Fatalf("Flush: %v", err)
+		}
+		if got := acked.Load(); got != int64(sent) {
+			t.Fatalf("round %d: Flush returned with OnResult reporting %d of %d messages acknowledged", round, got, sent)
+		}
+	}
+}
