@@ -117,6 +117,11 @@ func TestSlowAnalyzerIsNotDead(t *testing.T) {
 			t.Errorf("%s = %v, want 0", name, v)
 		}
 	}
+	for _, a := range c.analyzers {
+		if d := a.stats(t).Duplicates; d != 0 {
+			t.Errorf("%s counted %d duplicates with nothing re-dispatched, want 0", a.name, d)
+		}
+	}
 }
 
 // slowScenario runs the slow-analyzer load (logbench as in

@@ -201,8 +201,9 @@ type analyzerStats struct {
 	Duplicates uint64 `json:"duplicates"`
 }
 
-// received counts every packet the analyzer acknowledged: logbench cycles
-// through a pool of distinct packets, so repeats count as duplicates.
+// received counts every packet the analyzer acknowledged. Every packet
+// logbench sends has an id of its own, so duplicates are only what a proxy
+// sent twice (re-dispatch); they were delivered, so they count.
 func (s analyzerStats) received() uint64 { return s.Packets + s.Duplicates }
 
 func getJSON(url string, v any) error {
