@@ -132,6 +132,9 @@ func runIsolated(ctx context.Context, cfg config) error {
 	// A quarter of the slowest path's saturation: every path, and
 	// logbench and framesink sharing their core, well below their limits.
 	rep.latRate = float64(int64(slowest / 4))
+	if cfg.latRate > 0 {
+		rep.latRate = cfg.latRate
+	}
 	for r := range cfg.rounds {
 		for i := range paths {
 			path := paths[(i+r)%len(paths)]

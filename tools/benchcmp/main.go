@@ -38,6 +38,7 @@ type config struct {
 	rounds      int
 	duration    time.Duration
 	latDuration time.Duration
+	latRate     float64
 	conns       int
 	window      int
 	scale       float64
@@ -62,6 +63,7 @@ func main() {
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds per path (interleaved; medians reported)")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each throughput round")
 	fs.DurationVar(&cfg.latDuration, "latency-duration", 5*time.Second, "length of each fixed-rate latency round")
+	fs.Float64Var(&cfg.latRate, "latency-rate", 0, "with --isolated: the fixed rate of the latency rounds in packets/s (0: a quarter of the slowest path's saturation)")
 	fs.IntVar(&cfg.conns, "conns", 10, "logbench connections (10 lets HAProxy place them 4/3/2/1)")
 	fs.IntVar(&cfg.window, "window", 256, "logbench window per connection")
 	fs.Float64Var(&cfg.scale, "scale", 20, "--scale of the load profiles (rates ×, durations ÷)")
