@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 )
 
 // span is a run of sequences, first ≤ last.
@@ -16,11 +15,11 @@ type span struct{ first, last uint64 }
 // ackSet is the set of resolved sequences: acknowledged by an analyzer,
 // or known never to be delivered (lost to damage, or given to a batch
 // whose write failed). Acknowledgements come mostly in order, so the set
-// is a floor and a few spans above it.
+// is a floor and a few spans above it: the seqSet holds those above
+// floor+1 (its first span starts past floor+1), and its n counts them.
 type ackSet struct {
 	floor uint64 // every sequence ≤ floor is resolved
-	spans []span // resolved above floor+1: sorted, disjoint, not adjacent, first > floor+1
-	above uint64 // how many sequences spans hold
+	seqSet
 }
 
 // add resolves first..last and reports whether the set changed.
@@ -29,37 +28,20 @@ func (s *ackSet) add(first, last uint64) bool {
 		return false
 	}
 	first = max(first, s.floor+1)
-	// i: the first span that ends at or after first-1 (it may merge).
-	i := sort.Search(len(s.spans), func(k int) bool { return s.spans[k].last+1 >= first })
-	j := i
-	nf, nl := first, last
-	var merged uint64
-	for j < len(s.spans) && s.spans[j].first <= last+1 {
-		nf = min(nf, s.spans[j].first)
-		nl = max(nl, s.spans[j].last)
-		merged += s.spans[j].last - s.spans[j].first + 1
-		j++
+	if s.seqSet.covers(first, last) {
+		return false
 	}
-	if j == i+1 && nf == s.spans[i].first && nl == s.spans[i].last {
-		return false // already inside one span
-	}
-	s.above += nl - nf + 1 - merged
-	s.spans = slices.Replace(s.spans, i, j, span{nf, nl})
-	if s.spans[0].first == s.floor+1 {
-		s.floor = s.spans[0].last
-		s.above -= s.spans[0].last - s.spans[0].first + 1
-		s.spans = slices.Delete(s.spans, 0, 1)
+	s.seqSet.add(first, last)
+	if lo := s.spans[0]; lo.first == s.floor+1 {
+		s.floor = lo.last
+		s.seqSet.remove(lo.first, lo.last) // from the bottom: no copy
 	}
 	return true
 }
 
 // has reports whether seq is resolved.
 func (s *ackSet) has(seq uint64) bool {
-	if seq <= s.floor {
-		return true
-	}
-	i := sort.Search(len(s.spans), func(k int) bool { return s.spans[k].last >= seq })
-	return i < len(s.spans) && s.spans[i].first <= seq
+	return seq <= s.floor || s.seqSet.has(seq)
 }
 
 // covers reports whether every sequence of first..last is resolved (true
@@ -68,9 +50,7 @@ func (s *ackSet) covers(first, last uint64) bool {
 	if first > last || last <= s.floor {
 		return true
 	}
-	first = max(first, s.floor+1)
-	i := sort.Search(len(s.spans), func(k int) bool { return s.spans[k].last >= first })
-	return i < len(s.spans) && s.spans[i].first <= first && s.spans[i].last >= last
+	return s.seqSet.covers(max(first, s.floor+1), last)
 }
 
 // max returns the highest resolved sequence.
@@ -82,7 +62,7 @@ func (s *ackSet) max() uint64 {
 }
 
 func (s *ackSet) clone() ackSet {
-	return ackSet{floor: s.floor, spans: slices.Clone(s.spans), above: s.above}
+	return ackSet{floor: s.floor, seqSet: seqSet{spans: slices.Clone(s.spans), n: s.n}}
 }
 
 // The ack ledger, file "acks" in the spool directory: the resolved set
@@ -150,7 +130,7 @@ func decodeLedger(b []byte) (ledger, error) {
 			return ledger{}, fmt.Errorf("span %d-%d out of order", sp.first, sp.last)
 		}
 		l.acks.spans = append(l.acks.spans, sp)
-		l.acks.above += sp.last - sp.first + 1
+		l.acks.n += sp.last - sp.first + 1
 		prev = sp.last + 1
 	}
 	if l.acks.max() >= l.next {

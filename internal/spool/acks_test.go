@@ -133,8 +133,8 @@ func TestAckSetModel(t *testing.T) {
 					count++
 				}
 			}
-			if count != s.above || (s.floor > 0 && !model[s.floor]) || model[s.floor+1] {
-				t.Fatalf("floor %d above %d (want %d): %+v", s.floor, s.above, count, s)
+			if count != s.n || (s.floor > 0 && !model[s.floor]) || model[s.floor+1] {
+				t.Fatalf("floor %d above %d (want %d): %+v", s.floor, s.n, count, s)
 			}
 			a := rapid.Uint64Range(1, 125).Draw(t, "a")
 			b := a + rapid.Uint64Range(0, 10).Draw(t, "b")
@@ -147,7 +147,7 @@ func TestAckSetModel(t *testing.T) {
 			}
 			l := ledger{acks: s, next: s.max() + 1}
 			back, err := decodeLedger(encodeLedger(&l))
-			if err != nil || back.next != l.next || back.acks.floor != s.floor || back.acks.above != s.above || !slices.Equal(back.acks.spans, s.spans) {
+			if err != nil || back.next != l.next || back.acks.floor != s.floor || back.acks.n != s.n || !slices.Equal(back.acks.spans, s.spans) {
 				t.Fatalf("ledger round trip: %+v %v", back, err)
 			}
 		}

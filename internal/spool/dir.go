@@ -451,7 +451,7 @@ func (d *Dir) Stats() Stats {
 	d.mu.Lock()
 	st := Stats{Bytes: d.bytes, Segments: len(d.segs), Last: d.next - 1}
 	d.ackMu.Lock()
-	floor, above := d.acks.floor, d.acks.above
+	floor, above := d.acks.floor, d.acks.n
 	st.Evicted = d.evicted.n
 	d.ackMu.Unlock()
 	if st.Last > floor {

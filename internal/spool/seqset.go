@@ -84,6 +84,13 @@ func (s *seqSet) has(seq uint64) bool {
 	return i < len(s.spans) && s.spans[i].first <= seq
 }
 
+// covers reports whether the set holds every sequence of first..last
+// (first ≤ last).
+func (s *seqSet) covers(first, last uint64) bool {
+	i := sort.Search(len(s.spans), func(k int) bool { return s.spans[k].last >= first })
+	return i < len(s.spans) && s.spans[i].first <= first && s.spans[i].last >= last
+}
+
 // min returns the lowest sequence in the set (false: empty).
 func (s *seqSet) min() (uint64, bool) {
 	if len(s.spans) == 0 {

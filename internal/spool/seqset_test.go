@@ -95,8 +95,8 @@ func TestUnresolved(t *testing.T) {
 		{ackSet{}, 5, []span{{1, 5}}},
 		{ackSet{floor: 5}, 5, nil},
 		{ackSet{floor: 2}, 9, []span{{3, 9}}},
-		{ackSet{floor: 2, spans: []span{{4, 5}, {8, 8}}}, 9, []span{{3, 3}, {6, 7}, {9, 9}}},
-		{ackSet{floor: 2, spans: []span{{4, 5}, {8, 9}}}, 9, []span{{3, 3}, {6, 7}}},
+		{ackSet{floor: 2, seqSet: seqSet{spans: []span{{4, 5}, {8, 8}}}}, 9, []span{{3, 3}, {6, 7}, {9, 9}}},
+		{ackSet{floor: 2, seqSet: seqSet{spans: []span{{4, 5}, {8, 9}}}}, 9, []span{{3, 3}, {6, 7}}},
 	} {
 		s := unresolved(&c.acks, c.last)
 		var n uint64
@@ -114,7 +114,7 @@ func TestUnresolved(t *testing.T) {
 			t.Errorf("resolvedIn(1, %d) = %d beside %d unresolved", c.last, resolved, s.n)
 		}
 	}
-	a := ackSet{floor: 2, spans: []span{{4, 5}, {8, 9}}}
+	a := ackSet{floor: 2, seqSet: seqSet{spans: []span{{4, 5}, {8, 9}}}}
 	for _, c := range []struct{ first, last, want uint64 }{{1, 1, 1}, {3, 3, 0}, {2, 4, 2}, {5, 8, 2}, {6, 7, 0}, {9, 20, 1}, {1, 20, 6}} {
 		if got := a.resolvedIn(c.first, c.last); got != c.want {
 			t.Errorf("resolvedIn(%d, %d) = %d, want %d", c.first, c.last, got, c.want)
