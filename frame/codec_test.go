@@ -3,6 +3,7 @@ package frame
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -286,4 +287,70 @@ func TestCodecAllocs(t *testing.T) {
 	if encAllocs != 0 || (decAllocs != 0 && !raceEnabled) {
 		t.Errorf("compressed: encode %v allocs, decode %v allocs per frame, want 0", encAllocs, decAllocs)
 	}
+}
+
+// FastDecode leaves the literals without entropy coding: the first
+// block's literals section is Raw or RLE (RFC 8878 3.1.1.3.1.1), never
+// Compressed or Treeless, at every level, with a dictionary or not; the
+// packet decodes back, with this package's decoder and with a stock one;
+// and it is larger than the same packet with Huffman literals.
+func TestFastDecode(t *testing.T) {
+	d := testDict(t)
+	p := realisticPacket(10, 7)
+	for level := zstd.SpeedFastest; level <= zstd.SpeedBestCompression; level++ {
+		for _, dict := range []*Dict{nil, d} {
+			huff := (&Encoder{Level: level, Dict: dict}).AppendData(nil, 1, p, true)
+			f := (&Encoder{Level: level, Dict: dict, FastDecode: true}).AppendData(nil, 1, p, true)
+			name := fmt.Sprintf("level %v, dict %v", level, dict != nil)
+			if !Header(f).Compressed() {
+				t.Fatalf("%s: not compressed", name)
+			}
+			if got, want := literalsType(t, huff[HeaderSize:]), 2; got != want {
+				t.Fatalf("%s: without FastDecode, literals type %d, want %d (Compressed)", name, got, want)
+			}
+			if lt := literalsType(t, f[HeaderSize:]); lt > 1 {
+				t.Fatalf("%s: FastDecode's first block has literals of type %d (entropy-coded)", name, lt)
+			}
+			if len(f) <= len(huff) {
+				t.Fatalf("%s: FastDecode %d bytes, Huffman literals %d: expected larger", name, len(f), len(huff))
+			}
+			dec := NewDecoder(DefaultLimits())
+			dec.Dicts = Dicts{d}
+			var got Packet
+			if err := decodeFrame(dec, f, &got); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if err := equalPacket(p, &got); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			opts := []zstd.DOption{zstd.WithDecoderConcurrency(1)}
+			if dict != nil {
+				opts = append(opts, zstd.WithDecoderDicts(dict.Bytes()))
+			}
+			stock, err := zstd.NewReader(nil, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := stock.DecodeAll(f[HeaderSize:], nil)
+			stock.Close()
+			if err != nil || !bytes.Equal(raw, AppendPacket(nil, p)) {
+				t.Fatalf("%s: a stock zstd decoder: %v (equal %v)", name, err, bytes.Equal(raw, AppendPacket(nil, p)))
+			}
+		}
+	}
+}
+
+// literalsType returns the Literals_Block_Type of the first block of the
+// zstd frame z, which must be a Compressed block.
+func literalsType(t *testing.T, z []byte) int {
+	t.Helper()
+	var h zstd.Header
+	if err := h.Decode(z); err != nil {
+		t.Fatal(err)
+	}
+	b := z[h.HeaderSize:]
+	if bt := (b[0] >> 1) & 3; bt != 2 {
+		t.Fatalf("first block of type %d, want 2 (Compressed)", bt)
+	}
+	return int(b[3] & 3)
 }

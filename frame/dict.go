@@ -25,7 +25,7 @@ type Dict struct {
 	id       uint32
 	raw      []byte
 	content  int
-	encoders [zstd.SpeedBestCompression + 1]idle[*zstd.Encoder]
+	encoders encoderPools
 	decoders idle[*zstd.Decoder]
 }
 
@@ -51,15 +51,13 @@ func ParseDict(b []byte) (*Dict, error) {
 	if d.id == 0 {
 		return nil, fmt.Errorf("frame: dictionary id 0 cannot be named on the wire")
 	}
-	for level := range d.encoders {
-		d.encoders[level].build = func() *zstd.Encoder {
-			e, err := d.newEncoder(zstd.EncoderLevel(level))
-			if err != nil {
-				panic("BUG: frame: a dictionary the encoder took once is refused: " + err.Error())
-			}
-			return e
+	d.encoders.init(func(level zstd.EncoderLevel, fast bool) *zstd.Encoder {
+		e, err := d.newEncoder(level, fast)
+		if err != nil {
+			panic("BUG: frame: a dictionary the encoder took once is refused: " + err.Error())
 		}
-	}
+		return e
+	})
 	d.decoders.build = func() *zstd.Decoder {
 		dec, err := d.newDecoder()
 		if err != nil {
@@ -74,11 +72,11 @@ func ParseDict(b []byte) (*Dict, error) {
 		return nil, fmt.Errorf("frame: dictionary %d: %w", d.id, err)
 	}
 	d.decoders.put(dec)
-	enc, err := d.newEncoder(zstd.SpeedDefault)
+	enc, err := d.newEncoder(zstd.SpeedDefault, false)
 	if err != nil {
 		return nil, fmt.Errorf("frame: dictionary %d: %w", d.id, err)
 	}
-	d.encoders[zstd.SpeedDefault].put(enc)
+	d.encoders.pool(zstd.SpeedDefault, false).put(enc)
 	return d, nil
 }
 
@@ -110,14 +108,8 @@ func (d *Dict) Bytes() []byte { return d.raw }
 // a compressed payload may refer back to.
 func (d *Dict) ContentSize() int { return d.content }
 
-func (d *Dict) newEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
-	return zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(level),
-		zstd.WithEncoderConcurrency(1),
-		zstd.WithEncoderCRC(false),
-		zstd.WithZeroFrames(true),
-		zstd.WithEncoderDict(d.raw),
-	)
+func (d *Dict) newEncoder(level zstd.EncoderLevel, fast bool) (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil, append(encoderOptions(level, fast), zstd.WithEncoderDict(d.raw))...)
 }
 
 func (d *Dict) newDecoder() (*zstd.Decoder, error) {
