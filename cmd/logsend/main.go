@@ -49,6 +49,7 @@ type options struct {
 	batch      int
 	timeout    time.Duration
 	noCompress bool
+	fastDecode bool
 	dicts      []string
 	verbose    bool
 	logFormat  string
@@ -75,6 +76,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.batch, "batch", 100, "at most this many messages per packet")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "overall deadline for every line to be acknowledged")
 	fs.BoolVar(&o.noCompress, "no-compress", false, "send packets uncompressed")
+	fs.BoolVar(&o.fastDecode, "fast-decode", false, "compress without entropy-coding the literals: packets about a quarter larger that analyzers decode about 3× faster")
 	fs.StringArrayVar(&o.dicts, "dict", nil, "zstd dictionary file (logdist dict train) to compress with when the server lists its id; repeat for several, preferred first (the new one first while rotating)")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log connection events to stderr")
 	fs.StringVar(&o.logFormat, "log-format", "text", "format of what logsend writes to stderr (the --verbose log, the failures): text or json")
@@ -146,6 +148,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	cfg.BatchMessages = o.batch
 	cfg.Compress = !o.noCompress
+	if o.fastDecode && o.noCompress {
+		return usageErr("--fast-decode is a way to compress: drop it or --no-compress")
+	}
+	cfg.FastDecode = o.fastDecode
 	if cfg.Dicts, err = frame.LoadDicts(o.dicts); err != nil {
 		return usageErr("--dict: %v", err)
 	}

@@ -139,7 +139,7 @@ func New(cfg Config) (*Client, error) {
 		c.sessCfg.Offer |= frame.CapZstd
 		c.sessCfg.Dicts = cfg.Dicts.IDs()
 	}
-	c.encoders.New = func() any { return &frame.Encoder{Level: cfg.Level} }
+	c.encoders.New = func() any { return &frame.Encoder{Level: cfg.Level, FastDecode: cfg.FastDecode} }
 	c.nextID.Store(uint64(time.Now().UnixNano()))
 	c.maxFrame.Store(int64(cfg.Limits.MaxFrame))
 	c.compress.Store(cfg.Compress)

@@ -583,6 +583,29 @@ func TestNoZstd(t *testing.T) {
 	}
 }
 
+// With FastDecode the packets are compressed (the literals only are not
+// entropy-coded) and arrive whole.
+func TestFastDecodeSends(t *testing.T) {
+	srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{})
+	cfg := testConfig(srv.Addr())
+	cfg.FastDecode = true
+	c := newClient(t, cfg)
+	for i := range 100 {
+		send(t, c, strings.Repeat("compressible ", 10)+fmt.Sprint(i))
+	}
+	if err := flush(c); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	for _, d := range srv.Received() {
+		if !d.Compressed {
+			t.Fatal("FastDecode sent an uncompressed frame")
+		}
+	}
+	if got := bodies(srv); len(got) != 100 {
+		t.Fatalf("%d of 100 messages received", len(got))
+	}
+}
+
 // PING/PONG: an idle connection is pinged within the idle timeout; one
 // whose PONG never comes is replaced.
 func TestPing(t *testing.T) {
@@ -702,6 +725,7 @@ func TestConfigValidate(t *testing.T) {
 	f("backoff", func(c *client.Config) { c.BackoffMax = c.BackoffMin / 2 })
 	f("limits", func(c *client.Config) { c.Limits.MaxFrame = 0 })
 	f("level", func(c *client.Config) { c.Level = 0 })
+	f("fast decode without compression", func(c *client.Config) { c.Compress, c.FastDecode = false, true })
 	cfg := client.DefaultConfig()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("DefaultConfig invalid: %v", err)

@@ -74,6 +74,16 @@ type Config struct {
 	// the larger tables of the higher levels (docs/PERFORMANCE.md).
 	DictLevel zstd.EncoderLevel
 
+	// FastDecode, with Compress, compresses without entropy-coding the
+	// literals (frame.Encoder.FastDecode): any zstd decoder reads the
+	// packets, and decodes them several times faster, for more bytes on
+	// the wire. Without a dictionary, 10-message packets of log text come
+	// out about a quarter larger and decode about 3× faster; with one
+	// they stay smaller than without a dictionary (docs/PERFORMANCE.md,
+	// "Literals without entropy coding"). For analyzers whose CPU is
+	// scarcer than the network.
+	FastDecode bool
+
 	// MaxPending bounds the memory the client holds, in bytes: the encoded
 	// (uncompressed) size of every message accepted by Send and not yet
 	// resolved — still batching, queued, or in flight. When the next
@@ -207,6 +217,8 @@ func (c *Config) Validate() error {
 		return bad("zstd level %d not in [%d, %d]", c.Level, zstd.SpeedFastest, zstd.SpeedBestCompression)
 	case c.Compress && len(c.Dicts) > 0 && (c.DictLevel < zstd.SpeedFastest || c.DictLevel > zstd.SpeedBestCompression):
 		return bad("zstd dictionary level %d not in [%d, %d]", c.DictLevel, zstd.SpeedFastest, zstd.SpeedBestCompression)
+	case c.FastDecode && !c.Compress:
+		return bad("fast decode is a way to compress: set Compress too")
 	case c.MaxPending < 1:
 		return bad("max pending %d must be at least 1 byte", c.MaxPending)
 	case c.DialTimeout <= 0:
