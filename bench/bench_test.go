@@ -292,7 +292,7 @@ func TestIdleConnsHeldAcrossIdleTimeout(t *testing.T) {
 
 func TestMessageTextIsNotTriviallyCompressible(t *testing.T) {
 	lim := frame.DefaultLimits()
-	zenc, err := newZstdEncoder(defaultLevel, nil)
+	zenc, err := newZstdEncoder(defaultLevel, nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}

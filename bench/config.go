@@ -67,6 +67,11 @@ type Config struct {
 	// dictionary (the server must list it in WELCOME).
 	Dict *frame.Dict
 
+	// FastDecode, with Compress, compresses without entropy-coding the
+	// literals (frame.Encoder.FastDecode): larger packets that the
+	// receiver decodes several times faster.
+	FastDecode bool
+
 	// Sack offers selective ACKs (frame.CapSack): packets are acknowledged
 	// as their analyzer acknowledges them, each one's latency its own. A
 	// server may not grant it; then cumulative ACKs resolve in order.
@@ -186,6 +191,8 @@ func (c *Config) Validate() error {
 		return bad("a packet of %d messages of %d bytes exceeds the %d-byte raw limit", c.MsgsPerPacket, c.MsgSize, c.Limits.MaxRaw)
 	case c.Dict != nil && !c.Compress:
 		return bad("a dictionary needs compression: drop --dict or --compress none")
+	case c.FastDecode && !c.Compress:
+		return bad("fast decode is a way to compress: drop --fast-decode or --compress none")
 	case c.TraceSample < 0 || c.TraceSample > 1:
 		return bad("trace sample must be from 0 to 1")
 	case c.PoolSize < 0:

@@ -66,13 +66,18 @@ type dictCase struct {
 	name  string
 	level zstd.EncoderLevel
 	dict  bool
+	fast  bool // frame.Encoder.FastDecode
 }
 
 var dictCases = []dictCase{
-	{"fastest/none", zstd.SpeedFastest, false},
-	{"fastest/dict", zstd.SpeedFastest, true},
-	{"default/none", zstd.SpeedDefault, false},
-	{"default/dict", zstd.SpeedDefault, true},
+	{"fastest/none", zstd.SpeedFastest, false, false},
+	{"fastest/dict", zstd.SpeedFastest, true, false},
+	{"default/none", zstd.SpeedDefault, false, false},
+	{"default/dict", zstd.SpeedDefault, true, false},
+	{"fastest/none/fastdecode", zstd.SpeedFastest, false, true},
+	{"fastest/dict/fastdecode", zstd.SpeedFastest, true, true},
+	{"default/none/fastdecode", zstd.SpeedDefault, false, true},
+	{"default/dict/fastdecode", zstd.SpeedDefault, true, true},
 }
 
 // dictBench runs fn for every case and packet size with the case's
@@ -90,7 +95,7 @@ func dictBench(b *testing.B, fn func(b *testing.B, enc *frame.Encoder, dec *fram
 		}
 		ps := dictPackets(dictMeasureSeed, n, msgs)
 		for _, c := range dictCases {
-			enc := &frame.Encoder{Level: c.level}
+			enc := &frame.Encoder{Level: c.level, FastDecode: c.fast}
 			dec := frame.NewDecoder(frame.DefaultLimits())
 			if c.dict {
 				enc.Dict = d

@@ -52,7 +52,8 @@ func (p *pool) stamp(f []byte, idx int32, id uint64) {
 
 // newZstdEncoder returns an encoder set as frame's own (the agent
 // client's): synchronous, no zstd checksum (the frame's CRC-32C covers
-// the payload), with dict if not nil.
+// the payload), with dict if not nil, and literals not entropy-coded if
+// fast (frame.Encoder.FastDecode).
 //
 // With a dictionary the rest of a packet is compressed after the 8 bytes
 // of its id, which the encoder does not see: the receiver's history is
@@ -63,12 +64,13 @@ func (p *pool) stamp(f []byte, idx int32, id uint64) {
 // reference into those 8 bytes would read the id instead; 0xFF bytes do
 // not occur in the packets logbench builds, and buildPool decodes every
 // frame built with a dictionary to make sure.
-func newZstdEncoder(level zstd.EncoderLevel, dict *frame.Dict) (*zstd.Encoder, error) {
+func newZstdEncoder(level zstd.EncoderLevel, dict *frame.Dict, fast bool) (*zstd.Encoder, error) {
 	opts := []zstd.EOption{
 		zstd.WithEncoderLevel(level),
 		zstd.WithEncoderConcurrency(1),
 		zstd.WithEncoderCRC(false),
 		zstd.WithZeroFrames(true),
+		zstd.WithNoEntropyCompression(fast),
 	}
 	if dict != nil {
 		padded := append(bytes.Clone(dict.Bytes()), idPad[:]...)

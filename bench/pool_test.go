@@ -27,16 +27,20 @@ func TestPoolStampsIDs(t *testing.T) {
 		trace    float64
 		msgs     int
 		size     int
+		fast     bool // FastDecode
 	}{
-		{"zstd", true, false, 0, 10, 200},
-		{"zstd/traced", true, false, 0.5, 10, 200},
-		{"zstd/one-small", true, false, 0, 1, 12},
-		{"zstd/large", true, false, 0, 100, 1000}, // 100 KB raw: one block or more
-		{"zstd/dict", true, true, 0, 10, 200},
-		{"zstd/dict/one", true, true, 0.5, 1, 200},
-		{"zstd/dict/large", true, true, 0, 100, 1000},
-		{"plain", false, false, 0, 10, 200},
-		{"plain/traced", false, false, 0.5, 3, 50},
+		{"zstd", true, false, 0, 10, 200, false},
+		{"zstd/traced", true, false, 0.5, 10, 200, false},
+		{"zstd/one-small", true, false, 0, 1, 12, false},
+		{"zstd/large", true, false, 0, 100, 1000, false}, // 100 KB raw: one block or more
+		{"zstd/dict", true, true, 0, 10, 200, false},
+		{"zstd/dict/one", true, true, 0.5, 1, 200, false},
+		{"zstd/dict/large", true, true, 0, 100, 1000, false},
+		{"zstd/fastdecode", true, false, 0, 10, 200, true},
+		{"zstd/fastdecode/large", true, false, 0, 100, 1000, true},
+		{"zstd/dict/fastdecode", true, true, 0.5, 10, 200, true},
+		{"plain", false, false, 0, 10, 200, false},
+		{"plain/traced", false, false, 0.5, 3, 50, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var zenc *zstd.Encoder
@@ -50,7 +54,7 @@ func TestPoolStampsIDs(t *testing.T) {
 					level = dictLevel
 				}
 				var err error
-				if zenc, err = newZstdEncoder(level, d); err != nil {
+				if zenc, err = newZstdEncoder(level, d, tc.fast); err != nil {
 					t.Fatal(err)
 				}
 				defer zenc.Close()
@@ -147,7 +151,7 @@ func TestSplitZstdRejectsWhatItCannotSplice(t *testing.T) {
 // the frame into the batch, patch the id, compute the checksum again.
 func BenchmarkStamp(b *testing.B) {
 	lim := frame.DefaultLimits()
-	zenc, err := newZstdEncoder(defaultLevel, nil)
+	zenc, err := newZstdEncoder(defaultLevel, nil, false)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -176,7 +180,7 @@ func BenchmarkStamp(b *testing.B) {
 func BenchmarkPoolDecode(b *testing.B) {
 	lim := frame.DefaultLimits()
 	const n = 2048
-	zenc, err := newZstdEncoder(defaultLevel, nil)
+	zenc, err := newZstdEncoder(defaultLevel, nil, false)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -145,6 +145,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		r.sess.Dicts = []uint32{d.ID()}
 		res.Compress = fmt.Sprintf("zstd, dictionary %d", d.ID())
 	}
+	if cfg.Compress && cfg.FastDecode {
+		res.Compress += ", fast decode (literals not entropy-coded)"
+	}
 
 	var before []status.Analyzer
 	if cfg.Admin != "" {
@@ -317,7 +320,7 @@ func (r *runner) buildPools(res *Result) error {
 				if cfg.Dict != nil {
 					level = dictLevel // as the agent library compresses with one
 				}
-				if zenc, errs[i] = newZstdEncoder(level, cfg.Dict); errs[i] != nil {
+				if zenc, errs[i] = newZstdEncoder(level, cfg.Dict, cfg.FastDecode); errs[i] != nil {
 					return
 				}
 				defer zenc.Close()
