@@ -287,6 +287,9 @@ func (s *isoSystem) measure(ctx context.Context, path string, rate float64, d ti
 	}
 	args := []string{"--target", s.addrs[path], "--conns", strconv.Itoa(s.cfg.conns), "--window", strconv.Itoa(s.cfg.window),
 		"--duration", d.String(), "--rate", strconv.FormatFloat(rate, 'f', -1, 64), "--json", "-q"}
+	if s.cfg.fastDecode {
+		args = append(args, "--fast-decode")
+	}
 	lp, la := pinned(s.restCPU, filepath.Join(s.cfg.bin, "logbench"), args...)
 	cctx, cancel := context.WithTimeout(ctx, d+2*time.Minute)
 	out, err := runCmd(cctx, lp, la...)

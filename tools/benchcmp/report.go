@@ -73,7 +73,11 @@ func (r *report) write(w io.Writer) {
 	pf := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	pf("logdist side by side (tools/benchcmp)\n")
 	pf("machine: %s\n", r.header)
-	pf("rounds: %d per path, interleaved; %d connections, window %d, 10 messages of 200 bytes per packet, zstd; medians\n\n", c.rounds, c.conns, c.window)
+	zstd := "zstd"
+	if c.fastDecode {
+		zstd = "zstd with --fast-decode"
+	}
+	pf("rounds: %d per path, interleaved; %d connections, window %d, 10 messages of 200 bytes per packet, %s; medians\n\n", c.rounds, c.conns, c.window, zstd)
 
 	pps := func(m measurement) float64 { return m.res.PacketsPerSec }
 	pf("### Throughput (as fast as the window allows, %v per round)\n\n", c.duration)

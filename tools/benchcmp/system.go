@@ -317,6 +317,9 @@ func (s *system) logbench(ctx context.Context, limit time.Duration, args ...stri
 	var res bench.Result
 	cctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
+	if s.cfg.fastDecode {
+		args = append(args, "--fast-decode")
+	}
 	out, err := runCmd(cctx, s.bin("logbench"), append(args, "--json", "-q")...)
 	if jerr := json.Unmarshal(out, &res); jerr != nil && err == nil {
 		err = fmt.Errorf("logbench output: %v", jerr)
