@@ -171,6 +171,7 @@ func (s *isoSystem) startAll(haproxy string) error {
 	for i, a := range s.sinks {
 		ld = append(ld, "--analyzer", fmt.Sprintf("name=a%d,addr=%s,weight=%g", i+1, a, weights[i]))
 	}
+	ld = append(ld, s.cfg.logdistArgs...)
 	p, err := s.start("logdist", s.proxyCPU, filepath.Join(s.cfg.bin, "logdist"), "logdist", ld...)
 	if err != nil {
 		return err

@@ -40,6 +40,7 @@ type config struct {
 	latDuration time.Duration
 	latRate     float64
 	fastDecode  bool
+	logdistArgs []string
 	conns       int
 	window      int
 	scale       float64
@@ -78,6 +79,7 @@ func main() {
 	fs.BoolVar(&cfg.tls, "tls", true, "also measure logdist with TLS on the agent hop (logdist-tls) and on both hops (logdist-tls2, over four more analyzerd serving TLS)")
 	fs.BoolVar(&cfg.isolated, "isolated", false, "the proxy-isolated benchmark (make bench-proxy) instead: copyproxy, logdist --loops 1 and HAProxy nbthread 1, each alone on --proxy-cpu, with logbench and framesink (acknowledges unread) on --rest-cpu; CPU and system calls per packet")
 	fs.StringVar(&cfg.proxyCPU, "proxy-cpu", "1", "with --isolated: the CPU list (taskset -c) the proxy under test runs on")
+	fs.StringArrayVar(&cfg.logdistArgs, "logdist-arg", nil, "with --isolated: one more argument for logdist, e.g. --logdist-arg=--sack-delay=0 (repeat for several)")
 	fs.StringVar(&cfg.restCPU, "rest-cpu", "0", "with --isolated: the CPU list for logbench and the analyzers")
 	fs.StringVar(&cfg.out, "out", "", "also write the report to this file (default \"\": stdout only)")
 	hapConfig := fs.StringSlice("haproxy-config", nil, "print the HAProxy configuration of the haproxy path for BIND,ANALYZER1,...,ANALYZER4 (addresses) and exit")
