@@ -284,6 +284,31 @@ func (d *Decoder) Raw(h Header, payload []byte) ([]byte, error) {
 	return out, nil
 }
 
+// FastDecoded reports whether the payload of DATA frame h is zstd whose
+// first block is compressed with literals that are not entropy-coded, as
+// Encoder.FastDecode makes them (or as zstd leaves literals that do not
+// gain from a Huffman table). A proxy that compresses a packet again
+// keeps its sender's choice with it.
+func FastDecoded(h Header, payload []byte) bool {
+	if !h.Compressed() {
+		return false
+	}
+	if h.Traced() {
+		if len(payload) <= TraceSize {
+			return false
+		}
+		payload = payload[TraceSize:]
+	}
+	var zh zstd.Header
+	if zh.Decode(payload) != nil || !zh.FirstBlock.OK || !zh.FirstBlock.Compressed || len(payload) < zh.HeaderSize+4 {
+		return false
+	}
+	// After the 3-byte Block_Header, the Literals_Section_Header: its low
+	// 2 bits are the Literals_Block_Type, 0 Raw, 1 RLE, 2 Compressed,
+	// 3 Treeless (RFC 8878 3.1.1.3.1.1).
+	return payload[zh.HeaderSize+3]&3 <= 1
+}
+
 // rawSlack is the capacity past the raw length that Raw gives the zstd
 // decoder: with that much room after the output, the library copies
 // literals and matches in 16-byte blocks rather than byte-exact (its

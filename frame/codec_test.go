@@ -311,6 +311,12 @@ func TestFastDecode(t *testing.T) {
 			if lt := literalsType(t, f[HeaderSize:]); lt > 1 {
 				t.Fatalf("%s: FastDecode's first block has literals of type %d (entropy-coded)", name, lt)
 			}
+			if !FastDecoded(Header(f), f[HeaderSize:]) || FastDecoded(Header(huff), huff[HeaderSize:]) {
+				t.Fatalf("%s: FastDecoded %v for FastDecode, %v without", name, FastDecoded(Header(f), f[HeaderSize:]), FastDecoded(Header(huff), huff[HeaderSize:]))
+			}
+			if traced := AppendWithTrace(nil, f, &goldenTrace); !FastDecoded(Header(traced), traced[HeaderSize:]) {
+				t.Fatalf("%s: FastDecoded false behind a trace context", name)
+			}
 			if len(f) <= len(huff) {
 				t.Fatalf("%s: FastDecode %d bytes, Huffman literals %d: expected larger", name, len(f), len(huff))
 			}

@@ -433,6 +433,7 @@ func (lp *loop) redact(rd *redact.Redactor, h frame.Header, fb []byte) ([]byte, 
 	}
 	lp.m.redactedMessages.Add(n)
 	lp.m.redactedPackets.Inc()
+	lp.red.enc.FastDecode = lp.conf.FastDecode || frame.FastDecoded(h, fb[frame.HeaderSize:])
 	lp.red.frame = lp.red.enc.AppendData(lp.red.frame[:0], h.Seq(), &lp.pkt, h.Compressed())
 	if tc, ok := frame.TraceOf(fb); ok { // keep the agent's trace context
 		lp.red.traced = frame.AppendWithTrace(lp.red.traced[:0], lp.red.frame, &tc)

@@ -193,6 +193,11 @@ type Config struct {
 	SyslogRecvBuffer int
 	// SyslogCompress zstd-compresses syslog packets (fastest level).
 	SyslogCompress bool
+	// FastDecode compresses the packets logdist builds (syslog batches,
+	// and packets it redacts, which otherwise keep their agent's choice)
+	// without entropy-coding the literals (frame.Encoder.FastDecode):
+	// larger packets that analyzers decode several times faster.
+	FastDecode bool
 	// TransportListen is a second TCP address for agents, whose
 	// connections AgentTransport wraps (a TLS listener, say); empty
 	// disables it. Connections are accepted and wrapped on goroutines,

@@ -162,3 +162,39 @@ func TestRedactedTooLarge(t *testing.T) {
 		t.Fatalf("the ERROR does not say why: %q", h.ac.out)
 	}
 }
+
+// A packet redacted is compressed again as its agent compressed it: with
+// entropy-coded literals or without (frame.Encoder.FastDecode), unless
+// Config.FastDecode asks for the latter for every packet.
+func TestRedactKeepsFastDecode(t *testing.T) {
+	for _, tc := range []struct {
+		agent, conf, want bool
+	}{{false, false, false}, {true, false, true}, {false, true, true}} {
+		h := redactHarness(t, 10, dirtyBody, true)
+		h.lp.conf.FastDecode = tc.conf
+		p := &frame.Packet{ID: 1, AgentID: []byte("bench-agent")}
+		for i := range 10 {
+			p.Messages = append(p.Messages, frame.Message{Timestamp: int64(i), Hostname: []byte("web-1"), App: []byte("api"), Body: []byte(fmt.Sprintf("%s n=%d", dirtyBody, i))})
+		}
+		h.data = (&frame.Encoder{FastDecode: tc.agent}).AppendData(nil, 1, p, true)
+		if got := frame.FastDecoded(frame.Header(h.data), h.data[frame.HeaderSize:]); got != tc.agent {
+			t.Fatalf("agent FastDecode %v: its frame reads as %v", tc.agent, got)
+		}
+		for _, u := range h.ups {
+			u.keep, u.out = true, nil
+		}
+		h.send()
+		h.lp.flush()
+		var got []byte
+		for _, u := range h.ups {
+			got = append(got, u.out...)
+		}
+		if len(got) < frame.HeaderSize || h.lp.m.redactedPackets.Get() != 1 {
+			t.Fatalf("agent %v, conf %v: %d bytes forwarded, %d redacted", tc.agent, tc.conf, len(got), h.lp.m.redactedPackets.Get())
+		}
+		hd := frame.Header(got)
+		if fd := frame.FastDecoded(hd, got[frame.HeaderSize:hd.FrameLen()]); fd != tc.want {
+			t.Errorf("agent FastDecode %v, Config.FastDecode %v: forwarded FastDecoded %v, want %v", tc.agent, tc.conf, fd, tc.want)
+		}
+	}
+}

@@ -188,6 +188,7 @@ func (lp *loop) sealBatch(b *syslogBatch) {
 	raw := b.b.Raw()
 	r := lp.newRecord(nil, nil, 0, count)
 	if lp.conf.SyslogCompress {
+		si.enc.FastDecode = lp.conf.FastDecode // it reloads
 		r.own = si.enc.AppendCompressed(r.own[:0], 1, count, raw)
 	} else {
 		n := uint32(len(raw))

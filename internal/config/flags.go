@@ -131,6 +131,7 @@ func FlagSet(s *Spec, cmd *Command) *pflag.FlagSet {
 	fs.Var(&s.SyslogLinger, "syslog-linger", "longest a syslog message waits for its batch to fill")
 	fs.IntVar(&s.SyslogRcvbuf, "syslog-rcvbuf", s.SyslogRcvbuf, "UDP receive buffer in bytes (capped by net.core.rmem_max)")
 	fs.BoolVar(&s.SyslogCompress, "syslog-compress", s.SyslogCompress, "zstd-compress syslog packets before forwarding")
+	fs.BoolVar(&s.FastDecode, "fast-decode", s.FastDecode, "compress the packets logdist builds (syslog batches; redacted packets keep their agent's choice otherwise) without entropy-coding the literals: larger packets analyzers decode several times faster")
 	fs.StringVar(&s.Inspect, "inspect", s.Inspect, "header: check header, limits and checksum and forward as is; full: also decompress and validate every packet")
 	fs.IntVar(&s.Loops, "loops", s.Loops, "event loops (0 = one per CPU)")
 	fs.BoolVar(&s.Pprof, "pprof", s.Pprof, "serve net/http/pprof under /debug/pprof/ on the admin address")

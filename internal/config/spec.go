@@ -109,6 +109,7 @@ type Spec struct {
 	SyslogLinger        Duration `json:"syslog-linger" yaml:"syslog-linger"`
 	SyslogRcvbuf        int      `json:"syslog-rcvbuf" yaml:"syslog-rcvbuf"`
 	SyslogCompress      bool     `json:"syslog-compress" yaml:"syslog-compress"`
+	FastDecode          bool     `json:"fast-decode" yaml:"fast-decode"`
 
 	Inspect   string `json:"inspect" yaml:"inspect"`
 	Loops     int    `json:"loops" yaml:"loops"`
@@ -188,6 +189,7 @@ func Default() Spec {
 		SyslogLinger:        Duration(c.SyslogLinger),
 		SyslogRcvbuf:        c.SyslogRecvBuffer,
 		SyslogCompress:      c.SyslogCompress,
+		FastDecode:          c.FastDecode,
 		Inspect:             c.Inspect.String(),
 		Loops:               c.Loops,
 		LogFormat:           "text",
@@ -262,6 +264,7 @@ func (s Spec) Proxy(base proxy.Config) (proxy.Config, error) {
 	c.SyslogBatchMessages, c.SyslogBatchBytes = s.SyslogBatchMessages, s.SyslogBatchBytes
 	c.SyslogLinger = time.Duration(s.SyslogLinger)
 	c.SyslogRecvBuffer, c.SyslogCompress = s.SyslogRcvbuf, s.SyslogCompress
+	c.FastDecode = s.FastDecode
 	if c.Inspect, err = proxy.ParseInspect(s.Inspect); err != nil {
 		return bad("inspect", err)
 	}
