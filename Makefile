@@ -22,7 +22,7 @@ BUILDAH ?= buildah
 # gives the same bytes (and checksums) wherever it is built.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: chaos soak durability image release all build test deploy-check test-race test-short run bench bench-proxy bench-go fuzz fmt vet lint clean
+.PHONY: chaos soak durability image release all build test test-allocs deploy-check test-race test-short run bench bench-proxy bench-go fuzz fmt vet lint clean
 
 all: build
 
@@ -30,10 +30,15 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/...
 
-## test: vet, then the whole suite (unit, property, end-to-end) under the race detector.
+## test: vet, then the whole suite (unit, property, end-to-end) under the race detector, then the allocation pins without it.
 test: vet
 	$(GO) test $(RACE) -count=1 -timeout 12m $(TESTFLAGS) $(PKGS)
+	$(MAKE) --no-print-directory test-allocs
 	$(MAKE) --no-print-directory deploy-check
+
+## test-allocs: the AllocsPerRun pins of the per-packet paths, without -race (under it most skip: the race detector allocates).
+test-allocs:
+	$(GO) test -count=1 -run Alloc $$(grep -rl --include='*_test.go' AllocsPerRun . | xargs -n1 dirname | sort -u)
 
 ## deploy-check: the Kubernetes manifests and Helm chart (deploy/k8scheck, a module of its own: helm lint/template, strict decoding into k8s.io/api, yamllint). Builds helm v4 the first time (~3 min).
 deploy-check:
