@@ -133,6 +133,26 @@ func expect(t *testing.T, c *servertest.Client, typ frame.Type, seq uint64, code
 	return f
 }
 
+// expectPast is expect, after skipping cumulative ACKs below seq: the
+// server answers once per read, and a burst written at once may arrive in
+// several reads, each answer ending with the ACK point so far.
+func expectPast(t *testing.T, c *servertest.Client, typ frame.Type, seq uint64, code frame.Code) servertest.Frame {
+	t.Helper()
+	for {
+		f, err := c.Next()
+		if err != nil {
+			t.Fatalf("want %s seq=%d, got error %v", typ, seq, err)
+		}
+		if f.Type == frame.TypeAck && f.Seq < seq {
+			continue
+		}
+		if f.Type != typ || f.Seq != seq || f.Code != code {
+			t.Fatalf("want %s seq=%d code=%s, got %s", typ, seq, code, f)
+		}
+		return f
+	}
+}
+
 // expectClosed checks that the server closed the connection.
 func expectClosed(t *testing.T, c *servertest.Client) {
 	t.Helper()

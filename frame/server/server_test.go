@@ -627,10 +627,10 @@ func TestHeaderPacketLimitsRejectOnePacket(t *testing.T) {
 	if err := c.Write(b); err != nil {
 		t.Fatal(err)
 	}
-	expect(t, c, frame.TypeError, 1, frame.CodeTooManyMessages)
-	expect(t, c, frame.TypeError, 2, frame.CodeRawTooLarge)
-	expect(t, c, frame.TypeError, 3, frame.CodeTooManyMessages)
-	expect(t, c, frame.TypeAck, 4, 0)
+	expectPast(t, c, frame.TypeError, 1, frame.CodeTooManyMessages)
+	expectPast(t, c, frame.TypeError, 2, frame.CodeRawTooLarge)
+	expectPast(t, c, frame.TypeError, 3, frame.CodeTooManyMessages)
+	expectPast(t, c, frame.TypeAck, 4, 0)
 	if got := rec.ids; len(got) != 1 || got[0] != 4 {
 		t.Fatalf("handler saw packets %v, want [4]", got)
 	}
