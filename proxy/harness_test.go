@@ -223,6 +223,21 @@ func (h *harness) send() {
 	a.onTraffic(h.ac)
 }
 
+// forward sends h.data once, flushes, and returns what the upstreams were
+// written, all of them together.
+func (h *harness) forward() []byte {
+	for _, u := range h.ups {
+		u.keep, u.out = true, nil
+	}
+	h.send()
+	h.lp.flush()
+	var got []byte
+	for _, u := range h.ups {
+		got = append(got, u.out...)
+	}
+	return got
+}
+
 // oldestSeq returns the upstream sequence of u's oldest unanswered packet.
 func oldestSeq(u *upstream) uint64 {
 	return u.sess.Seq() - uint64(u.sess.InFlight()) + 1

@@ -41,15 +41,7 @@ const (
 // What an analyzer gets is redacted, compressed again, and whole.
 func TestRedactedForwarding(t *testing.T) {
 	h := redactHarness(t, 3, dirtyBody, true)
-	for _, u := range h.ups {
-		u.keep, u.out = true, nil
-	}
-	h.send()
-	h.lp.flush()
-	var got []byte
-	for _, u := range h.ups {
-		got = append(got, u.out...)
-	}
+	got := h.forward()
 	if len(got) < frame.HeaderSize {
 		t.Fatal("nothing forwarded")
 	}
@@ -180,15 +172,7 @@ func TestRedactKeepsFastDecode(t *testing.T) {
 		if got := frame.FastDecoded(frame.Header(h.data), h.data[frame.HeaderSize:]); got != tc.agent {
 			t.Fatalf("agent FastDecode %v: its frame reads as %v", tc.agent, got)
 		}
-		for _, u := range h.ups {
-			u.keep, u.out = true, nil
-		}
-		h.send()
-		h.lp.flush()
-		var got []byte
-		for _, u := range h.ups {
-			got = append(got, u.out...)
-		}
+		got := h.forward()
 		if len(got) < frame.HeaderSize || h.lp.m.redactedPackets.Get() != 1 {
 			t.Fatalf("agent %v, conf %v: %d bytes forwarded, %d redacted", tc.agent, tc.conf, len(got), h.lp.m.redactedPackets.Get())
 		}

@@ -43,15 +43,7 @@ func TestTraceContextForwarded(t *testing.T) {
 				p.Messages = append(p.Messages, frame.Message{Timestamp: int64(i), Body: []byte(dirtyBody)})
 			}
 			h.data = frame.AppendWithTrace(nil, (&frame.Encoder{}).AppendData(nil, 1, p, true), &tc)
-			for _, u := range h.ups {
-				u.keep, u.out = true, nil
-			}
-			h.send()
-			h.lp.flush()
-			var got []byte
-			for _, u := range h.ups {
-				got = append(got, u.out...)
-			}
+			got := h.forward()
 			lim := frame.DefaultLimits()
 			hd, err := frame.ParseHeader(got, &lim)
 			if err != nil {
