@@ -129,11 +129,13 @@ func runIsolated(ctx context.Context, cfg config) error {
 			slowest = v
 		}
 	}
-	// A quarter of the slowest path's saturation: every path, and
-	// logbench and framesink sharing their core, well below their limits.
-	rep.latRate = float64(int64(slowest / 4))
-	if cfg.latRate > 0 {
-		rep.latRate = cfg.latRate
+	// --latency-rate, by default 10,000/s: at a quarter of the slowest
+	// path's saturation (--latency-rate 0) logbench's pacing on the CPU it
+	// shares with framesink made every path's p99, the copy proxy's too
+	// (PERFORMANCE.md, "The proxy alone on one core").
+	rep.latRate = cfg.latRate
+	if rep.latRate <= 0 {
+		rep.latRate = float64(int64(slowest / 4))
 	}
 	for r := range cfg.rounds {
 		for i := range paths {

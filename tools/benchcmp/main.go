@@ -65,7 +65,7 @@ func main() {
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds per path (interleaved; medians reported)")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each throughput round")
 	fs.DurationVar(&cfg.latDuration, "latency-duration", 5*time.Second, "length of each fixed-rate latency round")
-	fs.Float64Var(&cfg.latRate, "latency-rate", 0, "with --isolated: the fixed rate of the latency rounds in packets/s (0: a quarter of the slowest path's saturation)")
+	fs.Float64Var(&cfg.latRate, "latency-rate", 10000, "with --isolated: the fixed rate of the latency rounds in packets/s, well below what logbench and framesink sharing a CPU can pace (0: a quarter of the slowest path's saturation, where their pacing sets every path's p99)")
 	fs.BoolVar(&cfg.fastDecode, "fast-decode", false, "logbench compresses with --fast-decode (literals not entropy-coded: larger packets the analyzers decode about 3× faster)")
 	fs.IntVar(&cfg.conns, "conns", 10, "logbench connections (10 lets HAProxy place them 4/3/2/1)")
 	fs.IntVar(&cfg.window, "window", 256, "logbench window per connection")
