@@ -178,7 +178,7 @@ func (c *Client) adapt(p *packet, zstdOK bool, dict *frame.Dict, maxFrame int) [
 	if !compress || p.payloadLen() <= maxFrame {
 		// Keep the packet id when it stays one packet: a server may
 		// already have it, and the id lets it deduplicate.
-		var enc frame.Encoder
+		enc := frame.Encoder{FastDecode: c.cfg.FastDecode}
 		c.useDict(&enc, dict)
 		buf := enc.AppendData(nil, 0, &pk, compress)
 		if len(buf)-frame.HeaderSize <= maxFrame {

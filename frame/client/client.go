@@ -81,7 +81,6 @@ type Client struct {
 	active      *conn // the connection new DATA goes to; nil while (re)connecting
 	conns       map[*conn]struct{}
 	notify      chan struct{} // closed on progress; created on demand by waiters
-	unreported  int           // packets resolved whose OnResult has not returned yet
 	pending     int           // bytes accepted by Send, unresolved
 	pendMsgs    int           // messages accepted by Send, unresolved
 	rejCount    int           // packets rejected since the last Flush returned
@@ -278,7 +277,7 @@ func (c *Client) encode(b *batch, rec *flushRec) {
 	c.encoders.Put(enc)
 	b.reset()
 
-	var results []Result
+	var results []resolved
 	c.mu.Lock()
 	c.free = append(c.free, b)
 	rec.open += len(pkts) - 1
@@ -333,7 +332,8 @@ func (c *Client) lingerLoop() {
 // Flush sends the messages still batching and returns when every message
 // accepted by Send before the call is resolved, and Config.OnResult has
 // returned for each of their packets (a caller counting results there
-// sees them all). It returns an error
+// sees them all; Flush may also wait for the callbacks of later packets
+// resolved by the same answer, never for others). It returns an error
 // wrapping ErrRejected if packets were rejected for good since the
 // previous Flush returned (the count and the first reason are in the
 // message), ctx's error (with the number of unresolved messages and the
@@ -359,7 +359,7 @@ func (c *Client) Flush(ctx context.Context) error {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for (len(c.recs) > 0 && c.recs[0].idx <= target) || c.unreported > 0 {
+	for len(c.recs) > 0 && c.recs[0].idx <= target {
 		if c.fatal != nil {
 			return c.fatal
 		}
@@ -438,9 +438,18 @@ func (c *Client) Stats() Stats {
 	return s
 }
 
+// resolved is a packet's Result, and the flush record it counts in until
+// report has passed it to OnResult.
+type resolved struct {
+	Result
+	rec *flushRec
+}
+
 // resolveLocked retires p (err nil: acked) and returns the Result to
-// report once the lock is released.
-func (c *Client) resolveLocked(p *packet, err error) Result {
+// report once the lock is released. With OnResult set, p stays open in
+// its flush record until report has called OnResult for it: Flush returns
+// only then.
+func (c *Client) resolveLocked(p *packet, err error) resolved {
 	c.pending -= p.size
 	c.pendMsgs -= p.msgs
 	if err == nil {
@@ -463,32 +472,38 @@ func (c *Client) resolveLocked(p *packet, err error) Result {
 			c.rejUnlogged++
 		}
 	}
-	p.rec.open--
+	if c.cfg.OnResult == nil {
+		c.closeLocked(p.rec)
+	}
+	c.broadcastLocked()
+	return resolved{Result{PacketID: p.id, Messages: p.msgs, Err: err}, p.rec}
+}
+
+// closeLocked counts one packet of rec done, and drops the flush records
+// whose packets are all done.
+func (c *Client) closeLocked(rec *flushRec) {
+	rec.open--
 	for len(c.recs) > 0 && c.recs[0].open == 0 {
 		c.recs[0] = nil
 		c.recs = c.recs[1:]
 	}
-	if c.cfg.OnResult != nil {
-		c.unreported++ // until report has passed it on
-	}
-	c.broadcastLocked()
-	return Result{PacketID: p.id, Messages: p.msgs, Err: err}
 }
 
 // report passes results from resolveLocked to Config.OnResult, outside the
-// lock, then tells Flush they are out.
-func (c *Client) report(results []Result) {
+// lock, then closes them in their flush records, which wakes Flush.
+func (c *Client) report(results []resolved) {
 	if c.cfg.OnResult == nil || len(results) == 0 {
 		return
 	}
 	for _, r := range results {
-		c.cfg.OnResult(r)
+		c.cfg.OnResult(r.Result)
 	}
 	c.mu.Lock()
-	c.unreported -= len(results)
-	if c.unreported == 0 {
-		c.broadcastLocked()
+	for i := range results {
+		c.closeLocked(results[i].rec)
+		results[i].rec = nil
 	}
+	c.broadcastLocked()
 	c.mu.Unlock()
 }
 

@@ -1010,3 +1010,56 @@ func TestFlushWaitsForOnResult(t *testing.T) {
 		}
 	}
 }
+
+// Flush waits for the callbacks of the packets it waits for, not for
+// those of packets sent after it was called: here the callback of a
+// later packet is held while Flush must return.
+func TestFlushIgnoresLaterCallbacks(t *testing.T) {
+	srv := clienttest.Start(t, "127.0.0.1:0", clienttest.Options{})
+	entered := make(chan int, 2)
+	gates := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
+	var calls atomic.Int64
+	cfg := testConfig(srv.Addr())
+	cfg.BatchMessages = 1
+	cfg.OnResult = func(client.Result) {
+		i := int(calls.Add(1)) - 1
+		if i < 2 {
+			entered <- i
+			<-gates[i]
+		}
+	}
+	c := newClient(t, cfg)
+	released := false
+	defer func() {
+		if !released {
+			close(gates[1])
+		}
+	}()
+	send(t, c, "first")
+	flushed := make(chan error, 1)
+	go func() { flushed <- flush(c) }()
+	if i := <-entered; i != 0 { // the first packet's callback runs, held
+		t.Fatalf("callback %d first", i)
+	}
+	send(t, c, "second") // after Flush was called: not its business
+	// Its ACK reaches the client while the first callback is held, so the
+	// reader resolves it right after that callback returns.
+	waitFor(t, "the server to receive the second packet", func() bool { return len(srv.Received()) == 2 })
+	close(gates[0])
+	select {
+	case err := <-flushed:
+		if err != nil {
+			t.Fatalf("Flush: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Flush did not return while a later packet's callback was held")
+	}
+	if i := <-entered; i != 1 {
+		t.Fatalf("callback %d second", i)
+	}
+	close(gates[1])
+	released = true
+	if err := flush(c); err != nil {
+		t.Fatalf("second Flush: %v", err)
+	}
+}

@@ -52,7 +52,7 @@ type conn struct {
 	sess       *session.Client[*packet]
 	pauseUntil time.Time // BUSY: no new DATA before
 	gotAck     bool
-	results    []Result // what the session resolved during one Handle
+	results    []resolved // what the session resolved during one Handle
 }
 
 // The session hands resolved packets to the conn, under c.mu.
@@ -332,7 +332,7 @@ func (cn *conn) writeLoop() {
 	defer timer.Stop()
 	lastSend := time.Now()
 	var buf []byte
-	var results []Result
+	var results []resolved
 	for {
 		now := time.Now()
 		wait := cn.pingEvery - now.Sub(lastSend)
@@ -384,7 +384,7 @@ func (cn *conn) writeLoop() {
 // fillLocked moves queued packets into buf as DATA frames while the
 // session allows (window, sequence gap, no GOAWAY), and lowers *wait to
 // the next time one becomes sendable.
-func (cn *conn) fillLocked(now time.Time, buf *[]byte, wait *time.Duration, results []Result) []Result {
+func (cn *conn) fillLocked(now time.Time, buf *[]byte, wait *time.Duration, results []resolved) []resolved {
 	c := cn.c
 	for cn.sess.CanSend() && c.qlen() > 0 && len(*buf) < 1<<20 {
 		p := c.queue[c.qh]
