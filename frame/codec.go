@@ -300,13 +300,16 @@ func FastDecoded(h Header, payload []byte) bool {
 		payload = payload[TraceSize:]
 	}
 	var zh zstd.Header
-	if zh.Decode(payload) != nil || !zh.FirstBlock.OK || !zh.FirstBlock.Compressed || len(payload) < zh.HeaderSize+4 {
+	if zh.Decode(payload) != nil || !zh.FirstBlock.OK || len(payload) < zh.HeaderSize+4 {
 		return false
 	}
-	// After the 3-byte Block_Header, the Literals_Section_Header: its low
-	// 2 bits are the Literals_Block_Type, 0 Raw, 1 RLE, 2 Compressed,
-	// 3 Treeless (RFC 8878 3.1.1.3.1.1).
-	return payload[zh.HeaderSize+3]&3 <= 1
+	// Block_Type, bits 1-2 of the 3-byte Block_Header, must be 2,
+	// Compressed (zstd.Header calls an RLE block compressed too, and it has
+	// no literals section); then the Literals_Section_Header's low 2 bits
+	// are the Literals_Block_Type, 0 Raw, 1 RLE, 2 Compressed, 3 Treeless
+	// (RFC 8878 3.1.1.2, 3.1.1.3.1.1).
+	b := payload[zh.HeaderSize:]
+	return (b[0]>>1)&3 == 2 && b[3]&3 <= 1
 }
 
 // rawSlack is the capacity past the raw length that Raw gives the zstd

@@ -360,3 +360,34 @@ func literalsType(t *testing.T, z []byte) int {
 	}
 	return int(b[3] & 3)
 }
+
+// FastDecoded is false for a zstd frame whose first block is RLE (no
+// literals section: the byte after its header is the repeated byte, here
+// one whose low bits would read as Raw literals) and for garbage.
+func TestFastDecodedRLE(t *testing.T) {
+	// Magic, Frame_Header_Descriptor (Single_Segment, 1-byte content
+	// size), content size 200, Block_Header (last, RLE, size 200), 0x00.
+	z := []byte{0x28, 0xB5, 0x2F, 0xFD, 0x20, 200, 0x43, 0x06, 0x00, 0x00}
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if out, err := d.DecodeAll(z, nil); err != nil || !bytes.Equal(out, make([]byte, 200)) {
+		t.Fatalf("the RLE frame does not decode to 200 zeros: %v", err)
+	}
+	f := AppendHeader(nil, TypeData, 0, 1, 1, 0, 0, 0)
+	f = append(f, z...)
+	fillLengths(Header(f), FlagZstd, uint32(len(z)), 200, Checksum(z))
+	if FastDecoded(Header(f), f[HeaderSize:]) {
+		t.Fatal("an RLE block read as literals without entropy coding")
+	}
+	for _, junk := range [][]byte{nil, {0x28}, z[:6], z[:9], bytes.Repeat([]byte{0xFF}, 40)} {
+		g := AppendHeader(nil, TypeData, 0, 1, 1, 0, 0, 0)
+		g = append(g, junk...)
+		fillLengths(Header(g), FlagZstd, uint32(len(junk)), 200, Checksum(junk))
+		if FastDecoded(Header(g), g[HeaderSize:]) {
+			t.Fatalf("%x read as FastDecode", junk)
+		}
+	}
+}
