@@ -133,12 +133,12 @@ func decodeLedger(b []byte) (ledger, error) {
 		if sp.first <= prev || sp.last < sp.first {
 			return ledger{}, fmt.Errorf("span %d-%d out of order", sp.first, sp.last)
 		}
+		if sp.last >= l.next { // checked per span: prev below would wrap at 2^64-1
+			return ledger{}, fmt.Errorf("sequence %d resolved but the next one to write is %d", sp.last, l.next)
+		}
 		l.acks.spans = append(l.acks.spans, sp)
 		l.acks.n += sp.last - sp.first + 1
 		prev = sp.last + 1
-	}
-	if l.acks.max() >= l.next {
-		return ledger{}, fmt.Errorf("sequence %d resolved but the next one to write is %d", l.acks.max(), l.next)
 	}
 	return l, nil
 }

@@ -96,6 +96,10 @@ func TestLedgerImpossibleNumbersRefused(t *testing.T) {
 		{acks: ackSet{floor: ^uint64(0)}, next: 0},
 		{acks: ackSet{floor: 10}, next: 10},
 		{acks: ackSet{floor: 0}, next: 0},
+		// A span ending at 2^64-1, then a lower one: order is checked
+		// against the previous span's end + 1, which wraps to 0.
+		{acks: ackSet{floor: 1, seqSet: seqSet{spans: []span{{10, ^uint64(0)}, {3, 4}}}}, next: 20},
+		{acks: ackSet{floor: 1, seqSet: seqSet{spans: []span{{10, 25}, {30, 31}}}}, next: 20},
 	} {
 		if _, err := decodeLedger(encodeLedger(&l)); err == nil {
 			t.Errorf("floor %d next %d: decoded", l.acks.floor, l.next)
