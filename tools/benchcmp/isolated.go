@@ -136,6 +136,9 @@ func runIsolated(ctx context.Context, cfg config) error {
 	rep.latRate = cfg.latRate
 	if rep.latRate <= 0 {
 		rep.latRate = float64(int64(slowest / 4))
+	} else if half := float64(int64(slowest / 2)); rep.latRate > half {
+		logf("--latency-rate %.0f is above half the slowest path's saturation (%.0f/s): the latency rounds run at %.0f/s", rep.latRate, slowest, half)
+		rep.latRate = half
 	}
 	for r := range cfg.rounds {
 		for i := range paths {

@@ -98,6 +98,14 @@ func main() {
 		fmt.Print(haproxyConfig((*hapConfig)[0], (*hapConfig)[1:]))
 		return
 	}
+	if !cfg.isolated {
+		for _, name := range []string{"latency-rate", "logdist-arg", "proxy-cpu", "rest-cpu"} {
+			if fs.Changed(name) {
+				fmt.Fprintf(os.Stderr, "benchcmp: --%s applies to --isolated only\n", name)
+				os.Exit(2)
+			}
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := 0
 	runner := run
