@@ -146,7 +146,7 @@ func TestSpoolSurvivesKill9(t *testing.T) {
 	}
 	var got map[string]int
 	var lostPkts, lostSys []string
-	waitFor(t, "every acknowledged packet and received datagram at an analyzer", 90*time.Second, func() bool {
+	arrived := func() bool {
 		got = map[string]int{}
 		c.eachOut(func(l outLine) {
 			if i := strings.Index(l.Msg, sys.prefix); i >= 0 {
@@ -169,7 +169,14 @@ func TestSpoolSurvivesKill9(t *testing.T) {
 			}
 		}
 		return len(lostPkts) == 0 && len(lostSys) == 0
-	})
+	}
+	for deadline := time.Now().Add(90 * time.Second); !arrived(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			slices.Sort(lostSys)
+			t.Fatalf("after 90 s, %d acknowledged packets (first: %v) and %d received datagrams (first: %v) not at any analyzer; datagrams sent %d, kills at %v",
+				len(lostPkts), lostPkts[:min(len(lostPkts), 5)], len(lostSys), lostSys[:min(len(lostSys), 5)], len(sentAt), kills)
+		}
+	}
 	acked, dupPkts, dupSys, sysGot := 0, 0, 0, 0
 	for _, a := range agents {
 		acked += len(a.ackedIDs())
