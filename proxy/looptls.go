@@ -150,12 +150,15 @@ func handOver(w net.Conn, ctx any) (*net.TCPConn, *tlsConn, bool) {
 	return sock, &tlsConn{tc: tc, rc: rc, ctx: ctx}, true
 }
 
-// enrollTLS enrolls sock on lp's event loop as the loop-native TLS
-// connection x and waits for the loop to open it. gnet serves a copy of
-// the socket's descriptor and closes sock.
-func (s *Server) enrollTLS(el gnet.EventLoop, sock *net.TCPConn, x *tlsConn) error {
-	ch, err := el.Enroll(gnet.NewContext(s.ctx, x), sock)
+// enroll hands conn to the event loop el, with gctx as the connection's
+// gnet context, and waits for the loop to open it: gnet serves a copy of
+// the descriptor and closes conn (so does enroll if the loop refuses it).
+// A loop that is shutting down never answers: the wait ends with the
+// server's own shutdown.
+func (s *Server) enroll(el gnet.EventLoop, conn net.Conn, gctx any) error {
+	ch, err := el.Enroll(gnet.NewContext(s.ctx, gctx), conn)
 	if err != nil {
+		_ = conn.Close()
 		return err
 	}
 	select {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/logdist/logdist/internal/tlsconf"
-	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -232,22 +231,12 @@ func (t *transportListener) enroll(ctx context.Context, nc net.Conn, conf *setti
 		ba.identity = tlsconf.Identity(&cs)
 	}
 	if sock, x, ok := handOver(w, ba); ok {
-		return s.enrollTLS(lp.el, sock, x)
+		return s.enroll(lp.el, sock, x)
 	}
 	loopEnd, err := s.bridge(w)
 	if err != nil {
 		w.Close()
 		return err
 	}
-	ch, err := lp.el.Enroll(gnet.NewContext(s.ctx, ba), loopEnd)
-	if err != nil {
-		loopEnd.Close()
-		return err
-	}
-	select {
-	case res := <-ch:
-		return res.Err
-	case <-s.ctx.Done():
-		return s.ctx.Err()
-	}
+	return s.enroll(lp.el, loopEnd, ba)
 }

@@ -45,20 +45,7 @@ func (u *upstream) dial() {
 			conn, ectx, err = s.wrapDialed(ctx, conn, u, u.addr, u.st.cfg.ServerName)
 		}
 		if err == nil {
-			var ch <-chan gnet.RegisteredResult
-			ch, err = lp.el.Enroll(gnet.NewContext(s.ctx, ectx), conn)
-			if err == nil {
-				// A loop that is shutting down never answers: do not wait
-				// for it past the server's own shutdown.
-				select {
-				case res := <-ch:
-					err = res.Err
-				case <-s.ctx.Done():
-					err = s.ctx.Err()
-				}
-			} else {
-				_ = conn.Close()
-			}
+			err = s.enroll(lp.el, conn, ectx)
 		}
 		if err != nil {
 			lp.exec(func(context.Context) error { u.dialFailed(err); return nil })
