@@ -252,8 +252,7 @@ func (s *sampleSet) readSpool(dir string, f *dictFlags) error {
 	if err != nil {
 		return fmt.Errorf("--dict: %w", err)
 	}
-	dec := frame.NewDecoder(frame.Limits{MaxFrame: frame.HardMaxFrame, MaxRaw: frame.HardMaxFrame, MaxMessages: math.MaxUint32,
-		MaxField: math.MaxUint16, MaxBody: math.MaxUint32, MaxAttrs: math.MaxUint16})
+	dec := spoolDecoder()
 	dec.Dicts = dicts
 	undecodable := 0
 	errStop := errors.New("enough samples")

@@ -252,8 +252,7 @@ func spoolDump(dir string, keys *spool.Keyring, pending bool, stdout, stderr io.
 		return 2
 	}
 	defer d.Close()
-	dec := frame.NewDecoder(frame.Limits{MaxFrame: frame.HardMaxFrame, MaxRaw: frame.HardMaxFrame, MaxMessages: math.MaxUint32,
-		MaxField: math.MaxUint16, MaxBody: math.MaxUint32, MaxAttrs: math.MaxUint16})
+	dec := spoolDecoder()
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)
 	var p frame.Packet
@@ -377,4 +376,12 @@ func spoolStats(dir string, keys *spool.Keyring, asJSON bool, stdout, stderr io.
 		}
 	}
 	return 0
+}
+
+// spoolDecoder decodes any frame a spool may hold: what logdist took was
+// within the limits of its configuration then, which the tools reading
+// the spool do not know, so only the format's own bounds apply.
+func spoolDecoder() *frame.Decoder {
+	return frame.NewDecoder(frame.Limits{MaxFrame: frame.HardMaxFrame, MaxRaw: frame.HardMaxFrame, MaxMessages: math.MaxUint32,
+		MaxField: math.MaxUint16, MaxBody: math.MaxUint32, MaxAttrs: math.MaxUint16})
 }
